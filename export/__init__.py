@@ -1,0 +1,1 @@
+"""Training and ONNX export of the recurrent forecasters (needs the `train` extra: torch)."""

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install everything the tests need into .venv and run the whole suite (lint, types, tests).
+# Works on a fresh machine: only python3 (3.11), pip and the package registries are assumed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m venv .venv
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# Exactly this torch: a CPU wheel on this machine's disk (any other spec pulls a CUDA build).
+python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".[train,redis,dev]"
+
+echo "== ruff";  ruff check .
+echo "== mypy";  mypy
+echo "== pytest"; python -m pytest "$@"

@@ -1,0 +1,5 @@
+"""`python -m service` is `rnnserve`."""
+
+from service.cli import main
+
+raise SystemExit(main())
