@@ -4,12 +4,13 @@ pipeline. The training commands import torch lazily, so the server runs without 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 
 def _train_or_export(command: str, argv: list[str]) -> int:
     try:
-        from export import cli as export_cli
+        export_cli = importlib.import_module("export.cli")
     except ImportError as exc:  # torch or onnx missing
         print(
             f"rnnserve {command} needs the training extra ({exc}). Install it with:\n"
@@ -17,9 +18,8 @@ def _train_or_export(command: str, argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    if command == "train":
-        return export_cli.train_main(argv)
-    return export_cli.export_main(argv)
+    entry = export_cli.train_main if command == "train" else export_cli.export_main
+    return int(entry(argv))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,100 @@
+"""Discover the model repository on disk (the contract in DESIGN.md):
+
+    models/<name>/model.onnx            one version (version 1)
+    models/<name>/<N>/model.onnx        numbered versions; the highest is the default
+    models/<name>/model.json            optional metadata (also models/<name>/<N>/model.json)
+
+Only paths found here are ever opened: request paths name models by key, never by path."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("rnnserve.repository")
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+"""Names a model folder may have: no separators, no leading dot, so no path tricks."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One version of one model as found on disk, not yet loaded."""
+
+    name: str
+    version: int
+    onnx_path: Path
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SourceProblem:
+    """A folder that looked like a model but cannot be served, and why."""
+
+    name: str
+    version: int | None
+    reason: str
+
+
+def is_valid_model_name(name: str) -> bool:
+    return bool(MODEL_NAME.match(name)) and ".." not in name
+
+
+def _read_metadata(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    return data
+
+
+def discover(root: Path) -> tuple[list[ModelSource], list[SourceProblem]]:
+    """Every servable model version under `root`, and the folders that could not be used."""
+    sources: list[ModelSource] = []
+    problems: list[SourceProblem] = []
+    if not root.is_dir():
+        raise FileNotFoundError(f"model repository {root} is not a directory")
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        name = folder.name
+        if name.startswith("."):
+            continue
+        if not is_valid_model_name(name):
+            problems.append(SourceProblem(name, None, "invalid model folder name"))
+            continue
+        try:
+            shared_meta = _read_metadata(folder / "model.json")
+        except ValueError as exc:
+            problems.append(SourceProblem(name, None, str(exc)))
+            continue
+        versions = sorted(
+            int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()
+        )
+        found = False
+        for version in versions:
+            onnx_path = folder / str(version) / "model.onnx"
+            if not onnx_path.is_file():
+                continue
+            try:
+                meta = {**shared_meta, **_read_metadata(folder / str(version) / "model.json")}
+            except ValueError as exc:
+                problems.append(SourceProblem(name, version, str(exc)))
+                continue
+            sources.append(ModelSource(name, version, onnx_path, meta))
+            found = True
+        if not found and (folder / "model.onnx").is_file():
+            sources.append(ModelSource(name, 1, folder / "model.onnx", shared_meta))
+            found = True
+        if not found:
+            problems.append(
+                SourceProblem(name, None, "no model.onnx (expected <name>/model.onnx or "
+                                          "<name>/<N>/model.onnx)")
+            )
+    return sources, problems

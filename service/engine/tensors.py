@@ -1,0 +1,60 @@
+"""Turn client data into the float32 arrays ONNX Runtime takes, and check them.
+
+Every check raises InvalidInput (400) or PayloadTooLarge (413) with a message that names the
+offending tensor and says how to fix it. The checks are vectorised: no loop over timesteps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from service.errors import InvalidInput
+
+_KIND_NAMES = {"b": "booleans", "U": "strings", "S": "bytes", "O": "non-numeric values"}
+
+
+def to_float32(value: Any, what: str) -> np.ndarray:
+    """Nested lists of numbers → float32 array. Rejects ragged lists, strings, booleans and
+    nulls; finiteness is the engine's check (`require_finite`), made once for every transport."""
+    if isinstance(value, np.ndarray):
+        arr = value
+    else:
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError):
+            raise InvalidInput(
+                f"{what} is ragged: every timestep must list the same number of features"
+            ) from None
+    if arr.dtype.kind not in "iuf":
+        found = _KIND_NAMES.get(arr.dtype.kind, str(arr.dtype))
+        hint = " (or ragged nested lists)" if arr.dtype.kind == "O" else ""
+        raise InvalidInput(f"{what} must hold numbers only; found {found}{hint}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        return arr.astype(np.float32, copy=False)
+
+
+def require_finite(arr: np.ndarray, what: str) -> None:
+    """NaN and ±Inf (also floats too large for float32) would poison the hidden state."""
+    finite = np.isfinite(arr)
+    if not finite.all():
+        where = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise InvalidInput(
+            f"{what}{list(where)} is {arr[where]}: values must be finite float32 numbers "
+            "(no NaN or Infinity, |x| < 3.4e38)"
+        )
+
+
+def require_sequence(arr: np.ndarray, input_size: int, what: str) -> None:
+    """A sequence is time × features with at least one timestep."""
+    if arr.size == 0 and arr.ndim <= 2:
+        raise InvalidInput(f"{what} is empty: send at least one timestep")
+    if arr.ndim != 2:
+        raise InvalidInput(
+            f"{what} must be a list of timesteps, each a list of {input_size} numbers "
+            f"(time × features); got an array of {arr.ndim} dimension(s) {list(arr.shape)}"
+        )
+    if arr.shape[1] != input_size:
+        raise InvalidInput(
+            f"{what} has {arr.shape[1]} feature(s) per timestep; the model takes {input_size}"
+        )

@@ -1,0 +1,66 @@
+"""Domain errors. Each knows its HTTP status and gRPC status code, so every protocol adapter
+maps them the same way, once. Foreign errors (ONNX Runtime, JSON decoding) are wrapped where
+they enter.
+
+    RnnServeError                      500  INTERNAL
+    ├── InvalidInput                   400  INVALID_ARGUMENT   bad shape, NaN, wrong type, ...
+    ├── UnsupportedMediaType           415  INVALID_ARGUMENT   body is not JSON
+    ├── PayloadTooLarge                413  RESOURCE_EXHAUSTED over a size limit
+    ├── NotFound                       404  NOT_FOUND
+    │   ├── ModelNotFound                                      unknown model or version
+    │   └── SessionNotFound                                    unknown, expired or deleted session
+    ├── Unavailable                    503  UNAVAILABLE        model not ready, server full
+    └── InferenceFailed                500  INTERNAL           ONNX Runtime raised on valid input
+"""
+
+from __future__ import annotations
+
+
+class RnnServeError(Exception):
+    """Base of every error a client may see; the message says what is wrong and how to fix it."""
+
+    http_status: int = 500
+    grpc_code: str = "INTERNAL"  # a grpc.StatusCode name; grpc is imported only by its adapter
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+class InvalidInput(RnnServeError):
+    http_status = 400
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class UnsupportedMediaType(RnnServeError):
+    http_status = 415
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class PayloadTooLarge(RnnServeError):
+    http_status = 413
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class NotFound(RnnServeError):
+    http_status = 404
+    grpc_code = "NOT_FOUND"
+
+
+class ModelNotFound(NotFound):
+    pass
+
+
+class SessionNotFound(NotFound):
+    pass
+
+
+class Unavailable(RnnServeError):
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+
+
+class InferenceFailed(RnnServeError):
+    http_status = 500
+    grpc_code = "INTERNAL"

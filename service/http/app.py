@@ -1,0 +1,61 @@
+"""The FastAPI application: wires the engine, routes, error mapping, limits and metrics.
+
+The engine is built by the caller and passed in (no hidden globals); the lifespan loads the
+models before the first request and releases the worker pool at shutdown."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Response
+
+from service import __version__
+from service.engine import Engine
+from service.http import native, v2
+from service.http.errors import install_error_handlers
+from service.http.limits import BodySizeLimit
+from service.metrics import Metrics, MetricsMiddleware
+
+DESCRIPTION = """Serve recurrent models (RNN, LSTM, GRU) through ONNX Runtime.
+
+* **Native REST** (`/v1`): list and describe models, predict batches of sequences.
+* **KServe v2** (`/v2`): Triton-compatible; `tritonclient.http` works unchanged.
+
+Errors are `{"error": "<what is wrong and how to fix it>"}`."""
+
+
+def create_app(engine: Engine, *, load_on_startup: bool = True) -> FastAPI:
+    """Build the app around an engine; `load_on_startup=False` if it is already started."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if load_on_startup and not engine.started:
+            engine.start()
+        for name, versions in engine.models.versions.items():
+            for version in versions:
+                metrics.model_loaded.labels(name, str(version)).set(1)
+        for problem in engine.models.problems:
+            metrics.model_loaded.labels(problem.name, str(problem.version or "")).set(0)
+        try:
+            yield
+        finally:
+            engine.close()
+
+    app = FastAPI(title="rnnserve", version=__version__, description=DESCRIPTION,
+                  lifespan=lifespan)
+    app.state.engine = engine
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(native.router)
+    app.include_router(v2.router)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    # Last added runs first: metrics see every response, the size limit's 413s included.
+    app.add_middleware(BodySizeLimit, max_bytes=engine.settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,94 @@
+"""Request schemas and examples for /docs. The routes parse bodies themselves (orjson and
+numpy are far faster than model validation for large float arrays), so these schemas are
+documentation and fuzzing input; the examples work when pasted (temperature-lstm takes
+[temperature °F, sin(2π·hour/24), cos(2π·hour/24)])."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_SEQUENCE = {
+    "type": "array",
+    "description": "One sequence: timesteps × features.",
+    "items": {"type": "array", "items": {"type": "number"}},
+}
+_STATE = {
+    "type": "object",
+    "description": 'One sequence\'s state, keyed by state input name: {"h0": {"shape": '
+    "[layers, 1, hidden], \"data\": [...]}, ...}. Missing tensors start from zeros.",
+    "additionalProperties": {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            "data": {"type": "array", "items": {"type": "number"}},
+        },
+    },
+}
+
+EXAMPLE_SEQUENCE = [
+    [48.2, 0.0, 1.0],
+    [47.9, 0.2588, 0.9659],
+    [47.5, 0.5, 0.866],
+    [47.4, 0.7071, 0.7071],
+]
+
+PREDICT_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "required": ["inputs"],
+    "additionalProperties": False,
+    "properties": {
+        "inputs": {"type": "array", "items": _SEQUENCE,
+                   "description": "Sequences; they may differ in length."},
+        "initial_states": {"type": "array", "items": {"oneOf": [_STATE, {"type": "null"}]},
+                           "description": "One per sequence, null for zeros."},
+        "return_state": {"type": "boolean", "default": False,
+                         "description": "Also return each sequence's final state."},
+    },
+}
+
+PREDICT_EXAMPLE = {
+    "inputs": [EXAMPLE_SEQUENCE, EXAMPLE_SEQUENCE[:2]],
+    "return_state": False,
+}
+
+V2_INFER_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "parameters": {"type": "object"},
+        "inputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "shape", "datatype"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                    "datatype": {"type": "string"},
+                    "parameters": {"type": "object"},
+                    "data": {"type": "array"},
+                },
+            },
+        },
+        "outputs": {
+            "type": "array",
+            "items": {"type": "object", "required": ["name"],
+                      "properties": {"name": {"type": "string"},
+                                     "parameters": {"type": "object"}}},
+        },
+    },
+}
+
+V2_INFER_EXAMPLE = {
+    "id": "example-1",
+    "inputs": [{"name": "input", "shape": [1, 2, 3], "datatype": "FP32",
+                "data": [48.2, 0.0, 1.0, 47.9, 0.2588, 0.9659]}],
+}
+
+
+def json_body(schema: dict[str, Any], example: Any) -> dict[str, Any]:
+    """openapi_extra for a route that reads its JSON body itself."""
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": schema, "example": example}}}}

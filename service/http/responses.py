@@ -1,0 +1,24 @@
+"""JSON responses encoded by orjson, which writes numpy arrays natively (much faster than
+`.tolist()` followed by the standard library encoder)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi.responses import JSONResponse
+
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+class FastJSONResponse(JSONResponse):
+    """application/json rendered with orjson; numpy arrays must be C-contiguous."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=_OPTIONS)
+
+
+def error_response(status: int, message: str, retry_after_s: float | None = None) -> JSONResponse:
+    """The contract's error body: {"error": "<what is wrong and how to fix it>"}."""
+    headers = {"Retry-After": str(max(1, round(retry_after_s)))} if retry_after_s else None
+    return FastJSONResponse({"error": message}, status_code=status, headers=headers)

@@ -1,0 +1,136 @@
+"""KServe v2 / Open Inference Protocol over HTTP, as Triton implements it, so that
+`tritonclient.http` works unchanged: health, server and model metadata, readiness, and infer
+with JSON or binary tensors (the binary tensor data extension)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from service import __version__
+from service.engine import Engine
+from service.errors import InvalidInput
+from service.http.openapi import V2_INFER_EXAMPLE, V2_INFER_REQUEST, json_body
+from service.http.responses import FastJSONResponse, error_response
+from service.http.v2_codec import (
+    SEQUENCE_PARAMETERS,
+    compress,
+    decode_request,
+    decompress,
+    encode_response,
+)
+
+router = APIRouter(prefix="/v2", tags=["KServe v2"])
+
+EXTENSIONS = ["binary_tensor_data"]
+PLATFORM = "onnxruntime_onnx"
+
+
+def engine_of(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+@router.get("/health/live", summary="Server liveness")
+async def live() -> FastJSONResponse:
+    return FastJSONResponse({"live": True})
+
+
+@router.get("/health/ready", summary="Server readiness: every loaded model can serve")
+async def ready(request: Request) -> Response:
+    if engine_of(request).ready:
+        return FastJSONResponse({"ready": True})
+    return error_response(503, "not ready: models are loading, or (strict readiness) a model "
+                          "failed to load; see /v1/models")
+
+
+@router.get("", summary="Server metadata")
+async def server_metadata() -> FastJSONResponse:
+    return FastJSONResponse({"name": "rnnserve", "version": __version__,
+                             "extensions": EXTENSIONS})
+
+
+def _metadata(engine: Engine, model: str, version: str | None) -> dict[str, Any]:
+    runner = engine.runner(model, version)
+    sig = runner.signature
+    inputs = [{"name": sig.input_name, "datatype": "FP32", "shape": [-1, -1, sig.input_size]}]
+    outputs = [{"name": sig.output_name, "datatype": "FP32",
+                "shape": [-1, -1, sig.output_size]}]
+    for s in sig.states:
+        inputs.append({"name": s.input, "datatype": "FP32", "shape": [s.layers, -1, s.hidden]})
+        outputs.append({"name": s.output, "datatype": "FP32", "shape": [s.layers, -1, s.hidden]})
+    return {
+        "name": runner.name,
+        "versions": [str(v) for v in sorted(engine.models.versions[runner.name])],
+        "platform": PLATFORM,
+        "inputs": inputs,
+        "outputs": outputs,
+    }
+
+
+@router.get("/models/{model}", summary="Model metadata (highest version)")
+async def model_metadata(request: Request, model: str) -> FastJSONResponse:
+    return FastJSONResponse(_metadata(engine_of(request), model, None))
+
+
+@router.get("/models/{model}/versions/{version}", summary="Model metadata")
+async def model_version_metadata(request: Request, model: str, version: str) -> FastJSONResponse:
+    return FastJSONResponse(_metadata(engine_of(request), model, version))
+
+
+async def _model_ready(request: Request, model: str, version: str | None) -> FastJSONResponse:
+    runner = engine_of(request).runner(model, version)
+    return FastJSONResponse({"name": runner.name, "version": str(runner.version), "ready": True})
+
+
+@router.get("/models/{model}/ready", summary="Model readiness")
+async def model_ready(request: Request, model: str) -> FastJSONResponse:
+    return await _model_ready(request, model, None)
+
+
+@router.get("/models/{model}/versions/{version}/ready", summary="Model version readiness")
+async def model_version_ready(request: Request, model: str, version: str) -> FastJSONResponse:
+    return await _model_ready(request, model, version)
+
+
+async def _infer(request: Request, model: str, version: str | None) -> Response:
+    engine = engine_of(request)
+    body = decompress(await request.body(), request.headers.get("content-encoding"),
+                      engine.settings.max_body_bytes)
+    infer = decode_request(body, request.headers.get("inference-header-content-length"))
+    sequence_id = infer.parameters.get("sequence_id")
+    if sequence_id not in (None, 0, ""):
+        raise InvalidInput("sequence_id is set but this server does not keep sequence state "
+                           "yet; send whole sequences and leave out "
+                           + ", ".join(SEQUENCE_PARAMETERS))
+    runner, results = await engine.infer(model, infer.inputs, version=version)
+    payload, header_length = encode_response(
+        runner.name, runner.version, infer, results, runner.signature.output_names)
+    headers: dict[str, str] = {}
+    payload, encoding = compress(payload, request.headers.get("accept-encoding", ""))
+    if encoding:
+        headers["Content-Encoding"] = encoding
+    if header_length is None:
+        return Response(payload, media_type="application/json", headers=headers)
+    headers["Inference-Header-Content-Length"] = str(header_length)
+    return Response(payload, media_type="application/octet-stream", headers=headers)
+
+
+_INFER_DOC = dict(
+    summary="Inference (JSON or binary tensors)",
+    description="Inputs: `input` FP32 [batch, time, features] and optionally the state inputs "
+    "(zeros when omitted). Binary tensors follow the JSON header; set "
+    "Inference-Header-Content-Length.",
+    openapi_extra=json_body(V2_INFER_REQUEST, V2_INFER_EXAMPLE),
+)
+
+
+@router.post("/models/{model}/infer", **_INFER_DOC)  # type: ignore[arg-type]
+async def infer(request: Request, model: str) -> Response:
+    return await _infer(request, model, None)
+
+
+@router.post("/models/{model}/versions/{version}/infer", **_INFER_DOC)  # type: ignore[arg-type]
+async def infer_version(request: Request, model: str, version: str) -> Response:
+    return await _infer(request, model, version)

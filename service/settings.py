@@ -1,0 +1,58 @@
+"""Typed server settings. Every field can be set on the command line (`rnnserve serve --help`)
+or by an environment variable `RNNSERVE_<FIELD>` (e.g. RNNSERVE_PORT=9000); the command line
+wins. Defaults are chosen for a 2-core machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the server can be told; passed explicitly into the parts that use it."""
+
+    model_config = SettingsConfigDict(env_prefix="RNNSERVE_", extra="ignore")
+
+    models: Path = Field(Path("models"), description="Model repository directory.")
+    host: str = Field("127.0.0.1", description="Address to listen on for HTTP.")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port.")
+    grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port; 0 turns gRPC off.")
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu",
+        description="Execution provider: cuda fails loudly without a GPU; auto falls back to CPU.",
+    )
+    state_store: str = Field(
+        "memory", description="Session state store: memory, or redis://HOST:PORT/DB."
+    )
+    intra_op_threads: int = Field(
+        1,
+        ge=0,
+        description="ONNX Runtime threads inside one run (0 = ORT's default). One per run "
+        "beats two on a 2-core machine: spinning threads burn the other core.",
+    )
+    inference_workers: int = Field(
+        2, ge=1, description="ONNX Runtime runs that may overlap (worker threads)."
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above)."
+    )
+    max_sequences: int = Field(
+        1024, ge=1, description="Most sequences in one predict or v2 infer request (413 above)."
+    )
+    max_timesteps: int = Field(
+        10_000, ge=1, description="Most timesteps in one sequence (413 above)."
+    )
+    max_total_timesteps: int = Field(
+        200_000,
+        ge=1,
+        description="Most timesteps summed over all sequences of one request (413 above).",
+    )
+    strict_readiness: bool = Field(
+        False,
+        description="If true, /v2/health/ready is false while any model in the repository "
+        "failed to load; by default it reflects only the models that loaded.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
