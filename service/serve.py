@@ -75,5 +75,8 @@ def serve_main(argv: list[str]) -> int:
     config = uvicorn.Config(app, host=settings.host, port=settings.port,
                             log_level=settings.log_level, access_log=settings.log_level == "debug",
                             timeout_graceful_shutdown=10)
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        engine.close()
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import orjson
 
 from service.errors import InvalidInput
 
@@ -26,12 +27,21 @@ def to_float32(value: Any, what: str) -> np.ndarray:
             raise InvalidInput(
                 f"{what} is ragged: every timestep must list the same number of features"
             ) from None
+    if arr.dtype.kind in "iuf" and not isinstance(value, np.ndarray) and _holds_booleans(value):
+        raise InvalidInput(f"{what} must hold numbers only; found booleans")
     if arr.dtype.kind not in "iuf":
         found = _KIND_NAMES.get(arr.dtype.kind, str(arr.dtype))
         hint = " (or ragged nested lists)" if arr.dtype.kind == "O" else ""
         raise InvalidInput(f"{what} must hold numbers only; found {found}{hint}")
     with np.errstate(over="ignore", invalid="ignore"):
         return arr.astype(np.float32, copy=False)
+
+
+def _holds_booleans(value: Any) -> bool:
+    """numpy turns [1, true] into [1, 1] silently; JSON true/false are not readings. A C-speed
+    re-encode and substring search finds them without a Python loop over the values."""
+    encoded = orjson.dumps(value)
+    return b"true" in encoded or b"false" in encoded
 
 
 def require_finite(arr: np.ndarray, what: str) -> None:

@@ -29,24 +29,31 @@ def create_app(engine: Engine, *, load_on_startup: bool = True) -> FastAPI:
     """Build the app around an engine; `load_on_startup=False` if it is already started."""
     metrics = Metrics()
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if load_on_startup and not engine.started:
-            engine.start()
+    def record_models() -> None:
         for name, versions in engine.models.versions.items():
             for version in versions:
                 metrics.model_loaded.labels(name, str(version)).set(1)
         for problem in engine.models.problems:
             metrics.model_loaded.labels(problem.name, str(problem.version or "")).set(0)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        owned = load_on_startup and not engine.started
+        if owned:
+            engine.start()
+            record_models()
         try:
             yield
         finally:
-            engine.close()
+            if owned:  # an engine started by the caller is closed by the caller
+                engine.close()
 
     app = FastAPI(title="rnnserve", version=__version__, description=DESCRIPTION,
                   lifespan=lifespan)
     app.state.engine = engine
     app.state.metrics = metrics
+    if engine.started:
+        record_models()
     install_error_handlers(app)
     app.include_router(native.router)
     app.include_router(v2.router)

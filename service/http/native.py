@@ -36,11 +36,11 @@ def parse_sequences(inputs: Any) -> np.ndarray | list[np.ndarray]:
                            "each a list of feature values")
     if inputs:
         try:
-            whole = np.asarray(inputs)
-        except (ValueError, TypeError):
-            whole = None  # ragged: sequences of different lengths (or a malformed one)
-        if whole is not None and whole.ndim == 3 and whole.dtype.kind in "iuf":
-            return to_float32(whole, "inputs")
+            whole = to_float32(inputs, "inputs")
+        except InvalidInput:
+            whole = None  # ragged (sequences of different lengths) or bad: look one by one
+        if whole is not None and whole.ndim == 3:
+            return whole
     return [to_float32(seq, f"inputs[{i}]") for i, seq in enumerate(inputs)]
 
 

@@ -122,7 +122,7 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
             raise InvalidInput(f"input {name!r} appears twice")
         shape = _shape(tensor.get("shape"), name)
         datatype = tensor.get("datatype")
-        if datatype not in DATATYPES:
+        if not isinstance(datatype, str) or datatype not in DATATYPES:
             raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r}")
         if datatype != "FP32":
             raise InvalidInput(f"input {name!r} has datatype {datatype}; this model takes FP32")

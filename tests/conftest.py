@@ -1,0 +1,167 @@
+"""Shared fixtures: tiny recurrent models exported with the project's exporter, engines,
+in-process ASGI clients and real servers on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMITTED_MODELS = ROOT / "models"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def build_tiny_repository(root: Path) -> Path:
+    """tiny-lstm (versions 1 and 2, different weights), tiny-gru, tiny-rnn: input 3,
+    hidden 8, 2 layers, head to 1; plus renamed-gru whose tensors have other names (declared in
+    model.json) and broken (a file that is not ONNX)."""
+    import onnx
+    import torch
+    from torch import nn
+
+    from export.onnx_export import export_recurrent
+
+    def export(cls: type[nn.Module], folder: Path, seed: int) -> Path:
+        torch.manual_seed(seed)
+        rnn = cls(3, 8, num_layers=2, batch_first=True)
+        head = nn.Linear(8, 1)
+        folder.mkdir(parents=True, exist_ok=True)
+        return export_recurrent(rnn, head, folder / "model.onnx")
+
+    export(nn.LSTM, root / "tiny-lstm" / "1", 1)
+    export(nn.LSTM, root / "tiny-lstm" / "2", 2)
+    export(nn.GRU, root / "tiny-gru", 3)
+    export(nn.RNN, root / "tiny-rnn", 4)
+
+    path = export(nn.GRU, root / "renamed-gru", 5)
+    model = onnx.load(str(path))
+    renames = {"input": "x", "h0": "state_in", "output": "y", "hn": "state_out"}
+    for value in [*model.graph.input, *model.graph.output]:
+        value.name = renames.get(value.name, value.name)
+    for node in model.graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
+    onnx.save(model, str(path))
+    (root / "renamed-gru" / "model.json").write_text(
+        '{"description": "a GRU with its own tensor names", "cell": "gru", '
+        '"sequence_input": "x", "sequence_output": "y", '
+        '"state_pairs": [{"input": "state_in", "output": "state_out"}]}'
+    )
+    (root / "broken").mkdir()
+    (root / "broken" / "model.onnx").write_bytes(b"this is not an onnx file")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_repository(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def make_settings(tiny_repo: Path) -> Callable[..., object]:
+    from service.settings import Settings
+
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {"models": tiny_repo, "grpc_port": 0}
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+def make_client(make_settings: Callable[..., object]) -> Iterator[Callable[..., object]]:
+    """An httpx.AsyncClient speaking to the app in-process (ASGI), engine started."""
+    from service.engine import Engine
+    from service.http.app import create_app
+
+    engines: list[Engine] = []
+
+    def make(**overrides: object) -> httpx.AsyncClient:
+        engine = Engine(make_settings(**overrides))  # type: ignore[arg-type]
+        engine.start()
+        engines.append(engine)
+        app = create_app(engine, load_on_startup=False)
+        transport = httpx.ASGITransport(app=app)
+        return httpx.AsyncClient(transport=transport, base_url="http://rnnserve.test")
+
+    yield make
+    for engine in engines:
+        engine.close()
+
+
+@pytest.fixture
+async def client(make_client: Callable[..., httpx.AsyncClient]) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client() as c:
+        yield c
+
+
+class ServerProcess:
+    """`python -m service serve` on a free loopback port, stopped by the fixture."""
+
+    def __init__(self, args: list[str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1",
+             "--port", str(self.port), "--grpc-port", "0", *args],
+            stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}: {self.log()}")
+            try:
+                if httpx.get(self.url + "/v2/health/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"server not ready after {timeout}s: {self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    servers: list[ServerProcess] = []
+
+    def start(*args: str, wait: bool = True) -> ServerProcess:
+        server = ServerProcess(list(args), tmp_path / f"server-{len(servers)}.log")
+        servers.append(server)
+        if wait:
+            server.wait_ready()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -1,0 +1,73 @@
+"""The `rnnserve serve` command: start-up log, devices, settings from flags and environment,
+and a server that runs without torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.serve import load_settings
+from tests.conftest import ROOT, ServerProcess
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "service", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_serve_logs_one_line_per_model_and_reports_broken(
+    start_server: Callable[..., ServerProcess], tiny_repo: Path
+) -> None:
+    server = start_server("--models", str(tiny_repo), "--device", "auto")
+    log = server.log()
+    assert "loaded tiny-lstm version 2: cell=lstm input=3 output=1" in log
+    assert "provider=CPUExecutionProvider" in log
+    assert "falling back to CPU" in log
+    assert "model broken version 1 failed to load" in log
+    r = httpx.get(server.url + "/v1/models/tiny-gru")
+    assert r.json()["provider"] == "CPUExecutionProvider"
+
+
+def test_device_cuda_fails_loudly_without_a_gpu(tiny_repo: Path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has CUDA")
+    result = run_cli("serve", "--models", str(tiny_repo), "--device", "cuda", "--port", "0")
+    assert result.returncode == 2
+    assert "onnxruntime-gpu" in result.stderr
+
+
+def test_bad_flags_exit_2_with_a_message(tiny_repo: Path) -> None:
+    result = run_cli("serve", "--models", str(tiny_repo), "--port", "99999")
+    assert result.returncode == 2 and "--port" in result.stderr
+    result = run_cli("serve", "--models", "/no/such/dir")
+    assert result.returncode == 2 and "not a directory" in result.stderr
+    result = run_cli("serve", "--state-store", "redis://127.0.0.1:1/0", "--models", str(tiny_repo))
+    assert result.returncode == 2 and "state-store" in result.stderr
+
+
+def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RNNSERVE_PORT", "9100")
+    monkeypatch.setenv("RNNSERVE_MAX_SEQUENCES", "7")
+    settings = load_settings(["--max-sequences", "9"])
+    assert settings.port == 9100 and settings.max_sequences == 9
+
+
+def test_server_modules_do_not_import_torch() -> None:
+    code = ("import sys, service.serve, service.http.app, service.engine; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+
+
+def test_help_lists_the_contract_flags() -> None:
+    result = run_cli("serve", "--help")
+    for flag in ("--models", "--host", "--port", "--grpc-port", "--device", "--state-store"):
+        assert flag in result.stdout
