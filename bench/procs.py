@@ -1,0 +1,137 @@
+"""Server subprocesses for benchmarks: pick a free port, start, wait until ready, stop.
+
+Servers run as separate processes so that their CPU use can be read from /proc and so that a
+crash or hang in one never takes the benchmark down with it. Their output goes to a log file,
+not a pipe: a pipe nobody reads fills up and silently stalls a chatty server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now (the OS picks it; a tiny race with other programs
+    remains, acceptable for a benchmark that fails loudly if the bind fails)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by process `pid` (Linux /proc; 0.0 elsewhere).
+
+    Read before and after a measurement to get the server's CPU cost per request: on a shared
+    2-core machine throughput alone hides whether a server is slow or just starved."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    # Fields after the ")" that closes the command name; utime and stime are fields 14 and 15.
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class ServerProcess:
+    """One server subprocess with a readiness URL; use as a context manager so that it is
+    always stopped (SIGTERM, then SIGKILL after `stop_grace_s`)."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        ready_url: str,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        stop_grace_s: float = 10.0,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.ready_url = ready_url
+        self.log_path = log_path
+        self.env = env
+        self.cwd = cwd
+        self.stop_grace_s = stop_grace_s
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self._popen is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return self._popen.pid
+
+    def start(self, ready_timeout_s: float = 60.0) -> None:
+        """Start the process and block until `ready_url` answers 200 (raises with the log's
+        tail if the process exits or the timeout passes first)."""
+        with open(self.log_path, "wb") as log:
+            self._popen = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.cwd,
+            )
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            code = self._popen.poll()
+            if code is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with code {code} before it was ready:\n{self.log_tail()}"
+                )
+            if _answers_200(self.ready_url):
+                return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"{self.name} not ready at {self.ready_url} after {ready_timeout_s:.0f} s:\n"
+                    f"{self.log_tail()}"
+                )
+            time.sleep(0.1)
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait up to `stop_grace_s`, then SIGKILL. Returns the exit code."""
+        if self._popen is None or self._popen.poll() is not None:
+            return None if self._popen is None else self._popen.returncode
+        self._popen.send_signal(signal.SIGTERM)
+        try:
+            return self._popen.wait(timeout=self.stop_grace_s)
+        except subprocess.TimeoutExpired:
+            self._popen.kill()
+            return self._popen.wait(timeout=self.stop_grace_s)
+
+    def log_tail(self, max_chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-max_chars:]
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _answers_200(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:
+            return int(response.status) == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
