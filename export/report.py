@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # files only, no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 # No "Software"/date chunk, so the same figure gives the same PNG bytes.
 _PNG_METADATA = {"Software": None}
@@ -31,6 +32,7 @@ def plot_learning_curve(
     ax.plot(epochs, val_loss, marker="o", ms=3, label="validation (whole part)")
     ax.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best epoch {best_epoch}")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("MSE, normalized hourly change")
     ax.set_yscale("log")
     ax.set_title(f"temperature-{cell}: learning curve")

@@ -46,10 +46,10 @@ class TrainConfig:
     layers: int = 2
     # data
     window: int = 168  # training window, hours (one week: seven daily cycles)
-    stride: int = 24  # hours between window starts (one day)
+    stride: int = 12  # hours between window starts (half a day: windows overlap a lot)
     # optimization
-    epochs: int = 35  # at most; early stopping usually ends sooner
-    patience: int = 6  # epochs without a better validation loss before stopping
+    epochs: int = 25  # at most; early stopping usually ends sooner
+    patience: int = 8  # epochs without a better validation loss before stopping
     batch_size: int = 32
     lr: float = 3e-3  # Adam
     clip: float = 1.0  # gradient norm clip: long windows make a vanilla RNN a deep network

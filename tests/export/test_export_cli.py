@@ -1,0 +1,107 @@
+"""`rnnserve train` / `rnnserve export`: clear one-line errors (exit 2) and determinism."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from export.cli import export_main, train_main
+
+# A tiny training run: one small GRU, one epoch, a short window (a few seconds).
+TINY = ["--cells", "gru", "--hidden", "4", "--layers", "1", "--epochs", "1", "--window", "48",
+        "--stride", "96", "--no-plots", "--quiet"]
+
+
+def write_csv(path: Path, temps: list[float]) -> Path:
+    pd.DataFrame({"date": pd.date_range("2010-01-01", periods=len(temps), freq="h"),
+                  "temp": temps}).to_csv(path, index=False)
+    return path
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    assert err.startswith(f"rnnserve {command}: error: "), err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--cells", "lstm,transformer"], "unknown cell(s) 'transformer'"),
+        (["--cells", ","], "unknown cell"),
+        (["--data", "/nonexistent/temps.csv"], "does not exist"),
+        (["--window", "0"], "--window must be at least 1"),
+        (["--stride", "0"], "--stride must be at least 1"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--hidden", "abc"], "invalid int value"),
+        (["--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_train_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str],
+                         message: str) -> None:
+    code = train_main(["--out", str(tmp_path / "m"), "--checkpoints", str(tmp_path / "c"),
+                       *TINY, *extra])
+    assert code == 2
+    assert message in one_line_error(capsys, "train")
+
+
+def test_train_bad_data_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    nan = write_csv(tmp_path / "nan.csv", [50.0] * 100 + [float("nan")] + [50.0] * 100)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("date,temp\n")
+    short = write_csv(tmp_path / "short.csv", [50.0 + i % 3 for i in range(60)])
+    out_file = tmp_path / "a_file"
+    out_file.write_text("x")
+    cases = [
+        (["--data", str(nan)], "NaN"),
+        (["--data", str(empty)], "not a readable CSV"),
+        (["--data", str(header_only)], "at least 2 hours"),
+        (["--data", str(short)], "longer than short's training part"),
+        (["--out", str(out_file)], "is a file, not a directory"),
+    ]
+    for extra, message in cases:
+        assert train_main([*TINY, "--checkpoints", str(tmp_path / "c"),
+                           "--out", str(tmp_path / "m"), *extra]) == 2
+        assert message in one_line_error(capsys, "train")
+
+
+def test_export_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    not_ckpt = tmp_path / "x.pt"
+    not_ckpt.write_text("hello")
+    cases = [
+        ([str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")], "does not exist"),
+        ([str(not_ckpt), "--out", str(tmp_path / "o")], "not a readable checkpoint"),
+        ([str(tmp_path), "--out", str(tmp_path / "o")], "is a directory"),
+        ([str(not_ckpt)], "required: --out"),
+    ]
+    for argv, message in cases:
+        assert export_main(argv) == 2
+        assert message in one_line_error(capsys, "export")
+
+
+def test_tiny_training_is_bit_for_bit_reproducible_and_exportable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    digests = []
+    for run in ("a", "b"):
+        assert train_main([*TINY, "--out", str(tmp_path / run),
+                           "--checkpoints", str(tmp_path / f"ckpt-{run}")]) == 0
+        digests.append(hashlib.sha256(
+            (tmp_path / run / "temperature-gru" / "model.onnx").read_bytes()).hexdigest())
+        assert (tmp_path / run / "temperature-gru" / "metrics.json").is_file()
+    assert digests[0] == digests[1]
+    assert "| gru |" in capsys.readouterr().out  # the summary table
+
+    # Re-exporting the checkpoint gives the same bytes as the training run wrote.
+    assert export_main([str(tmp_path / "ckpt-a" / "temperature-gru.pt"),
+                        "--out", str(tmp_path / "re"), "--name", "temperature-gru"]) == 0
+    again = hashlib.sha256((tmp_path / "re" / "model.onnx").read_bytes()).hexdigest()
+    assert again == digests[0]
+    assert ((tmp_path / "re" / "model.json").read_text()
+            == (tmp_path / "a" / "temperature-gru" / "model.json").read_text())
