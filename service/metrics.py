@@ -1,6 +1,7 @@
-"""Prometheus metrics of the HTTP server: requests by route template, model and status, and
-latency histograms. One registry per app, so several servers in one process (tests) keep
-separate counts."""
+"""Prometheus metrics: HTTP requests by route template, model and status; latency; the
+batcher (batch rows, queue time, run time, queue depth); sessions (live, created, expired,
+evicted, deleted, steps per session). One registry per engine, so several servers in one
+process (tests) keep separate counts."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0, 10.0)
+
+ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+STEP_BUCKETS = (0, 1, 10, 100, 1_000, 10_000, 100_000, 1_000_000)
 
 
 class Metrics:
@@ -27,6 +31,38 @@ class Metrics:
         self.model_loaded = Gauge(
             "rnnserve_model_loaded", "1 if a model version is loaded and ready, 0 if it failed",
             ["model", "version"], registry=self.registry)
+        # the batcher
+        self.batch_rows = Histogram(
+            "rnnserve_batch_rows", "Rows (sequences or session steps) per ONNX Runtime call",
+            ["model", "version"], buckets=ROW_BUCKETS, registry=self.registry)
+        self.queue_seconds = Histogram(
+            "rnnserve_batch_queue_seconds", "Time a job waited in the batcher's queue",
+            ["model", "version"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.run_seconds = Histogram(
+            "rnnserve_batch_run_seconds", "Time of one batch: state gather, run, scatter",
+            ["model", "version"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.queue_depth = Gauge(
+            "rnnserve_batch_queue_rows", "Rows waiting in the batcher's queue",
+            ["model", "version"], registry=self.registry)
+        # sessions
+        self.live_sessions = Gauge(
+            "rnnserve_sessions_live", "Live sessions (in this process's view of the store)",
+            ["model"], registry=self.registry)
+        self.session_events = Counter(
+            "rnnserve_sessions", "Sessions created, deleted, expired or evicted",
+            ["model", "event"], registry=self.registry)
+        self.session_steps = Histogram(
+            "rnnserve_session_steps", "Timesteps a session had taken when it ended",
+            ["model"], buckets=STEP_BUCKETS, registry=self.registry)
+
+    def session_event(self, event: str, model: str, steps: int) -> None:
+        """The state store's callback: count the event, track live sessions."""
+        self.session_events.labels(model, event).inc()
+        if event == "created":
+            self.live_sessions.labels(model).inc()
+        else:
+            self.live_sessions.labels(model).dec()
+            self.session_steps.labels(model).observe(steps)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

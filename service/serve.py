@@ -55,9 +55,10 @@ def serve_main(argv: list[str]) -> int:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("rnnserve")
-    if settings.state_store != "memory":
-        print(f"rnnserve serve: --state-store {settings.state_store}: only 'memory' is "
-              "available in this version", file=sys.stderr)
+    if settings.state_store != "memory" and not settings.state_store.startswith(
+            ("redis://", "rediss://", "unix://")):
+        print(f"rnnserve serve: --state-store {settings.state_store!r}: use memory or "
+              "redis://HOST:PORT/DB", file=sys.stderr)
         return 2
     if settings.grpc_port:
         log.info("gRPC (--grpc-port %d) is not part of this version; serving HTTP only",
@@ -74,7 +75,8 @@ def serve_main(argv: list[str]) -> int:
     app = create_app(engine, load_on_startup=False)
     config = uvicorn.Config(app, host=settings.host, port=settings.port,
                             log_level=settings.log_level, access_log=settings.log_level == "debug",
-                            timeout_graceful_shutdown=10)
+                            timeout_graceful_shutdown=10, ws_max_size=settings.max_body_bytes,
+                            ws_max_queue=settings.ws_max_queue)
     try:
         uvicorn.Server(config).run()
     finally:

@@ -50,6 +50,38 @@ class Settings(BaseSettings):
         ge=1,
         description="Most timesteps summed over all sequences of one request (413 above).",
     )
+    max_step_timesteps: int = Field(
+        1_000, ge=1, description="Most timesteps in one session step (413 above)."
+    )
+    session_ttl_s: float = Field(
+        900.0, gt=0, description="A session idle this long expires (seconds; default 15 min)."
+    )
+    max_sessions: int = Field(
+        500_000, ge=1, description="Most live sessions (503 with Retry-After when full)."
+    )
+    when_full: Literal["reject", "lru"] = Field(
+        "reject",
+        description="At max_sessions: reject new sessions (503), or evict the least recently "
+        "used one (lru).",
+    )
+    max_batch: int = Field(
+        512, ge=1, description="Most rows (sequences or session steps) in one ONNX Runtime call."
+    )
+    max_delay_ms: float = Field(
+        0.5,
+        ge=0,
+        description="While a run is in flight, how long the batcher may wait for a batch to "
+        "fill (a lone request on an idle model never waits).",
+    )
+    max_queue: int = Field(
+        16_384, ge=1, description="Most rows waiting per model version (503 above)."
+    )
+    ws_max_queue: int = Field(
+        16,
+        ge=1,
+        description="WebSocket messages buffered per connection before the server stops "
+        "reading from it (backpressure).",
+    )
     strict_readiness: bool = Field(
         False,
         description="If true, /v2/health/ready is false while any model in the repository "

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -83,16 +83,20 @@ def make_settings(tiny_repo: Path) -> Callable[..., object]:
 
 
 @pytest.fixture
-def make_client(make_settings: Callable[..., object]) -> Iterator[Callable[..., object]]:
-    """An httpx.AsyncClient speaking to the app in-process (ASGI), engine started."""
+async def make_client(
+    make_settings: Callable[..., object],
+) -> AsyncIterator[Callable[..., Awaitable[httpx.AsyncClient]]]:
+    """`await make_client(**settings)`: an httpx.AsyncClient speaking to the app in-process
+    (ASGI), its engine started and opened (ASGITransport runs no lifespan)."""
     from service.engine import Engine
     from service.http.app import create_app
 
     engines: list[Engine] = []
 
-    def make(**overrides: object) -> httpx.AsyncClient:
+    async def make(**overrides: object) -> httpx.AsyncClient:
         engine = Engine(make_settings(**overrides))  # type: ignore[arg-type]
         engine.start()
+        await engine.open()
         engines.append(engine)
         app = create_app(engine, load_on_startup=False)
         transport = httpx.ASGITransport(app=app)
@@ -100,12 +104,15 @@ def make_client(make_settings: Callable[..., object]) -> Iterator[Callable[..., 
 
     yield make
     for engine in engines:
+        await engine.aclose()
         engine.close()
 
 
 @pytest.fixture
-async def client(make_client: Callable[..., httpx.AsyncClient]) -> AsyncIterator[httpx.AsyncClient]:
-    async with make_client() as c:
+async def client(
+    make_client: Callable[..., Awaitable[httpx.AsyncClient]],
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with await make_client() as c:
         yield c
 
 

@@ -1,6 +1,11 @@
-"""The facade every transport calls: model metadata, stateless prediction and raw tensor
-inference. It owns the loaded models and the worker pool, enforces the request limits and
-checks every tensor, so that REST, KServe v2 and (later) gRPC behave and fail alike."""
+"""The facade every transport calls: model metadata, stateless prediction, raw tensor
+inference and (through `sessions`) stateful steps. It owns the loaded models, the worker pool,
+the state store and one batcher per model version, enforces the request limits and checks
+every tensor, so that REST, WebSocket, KServe v2 and gRPC behave and fail alike.
+
+Lifecycle: `start()` loads the models (blocking, before serving); `await open()` starts the
+store and the batchers inside the running event loop; `await aclose()` drains them;
+`close()` releases the worker threads."""
 
 from __future__ import annotations
 
@@ -14,12 +19,16 @@ from typing import Any
 import numpy as np
 
 from service import __version__
+from service.engine.batcher import Batcher, BatcherOptions, Job
 from service.engine.models import LoadedModels
 from service.engine.providers import choose_providers
-from service.engine.runner import Runner, RunnerOptions, Tensors
-from service.engine.signature import Signature, StateTensor
-from service.engine.tensors import require_finite, require_sequence
+from service.engine.runner import Runner, RunnerOptions
+from service.engine.sessions import Sessions
+from service.engine.state import StateStore
+from service.engine.state.factory import make_store
+from service.engine.tensors import check_state, require_finite, require_sequence
 from service.errors import InvalidInput, PayloadTooLarge, Unavailable
+from service.metrics import Metrics
 from service.settings import Settings
 
 log = logging.getLogger("rnnserve.engine")
@@ -43,8 +52,12 @@ class Engine:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.metrics = Metrics()
         self.models = LoadedModels()
         self._pool: ThreadPoolExecutor | None = None
+        self._batchers: dict[tuple[str, int], Batcher] = {}
+        self._store: StateStore | None = None
+        self._sessions: Sessions | None = None
         self.started = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -55,9 +68,39 @@ class Engine:
         self._pool = ThreadPoolExecutor(s.inference_workers, thread_name_prefix="onnxruntime")
         options = RunnerOptions(s.device, tuple(choose_providers(s.device)), s.intra_op_threads)
         self.models = LoadedModels.load(s.models, options, self._pool)
+        for name, versions in self.models.versions.items():
+            for version in versions:
+                self.metrics.model_loaded.labels(name, str(version)).set(1)
+        for problem in self.models.problems:
+            self.metrics.model_loaded.labels(problem.name, str(problem.version or "")).set(0)
         self.started = True
         log.info("serving %d model(s) from %s; %d problem(s)", len(self.models.versions),
                  s.models, len(self.models.problems))
+
+    async def open(self) -> None:
+        """Start the state store and one batcher per model version (in the running loop)."""
+        if self._store is not None:
+            return
+        s = self.settings
+        store = make_store(s, self.metrics.session_event)
+        await store.start()
+        self._store = store
+        slots = asyncio.Semaphore(s.inference_workers)
+        options = BatcherOptions(s.max_batch, s.max_delay_ms / 1000, s.max_queue)
+        self._batchers = {
+            (runner.name, runner.version): Batcher(runner, store, slots, options, self.metrics)
+            for versions in self.models.versions.values() for runner in versions.values()
+        }
+        self._sessions = Sessions(self, store)
+
+    async def aclose(self) -> None:
+        """Finish queued and in-flight work, then stop the batchers and the store."""
+        self.started = False
+        for batcher in self._batchers.values():
+            await batcher.close()
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
 
     def close(self) -> None:
         self.started = False
@@ -66,14 +109,26 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        if not self.started:
+        if not self.started or self._store is None:
             return False
         return not (self.settings.strict_readiness and self.models.problems)
+
+    @property
+    def sessions(self) -> Sessions:
+        if self._sessions is None:
+            raise Unavailable("the server is starting or stopping", retry_after_s=1)
+        return self._sessions
 
     def runner(self, model: str, version: str | int | None = None) -> Runner:
         if not self.started:
             raise Unavailable("the server is starting or stopping", retry_after_s=1)
         return self.models.get(model, version)
+
+    def batcher(self, runner: Runner) -> Batcher:
+        batcher = self._batchers.get((runner.name, runner.version))
+        if batcher is None:
+            raise Unavailable("the server is starting or stopping", retry_after_s=1)
+        return batcher
 
     # -- metadata --------------------------------------------------------------------------
 
@@ -108,7 +163,7 @@ class Engine:
 
     # -- limits ----------------------------------------------------------------------------
 
-    def _check_limits(self, sequences: int, longest: int, total: int) -> None:
+    def check_limits(self, sequences: int, longest: int, total: int) -> None:
         s = self.settings
         if sequences > s.max_sequences:
             raise PayloadTooLarge(f"{sequences} sequences in one request; the limit is "
@@ -120,7 +175,28 @@ class Engine:
             raise PayloadTooLarge(f"{total} timesteps in one request; the limit is "
                                   f"{s.max_total_timesteps}: split the request")
 
-    # -- stateless prediction --------------------------------------------------------------
+    # -- stateless work --------------------------------------------------------------------
+
+    async def run_stateless(
+        self, runner: Runner, x: np.ndarray, initial: Mapping[str, np.ndarray] | None
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Sequences of one length [batch, time, features] from `initial` states
+        [layers, batch, hidden] (zeros when absent), through the batcher, in chunks of at most
+        max_batch rows. Returns outputs [batch, time, out] and final states by input name."""
+        batcher = self.batcher(runner)
+        step = self.settings.max_batch
+        chunks = [
+            Job(x[i : i + step],
+                initial={k: v[:, i : i + step] for k, v in initial.items()} if initial else None)
+            for i in range(0, x.shape[0], step)
+        ]
+        results = await asyncio.gather(*(batcher.submit(job) for job in chunks))
+        if len(results) == 1:
+            return results[0].y, results[0].states
+        y = np.concatenate([r.y for r in results])
+        states = {name: np.concatenate([r.states[name] for r in results], axis=1)
+                  for name in results[0].states}
+        return y, states
 
     async def predict(
         self,
@@ -132,8 +208,8 @@ class Engine:
         return_state: bool = False,
     ) -> Prediction:
         """Run each sequence from its initial state (zeros unless given). Sequences of equal
-        length share one ONNX Runtime call; different lengths never share one, so padding
-        can never leak into a result. A 3-D array (all the same length) is one call as is."""
+        length share ONNX Runtime calls (with other requests' too); different lengths never
+        share one, so padding can never leak into a result."""
         runner = self.runner(model, version)
         sig = runner.signature
         if len(sequences) == 0:
@@ -148,7 +224,7 @@ class Engine:
             for i, seq in enumerate(sequences):
                 require_sequence(seq, sig.input_size, f"inputs[{i}]")
             lengths = [int(seq.shape[0]) for seq in sequences]
-        self._check_limits(len(sequences), max(lengths), sum(lengths))
+        self.check_limits(len(sequences), max(lengths), sum(lengths))
         if isinstance(sequences, np.ndarray):
             require_finite(sequences, "inputs")
         else:
@@ -157,91 +233,63 @@ class Engine:
         if initial_states is not None and len(initial_states) != len(sequences):
             raise InvalidInput(f"initial_states has {len(initial_states)} entries; give one per "
                                f"sequence ({len(sequences)}), null for zeros")
-        states = [
-            self._check_state(sig, st, f"initial_states[{i}]")
-            for i, st in enumerate(initial_states or [None] * len(sequences))
-        ]
+        states = [check_state(sig, st, f"initial_states[{i}]")
+                  for i, st in enumerate(initial_states or [None] * len(sequences))]
 
         groups: dict[int, list[int]] = {}
         for i, length in enumerate(lengths):
             groups.setdefault(length, []).append(i)
-        runs = [self._run_group(runner, sequences, states, rows) for rows in groups.values()]
+        runs = []
+        for rows in groups.values():
+            if isinstance(sequences, np.ndarray):
+                x = sequences  # one group holding every row, in order
+            else:
+                x = np.stack([sequences[i] for i in rows])
+            initial = None
+            if any(states[i] for i in rows):
+                initial = {s.input: np.concatenate(
+                    [(states[i] or {}).get(s.input, np.zeros(s.shape(1), np.float32))
+                     for i in rows], axis=1) for s in sig.states}
+            runs.append(self.run_stateless(runner, x, initial))
         results = await asyncio.gather(*runs)
 
         outputs: list[np.ndarray] | np.ndarray
         if len(groups) == 1:
-            outputs = results[0][sig.output_name]  # rows already in request order
+            outputs = results[0][0]  # rows already in request order
         else:
             outputs = [np.empty(0, np.float32)] * len(sequences)
-            for rows, out in zip(groups.values(), results, strict=True):
+            for rows, (y, _) in zip(groups.values(), results, strict=True):
                 for k, i in enumerate(rows):
-                    outputs[i] = out[sig.output_name][k]
+                    outputs[i] = y[k]
         final: list[StateDict] | None = None
         if return_state:
             final = [{} for _ in sequences]
-            for rows, out in zip(groups.values(), results, strict=True):
+            for rows, (_, st) in zip(groups.values(), results, strict=True):
                 for k, i in enumerate(rows):
-                    final[i] = {s.input: out[s.output][:, k : k + 1, :] for s in sig.states}
+                    final[i] = {name: arr[:, k : k + 1, :] for name, arr in st.items()}
         return Prediction(runner.name, runner.version, outputs, final)
 
-    @staticmethod
-    async def _run_group(
-        runner: Runner,
-        sequences: Sequence[np.ndarray] | np.ndarray,
-        states: list[StateDict | None],
-        rows: list[int],
-    ) -> Tensors:
+    def check_tensor_input(self, runner: Runner, x: np.ndarray | None) -> None:
+        """The sequence input of a raw-tensor call: [batch, time, features], within limits."""
         sig = runner.signature
-        if isinstance(sequences, np.ndarray):
-            x = sequences  # one group holding every row, in order
-        elif len(rows) == 1:
-            x = sequences[rows[0]][None]
-        else:
-            x = np.stack([sequences[i] for i in rows])
-        feeds: Tensors = {sig.input_name: x}
-        for s in sig.states:
-            parts = [(states[i] or {}).get(s.input) for i in rows]
-            if all(p is None for p in parts):
-                feeds[s.input] = np.zeros(s.shape(len(rows)), np.float32)
-            else:
-                zero = np.zeros(s.shape(1), np.float32)
-                feeds[s.input] = np.concatenate([zero if p is None else p for p in parts], axis=1)
-        return await runner.run(feeds)
-
-    @staticmethod
-    def _check_state(
-        sig: Signature, state: Mapping[str, np.ndarray] | None, what: str
-    ) -> StateDict | None:
-        """A caller-supplied state of one sequence: known names, [layers, 1, hidden] or
-        [layers, hidden], finite. Missing tensors start from zeros."""
-        if state is None:
-            return None
-        if not isinstance(state, Mapping):
-            raise InvalidInput(f"{what} must be an object keyed by state name")
-        known = {s.input: s for s in sig.states}
-        checked: StateDict = {}
-        for name, value in state.items():
-            spec: StateTensor | None = known.get(name) or sig.state(name)
-            if spec is None:
-                raise InvalidInput(f"{what} names unknown state {name!r}; this model's states "
-                                   f"are {sorted(known)}")
-            arr = value
-            if arr.shape == (spec.layers, spec.hidden):
-                arr = arr[:, None, :]
-            if arr.shape != spec.shape(1):
-                raise InvalidInput(f"{what}.{name} has shape {list(value.shape)}; expected "
-                                   f"{list(spec.shape(1))} (layers, 1, hidden)")
-            require_finite(arr, f"{what}.{name}")
-            checked[spec.input] = arr
-        return checked
-
-    # -- raw tensors (KServe v2) -----------------------------------------------------------
+        if x is None:
+            raise InvalidInput(f"input {sig.input_name!r} is missing: it carries the sequence "
+                               f"[batch, time, {sig.input_size}]")
+        if x.ndim != 3 or x.shape[2] != sig.input_size:
+            raise InvalidInput(f"input {sig.input_name!r} has shape {list(x.shape)}; expected "
+                               f"[batch, time, {sig.input_size}]")
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise InvalidInput(f"input {sig.input_name!r} is empty (shape {list(x.shape)}): "
+                               "send at least one sequence of one timestep")
+        self.check_limits(int(x.shape[0]), int(x.shape[1]), int(x.shape[0] * x.shape[1]))
+        require_finite(x, sig.input_name)
 
     async def infer(
         self, model: str, tensors: Mapping[str, np.ndarray], *, version: str | int | None = None
-    ) -> tuple[Runner, Tensors]:
+    ) -> tuple[Runner, dict[str, np.ndarray]]:
         """Run whole tensors as given: the sequence input [batch, time, features] and,
-        optionally, state inputs [layers, batch, hidden] (zeros when absent)."""
+        optionally, state inputs [layers, batch, hidden] (zeros when absent). Returns every
+        output by name."""
         runner = self.runner(model, version)
         sig = runner.signature
         unknown = sorted(set(tensors) - set(sig.input_names))
@@ -249,27 +297,20 @@ class Engine:
             raise InvalidInput(f"unknown input(s) {unknown}; model {runner.name!r} takes "
                                f"{list(sig.input_names)}")
         x = tensors.get(sig.input_name)
-        if x is None:
-            raise InvalidInput(f"input {sig.input_name!r} is missing: it carries the sequence "
-                               f"[batch, time, {sig.input_size}]")
-        if x.ndim != 3 or x.shape[2] != sig.input_size:
-            raise InvalidInput(f"input {sig.input_name!r} has shape {list(x.shape)}; expected "
-                               f"[batch, time, {sig.input_size}]")
-        batch, steps = int(x.shape[0]), int(x.shape[1])
-        if batch == 0 or steps == 0:
-            raise InvalidInput(f"input {sig.input_name!r} is empty (shape {list(x.shape)}): "
-                               "send at least one sequence of one timestep")
-        self._check_limits(batch, steps, batch * steps)
-        require_finite(x, sig.input_name)
-        feeds: Tensors = {sig.input_name: x}
+        self.check_tensor_input(runner, x)
+        assert x is not None
+        batch = int(x.shape[0])
+        initial: dict[str, np.ndarray] = {}
         for s in sig.states:
             value = tensors.get(s.input)
             if value is None:
-                feeds[s.input] = np.zeros(s.shape(batch), np.float32)
                 continue
             if value.shape != s.shape(batch):
                 raise InvalidInput(f"input {s.input!r} has shape {list(value.shape)}; expected "
                                    f"{list(s.shape(batch))} (layers, batch, hidden)")
             require_finite(value, s.input)
-            feeds[s.input] = value
-        return runner, await runner.run(feeds)
+            initial[s.input] = value
+        y, states = await self.run_stateless(runner, x, initial or None)
+        outputs = {sig.output_name: y}
+        outputs.update({s.output: states[s.input] for s in sig.states})
+        return runner, outputs

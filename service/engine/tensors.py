@@ -5,11 +5,13 @@ offending tensor and says how to fix it. The checks are vectorised: no loop over
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import orjson
 
+from service.engine.signature import Signature
 from service.errors import InvalidInput
 
 _KIND_NAMES = {"b": "booleans", "U": "strings", "S": "bytes", "O": "non-numeric values"}
@@ -68,3 +70,28 @@ def require_sequence(arr: np.ndarray, input_size: int, what: str) -> None:
         raise InvalidInput(
             f"{what} has {arr.shape[1]} feature(s) per timestep; the model takes {input_size}"
         )
+
+
+def check_state(
+    sig: Signature, state: Mapping[str, np.ndarray] | None, what: str
+) -> dict[str, np.ndarray] | None:
+    """A caller-supplied state of one sequence or session: known names, shaped
+    [layers, 1, hidden] (or [layers, hidden]), finite. Missing tensors start from zeros."""
+    if state is None:
+        return None
+    if not isinstance(state, Mapping):
+        raise InvalidInput(f"{what} must be an object keyed by state name")
+    known = sorted(s.input for s in sig.states)
+    checked: dict[str, np.ndarray] = {}
+    for name, value in state.items():
+        spec = sig.state(name)
+        if spec is None:
+            raise InvalidInput(f"{what} names unknown state {name!r}; this model's states "
+                               f"are {known}")
+        arr = value[:, None, :] if value.shape == (spec.layers, spec.hidden) else value
+        if arr.shape != spec.shape(1):
+            raise InvalidInput(f"{what}.{name} has shape {list(value.shape)}; expected "
+                               f"{list(spec.shape(1))} (layers, 1, hidden)")
+        require_finite(arr, f"{what}.{name}")
+        checked[spec.input] = arr
+    return checked

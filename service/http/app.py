@@ -12,14 +12,16 @@ from fastapi import FastAPI, Response
 
 from service import __version__
 from service.engine import Engine
-from service.http import native, v2
+from service.http import native, sessions, stream, v2
 from service.http.errors import install_error_handlers
 from service.http.limits import BodySizeLimit
-from service.metrics import Metrics, MetricsMiddleware
+from service.metrics import MetricsMiddleware
 
 DESCRIPTION = """Serve recurrent models (RNN, LSTM, GRU) through ONNX Runtime.
 
 * **Native REST** (`/v1`): list and describe models, predict batches of sequences.
+* **Sessions** (`/v1/models/{m}/sessions`, `/v1/sessions/{id}`, WebSocket
+  `/v1/models/{m}/stream`): the server keeps each client's hidden state between steps.
 * **KServe v2** (`/v2`): Triton-compatible; `tritonclient.http` works unchanged.
 
 Errors are `{"error": "<what is wrong and how to fix it>"}`."""
@@ -27,35 +29,28 @@ Errors are `{"error": "<what is wrong and how to fix it>"}`."""
 
 def create_app(engine: Engine, *, load_on_startup: bool = True) -> FastAPI:
     """Build the app around an engine; `load_on_startup=False` if it is already started."""
-    metrics = Metrics()
-
-    def record_models() -> None:
-        for name, versions in engine.models.versions.items():
-            for version in versions:
-                metrics.model_loaded.labels(name, str(version)).set(1)
-        for problem in engine.models.problems:
-            metrics.model_loaded.labels(problem.name, str(problem.version or "")).set(0)
+    metrics = engine.metrics
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         owned = load_on_startup and not engine.started
         if owned:
             engine.start()
-            record_models()
+        await engine.open()
         try:
             yield
         finally:
+            await engine.aclose()  # in-flight steps finish and are stored
             if owned:  # an engine started by the caller is closed by the caller
                 engine.close()
 
     app = FastAPI(title="rnnserve", version=__version__, description=DESCRIPTION,
                   lifespan=lifespan)
     app.state.engine = engine
-    app.state.metrics = metrics
-    if engine.started:
-        record_models()
     install_error_handlers(app)
     app.include_router(native.router)
+    app.include_router(sessions.router)
+    app.include_router(stream.router)
     app.include_router(v2.router)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Path, Query, Request
 
-from service.engine import Engine
 from service.engine.tensors import to_float32
 from service.errors import InvalidInput
 from service.http.body import decode_state, encode_state, read_json_object
+from service.http.common import engine_of
 from service.http.openapi import PREDICT_EXAMPLE, PREDICT_REQUEST, json_body
 from service.http.responses import FastJSONResponse
 
@@ -21,11 +21,6 @@ MODEL = Path(description="Model name, e.g. temperature-lstm", examples=["tempera
 VERSION = Query(None, description="Model version; the highest when omitted.")
 
 _PREDICT_FIELDS = {"inputs", "initial_states", "return_state"}
-
-
-def engine_of(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
-    return engine
 
 
 def parse_sequences(inputs: Any) -> np.ndarray | list[np.ndarray]:

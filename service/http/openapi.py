@@ -88,7 +88,37 @@ V2_INFER_EXAMPLE = {
 }
 
 
-def json_body(schema: dict[str, Any], example: Any) -> dict[str, Any]:
+CREATE_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "state": _STATE,
+        "version": {"type": "integer", "minimum": 1, "description": "Pin a model version."},
+    },
+}
+CREATE_EXAMPLE: dict[str, Any] = {}
+
+STEP_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "required": ["inputs"],
+    "additionalProperties": False,
+    "properties": {"inputs": {**_SEQUENCE, "description": "One or more timesteps."}},
+}
+STEP_EXAMPLE = {"inputs": [EXAMPLE_SEQUENCE[0]]}
+
+STEPS_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "required": ["steps"],
+    "additionalProperties": False,
+    "properties": {"steps": {"type": "array", "items": {
+        "type": "object", "required": ["session_id", "inputs"],
+        "properties": {"session_id": {"type": "string"}, "inputs": _SEQUENCE}}}},
+}
+STEPS_EXAMPLE = {"steps": [{"session_id": "<id from POST /v1/models/temperature-lstm/sessions>",
+                            "inputs": [EXAMPLE_SEQUENCE[0]]}]}
+
+
+def json_body(schema: dict[str, Any], example: Any, *, required: bool = True) -> dict[str, Any]:
     """openapi_extra for a route that reads its JSON body itself."""
-    return {"requestBody": {"required": True, "content": {
+    return {"requestBody": {"required": required, "content": {
         "application/json": {"schema": schema, "example": example}}}}

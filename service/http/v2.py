@@ -10,26 +10,21 @@ from fastapi import APIRouter, Request, Response
 
 from service import __version__
 from service.engine import Engine
-from service.errors import InvalidInput
+from service.http.common import engine_of, owner_of
 from service.http.openapi import V2_INFER_EXAMPLE, V2_INFER_REQUEST, json_body
 from service.http.responses import FastJSONResponse, error_response
 from service.http.v2_codec import (
-    SEQUENCE_PARAMETERS,
     compress,
     decode_request,
     decompress,
     encode_response,
+    sequence_parameters,
 )
 
 router = APIRouter(prefix="/v2", tags=["KServe v2"])
 
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "sequence", "sequence(string_id)"]
 PLATFORM = "onnxruntime_onnx"
-
-
-def engine_of(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
-    return engine
 
 
 @router.get("/health/live", summary="Server liveness")
@@ -99,12 +94,13 @@ async def _infer(request: Request, model: str, version: str | None) -> Response:
     body = decompress(await request.body(), request.headers.get("content-encoding"),
                       engine.settings.max_body_bytes)
     infer = decode_request(body, request.headers.get("inference-header-content-length"))
-    sequence_id = infer.parameters.get("sequence_id")
-    if sequence_id not in (None, 0, ""):
-        raise InvalidInput("sequence_id is set but this server does not keep sequence state "
-                           "yet; send whole sequences and leave out "
-                           + ", ".join(SEQUENCE_PARAMETERS))
-    runner, results = await engine.infer(model, infer.inputs, version=version)
+    sequence = sequence_parameters(infer.parameters)
+    if sequence is None:
+        runner, results = await engine.infer(model, infer.inputs, version=version)
+    else:
+        sequence_id, start, end = sequence
+        runner, results = await engine.sessions.sequence_step(
+            model, version, sequence_id, start, end, infer.inputs, owner=owner_of(request))
     payload, header_length = encode_response(
         runner.name, runner.version, infer, results, runner.signature.output_names)
     headers: dict[str, str] = {}
@@ -121,7 +117,9 @@ _INFER_DOC = dict(
     summary="Inference (JSON or binary tensors)",
     description="Inputs: `input` FP32 [batch, time, features] and optionally the state inputs "
     "(zeros when omitted). Binary tensors follow the JSON header; set "
-    "Inference-Header-Content-Length.",
+    "Inference-Header-Content-Length. With the parameters sequence_id (uint64 or string), "
+    "sequence_start and sequence_end, the server keeps the state between requests (batch 1, "
+    "no state inputs).",
     openapi_extra=json_body(V2_INFER_REQUEST, V2_INFER_EXAMPLE),
 )
 

@@ -48,8 +48,11 @@ def test_bad_flags_exit_2_with_a_message(tiny_repo: Path) -> None:
     assert result.returncode == 2 and "--port" in result.stderr
     result = run_cli("serve", "--models", "/no/such/dir")
     assert result.returncode == 2 and "not a directory" in result.stderr
-    result = run_cli("serve", "--state-store", "redis://127.0.0.1:1/0", "--models", str(tiny_repo))
+    result = run_cli("serve", "--state-store", "mongodb://x", "--models", str(tiny_repo))
     assert result.returncode == 2 and "state-store" in result.stderr
+    result = run_cli("serve", "--state-store", "redis://127.0.0.1:1/0", "--models",
+                     str(tiny_repo), "--port", "0")
+    assert result.returncode != 0 and "127.0.0.1:1" in result.stderr
 
 
 def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -36,9 +36,10 @@ def test_rejects_path_tricks_in_names(name: str) -> None:
     assert not is_valid_model_name(name)
 
 
-def test_one_broken_model_does_not_stop_the_others(tiny_repo: Path) -> None:
+async def test_one_broken_model_does_not_stop_the_others(tiny_repo: Path) -> None:
     engine = Engine(Settings(models=tiny_repo, grpc_port=0))
     engine.start()
+    await engine.open()
     try:
         assert "broken" not in engine.models.versions
         assert any(p.name == "broken" for p in engine.models.problems)
@@ -50,15 +51,18 @@ def test_one_broken_model_does_not_stop_the_others(tiny_repo: Path) -> None:
         with pytest.raises(ModelNotFound, match=r"available versions: \[1, 2\]"):
             engine.runner("tiny-lstm", "7")
     finally:
+        await engine.aclose()
         engine.close()
 
 
-def test_strict_readiness_is_false_with_a_broken_model(tiny_repo: Path) -> None:
+async def test_strict_readiness_is_false_with_a_broken_model(tiny_repo: Path) -> None:
     engine = Engine(Settings(models=tiny_repo, grpc_port=0, strict_readiness=True))
     engine.start()
+    await engine.open()
     try:
         assert not engine.ready
     finally:
+        await engine.aclose()
         engine.close()
 
 

@@ -99,7 +99,7 @@ async def test_gzip_bomb_is_refused(make_client) -> None:  # type: ignore[no-unt
     import gzip
 
     bomb = gzip.compress(b" " * 2_000_000)
-    async with make_client(max_body_bytes=100_000) as client:
+    async with await make_client(max_body_bytes=100_000) as client:
         r = await client.post(INFER, content=bomb, headers={"Content-Encoding": "gzip"})
         assert r.status_code == 413
 

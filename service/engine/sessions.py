@@ -1,0 +1,209 @@
+"""Stateful sessions: the server keeps each client's hidden state between calls.
+
+A session is a record and a state in the store, pinned to the model version it was created
+on (adding or reloading a version never changes the weights under it). Every step goes
+through that version's batcher, which applies one session's steps one at a time, in arrival
+order. KServe v2 sequences (sequence_id/start/end) are sessions too, under ids derived from
+the model and the sequence id: one store, one batcher, one mechanism."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from service.engine.batcher import Job
+from service.engine.runner import Runner
+from service.engine.state import SessionRecord, StateStore
+from service.engine.tensors import check_state, require_finite, require_sequence
+from service.errors import InvalidInput, PayloadTooLarge, RnnServeError, SessionNotFound
+
+if TYPE_CHECKING:
+    from service.engine.engine import Engine
+
+SequenceId = int | str
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """A step's outputs [time, out], the session after it, and its state [layers, 1, hidden]."""
+
+    outputs: np.ndarray
+    record: SessionRecord
+    states: dict[str, np.ndarray]
+
+
+def new_session_id() -> str:
+    """128 random bits, URL-safe: unguessable, so an id is as good as a capability."""
+    return secrets.token_urlsafe(16)
+
+
+def sequence_session_id(model: str, sequence_id: SequenceId) -> str:
+    """The session behind a v2 sequence: per model, and 7 and "7" are different sequences."""
+    kind = "s" if isinstance(sequence_id, str) else "n"
+    return f"v2.{model}.{kind}.{sequence_id}"
+
+
+class Sessions:
+    """Session lifecycle over the engine's store and batchers. `owner` is the API key's
+    identity (empty when keys are off): another owner's session is reported as unknown."""
+
+    def __init__(self, engine: Engine, store: StateStore) -> None:
+        self._engine = engine
+        self._store = store
+
+    @property
+    def store(self) -> StateStore:
+        return self._store
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _owned(self, session_id: str, owner: str) -> SessionRecord:
+        record = await self._store.get(session_id)
+        if record.owner != owner:
+            raise SessionNotFound(f"unknown session {session_id!r}: create one with POST "
+                                  "/v1/models/{model}/sessions")
+        return record
+
+    def _runner_of(self, record: SessionRecord) -> Runner:
+        by_version = self._engine.models.versions.get(record.model, {})
+        runner = by_version.get(record.version)
+        if runner is None:
+            raise SessionNotFound(f"session {record.id!r} runs on {record.model!r} version "
+                                  f"{record.version}, which is no longer served")
+        return runner
+
+    def check_step_input(self, runner: Runner, x: np.ndarray, what: str = "inputs") -> np.ndarray:
+        """One or more timesteps [time, features] → [1, time, features], checked."""
+        require_sequence(x, runner.signature.input_size, what)
+        limit = self._engine.settings.max_step_timesteps
+        if x.shape[0] > limit:
+            raise PayloadTooLarge(f"{what} has {x.shape[0]} timesteps; a step takes at most "
+                                  f"{limit}: send them in several steps")
+        require_finite(x, what)
+        return x[None]
+
+    def _new_record(self, runner: Runner, session_id: str, owner: str) -> SessionRecord:
+        now = time.time()
+        return SessionRecord(id=session_id, model=runner.name, version=runner.version,
+                             created=now, last_used=now,
+                             ttl_s=self._engine.settings.session_ttl_s, owner=owner)
+
+    # -- the session API -------------------------------------------------------------------
+
+    async def create(
+        self, model: str, *, version: str | int | None = None,
+        state: Mapping[str, np.ndarray] | None = None, owner: str = "",
+    ) -> SessionRecord:
+        runner = self._engine.runner(model, version)
+        checked = check_state(runner.signature, state, "state")
+        layout = self._engine.batcher(runner).layout
+        record = self._new_record(runner, new_session_id(), owner)
+        return await self._store.create(layout, record, checked)
+
+    async def step(self, session_id: str, x: np.ndarray, *, owner: str = "") -> StepResult:
+        record = await self._owned(session_id, owner)
+        runner = self._runner_of(record)
+        x3 = self.check_step_input(runner, x)
+        result = await self._engine.batcher(runner).submit(Job(x3, session_id=session_id))
+        assert result.record is not None
+        return StepResult(result.y[0], result.record, result.states)
+
+    async def step_many(
+        self, model: str, items: list[tuple[str, np.ndarray | RnnServeError]], *, owner: str = ""
+    ) -> list[StepResult | RnnServeError]:
+        """One step for each of many sessions of `model` (a gateway's request). Each item
+        succeeds or fails alone; a failed item leaves its session unchanged."""
+        self._engine.runner(model)  # 404 for an unknown model fails the whole request
+
+        async def one(session_id: str, x: np.ndarray | RnnServeError) -> StepResult:
+            if isinstance(x, RnnServeError):
+                raise x
+            record = await self._owned(session_id, owner)
+            if record.model != model:
+                raise InvalidInput(f"session {session_id!r} belongs to model {record.model!r}, "
+                                   f"not {model!r}")
+            return await self.step(session_id, x, owner=owner)
+
+        results = await asyncio.gather(*(one(sid, x) for sid, x in items),
+                                       return_exceptions=True)
+        out: list[StepResult | RnnServeError] = []
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, RnnServeError):
+                raise result
+            out.append(result)
+        return out
+
+    async def reset(
+        self, session_id: str, *, state: Mapping[str, np.ndarray] | None = None, owner: str = ""
+    ) -> SessionRecord:
+        record = await self._owned(session_id, owner)
+        checked = check_state(self._runner_of(record).signature, state, "state")
+        return await self._store.reset(session_id, checked)
+
+    async def describe(self, session_id: str, *, owner: str = "") -> SessionRecord:
+        return await self._owned(session_id, owner)
+
+    async def read_state(
+        self, session_id: str, *, owner: str = ""
+    ) -> tuple[SessionRecord, dict[str, np.ndarray]]:
+        await self._owned(session_id, owner)
+        return await self._store.read(session_id)
+
+    async def delete(self, session_id: str, *, owner: str = "") -> None:
+        await self._owned(session_id, owner)
+        await self._store.delete(session_id)
+
+    # -- KServe v2 sequences ---------------------------------------------------------------
+
+    async def sequence_step(
+        self, model: str, version: str | int | None, sequence_id: SequenceId,
+        start: bool, end: bool, tensors: Mapping[str, np.ndarray], *, owner: str = "",
+    ) -> tuple[Runner, dict[str, np.ndarray]]:
+        """Triton's sequence batcher with implicit state: the state inputs come from the
+        server. `start` (re)starts the sequence from zeros; `end` frees it after this step."""
+        session_id = sequence_session_id(model, sequence_id)
+        if start:
+            runner = self._engine.runner(model, version)
+        else:
+            try:
+                record = await self._owned(session_id, owner)
+            except SessionNotFound as exc:
+                raise InvalidInput(
+                    f"sequence {sequence_id!r} of model {model!r} is not active ({exc.message}); "
+                    "the first request of a sequence must set sequence_start=true") from None
+            runner = self._runner_of(record)
+            if version not in (None, "") and str(version) != str(record.version):
+                raise InvalidInput(f"sequence {sequence_id!r} runs on version "
+                                   f"{record.version}, not {version}")
+        sig = runner.signature
+        extra = sorted(set(tensors) - {sig.input_name})
+        if extra:
+            raise InvalidInput(f"input(s) {extra} are not accepted in a sequence: the server "
+                               "keeps the state; send only " + repr(sig.input_name))
+        x = tensors.get(sig.input_name)
+        self._engine.check_tensor_input(runner, x)
+        assert x is not None
+        if x.shape[0] != 1:
+            raise InvalidInput(f"a sequence request carries one sequence: input "
+                               f"{sig.input_name!r} must have batch size 1, not {x.shape[0]}")
+        x2 = x[0]
+        self.check_step_input(runner, x2, sig.input_name)
+        if start:
+            layout = self._engine.batcher(runner).layout
+            await self._store.create(layout, self._new_record(runner, session_id, owner), None,
+                                     replace=True)
+        result = await self.step(session_id, x2, owner=owner)
+        if end:
+            try:
+                await self._store.delete(session_id)
+            except SessionNotFound:
+                pass
+        outputs = {sig.output_name: result.outputs[None]}
+        outputs.update({s.output: result.states[s.input] for s in sig.states})
+        return runner, outputs

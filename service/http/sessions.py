@@ -1,0 +1,144 @@
+"""Native REST for stateful sessions: create, step, reset, describe, state, delete, and the
+gateway's many-sessions-in-one-request steps. Routes convert, await the engine, convert back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Path, Query, Request, Response
+
+from service.engine.tensors import to_float32
+from service.errors import InvalidInput, PayloadTooLarge, RnnServeError
+from service.http.body import decode_state, encode_state, read_json_object
+from service.http.common import engine_of, owner_of, session_body
+from service.http.openapi import (
+    CREATE_EXAMPLE,
+    CREATE_REQUEST,
+    STEP_EXAMPLE,
+    STEP_REQUEST,
+    STEPS_EXAMPLE,
+    STEPS_REQUEST,
+    json_body,
+)
+from service.http.responses import FastJSONResponse
+
+router = APIRouter(prefix="/v1", tags=["sessions"])
+
+MODEL = Path(description="Model name, e.g. temperature-lstm", examples=["temperature-lstm"])
+SESSION = Path(description="A session id returned by create")
+
+
+async def optional_json(request: Request) -> dict[str, Any]:
+    """Create and reset take an optional body: none at all is {}."""
+    if not await request.body():
+        return {}
+    return await read_json_object(request)
+
+
+def only_fields(body: dict[str, Any], allowed: set[str], route: str) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise InvalidInput(f"unknown field(s) {unknown}; {route} takes {sorted(allowed)}")
+
+
+def step_inputs(body: Any, what: str = "inputs") -> Any:
+    if not isinstance(body, dict) or "inputs" not in body:
+        raise InvalidInput(f'"{what}" is missing: {{"inputs": [[f, ...], ...]}} (timesteps × '
+                           "features)")
+    return to_float32(body["inputs"], what)
+
+
+@router.post("/models/{model}/sessions", status_code=201, summary="Open a session",
+             description="The server keeps the session's hidden state between steps. Optional "
+             "body: a starting `state` (as returned by GET /v1/sessions/{id}/state) and a "
+             "`version` to pin.", openapi_extra=json_body(CREATE_REQUEST, CREATE_EXAMPLE,
+                                                         required=False))
+async def create_session(request: Request, model: str = MODEL,
+                         version: str | None = Query(None)) -> FastJSONResponse:
+    body = await optional_json(request)
+    only_fields(body, {"state", "version"}, "create")
+    version = body.get("version", version)
+    if version is not None and not isinstance(version, int | str):
+        raise InvalidInput('"version" must be a version number')
+    record = await engine_of(request).sessions.create(
+        model, version=version, state=decode_state(body.get("state"), "state"),
+        owner=owner_of(request))
+    return FastJSONResponse(session_body(record), status_code=201)
+
+
+@router.post("/sessions/{session_id}/step", summary="Feed a session one or more timesteps",
+             openapi_extra=json_body(STEP_REQUEST, STEP_EXAMPLE))
+async def step(request: Request, session_id: str = SESSION) -> FastJSONResponse:
+    body = await read_json_object(request)
+    only_fields(body, {"inputs"}, "step")
+    result = await engine_of(request).sessions.step(session_id, step_inputs(body),
+                                                     owner=owner_of(request))
+    return FastJSONResponse({"outputs": result.outputs, "steps": result.record.steps})
+
+
+@router.post("/sessions/{session_id}/reset", summary="Reset a session's state",
+             description="Back to zeros, or to the `state` given (snapshot, migrate, fork).",
+             openapi_extra=json_body(CREATE_REQUEST, {}, required=False))
+async def reset(request: Request, session_id: str = SESSION) -> FastJSONResponse:
+    body = await optional_json(request)
+    only_fields(body, {"state"}, "reset")
+    record = await engine_of(request).sessions.reset(
+        session_id, state=decode_state(body.get("state"), "state"), owner=owner_of(request))
+    return FastJSONResponse(session_body(record))
+
+
+@router.get("/sessions/{session_id}", summary="Describe a session")
+async def describe(request: Request, session_id: str = SESSION) -> FastJSONResponse:
+    record = await engine_of(request).sessions.describe(session_id, owner=owner_of(request))
+    return FastJSONResponse(session_body(record))
+
+
+@router.get("/sessions/{session_id}/state", summary="Export a session's state",
+            description="Every state tensor with its shape and values; create and reset "
+            "accept it back.")
+async def export_state(request: Request, session_id: str = SESSION) -> FastJSONResponse:
+    record, state = await engine_of(request).sessions.read_state(session_id,
+                                                                 owner=owner_of(request))
+    return FastJSONResponse({**session_body(record), "state": encode_state(state)})
+
+
+@router.delete("/sessions/{session_id}", status_code=204, summary="Delete a session")
+async def delete(request: Request, session_id: str = SESSION) -> Response:
+    await engine_of(request).sessions.delete(session_id, owner=owner_of(request))
+    return Response(status_code=204)
+
+
+@router.post("/models/{model}/steps", summary="Step many sessions in one request (gateways)",
+             description="One step for each listed session, run as one batch. Results come in "
+             "the same order; a bad item gets its own error and leaves its session unchanged.",
+             openapi_extra=json_body(STEPS_REQUEST, STEPS_EXAMPLE))
+async def step_many(request: Request, model: str = MODEL) -> FastJSONResponse:
+    engine = engine_of(request)
+    body = await read_json_object(request)
+    only_fields(body, {"steps"}, "steps")
+    items = body.get("steps")
+    if not isinstance(items, list) or not items:
+        raise InvalidInput('"steps" must be a non-empty list of {"session_id", "inputs"}')
+    if len(items) > engine.settings.max_sequences:
+        raise PayloadTooLarge(f"{len(items)} steps in one request; the limit is "
+                              f"{engine.settings.max_sequences}: split the request")
+    parsed: list[tuple[str, Any]] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("session_id"), str):
+            parsed.append(("", InvalidInput(f'steps[{i}] must be {{"session_id": "...", '
+                                            '"inputs": [[...]]}')))
+            continue
+        try:
+            parsed.append((item["session_id"], step_inputs(item, f"steps[{i}].inputs")))
+        except RnnServeError as exc:
+            parsed.append((item["session_id"], exc))
+    results = await engine.sessions.step_many(model, parsed, owner=owner_of(request))
+    out: list[dict[str, Any]] = []
+    for (session_id, _), result in zip(parsed, results, strict=True):
+        if isinstance(result, RnnServeError):
+            out.append({"session_id": session_id, "error": result.message,
+                        "status": result.http_status})
+        else:
+            out.append({"session_id": session_id, "outputs": result.outputs,
+                        "steps": result.record.steps})
+    return FastJSONResponse({"results": out})
