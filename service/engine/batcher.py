@@ -227,7 +227,10 @@ class Batcher:
                 raise
             log.warning("batch of %d failed (%s); running its jobs one by one", len(batch), exc)
             for job in batch:  # a failing row must not fail its neighbours
-                await self._run([job])
+                try:
+                    await self._run([job])
+                except RnnServeError as single:
+                    self._fail([job], single)
             return
         self._metrics.run_seconds.labels(*self._label).observe(time.perf_counter() - started)
         self._metrics.batch_rows.labels(*self._label).observe(x.shape[0])

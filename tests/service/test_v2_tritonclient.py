@@ -163,11 +163,3 @@ def test_wrong_datatype_and_unknown_model(triton: httpclient.InferenceServerClie
     with pytest.raises(InferenceServerException, match="unknown output 'zz'"):
         triton.infer("tiny-gru", [make_input(np.zeros((1, 1, 3), np.float32), True)],
                      outputs=[httpclient.InferRequestedOutput("zz")])
-
-
-def test_sequence_id_is_refused_clearly_until_sessions_exist(
-    triton: httpclient.InferenceServerClient,
-) -> None:
-    with pytest.raises(InferenceServerException, match="sequence"):
-        triton.infer("tiny-gru", [make_input(np.zeros((1, 1, 3), np.float32), True)],
-                     sequence_id=7, sequence_start=True)

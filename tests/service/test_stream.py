@@ -1,0 +1,130 @@
+"""WebSocket streaming against a real server: one connection is one session, replies come in
+order, bad messages leave the connection and the state alive, reconnection resumes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import ServerProcess
+
+RNG = np.random.default_rng(3)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(["--models", str(tiny_repo), "--max-body-bytes", "65536"],
+                         tmp_path_factory.mktemp("ws") / "server.log")
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+
+
+def ws_url(server: ServerProcess, model: str, query: str = "") -> str:
+    return f"ws://127.0.0.1:{server.port}/v1/models/{model}/stream{query}"
+
+
+def whole(server: ServerProcess, model: str, seq: np.ndarray) -> np.ndarray:
+    r = httpx.post(f"{server.url}/v1/models/{model}/predict", json={"inputs": [seq.tolist()]})
+    return np.asarray(r.json()["outputs"][0])
+
+
+async def send_step(ws: websockets.ClientConnection, x: np.ndarray, **extra: object) -> dict:
+    await ws.send(json.dumps({"inputs": x.tolist(), **extra}))
+    return json.loads(await ws.recv())
+
+
+async def test_stream_is_a_session(server: ServerProcess) -> None:
+    seq = RNG.normal(size=(24, 3)).astype(np.float32)
+    async with websockets.connect(ws_url(server, "tiny-lstm")) as ws:
+        hello = json.loads(await ws.recv())
+        assert hello["model"] == "tiny-lstm" and hello["steps"] == 0 and hello["session_id"]
+        got = []
+        for t in range(24):
+            reply = await send_step(ws, seq[t:t + 1], id=t)
+            assert reply["steps"] == t + 1 and reply["id"] == t
+            got.extend(reply["outputs"])
+    np.testing.assert_allclose(np.asarray(got), whole(server, "tiny-lstm", seq), atol=1e-5)
+    r = httpx.get(f"{server.url}/v1/sessions/{hello['session_id']}")
+    assert r.json()["steps"] == 24  # the session outlives the connection
+
+
+async def test_bad_messages_get_errors_and_state_survives(server: ServerProcess) -> None:
+    seq = RNG.normal(size=(6, 3)).astype(np.float32)
+    async with websockets.connect(ws_url(server, "tiny-gru")) as ws:
+        json.loads(await ws.recv())
+        first = await send_step(ws, seq[:3])
+        bad_messages: list[str | bytes] = [
+            "not json", "[1, 2]", json.dumps({"inputs": [[1, 2]]}),
+            json.dumps({"inputs": [[1, 2, 3]], "wat": 1}), json.dumps({}),
+            json.dumps({"inputs": [[1, 2, "x"]]}), json.dumps({"inputs": []}),
+            b"\x00\x01binary",
+        ]
+        for bad in bad_messages:
+            await ws.send(bad)
+            reply = json.loads(await ws.recv())
+            assert reply["status"] == 400 and reply["error"], bad
+        second = await send_step(ws, seq[3:])
+        assert second["steps"] == 6
+    got = np.asarray(first["outputs"] + second["outputs"])
+    np.testing.assert_allclose(got, whole(server, "tiny-gru", seq), atol=1e-5)
+
+
+async def test_reconnect_resumes_the_session(server: ServerProcess) -> None:
+    seq = RNG.normal(size=(10, 3)).astype(np.float32)
+    async with websockets.connect(ws_url(server, "tiny-lstm")) as ws:
+        sid = json.loads(await ws.recv())["session_id"]
+        first = await send_step(ws, seq[:4])
+    async with websockets.connect(ws_url(server, "tiny-lstm", f"?session_id={sid}")) as ws:
+        hello = json.loads(await ws.recv())
+        assert hello["session_id"] == sid and hello["steps"] == 4
+        rest = await send_step(ws, seq[4:])
+    got = np.asarray(first["outputs"] + rest["outputs"])
+    np.testing.assert_allclose(got, whole(server, "tiny-lstm", seq), atol=1e-5)
+
+
+async def test_unknown_session_or_model_closes_with_reason(server: ServerProcess) -> None:
+    async with websockets.connect(ws_url(server, "tiny-lstm", "?session_id=nope")) as ws:
+        reply = json.loads(await ws.recv())
+        assert reply["status"] == 404 and "unknown session" in reply["error"]
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1008
+    async with websockets.connect(ws_url(server, "nope")) as ws:
+        assert "unknown model" in json.loads(await ws.recv())["error"]
+
+
+async def test_huge_frame_closes_the_connection_but_not_the_session(
+    server: ServerProcess,
+) -> None:
+    async with websockets.connect(ws_url(server, "tiny-gru"), max_size=None) as ws:
+        sid = json.loads(await ws.recv())["session_id"]
+        await send_step(ws, np.ones((2, 3), np.float32))
+        await ws.send(json.dumps({"inputs": [[0.5, 0.5, 0.5]] * 10_000}))  # > 64 KiB
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+    assert httpx.get(f"{server.url}/v1/sessions/{sid}").json()["steps"] == 2
+
+
+async def test_fast_sender_gets_every_reply_in_order(server: ServerProcess) -> None:
+    """Send 300 steps without reading, then read: the server handles them one at a time in
+    order (it stops reading while its bounded queue is full) and loses none."""
+    x = np.ones((1, 3), np.float32).tolist()
+    async with websockets.connect(ws_url(server, "tiny-gru")) as ws:
+        json.loads(await ws.recv())
+        payload = json.dumps({"inputs": x})
+        sender = asyncio.gather(*(ws.send(payload) for _ in range(300)))
+        steps = [json.loads(await ws.recv())["steps"] for _ in range(300)]
+        await sender
+    assert steps == list(range(1, 301))
