@@ -5,6 +5,7 @@ The flags are the contract of DESIGN.md plus the limits and thread settings of S
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from typing import Any
@@ -54,15 +55,11 @@ def serve_main(argv: list[str]) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log = logging.getLogger("rnnserve")
     if settings.state_store != "memory" and not settings.state_store.startswith(
             ("redis://", "rediss://", "unix://")):
         print(f"rnnserve serve: --state-store {settings.state_store!r}: use memory or "
               "redis://HOST:PORT/DB", file=sys.stderr)
         return 2
-    if settings.grpc_port:
-        log.info("gRPC (--grpc-port %d) is not part of this version; serving HTTP only",
-                 settings.grpc_port)
     if not settings.models.is_dir():
         print(f"rnnserve serve: --models {settings.models} is not a directory", file=sys.stderr)
         return 2
@@ -72,13 +69,36 @@ def serve_main(argv: list[str]) -> int:
     except DeviceUnavailable as exc:
         print(f"rnnserve serve: {exc}", file=sys.stderr)
         return 2
-    app = create_app(engine, load_on_startup=False)
+    try:
+        return asyncio.run(_serve(engine, settings))
+    finally:
+        engine.close()
+
+
+async def _serve(engine: Engine, settings: Settings) -> int:
+    """HTTP (uvicorn) and gRPC in one event loop over one engine. On SIGTERM/SIGINT uvicorn
+    stops accepting and finishes in-flight requests; then gRPC drains, then the engine."""
+    log = logging.getLogger("rnnserve")
+    try:
+        await engine.open()
+    except Exception as exc:  # the state store is unreachable or misconfigured
+        print(f"rnnserve serve: cannot open the state store: {exc}", file=sys.stderr)
+        return 2
+    grpc_server = None
+    if settings.grpc_port:
+        from service.grpc.server import start_grpc_server
+
+        grpc_server = await start_grpc_server(engine, settings)
+    app = create_app(engine, manage_engine=False)
     config = uvicorn.Config(app, host=settings.host, port=settings.port,
                             log_level=settings.log_level, access_log=settings.log_level == "debug",
                             timeout_graceful_shutdown=10, ws_max_size=settings.max_body_bytes,
-                            ws_max_queue=settings.ws_max_queue)
+                            ws_max_queue=settings.ws_max_queue, lifespan="on")
     try:
-        uvicorn.Server(config).run()
+        await uvicorn.Server(config).serve()
     finally:
-        engine.close()
+        if grpc_server is not None:
+            log.info("stopping gRPC: in-flight calls finish (up to 10 s)")
+            await grpc_server.stop(grace=10)
+        await engine.aclose()
     return 0

@@ -98,7 +98,7 @@ async def make_client(
         engine.start()
         await engine.open()
         engines.append(engine)
-        app = create_app(engine, load_on_startup=False)
+        app = create_app(engine, manage_engine=False)
         transport = httpx.ASGITransport(app=app)
         return httpx.AsyncClient(transport=transport, base_url="http://rnnserve.test")
 

@@ -27,22 +27,24 @@ DESCRIPTION = """Serve recurrent models (RNN, LSTM, GRU) through ONNX Runtime.
 Errors are `{"error": "<what is wrong and how to fix it>"}`."""
 
 
-def create_app(engine: Engine, *, load_on_startup: bool = True) -> FastAPI:
-    """Build the app around an engine; `load_on_startup=False` if it is already started."""
+def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
+    """Build the app around an engine. With `manage_engine` the app's lifespan starts, opens
+    and closes it; without, the caller does (`rnnserve serve`, which shares the engine with
+    the gRPC server, and tests)."""
     metrics = engine.metrics
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        owned = load_on_startup and not engine.started
-        if owned:
-            engine.start()
+        if not manage_engine:
+            yield
+            return
+        engine.start()
         await engine.open()
         try:
             yield
         finally:
             await engine.aclose()  # in-flight steps finish and are stored
-            if owned:  # an engine started by the caller is closed by the caller
-                engine.close()
+            engine.close()
 
     app = FastAPI(title="rnnserve", version=__version__, description=DESCRIPTION,
                   lifespan=lifespan)

@@ -1,0 +1,1 @@
+"""gRPC protocol adapter: KServe v2 `inference.GRPCInferenceService` over the engine."""
