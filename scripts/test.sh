@@ -13,7 +13,6 @@ fi
 python3 -m venv .venv
 # shellcheck disable=SC1091
 . .venv/bin/activate
-python -m pip install -q --upgrade pip
 # Exactly this torch: a CPU wheel on this machine's disk (any other spec pulls a CUDA build).
 python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[train,redis,dev]"
