@@ -185,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rnnserve-bench-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         print(f"model: medium LSTM {config}; exporting to {workdir}", flush=True)
+        env = report["environment_before"]
+        dirty = " + uncommitted changes in service/" if env["service_uncommitted_changes"] else ""
+        print(f"code: commit {env['git_commit']}{dirty}; load average {env['load_average']}")
         files = write_model_files(workdir, config)
         sequences = sample_sequences(DISTINCT_SEQUENCES, config)
         expected = reference_outputs(load_state(files.state), sequences[:1])[0]  # [time, out]

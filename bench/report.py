@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
+from pathlib import Path
 from typing import Any
 
 Summary = dict[str, Any]
@@ -133,6 +135,25 @@ def environment() -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_threads_default": torch.get_num_threads(),
         "onnxruntime": onnxruntime.__version__,
+        **git_state(),
+    }
+
+
+def git_state() -> dict[str, Any]:
+    """The commit measured and whether service/ differed from it: the checkout is shared with
+    people editing the server, so a figure must say which server it belongs to."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        except OSError:
+            return ""
+        return done.stdout.strip()
+
+    return {
+        "git_commit": git("rev-parse", "--short", "HEAD"),
+        "service_uncommitted_changes": bool(git("status", "--porcelain", "--", "service")),
     }
 
 
@@ -144,3 +165,50 @@ def _fmt(value: float | None, suffix: str = "") -> str:
     if value is None:
         return "-"
     return f"{value:.2f}{suffix}" if value < 100 else f"{value:.0f}{suffix}"
+
+
+def format_markdown(report: dict[str, Any]) -> str:
+    """The figures and ratios of a saved run as Markdown tables (for docs/bench_predict.md):
+    `python -m bench.report bench/results/predict-<timestamp>.json`."""
+    results: Results = {
+        system: {int(conc): rounds for conc, rounds in points.items()}
+        for system, points in report["rounds"].items()
+    }
+    chosen = figures(results)
+    lines = [
+        "| concurrency | system | seq/s | p50 ms | p99 ms | mean ms | server CPU ms/seq "
+        "| loadgen CPU ms/seq | errors |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for conc in sorted({c for points in chosen.values() for c in points}):
+        for system, points in chosen.items():
+            if conc in points:
+                row = points[conc]
+                loadgen = None if system == "ceiling" else row["cpu_ms_per_request"].get("client")
+                lines.append(
+                    f"| {conc} | {system} | {row['sequences_per_s']:.1f} | {_fmt(row['p50_ms'])} "
+                    f"| {_fmt(row['p99_ms'])} | {_fmt(row['mean_ms'])} "
+                    f"| {_fmt(_work_cpu(system, row))} | {_fmt(loadgen)} | {row['errors']} |"
+                )
+    if "rnnserve" in results and len(results) > 1:
+        rows = ratios(results)
+        keys = [k for k in rows[0] if k != "concurrency" and k != "p50_vs_ceiling"]
+        lines += ["", "| concurrency | " + " | ".join(f"rnnserve {_title(k)}" for k in keys) + " |"]
+        lines.append("|---:|" + "---:|" * len(keys))
+        for row in rows:
+            cells = " | ".join(_fmt(row.get(k), "×") for k in keys)
+            lines.append(f"| {row['concurrency']} | {cells} |")
+    return "\n".join(lines)
+
+
+def _title(key: str) -> str:
+    measure, other = key.split("_vs_")
+    names = {"throughput": "seq/s", "p50": "p50", "cpu_per_seq": "CPU/seq"}
+    return f"{names.get(measure, measure)} ÷ {other}"
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(format_markdown(json.loads(Path(sys.argv[1]).read_text())))
