@@ -43,7 +43,8 @@ class MediumLSTM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden, _ = self.rnn(x)  # [batch, time, hidden]
-        return self.head(hidden)  # [batch, time, out]
+        out: torch.Tensor = self.head(hidden)  # [batch, time, out]
+        return out
 
 
 def build(config: MediumConfig | None = None) -> MediumLSTM:
@@ -103,4 +104,5 @@ def sample_sequences(count: int, config: MediumConfig | None = None) -> np.ndarr
 def reference_outputs(model: MediumLSTM, sequences: np.ndarray) -> np.ndarray:
     """PyTorch's outputs [count, seq_len, out] for checking every system computes the same."""
     with torch.no_grad():
-        return model(torch.from_numpy(sequences)).numpy()
+        out: np.ndarray = model(torch.from_numpy(sequences)).numpy()
+    return out

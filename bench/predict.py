@@ -194,10 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         bodies = predict_bodies(sequences)
 
         servers: dict[str, ServerProcess] = {}
-        for system, start in (
+        starters: list[tuple[str, Callable[[], ServerProcess]]] = [
             ("rnnserve", lambda: start_rnnserve(files, workdir)),
             ("naive", lambda: start_naive(files, workdir, args.naive_torch_threads)),
-        ):
+        ]
+        for system, start in starters:
             if system not in plan.systems:
                 continue
             try:

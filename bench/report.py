@@ -68,7 +68,7 @@ def _same_round_pairs(mine: list[Summary], theirs: list[Summary]) -> list[tuple[
 def _work_cpu(system: str, summary: Summary) -> float | None:
     """CPU ms per sequence of the system doing the work: the server process, or for the
     in-process ceiling this process itself (there the runtime is the work)."""
-    cpu = summary["cpu_ms_per_request"]
+    cpu: dict[str, float | None] = summary["cpu_ms_per_request"]
     return cpu.get("client") if system == "ceiling" else cpu.get("server")
 
 
