@@ -3,7 +3,7 @@ Runtime in-process, on the medium LSTM (bench/medium_model.py), one 168×8 seque
 at several concurrencies.
 
     python -m bench.predict            # full run: 3 rounds of 5 s per point (about 3 minutes)
-    python -m bench.predict --quick    # 1 round of 2 s per point (about 40 seconds)
+    python -m bench.predict --quick    # 1 round of 2 s per point (about 30 seconds)
 
 Each point: N closed-loop clients (each sends its next request when the previous reply is in),
 a warm-up, then a fixed window bounded in time and request count; sequences/s, p50 and p99
