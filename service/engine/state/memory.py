@@ -28,11 +28,21 @@ SessionEvent = Callable[[str, str, int], None]
 """(event, model, steps): event is created, deleted, expired or evicted."""
 
 
+RESERVE_BYTES = 2 << 30
+"""Address space reserved per model version for state rows. Untouched pages of a large
+np.empty / np.zeros cost no memory (the OS backs them on first write), so reserving up front
+avoids growth copies, whose freed blocks would otherwise linger in the allocator's heap."""
+
+
+def reserved_rows(layout: StateLayout, max_sessions: int) -> int:
+    return max(1024, min(max_sessions, RESERVE_BYTES // max(1, layout.row_bytes)))
+
+
 class Slab:
     """The rows of one model version. Rows are allocated upward from 0 and reused when
-    freed; growth copies into a larger np.empty, whose untouched tail costs no memory."""
+    freed, so the touched (resident) part stays as small as the live sessions need."""
 
-    def __init__(self, layout: StateLayout, capacity: int = 1024) -> None:
+    def __init__(self, layout: StateLayout, capacity: int) -> None:
         self.layout = layout
         self.capacity = capacity
         self.arrays = {name: np.empty((capacity, layers, hidden), np.float32)
@@ -43,7 +53,7 @@ class Slab:
         self.alive = np.zeros(capacity, np.bool_)
         self.owner = np.zeros(capacity, np.int32)
         self.generation = np.zeros(capacity, np.int64)  # bumped by create/reset
-        self.ids = np.empty(capacity, dtype=object)
+        self.ids: list[str | None] = []  # slot -> session id, grown by append
         self.high_water = 0
         self.free: list[int] = []
         self.live = 0
@@ -61,7 +71,6 @@ class Slab:
         self.last_used, self.alive = grown(self.last_used, True), grown(self.alive, True)
         self.owner = grown(self.owner, True)
         self.generation = grown(self.generation, True)
-        self.ids = grown(self.ids, False)
         self.capacity = new_capacity
 
     def allocate(self) -> int:
@@ -72,6 +81,7 @@ class Slab:
                 self._grow()
             slot = self.high_water
             self.high_water += 1
+            self.ids.append(None)
         self.live += 1
         return slot
 
@@ -151,7 +161,7 @@ class MemoryStateStore:
         number = self._slab_of.get(layout.key)
         if number is None:
             number = len(self._slabs)
-            self._slabs.append(Slab(layout))
+            self._slabs.append(Slab(layout, reserved_rows(layout, self.max_sessions)))
             self._slab_of[layout.key] = number
         return number, self._slabs[number]
 
@@ -163,6 +173,7 @@ class MemoryStateStore:
     def _end(self, slab_no: int, slot: int, why: str) -> None:
         slab = self._slabs[slab_no]
         session_id = slab.ids[slot]
+        assert session_id is not None
         idle = self._clock() - float(slab.last_used[slot])
         self._on_event(why, slab.layout.model, int(slab.steps[slot]))
         del self._index[session_id]
@@ -194,8 +205,10 @@ class MemoryStateStore:
         return slab_no, slab, slot
 
     def _record(self, slab: Slab, slot: int) -> SessionRecord:
+        session_id = slab.ids[slot]
+        assert session_id is not None
         return SessionRecord(
-            id=slab.ids[slot], model=slab.layout.model, version=slab.layout.version,
+            id=session_id, model=slab.layout.model, version=slab.layout.version,
             created=float(slab.created[slot]), last_used=float(slab.last_used[slot]),
             ttl_s=self.ttl_s, steps=int(slab.steps[slot]),
             owner=self._owners[int(slab.owner[slot])],
