@@ -76,8 +76,11 @@ class Batcher:
         self.layout = StateLayout(runner.name, runner.version,
                                   tuple((s.input, s.layers, s.hidden) for s in sig.states))
         self._slots = slots
-        self._metrics = metrics
-        self._label = (runner.name, str(runner.version))
+        label = (runner.name, str(runner.version))  # labelled once: labels() is costly per job
+        self._depth_gauge = metrics.queue_depth.labels(*label)
+        self._queue_seconds = metrics.queue_seconds.labels(*label)
+        self._run_seconds = metrics.run_seconds.labels(*label)
+        self._batch_rows = metrics.batch_rows.labels(*label)
         self._queue: deque[Job] = deque()
         self._queued_rows = 0
         self._in_flight_sessions: set[str] = set()
@@ -119,7 +122,7 @@ class Batcher:
     # -- the loop --------------------------------------------------------------------------
 
     def _set_depth(self) -> None:
-        self._metrics.queue_depth.labels(*self._label).set(self._queued_rows)
+        self._depth_gauge.set(self._queued_rows)
 
     async def _loop(self) -> None:
         while True:
@@ -219,7 +222,7 @@ class Batcher:
             feeds[s.input] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
         for job in batch:
-            self._metrics.queue_seconds.labels(*self._label).observe(started - job.enqueued)
+            self._queue_seconds.observe(started - job.enqueued)
         try:
             out = await self.runner.run(feeds)
         except RnnServeError as exc:
@@ -232,8 +235,8 @@ class Batcher:
                 except RnnServeError as single:
                     self._fail([job], single)
             return
-        self._metrics.run_seconds.labels(*self._label).observe(time.perf_counter() - started)
-        self._metrics.batch_rows.labels(*self._label).observe(x.shape[0])
+        self._run_seconds.observe(time.perf_counter() - started)
+        self._batch_rows.observe(x.shape[0])
 
         records: list[SessionRecord | None] = [None] * len(sessions)
         errors: list[RnnServeError | None] = [None] * len(sessions)
