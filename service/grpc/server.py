@@ -8,17 +8,19 @@ import logging
 
 import grpc
 from google.protobuf.descriptor_pool import DescriptorPool
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from service.engine import Engine
 from service.grpc.generated import inference_pb2, inference_pb2_grpc
+from service.grpc.health import HealthServicer
 from service.grpc.servicer import InferenceServicer
 from service.settings import Settings
 
 log = logging.getLogger("rnnserve.grpc")
 
 SERVICE = inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
 def address(host: str, port: int) -> str:
@@ -49,14 +51,8 @@ async def start_grpc_server(engine: Engine, settings: Settings) -> grpc.aio.Serv
     inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
         InferenceServicer(engine), server)
 
-    checks = health.aio.HealthServicer()
-    status = (health_pb2.HealthCheckResponse.SERVING if engine.ready
-              else health_pb2.HealthCheckResponse.NOT_SERVING)
-    for name in ("", SERVICE):  # the server as a whole, and the inference service
-        await checks.set(name, status)
-    health_pb2_grpc.add_HealthServicer_to_server(checks, server)
-
-    names = (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(engine, (SERVICE,)), server)
+    names = (SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server, pool=reflection_pool())
 
     where = address(settings.host, settings.grpc_port)

@@ -133,6 +133,13 @@ def test_health_checking(server: Server) -> None:
         with pytest.raises(grpc.RpcError) as caught:
             stub.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5)
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        listed = stub.List(health_pb2.HealthListRequest(), timeout=5).statuses
+        assert {name: s.status for name, s in listed.items()} == {
+            "": health_pb2.HealthCheckResponse.SERVING,
+            SERVICE: health_pb2.HealthCheckResponse.SERVING}
+        watch = stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
 
 
 def test_reflection_describes_the_service(server: Server) -> None:

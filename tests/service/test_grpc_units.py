@@ -193,3 +193,38 @@ def test_committed_stubs_are_current(tmp_path: Path) -> None:
     spec.loader.exec_module(fresh)  # loads into a private pool of its own: no clash
     assert fresh.DESCRIPTOR.serialized_pb == pb.DESCRIPTOR.serialized_pb, (
         "service/grpc/generated is stale: run python -m service.grpc.generate")
+
+
+class FakeEngine:
+    ready = True
+
+
+async def test_health_follows_readiness() -> None:
+    from grpc_health.v1 import health_pb2
+
+    from service.grpc.health import HealthServicer
+
+    engine = FakeEngine()
+    checks = HealthServicer(engine, ("inference.GRPCInferenceService",))  # type: ignore[arg-type]
+    ask = health_pb2.HealthCheckRequest
+    serving, not_serving = (health_pb2.HealthCheckResponse.SERVING,
+                            health_pb2.HealthCheckResponse.NOT_SERVING)
+    assert (await checks.Check(ask(service=""), None)).status == serving
+    engine.ready = False  # e.g. draining at shutdown
+    assert (await checks.Check(ask(service="inference.GRPCInferenceService"), None)
+            ).status == not_serving
+
+
+async def test_port_in_use_is_an_error(tmp_path: Path) -> None:
+    import socket
+
+    from service.engine import Engine
+    from service.grpc.server import start_grpc_server
+    from service.settings import Settings
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        settings = Settings(models=tmp_path, grpc_port=busy.getsockname()[1])
+        with pytest.raises(RuntimeError, match="is the port in use"):
+            await start_grpc_server(Engine(settings), settings)
