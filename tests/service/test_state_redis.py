@@ -338,6 +338,21 @@ async def test_live_sessions_and_events(make_store: MakeStore) -> None:
         ("deleted", "lstm", 0), ("expired", "lstm", 4), ("expired", "gru", 0)])
 
 
+async def test_owned_sessions(make_store: MakeStore) -> None:
+    store = await make_store(ttl_s=0.4)
+    await store.create(LSTM, rec("a1", owner="alice"), None)
+    await store.create(GRU, rec("a2", GRU, owner="alice"), None)
+    await store.create(LSTM, rec("b1", owner="bob"), None)
+    assert [await store.owned_sessions(o) for o in ("alice", "bob", "carol")] == [2, 1, 0]
+    await store.delete("a1")
+    await store.create(LSTM, rec("b1", owner="alice"), None, replace=True)  # now alice's
+    await step(store, LSTM, ["b1"], random_state(LSTM, 1))
+    await store.reset("a2", None)
+    assert [await store.owned_sessions(o) for o in ("alice", "bob")] == [2, 0]
+    await asyncio.sleep(0.6)
+    assert await store.owned_sessions("alice") == 0
+
+
 async def test_bad_state_shape(make_store: MakeStore) -> None:
     store = await make_store()
     with pytest.raises((InvalidInput, ValueError)):
@@ -362,6 +377,7 @@ async def test_key_layout(make_redis: MakeStore, redis_url: str) -> None:
         assert 29_000 < client.pttl("rnnserve:s:k") <= 30_000
         assert client.pttl("rnnserve:k:k") > 86_400_000
         assert client.zscore("rnnserve:live:gru", "k") is not None
+        assert client.zscore("rnnserve:owner:alice", "k") is not None
     finally:
         client.close()
 
@@ -457,6 +473,7 @@ async def test_two_replicas_share_sessions(make_redis: MakeStore) -> None:
     assert record.steps == 5
     assert_bytes_equal(read, new)
     assert await a.live_sessions() == await b.live_sessions() == {"gru": 1}
+    assert await a.owned_sessions("alice") == await b.owned_sessions("alice") == 1
     with pytest.raises(Unavailable, match="taken"):
         await b.create(GRU, rec("shared", GRU), None)
     await b.delete("shared")
@@ -490,7 +507,8 @@ async def test_redis_down_is_unavailable(make_redis: MakeStore, tmp_path: Path) 
         calls: list[Awaitable[Any]] = [
             store.get("s"), store.read("s"), store.reset("s", None), store.delete("s"),
             store.create(LSTM, rec("t"), None), store.gather(LSTM, ["s"]),
-            store.scatter(gathered, random_state(LSTM, 1), [1]), store.live_sessions()]
+            store.scatter(gathered, random_state(LSTM, 1), [1]), store.live_sessions(),
+            store.owned_sessions("alice")]
         for call in calls:
             with pytest.raises(Unavailable, match=r"Redis at redis://127\.0\.0\.1:\d+/0\) "
                                                   "is unreachable") as info:

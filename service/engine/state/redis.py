@@ -19,6 +19,8 @@ Key layout (PREFIX is `rnnserve:`):
     rnnserve:live:{model}  sorted set: session id -> expiry in epoch ms (Redis clock). It is
                            what counts live sessions (max_sessions, live_sessions(), metrics)
                            without a SCAN; it is kept in step with the hash by the same scripts
+    rnnserve:owner:{owner} the same per creating owner (API key identity), for per-key caps;
+                           pruned by score when that owner creates or is counted
 
 Every write is one Lua script, so it is atomic and one round trip: scatter checks each row's
 gen against the gathered one and writes only unchanged sessions (the others come back as
@@ -68,6 +70,7 @@ MARKER = PREFIX + "k:"
 LIVE = PREFIX + "live:"
 MODELS = PREFIX + "models"
 GEN = PREFIX + "gen"
+OWNER = PREFIX + "owner:"
 MARKER_GRACE_MS = 86_400_000  # how long after expiry an id still answers "expired"
 SWEEP_LIMIT = 1000  # expired ids pruned per model per sweep (bounds the script's run time)
 RESET_ATTEMPTS = 8
@@ -80,18 +83,19 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
 """
 
-# KEYS: hash, marker, gen counter, models set, live zset of the model.
+# KEYS: hash, marker, gen counter, models set, live zset of the model, owner zset.
 # ARGV: replace (0/1), max_sessions, ttl_ms, marker_ttl_ms, ttl label, id, model, live prefix,
-#       then field, value pairs (without gen and last_used).
+#       owner prefix, then field, value pairs (without gen and last_used).
 # -> {'taken'} | {'full', n} | {'ok', now, replaced_model, replaced_steps, expired_model,
 #    expired_steps} (empty strings where nothing was replaced or found expired)
 _CREATE = _NOW + """
-local old = redis.call('HMGET', KEYS[1], 'model', 'steps')
+local old = redis.call('HMGET', KEYS[1], 'model', 'steps', 'owner')
 local rmodel, rsteps, emodel, esteps = '', '', '', ''
 if old[1] then
   if ARGV[1] ~= '1' then return {'taken'} end
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', ARGV[8] .. old[1], ARGV[6])
+  redis.call('ZREM', ARGV[9] .. (old[3] or ''), ARGV[6])
   rmodel, rsteps = old[1], old[2] or '0'
 else
   local mark = redis.call('GET', KEYS[2])
@@ -108,27 +112,30 @@ else
   if total >= tonumber(ARGV[2]) then return {'full', tostring(total)} end
 end
 local args = {'gen', tostring(redis.call('INCR', KEYS[3])), 'last_used', now}
-for i = 9, #ARGV do args[#args + 1] = ARGV[i] end
+for i = 10, #ARGV do args[#args + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(args))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('SET', KEYS[2], ARGV[5] .. ' 0 ' .. ARGV[7], 'PX', ARGV[4])
 redis.call('SADD', KEYS[4], ARGV[7])
 redis.call('ZADD', KEYS[5], now_ms + tonumber(ARGV[3]), ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms)
+redis.call('ZADD', KEYS[6], now_ms + tonumber(ARGV[3]), ARGV[6])
 return {'ok', now, rmodel, rsteps, emodel, esteps}
 """
 
 # KEYS: gen counter, live zset of the model, then hash, marker per row.
-# ARGV: ttl_ms, marker_ttl_ms, ttl label, model, k (tensors), k field names,
-#       then per row: id, gathered gen, steps to add, k state byte strings.
+# ARGV: ttl_ms, marker_ttl_ms, ttl label, model, k (tensors), k field names, owner prefix,
+#       then per row: id, gathered gen, steps to add, owner, k state byte strings.
 # -> {now, then per row: status ('ok' | 'conflict' | 'missing'), steps or marker}
 _SCATTER = _NOW + """
 local ttl_ms, marker_ttl_ms = tonumber(ARGV[1]), ARGV[2]
 local k = tonumber(ARGV[5])
-local stride = 3 + k
+local owners = ARGV[6 + k]
+local stride = 4 + k
 local out = {now}
 for r = 0, (#KEYS - 2) / 2 - 1 do
   local hash, marker = KEYS[3 + 2 * r], KEYS[4 + 2 * r]
-  local base = 5 + k + r * stride
+  local base = 6 + k + r * stride
   local gen = redis.call('HGET', hash, 'gen')
   if not gen then
     out[#out + 1] = 'missing'
@@ -140,13 +147,14 @@ for r = 0, (#KEYS - 2) / 2 - 1 do
     local args = {'last_used', now, 'gen', tostring(redis.call('INCR', KEYS[1]))}
     for j = 1, k do
       args[#args + 1] = ARGV[5 + j]
-      args[#args + 1] = ARGV[base + 3 + j]
+      args[#args + 1] = ARGV[base + 4 + j]
     end
     redis.call('HSET', hash, unpack(args))
     local steps = redis.call('HINCRBY', hash, 'steps', ARGV[base + 3])
     redis.call('PEXPIRE', hash, ttl_ms)
     redis.call('SET', marker, ARGV[3] .. ' ' .. steps .. ' ' .. ARGV[4], 'PX', marker_ttl_ms)
     redis.call('ZADD', KEYS[2], now_ms + ttl_ms, ARGV[base + 1])
+    redis.call('ZADD', owners .. ARGV[base + 4], now_ms + ttl_ms, ARGV[base + 1])
     out[#out + 1] = 'ok'
     out[#out + 1] = tostring(steps)
   end
@@ -155,28 +163,30 @@ return out
 """
 
 # KEYS: hash, marker, gen counter. ARGV: gathered gen, ttl_ms, marker_ttl_ms, ttl label,
-# live prefix, id, then field, value pairs of the new state.
+# live prefix, id, owner prefix, then field, value pairs of the new state.
 # -> {'missing', marker} | {'conflict'} | {'ok', now}
 _RESET = _NOW + """
-local cur = redis.call('HMGET', KEYS[1], 'gen', 'model')
+local cur = redis.call('HMGET', KEYS[1], 'gen', 'model', 'owner')
 if not cur[1] then return {'missing', redis.call('GET', KEYS[2]) or ''} end
 if cur[1] ~= ARGV[1] then return {'conflict'} end
 local args = {'gen', tostring(redis.call('INCR', KEYS[3])), 'last_used', now, 'steps', '0'}
-for i = 7, #ARGV do args[#args + 1] = ARGV[i] end
+for i = 8, #ARGV do args[#args + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(args))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[4] .. ' 0 ' .. cur[2], 'PX', ARGV[3])
 redis.call('ZADD', ARGV[5] .. cur[2], now_ms + tonumber(ARGV[2]), ARGV[6])
+redis.call('ZADD', ARGV[7] .. (cur[3] or ''), now_ms + tonumber(ARGV[2]), ARGV[6])
 return {'ok', now}
 """
 
-# KEYS: hash, marker. ARGV: live prefix, id.
+# KEYS: hash, marker. ARGV: live prefix, id, owner prefix.
 # -> {'missing', marker} | {'deleted', model, steps}
 _DELETE = """
-local v = redis.call('HMGET', KEYS[1], 'model', 'steps')
+local v = redis.call('HMGET', KEYS[1], 'model', 'steps', 'owner')
 if not v[1] then return {'missing', redis.call('GET', KEYS[2]) or ''} end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', ARGV[1] .. v[1], ARGV[2])
+redis.call('ZREM', ARGV[3] .. (v[3] or ''), ARGV[2])
 return {'deleted', v[1], v[2] or '0'}
 """
 
@@ -212,6 +222,12 @@ for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   end
 end
 return {counts, ended}
+"""
+
+# KEYS: owner zset. -> live sessions of that owner (expired ids pruned first)
+_OWNED = _NOW + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+return redis.call('ZCARD', KEYS[1])
 """
 
 
@@ -313,6 +329,7 @@ class RedisStateStore:
         self._reset = self._client.register_script(_RESET)
         self._delete = self._client.register_script(_DELETE)
         self._sweep = self._client.register_script(_SWEEP)
+        self._owned = self._client.register_script(_OWNED)
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -426,9 +443,10 @@ class RedisStateStore:
             fields += ["t:" + name, raw]
         async with self._guard():
             out = await self._create(
-                keys=[SESSION + record.id, MARKER + record.id, GEN, MODELS, LIVE + layout.model],
+                keys=[SESSION + record.id, MARKER + record.id, GEN, MODELS, LIVE + layout.model,
+                      OWNER + record.owner],
                 args=[int(replace), self.max_sessions, self._ttl_ms, self._marker_ttl_ms,
-                      self._ttl_label, record.id, layout.model, LIVE, *fields])
+                      self._ttl_label, record.id, layout.model, LIVE, OWNER, *fields])
         status = _text(out[0])
         if status == "taken":
             raise Unavailable(f"session id {record.id!r} is taken", retry_after_s=0)
@@ -471,7 +489,7 @@ class RedisStateStore:
                 out = await self._reset(
                     keys=[SESSION + session_id, MARKER + session_id, GEN],
                     args=[fields[b"gen"], self._ttl_ms, self._marker_ttl_ms, self._ttl_label,
-                          LIVE, session_id, *pairs])
+                          LIVE, session_id, OWNER, *pairs])
             status = _text(out[0])
             if status == "missing":
                 raise self._not_found(session_id, out[1])
@@ -484,7 +502,7 @@ class RedisStateStore:
     async def delete(self, session_id: str) -> None:
         async with self._guard():
             out = await self._delete(keys=[SESSION + session_id, MARKER + session_id],
-                                     args=[LIVE, session_id])
+                                     args=[LIVE, session_id, OWNER])
         if _text(out[0]) == "missing":
             raise self._not_found(session_id, out[1])
         self._on_event("deleted", _text(out[1]), int(out[2]))
@@ -540,13 +558,15 @@ class RedisStateStore:
             return Written(records, conflict, errors)
         keys: list[str] = [GEN, LIVE + layout.model]
         args: list[Any] = [self._ttl_ms, self._marker_ttl_ms, self._ttl_label, layout.model,
-                           len(layout.tensors), *("t:" + name for name, _, _ in layout.tensors)]
+                           len(layout.tensors), *("t:" + name for name, _, _ in layout.tensors),
+                           OWNER]
         per_tensor = {name: np.ascontiguousarray(states[name].transpose(1, 0, 2), dtype="<f4")
                       for name, _, _ in layout.tensors}
         for i in rows:
-            session_id = gathered.ids[i]
+            session_id, before = gathered.ids[i], token.records[i]
+            assert before is not None  # gather made a record for every row without error
             keys += [SESSION + session_id, MARKER + session_id]
-            args += [session_id, token.gens[i], int(steps[i]),
+            args += [session_id, token.gens[i], int(steps[i]), before.owner,
                      *(per_tensor[name][i].tobytes() for name, _, _ in layout.tensors)]
         async with self._guard():
             out = await self._scatter(keys=keys, args=args)
@@ -568,6 +588,12 @@ class RedisStateStore:
                 errors[i] = SessionNotFound(f"session {gathered.ids[i]!r} was deleted during "
                                             "its step")
         return Written(records, conflict, errors)
+
+    async def owned_sessions(self, owner: str) -> int:
+        """Live sessions created by `owner`, across replicas: the size of its sorted set once
+        ids past their expiry are dropped (one script, one round trip)."""
+        async with self._guard():
+            return int(await self._owned(keys=[OWNER + owner]))
 
     async def live_sessions(self) -> dict[str, int]:
         """Live sessions per model across all replicas: the sizes of the live sorted sets
