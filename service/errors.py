@@ -6,9 +6,11 @@ they enter.
     ├── InvalidInput                   400  INVALID_ARGUMENT   bad shape, NaN, wrong type, ...
     ├── UnsupportedMediaType           415  INVALID_ARGUMENT   body is not JSON
     ├── PayloadTooLarge                413  RESOURCE_EXHAUSTED over a size limit
+    ├── Unauthenticated                401  UNAUTHENTICATED    missing or wrong API key
     ├── NotFound                       404  NOT_FOUND
     │   ├── ModelNotFound                                      unknown model or version
     │   └── SessionNotFound                                    unknown, expired or deleted session
+    ├── QuotaExceeded                  429  RESOURCE_EXHAUSTED a key's sessions or request rate
     ├── Unavailable                    503  UNAVAILABLE        model not ready, server full
     └── InferenceFailed                500  INTERNAL           ONNX Runtime raised on valid input
 """
@@ -43,6 +45,11 @@ class PayloadTooLarge(RnnServeError):
     grpc_code = "RESOURCE_EXHAUSTED"
 
 
+class Unauthenticated(RnnServeError):
+    http_status = 401
+    grpc_code = "UNAUTHENTICATED"
+
+
 class NotFound(RnnServeError):
     http_status = 404
     grpc_code = "NOT_FOUND"
@@ -54,6 +61,11 @@ class ModelNotFound(NotFound):
 
 class SessionNotFound(NotFound):
     pass
+
+
+class QuotaExceeded(RnnServeError):
+    http_status = 429
+    grpc_code = "RESOURCE_EXHAUSTED"
 
 
 class Unavailable(RnnServeError):

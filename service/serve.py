@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -16,7 +18,30 @@ from pydantic import ValidationError
 from service.engine import Engine
 from service.engine.providers import DeviceUnavailable
 from service.http.app import create_app
+from service.logs import configure_logging
 from service.settings import Settings
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but on SIGTERM/SIGINT readiness goes false first: /v2/health/ready answers
+    503 for `delay_s` while requests are still served, so load balancers stop routing here
+    before the listeners close; then uvicorn finishes the in-flight requests as usual."""
+
+    def __init__(self, config: uvicorn.Config, engine: Engine, delay_s: float) -> None:
+        super().__init__(config)
+        self.engine = engine
+        self.delay_s = delay_s
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.engine.draining or self.delay_s <= 0:
+            self.engine.draining = True
+            super().handle_exit(sig, frame)
+            return
+        self.engine.draining = True
+        logging.getLogger("rnnserve").info("draining: not ready, closing in %.1f s",
+                                           self.delay_s)
+        loop = asyncio.get_event_loop()
+        loop.call_soon_threadsafe(loop.call_later, self.delay_s, super().handle_exit, sig, frame)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
                                   "help": f"{field.description or ''} (default: {field.default})"}
         if field.annotation is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif name in ("device", "log_level"):
+        elif name in ("device", "log_level", "log_format", "when_full"):
             kwargs["choices"] = list(field.annotation.__args__)  # type: ignore[union-attr]
         p.add_argument(flag, **kwargs)
     return p
@@ -53,8 +78,12 @@ def serve_main(argv: list[str]) -> int:
             where = ".".join(str(p) for p in err["loc"])
             print(f"rnnserve serve: --{where.replace('_', '-')}: {err['msg']}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        settings.key_set()
+    except OSError as exc:
+        print(f"rnnserve serve: --api-keys-file: {exc}", file=sys.stderr)
+        return 2
     if settings.state_store != "memory" and not settings.state_store.startswith(
             ("redis://", "rediss://", "unix://")):
         print(f"rnnserve serve: --state-store {settings.state_store!r}: use memory or "
@@ -88,14 +117,23 @@ async def _serve(engine: Engine, settings: Settings) -> int:
     if settings.grpc_port:
         from service.grpc.server import start_grpc_server
 
-        grpc_server = await start_grpc_server(engine, settings)
+        try:
+            grpc_server = await start_grpc_server(engine, settings)
+        except RuntimeError as exc:  # e.g. the port is taken
+            print(f"rnnserve serve: gRPC: {exc}", file=sys.stderr)
+            await engine.aclose()
+            return 2
     app = create_app(engine, manage_engine=False)
     config = uvicorn.Config(app, host=settings.host, port=settings.port,
-                            log_level=settings.log_level, access_log=settings.log_level == "debug",
+                            log_level=settings.log_level, access_log=False,  # ours: RequestContext
                             timeout_graceful_shutdown=10, ws_max_size=settings.max_body_bytes,
                             ws_max_queue=settings.ws_max_queue, lifespan="on")
+    # uvicorn re-raises the signal that stopped it once it has finished; with the default
+    # handler that would kill the process before gRPC and the engine drain below.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     try:
-        await uvicorn.Server(config).serve()
+        await DrainingServer(config, engine, settings.shutdown_delay_s).serve()
     finally:
         if grpc_server is not None:
             log.info("stopping gRPC: in-flight calls finish (up to 10 s)")

@@ -82,9 +82,48 @@ class Settings(BaseSettings):
         description="WebSocket messages buffered per connection before the server stops "
         "reading from it (backpressure).",
     )
+    api_keys: str = Field(
+        "",
+        description="Comma-separated API keys; when set (or api_keys_file), every route but "
+        "health, metrics, docs and the console needs 'Authorization: Bearer <key>'.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="A file with one API key per line (# comments allowed)."
+    )
+    rate_limit_per_s: float = Field(
+        0.0, ge=0, description="Requests per second per API key (or client address without "
+        "keys); 0 turns rate limiting off. Over it: 429 with Retry-After."
+    )
+    rate_burst: int = Field(100, ge=1, description="Requests a key may burst above the rate.")
+    max_sessions_per_key: int = Field(
+        0, ge=0, description="Most live sessions one API key may hold (0 = no per-key cap)."
+    )
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="An HTTP request running longer gets 504."
+    )
+    cors_origins: str = Field(
+        "", description="Comma-separated origins allowed by CORS (off when empty; * for any)."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: one JSON object per line, with the request id."
+    )
+    shutdown_delay_s: float = Field(
+        0.0, ge=0, description="On SIGTERM, report not-ready this long before closing the "
+        "listeners, so load balancers stop sending first."
+    )
     strict_readiness: bool = Field(
         False,
         description="If true, /v2/health/ready is false while any model in the repository "
         "failed to load; by default it reflects only the models that loaded.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+
+    def key_set(self) -> frozenset[str]:
+        """Every accepted API key, from api_keys and api_keys_file."""
+        keys = {k.strip() for k in self.api_keys.split(",") if k.strip()}
+        if self.api_keys_file is not None:
+            for line in self.api_keys_file.read_text(encoding="utf-8").splitlines():
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    keys.add(line)
+        return frozenset(keys)

@@ -141,11 +141,12 @@ class Batcher:
             except BaseException:
                 self._slots.release()
                 raise
-            if not batch:  # everything queued waits on a session already in flight
+            if not batch:
                 self._slots.release()
-                self._wake.clear()
-                await self._wake.wait()
-                continue
+                if self._queue:  # everything queued waits on a session already in flight
+                    self._wake.clear()
+                    await self._wake.wait()
+                continue  # (or every queued job was cancelled: back to idle)
             self._runs_in_flight += 1
             asyncio.create_task(self._run_and_release(batch))
 

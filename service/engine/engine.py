@@ -59,6 +59,7 @@ class Engine:
         self._store: StateStore | None = None
         self._sessions: Sessions | None = None
         self.started = False
+        self.draining = False  # set at SIGTERM: readiness goes false before the listeners close
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -109,7 +110,7 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        if not self.started or self._store is None:
+        if not self.started or self._store is None or self.draining:
             return False
         return not (self.settings.strict_readiness and self.models.problems)
 

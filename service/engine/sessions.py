@@ -21,7 +21,13 @@ from service.engine.batcher import Job
 from service.engine.runner import Runner
 from service.engine.state import SessionRecord, StateStore
 from service.engine.tensors import check_state, require_finite, require_sequence
-from service.errors import InvalidInput, PayloadTooLarge, RnnServeError, SessionNotFound
+from service.errors import (
+    InvalidInput,
+    PayloadTooLarge,
+    QuotaExceeded,
+    RnnServeError,
+    SessionNotFound,
+)
 
 if TYPE_CHECKING:
     from service.engine.engine import Engine
@@ -102,9 +108,16 @@ class Sessions:
     ) -> SessionRecord:
         runner = self._engine.runner(model, version)
         checked = check_state(runner.signature, state, "state")
+        await self._check_quota(owner)
         layout = self._engine.batcher(runner).layout
         record = self._new_record(runner, new_session_id(), owner)
         return await self._store.create(layout, record, checked)
+
+    async def _check_quota(self, owner: str) -> None:
+        cap = self._engine.settings.max_sessions_per_key
+        if cap and owner and await self._store.owned_sessions(owner) >= cap:
+            raise QuotaExceeded(f"this API key holds its maximum of {cap} live sessions; "
+                                "delete some (DELETE /v1/sessions/{id})", retry_after_s=5)
 
     async def step(self, session_id: str, x: np.ndarray, *, owner: str = "") -> StepResult:
         record = await self._owned(session_id, owner)
@@ -195,6 +208,7 @@ class Sessions:
         x2 = x[0]
         self.check_step_input(runner, x2, sig.input_name)
         if start:
+            await self._check_quota(owner)
             layout = self._engine.batcher(runner).layout
             await self._store.create(layout, self._new_record(runner, session_id, owner), None,
                                      replace=True)

@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
+from service.auth import ApiKeys
 from service.engine import Engine
-from service.errors import NotFound
+from service.errors import NotFound, Unauthenticated
 from service.grpc import converters
 from service.grpc.errors import aborts_on_error, status_of
 from service.grpc.generated import inference_pb2 as pb
@@ -24,6 +25,20 @@ class InferenceServicer:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._keys = ApiKeys(engine.settings.key_set())
+
+    def _owner(self, context: Any) -> str:
+        """The caller's owner id from `authorization: Bearer <key>` metadata (as HTTP: every
+        RPC but ServerLive/ServerReady needs a key when keys are configured)."""
+        given = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                given = ApiKeys.bearer(value)
+        owner = self._keys.owner(given)
+        if owner is None:
+            raise Unauthenticated("missing or invalid API key: send metadata "
+                                  "'authorization: Bearer <key>'")
+        return owner
 
     @aborts_on_error
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any
@@ -40,6 +55,7 @@ class InferenceServicer:
                          ) -> pb.ModelReadyResponse:
         """An unknown model or version is not ready (HTTP answers 404, which tritonclient.http
         reports as not ready); tritonclient.grpc expects ready=false, not an error."""
+        self._owner(context)
         try:
             self._engine.runner(request.name, request.version or None)
         except NotFound:
@@ -49,34 +65,43 @@ class InferenceServicer:
     @aborts_on_error
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any
                              ) -> pb.ServerMetadataResponse:
+        self._owner(context)
         return converters.server_metadata(self._engine.server_info())
 
     @aborts_on_error
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any
                             ) -> pb.ModelMetadataResponse:
+        self._owner(context)
         described = self._engine.describe(request.name, request.version or None)
         return converters.model_metadata(described)
 
     @aborts_on_error
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any
                          ) -> pb.ModelInferResponse:
-        return await self._infer(request)
+        return await self._infer(request, self._owner(context))
 
     async def ModelStreamInfer(self, requests: AsyncIterable[pb.ModelInferRequest],
                                context: Any) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """One response per request, as each completes; the steps of one sequence in
-        arrival order. A failed request gets an in-band error and the stream goes on."""
-        stream = pipeline(requests, self._stream_one, converters.sequence_key, STREAM_WINDOW)
+        arrival order. A failed request gets an in-band error and the stream goes on. A
+        missing or wrong key ends the stream with UNAUTHENTICATED before anything runs."""
+        try:
+            owner = self._owner(context)
+        except Unauthenticated as exc:
+            await context.abort(*status_of(exc))
+
+        async def one(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+            try:
+                return pb.ModelStreamInferResponse(
+                    infer_response=await self._infer(request, owner))
+            except Exception as exc:
+                return converters.stream_error(request, status_of(exc)[1])
+
+        stream = pipeline(requests, one, converters.sequence_key, STREAM_WINDOW)
         async for response in stream:
             yield response
 
-    async def _stream_one(self, request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
-        try:
-            return pb.ModelStreamInferResponse(infer_response=await self._infer(request))
-        except Exception as exc:
-            return converters.stream_error(request, status_of(exc)[1])
-
-    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    async def _infer(self, request: pb.ModelInferRequest, owner: str) -> pb.ModelInferResponse:
         call = converters.decode_infer_request(request)
         signature = self._engine.runner(call.model, call.version).signature
         converters.check_requested_outputs(call, signature.output_names)
@@ -85,6 +110,6 @@ class InferenceServicer:
                                                        version=call.version)
         else:
             runner, results = await self._engine.sessions.sequence_step(
-                call.model, call.version, *call.sequence, call.inputs)
+                call.model, call.version, *call.sequence, call.inputs, owner=owner)
         return converters.encode_infer_response(runner.name, runner.version, call, results,
                                                 runner.signature.output_names)

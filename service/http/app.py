@@ -9,12 +9,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Response
+from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__
+from service.console import router as console_router
 from service.engine import Engine
 from service.http import native, sessions, stream, v2
+from service.http.auth import AuthAndRateLimit
 from service.http.errors import install_error_handlers
 from service.http.limits import BodySizeLimit
+from service.http.request_context import RequestContext
 from service.metrics import MetricsMiddleware
 
 DESCRIPTION = """Serve recurrent models (RNN, LSTM, GRU) through ONNX Runtime.
@@ -54,12 +58,22 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(stream.router)
     app.include_router(v2.router)
+    app.include_router(console_router)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    # Last added runs first: metrics see every response, the size limit's 413s included.
-    app.add_middleware(BodySizeLimit, max_bytes=engine.settings.max_body_bytes)
+    # Last added runs first: request context (id, log, time limit) wraps everything, metrics
+    # see every response (401/429/413 included), auth runs before the size limit reads a body.
+    settings = engine.settings
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthAndRateLimit, keys=settings.key_set(),
+                       rate=settings.rate_limit_per_s, burst=settings.rate_burst)
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"],
+                           allow_headers=["*"], expose_headers=["X-Request-Id", "Retry-After"])
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestContext, timeout_s=settings.request_timeout_s)
     return app

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 
 from service import __version__
 from service.engine import Engine
+from service.errors import InvalidInput
 from service.http.common import engine_of, owner_of
 from service.http.openapi import V2_INFER_EXAMPLE, V2_INFER_REQUEST, json_body
 from service.http.responses import FastJSONResponse, error_response
@@ -95,6 +96,10 @@ async def _infer(request: Request, model: str, version: str | None) -> Response:
                       engine.settings.max_body_bytes)
     infer = decode_request(body, request.headers.get("inference-header-content-length"))
     sequence = sequence_parameters(infer.parameters)
+    known = engine.runner(model, version).signature.output_names
+    unknown = [o.name for o in infer.outputs or [] if o.name not in known]
+    if unknown:  # refuse before running: a rejected call must not advance a sequence
+        raise InvalidInput(f"unknown output {unknown[0]!r}; the model gives {list(known)}")
     if sequence is None:
         runner, results = await engine.infer(model, infer.inputs, version=version)
     else:

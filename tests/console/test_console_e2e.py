@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import COMMITTED_MODELS, ROOT, free_port
+from tests.conftest import COMMITTED_MODELS, ROOT, ServerProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -47,37 +45,14 @@ from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """rnnserve over HTTP with the console router, on a free loopback port."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("console") / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.console.serve_console", "--models",
-             str(COMMITTED_MODELS), "--port", str(port), "--require-key", KEY],
-            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"server exited: {log_path.read_text()}")
-                try:
-                    if httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"server not ready: {log_path.read_text()}")
-                time.sleep(0.1)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    """The real `rnnserve serve` on the committed models, with an API key, on a free port."""
+    proc = ServerProcess(["--models", str(COMMITTED_MODELS), "--api-keys", KEY],
+                         tmp_path_factory.mktemp("console") / "server.log")
+    try:
+        proc.wait_ready(timeout=30)
+        yield proc.url
+    finally:
+        proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +155,7 @@ def test_console_end_to_end(server: str, browser: Any) -> None:
     driver.get(server + "/#models")
     error = wait_for(driver, "the 401 message", lambda d: d.find_element(
         By.ID, "error").is_displayed() and d.find_element(By.ID, "error-text"))
-    assert "GET /v1/models → 401" in error.text and "missing or wrong API key" in error.text
+    assert "GET /v1/models → 401" in error.text and "missing or invalid API key" in error.text
     driver.get_log("browser")  # drop the expected 401's console message
     use_key(driver, KEY)
     models = httpx.get(server + "/v1/models", headers=AUTH).json()["models"]

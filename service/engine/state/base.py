@@ -116,3 +116,7 @@ class StateStore(Protocol):
     async def live_sessions(self) -> dict[str, int]:
         """Live sessions per model name."""
         ...
+
+    async def owned_sessions(self, owner: str) -> int:
+        """Live sessions created by `owner` (an API key's identity), for per-key caps."""
+        ...

@@ -122,6 +122,7 @@ class MemoryStateStore:
         self._index: dict[str, int] = {}
         self._owners: list[str] = [""]
         self._owner_ids: dict[str, int] = {"": 0}
+        self._owner_live: dict[int, int] = {}
         self._ended: dict[str, tuple[str, float]] = {}  # id -> (why, idle seconds)
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -176,6 +177,8 @@ class MemoryStateStore:
         assert session_id is not None
         idle = self._clock() - float(slab.last_used[slot])
         self._on_event(why, slab.layout.model, int(slab.steps[slot]))
+        owner = int(slab.owner[slot])
+        self._owner_live[owner] = self._owner_live.get(owner, 1) - 1
         del self._index[session_id]
         slab.release(slot)
         if why != "deleted":
@@ -255,7 +258,9 @@ class MemoryStateStore:
         slab.write(slot, state)
         slab.steps[slot] = 0
         slab.created[slot] = slab.last_used[slot] = record.last_used
-        slab.owner[slot] = self._owner_id(record.owner)
+        owner = self._owner_id(record.owner)
+        slab.owner[slot] = owner
+        self._owner_live[owner] = self._owner_live.get(owner, 0) + 1
         slab.ids[slot] = record.id
         slab.alive[slot] = True
         self._index[record.id] = slab_no << SLOT_BITS | slot
@@ -337,6 +342,10 @@ class MemoryStateStore:
                 f"session {gathered.ids[i]!r} was deleted or reset during its step"))
             for i in range(len(slots))]
         return Written(records, [False] * len(slots), errors)
+
+    async def owned_sessions(self, owner: str) -> int:
+        owner_id = self._owner_ids.get(owner)
+        return 0 if owner_id is None else self._owner_live.get(owner_id, 0)
 
     async def live_sessions(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -1,0 +1,66 @@
+"""Per-request context: a request id (the client's X-Request-Id, or a new one) echoed in the
+response, one log line per request at debug and per error at warning, and a time limit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.logs import request_id
+
+log = logging.getLogger("rnnserve.access")
+
+
+class RequestContext:
+    """Pure ASGI middleware around every HTTP request."""
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                rid = value.decode("latin-1")[:128]
+        rid = rid or uuid.uuid4().hex
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await asyncio.wait_for(self.app(scope, receive, send_with_id), self.timeout_s)
+        except TimeoutError:
+            if status == 0:
+                body = orjson.dumps({"error": f"the request took longer than {self.timeout_s:g}"
+                                              " s (--request-timeout-s); retry or split it"})
+                await send_with_id({"type": "http.response.start", "status": 504, "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+        finally:
+            duration = (time.perf_counter() - started) * 1000
+            level = logging.WARNING if status >= 400 or status == 0 else logging.DEBUG
+            if log.isEnabledFor(level):
+                client = scope.get("client") or ("", 0)
+                log.log(level, "%s %s %d %.1f ms", scope["method"], scope["path"], status,
+                        duration, extra={"method": scope["method"], "path": scope["path"],
+                                         "status": status, "duration_ms": round(duration, 2),
+                                         "client": client[0]})
+            request_id.reset(token)
