@@ -52,6 +52,7 @@ class Job:
     x: np.ndarray
     session_id: str | None = None
     initial: dict[str, np.ndarray] | None = None
+    step_id: str | None = None  # a client's idempotency key for a session step
     future: asyncio.Future[JobResult] = field(init=False)
     enqueued: float = field(default_factory=time.perf_counter)
 
@@ -198,6 +199,15 @@ class Batcher:
             self._wake.set()
 
     @staticmethod
+    def _replay(replayed: tuple[np.ndarray, int] | None,
+                record: SessionRecord | None) -> JobResult:
+        """A step that was applied already: its recorded outputs, nothing run again."""
+        assert replayed is not None and record is not None
+        outputs, steps = replayed
+        record.steps = steps
+        return JobResult(y=outputs[None], states={}, record=record)
+
+    @staticmethod
     def _fail(jobs: list[Job], exc: BaseException) -> None:
         for job in jobs:
             if not job.future.done():
@@ -241,12 +251,16 @@ class Batcher:
 
         records: list[SessionRecord | None] = [None] * len(sessions)
         errors: list[RnnServeError | None] = [None] * len(sessions)
+        replayed: list[tuple[np.ndarray, int] | None] = [None] * len(sessions)
         retry: list[Job] = []
         if gathered is not None:
             k = len(sessions)
             new_states = {s.input: out[s.output][:, :k] for s in sig.states}
-            written = await self.store.scatter(gathered, new_states, [j.steps for j in sessions])
-            records, errors = written.records, written.errors
+            y = out[sig.output_name]
+            written = await self.store.scatter(
+                gathered, new_states, [j.steps for j in sessions], [y[i] for i in range(k)],
+                [j.step_id for j in sessions])
+            records, errors, replayed = written.records, written.errors, written.replayed
             retry = [j for j, c in zip(sessions, written.conflict, strict=True) if c]
 
         offset = 0
@@ -257,6 +271,9 @@ class Batcher:
                 continue
             if i < len(sessions) and errors[i] is not None:
                 job.future.set_exception(errors[i])  # type: ignore[arg-type]
+                continue
+            if i < len(sessions) and replayed[i] is not None:
+                job.future.set_result(self._replay(replayed[i], records[i]))
                 continue
             job.future.set_result(JobResult(
                 y=out[sig.output_name][rows],

@@ -119,31 +119,46 @@ class Sessions:
             raise QuotaExceeded(f"this API key holds its maximum of {cap} live sessions; "
                                 "delete some (DELETE /v1/sessions/{id})", retry_after_s=5)
 
-    async def step(self, session_id: str, x: np.ndarray, *, owner: str = "") -> StepResult:
+    async def step(self, session_id: str, x: np.ndarray, *, owner: str = "",
+                   step_id: str | None = None) -> StepResult:
+        """Apply one or more timesteps. With a `step_id` (the client's idempotency key), a
+        retry of the session's latest step, e.g. after a lost reply or a replica that died,
+        returns the recorded outputs instead of applying the step twice."""
         record = await self._owned(session_id, owner)
         runner = self._runner_of(record)
         x3 = self.check_step_input(runner, x)
-        result = await self._engine.batcher(runner).submit(Job(x3, session_id=session_id))
+        if step_id is not None:
+            if not isinstance(step_id, str) or not 0 < len(step_id) <= 128:
+                raise InvalidInput("step_id must be a string of 1 to 128 characters")
+            replayed = await self._store.replay(session_id, step_id)
+            if replayed is not None:
+                record.steps = replayed[1]
+                return StepResult(replayed[0], record, {})
+        job = Job(x3, session_id=session_id, step_id=step_id)
+        result = await self._engine.batcher(runner).submit(job)
         assert result.record is not None
         return StepResult(result.y[0], result.record, result.states)
 
     async def step_many(
-        self, model: str, items: list[tuple[str, np.ndarray | RnnServeError]], *, owner: str = ""
+        self, model: str, items: list[tuple[str, np.ndarray | RnnServeError, str | None]], *,
+        owner: str = "",
     ) -> list[StepResult | RnnServeError]:
-        """One step for each of many sessions of `model` (a gateway's request). Each item
-        succeeds or fails alone; a failed item leaves its session unchanged."""
+        """One step for each of many sessions of `model` (a gateway's request): items are
+        (session id, inputs or the error parsing them, step id). Each item succeeds or fails
+        alone; a failed item leaves its session unchanged."""
         self._engine.runner(model)  # 404 for an unknown model fails the whole request
 
-        async def one(session_id: str, x: np.ndarray | RnnServeError) -> StepResult:
+        async def one(session_id: str, x: np.ndarray | RnnServeError,
+                      step_id: str | None) -> StepResult:
             if isinstance(x, RnnServeError):
                 raise x
             record = await self._owned(session_id, owner)
             if record.model != model:
                 raise InvalidInput(f"session {session_id!r} belongs to model {record.model!r}, "
                                    f"not {model!r}")
-            return await self.step(session_id, x, owner=owner)
+            return await self.step(session_id, x, owner=owner, step_id=step_id)
 
-        results = await asyncio.gather(*(one(sid, x) for sid, x in items),
+        results = await asyncio.gather(*(one(*item) for item in items),
                                        return_exceptions=True)
         out: list[StepResult | RnnServeError] = []
         for result in results:

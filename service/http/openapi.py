@@ -102,7 +102,12 @@ STEP_REQUEST: dict[str, Any] = {
     "type": "object",
     "required": ["inputs"],
     "additionalProperties": False,
-    "properties": {"inputs": {**_SEQUENCE, "description": "One or more timesteps."}},
+    "properties": {
+        "inputs": {**_SEQUENCE, "description": "One or more timesteps."},
+        "step_id": {"type": "string", "minLength": 1, "maxLength": 128,
+                    "description": "Idempotency key: a retry of the session's latest step with "
+                    "the same step_id returns its outputs instead of applying it twice."},
+    },
 }
 STEP_EXAMPLE = {"inputs": [EXAMPLE_SEQUENCE[0]]}
 

@@ -70,9 +70,10 @@ async def create_session(request: Request, model: str = MODEL,
              openapi_extra=json_body(STEP_REQUEST, STEP_EXAMPLE))
 async def step(request: Request, session_id: str = SESSION) -> FastJSONResponse:
     body = await read_json_object(request)
-    only_fields(body, {"inputs"}, "step")
+    only_fields(body, {"inputs", "step_id"}, "step")
     result = await engine_of(request).sessions.step(session_id, step_inputs(body),
-                                                     owner=owner_of(request))
+                                                     owner=owner_of(request),
+                                                     step_id=body.get("step_id"))
     return FastJSONResponse({"outputs": result.outputs, "steps": result.record.steps})
 
 
@@ -122,19 +123,20 @@ async def step_many(request: Request, model: str = MODEL) -> FastJSONResponse:
     if len(items) > engine.settings.max_sequences:
         raise PayloadTooLarge(f"{len(items)} steps in one request; the limit is "
                               f"{engine.settings.max_sequences}: split the request")
-    parsed: list[tuple[str, Any]] = []
+    parsed: list[tuple[str, Any, Any]] = []
     for i, item in enumerate(items):
         if not isinstance(item, dict) or not isinstance(item.get("session_id"), str):
             parsed.append(("", InvalidInput(f'steps[{i}] must be {{"session_id": "...", '
-                                            '"inputs": [[...]]}')))
+                                            '"inputs": [[...]]}'), None))
             continue
         try:
-            parsed.append((item["session_id"], step_inputs(item, f"steps[{i}].inputs")))
+            parsed.append((item["session_id"], step_inputs(item, f"steps[{i}].inputs"),
+                           item.get("step_id")))
         except RnnServeError as exc:
-            parsed.append((item["session_id"], exc))
+            parsed.append((item["session_id"], exc, None))
     results = await engine.sessions.step_many(model, parsed, owner=owner_of(request))
     out: list[dict[str, Any]] = []
-    for (session_id, _), result in zip(parsed, results, strict=True):
+    for (session_id, _, _), result in zip(parsed, results, strict=True):
         if isinstance(result, RnnServeError):
             out.append({"session_id": session_id, "error": result.message,
                         "status": result.http_status})

@@ -25,11 +25,11 @@ from service.http.common import engine_of, owner_of, session_body
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
 
-_FIELDS = {"inputs", "id"}
+_FIELDS = {"inputs", "id", "step_id"}
 
 
-def _parse(message: Mapping[str, Any]) -> tuple[Any, Any]:
-    """A text frame → (inputs array, id to echo)."""
+def _parse(message: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    """A text frame → (inputs array, id to echo, step id)."""
     text = message.get("text")
     if text is None:
         raise InvalidInput('binary frames are not supported: send JSON text {"inputs": [[...]]}')
@@ -44,7 +44,7 @@ def _parse(message: Mapping[str, Any]) -> tuple[Any, Any]:
         raise InvalidInput(f"unknown field(s) {unknown}; a message takes {sorted(_FIELDS)}")
     if "inputs" not in body:
         raise InvalidInput('"inputs" is missing: {"inputs": [[f, ...], ...]}')
-    return to_float32(body["inputs"], "inputs"), body.get("id")
+    return to_float32(body["inputs"], "inputs"), body.get("id"), body.get("step_id")
 
 
 def _dumps(payload: dict[str, Any]) -> str:
@@ -78,8 +78,8 @@ async def stream(websocket: WebSocket, model: str, session_id: str | None = None
         reply: dict[str, Any]
         message_id = None
         try:
-            inputs, message_id = _parse(message)
-            result = await sessions.step(sid, inputs, owner=owner)
+            inputs, message_id, step_id = _parse(message)
+            result = await sessions.step(sid, inputs, owner=owner, step_id=step_id)
             reply = {"outputs": result.outputs, "steps": result.record.steps}
         except RnnServeError as exc:
             reply = {"error": exc.message, "status": exc.http_status}

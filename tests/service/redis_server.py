@@ -1,5 +1,6 @@
-"""A throwaway redis-server on a free loopback port, for tests: no persistence, its own
-directory, stopped (and restartable on the same port) by the test that owns it."""
+"""A throwaway redis-server on a free loopback port, for tests: no persistence unless asked
+(aof), its own directory, stopped or killed (and restartable on the same port) by the test
+that owns it."""
 
 from __future__ import annotations
 
@@ -21,11 +22,15 @@ def free_port() -> int:
 class RedisServer:
     """`start()` launches redis-server and waits until it answers PING; `stop()` ends it."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, *, aof: bool = False) -> None:
         if REDIS_SERVER is None:
             raise RuntimeError("redis-server is not installed")
         self.directory = directory
         self.port = port or free_port()
+        # aof: every write fsync'ed to the append-only file before Redis answers, so a killed
+        # and restarted Redis has every acknowledged write
+        self.persistence = (["--appendonly", "yes", "--appendfsync", "always"] if aof
+                            else ["--appendonly", "no"])
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -37,7 +42,7 @@ class RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
+             *self.persistence, "--dir", str(self.directory)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -57,6 +62,13 @@ class RedisServer:
                 return s.recv(64).startswith(b"+PONG")
         except OSError:
             return False
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final flush (what a crash or OOM kill does)."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
 
     def stop(self) -> None:
         if self.process is None:

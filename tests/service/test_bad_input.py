@@ -87,7 +87,9 @@ async def test_unknown_model_and_version(client: httpx.AsyncClient) -> None:
     await still_serves(client)
 
 
-async def test_limits_give_413(make_client: Callable[..., Awaitable[httpx.AsyncClient]]) -> None:
+async def test_limits_give_413(
+    make_client: Callable[..., Awaitable[httpx.AsyncClient]],
+) -> None:
     async with await make_client(max_body_bytes=4096, max_sequences=3, max_timesteps=10,
                            max_total_timesteps=12) as client:
         big = {"inputs": [[[1.0, 2.0, 3.0]] * 300]}
@@ -102,7 +104,9 @@ async def test_limits_give_413(make_client: Callable[..., Awaitable[httpx.AsyncC
         await still_serves(client)
 
 
-async def test_chunked_body_over_limit(make_client: Callable[..., Awaitable[httpx.AsyncClient]]) -> None:
+async def test_chunked_body_over_limit(
+    make_client: Callable[..., Awaitable[httpx.AsyncClient]],
+) -> None:
     async with await make_client(max_body_bytes=4096) as client:
         async def chunks():  # type: ignore[no-untyped-def]
             yield b'{"inputs": [['

@@ -253,3 +253,19 @@ async def test_gateway_rejects_other_models_sessions(client: httpx.AsyncClient) 
     assert "belongs to model 'tiny-lstm'" in r.json()["results"][0]["error"]
     r = await client.post("/v1/models/tiny-gru/steps", json={"steps": []})
     assert r.status_code == 400
+
+
+async def test_step_id_makes_a_retry_idempotent(client: httpx.AsyncClient) -> None:
+    sid = await create(client, "tiny-gru")
+    body = {"inputs": [[0.3, 0.1, -0.2]], "step_id": "s-1"}
+    first = await client.post(f"/v1/sessions/{sid}/step", json=body)
+    again = await client.post(f"/v1/sessions/{sid}/step", json=body)
+    assert again.json() == first.json() and first.json()["steps"] == 1
+    other = await client.post(f"/v1/sessions/{sid}/step", json={**body, "step_id": "s-2"})
+    assert other.json()["steps"] == 2
+    plain = await client.post(f"/v1/sessions/{sid}/step", json={"inputs": body["inputs"]})
+    assert plain.json()["steps"] == 3
+    again = await client.post(f"/v1/sessions/{sid}/step", json={**body, "step_id": "s-2"})
+    assert again.json()["steps"] == 4  # only the latest step replays
+    bad = await client.post(f"/v1/sessions/{sid}/step", json={**body, "step_id": ""})
+    assert bad.status_code == 400 and "step_id" in bad.json()["error"]

@@ -34,6 +34,11 @@ MakeStore = Callable[..., Awaitable[StateStore]]
 # -- fixtures ------------------------------------------------------------------------------
 
 
+def no_ids(steps: list[int]) -> tuple[list[int], list[np.ndarray], list[str | None]]:
+    """scatter's per-row steps, outputs and step ids for rows without a step id."""
+    return steps, [np.zeros((1, 1), np.float32)] * len(steps), [None] * len(steps)
+
+
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One real redis-server for the module; without the binary only the Redis tests skip."""
@@ -132,7 +137,7 @@ def assert_bytes_equal(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> No
 async def step(store: StateStore, layout: StateLayout, ids: list[str],
                new: dict[str, np.ndarray], n: int = 1) -> Any:
     gathered = await store.gather(layout, ids)
-    return await store.scatter(gathered, new, [n] * len(ids))
+    return await store.scatter(gathered, new, *no_ids([n] * len(ids)))
 
 
 # -- shared semantics (memory and redis) ---------------------------------------------------
@@ -220,7 +225,7 @@ async def test_gather_scatter_many(make_store: MakeStore) -> None:
 
     new = random_state(LSTM, 2, batch=len(ids))
     steps = list(range(1, len(ids) + 1))
-    written = await store.scatter(gathered, new, steps)
+    written = await store.scatter(gathered, new, *no_ids(steps))
     assert not any(written.conflict) and written.errors == [None] * len(ids)
     for i, record in enumerate(written.records):
         assert record is not None and record.id == ids[i] and record.steps == steps[i]
@@ -232,7 +237,8 @@ async def test_gather_scatter_many(make_store: MakeStore) -> None:
 
     again = await store.gather(LSTM, ids)
     assert_bytes_equal(again.states, new)
-    written = await store.scatter(again, random_state(LSTM, 3, batch=len(ids)), [2] * len(ids))
+    written = await store.scatter(again, random_state(LSTM, 3, batch=len(ids)),
+                                  *no_ids([2] * len(ids)))
     assert [r.steps for r in written.records if r] == [s + 2 for s in steps]
 
 
@@ -254,7 +260,7 @@ async def test_gather_rows_with_errors(make_store: MakeStore) -> None:
             assert not gathered.states[name][:, 1:].any()
 
     new = random_state(LSTM, 2, batch=4)
-    written = await store.scatter(gathered, new, [1] * 4)
+    written = await store.scatter(gathered, new, *no_ids([1] * 4))
     assert written.records[0] is not None and written.records[0].steps == 1
     assert written.records[1:] == [None] * 3
     assert all(isinstance(e, SessionNotFound) for e in written.errors[1:])
@@ -298,7 +304,7 @@ async def test_step_on_session_deleted_meanwhile(make_store: MakeStore) -> None:
     await store.create(LSTM, rec("s"), None)
     gathered = await store.gather(LSTM, ["s"])
     await store.delete("s")
-    written = await store.scatter(gathered, random_state(LSTM, 1), [1])
+    written = await store.scatter(gathered, random_state(LSTM, 1), *no_ids([1]))
     assert written.records == [None]
     assert isinstance(written.errors[0], SessionNotFound)
     assert written.conflict == [False]
@@ -408,7 +414,7 @@ async def test_one_round_trip_per_batch(make_redis: MakeStore, round_trips: list
     round_trips[0] = 0
     gathered = await store.gather(LSTM, ids)
     assert round_trips[0] == 1
-    written = await store.scatter(gathered, random_state(LSTM, 1, batch=64), [3] * 64)
+    written = await store.scatter(gathered, random_state(LSTM, 1, batch=64), *no_ids([3] * 64))
     assert round_trips[0] == 2
     assert [r.steps if r else None for r in written.records] == [4] + [3] * 63
     assert (await store.get("s0")).steps == 4 and (await store.get("s63")).steps == 3
@@ -424,7 +430,7 @@ async def test_conflict_with_another_replica(make_redis: MakeStore) -> None:
     assert written_b.records[0].steps == 2
 
     mine = random_state(LSTM, 8, batch=2)
-    written_a = await a.scatter(gathered_a, mine, [1, 1])
+    written_a = await a.scatter(gathered_a, mine, *no_ids([1, 1]))
     assert written_a.conflict == [True, False]
     assert written_a.records[0] is None and written_a.errors[0] is None
     assert written_a.records[1] is not None and written_a.records[1].steps == 1
@@ -435,7 +441,7 @@ async def test_conflict_with_another_replica(make_redis: MakeStore) -> None:
     # a reset by the other replica also wins over a step gathered before it
     gathered_a = await a.gather(LSTM, ["s"])
     await b.reset("s", None)
-    written_a = await a.scatter(gathered_a, random_state(LSTM, 9), [1])
+    written_a = await a.scatter(gathered_a, random_state(LSTM, 9), *no_ids([1]))
     assert written_a.conflict == [True]
     record, state = await a.read("s")
     assert record.steps == 0
@@ -453,7 +459,7 @@ async def test_no_aba_after_delete_and_create(make_redis: MakeStore) -> None:
     await store.delete("s")
     fresh = random_state(LSTM, 5)
     await store.create(LSTM, rec("s"), fresh)
-    written = await store.scatter(gathered, random_state(LSTM, 6), [1])
+    written = await store.scatter(gathered, random_state(LSTM, 6), *no_ids([1]))
     assert written.conflict == [True]
     assert_bytes_equal((await store.read("s"))[1], fresh)
 
@@ -507,7 +513,7 @@ async def test_redis_down_is_unavailable(make_redis: MakeStore, tmp_path: Path) 
         calls: list[Awaitable[Any]] = [
             store.get("s"), store.read("s"), store.reset("s", None), store.delete("s"),
             store.create(LSTM, rec("t"), None), store.gather(LSTM, ["s"]),
-            store.scatter(gathered, random_state(LSTM, 1), [1]), store.live_sessions(),
+            store.scatter(gathered, random_state(LSTM, 1), *no_ids([1])), store.live_sessions(),
             store.owned_sessions("alice")]
         for call in calls:
             with pytest.raises(Unavailable, match=r"Redis at redis://127\.0\.0\.1:\d+/0\) "

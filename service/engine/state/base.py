@@ -67,11 +67,14 @@ class Gathered:
 @dataclass
 class Written:
     """The outcome of a scatter, per row: the updated record, or `conflict` when another
-    writer (replica) changed the session since the gather: the step must be run again."""
+    writer (replica) changed the session since the gather: the step must be run again; or
+    `replayed` (outputs, steps) when the row's step id is the session's last one: that step
+    was applied already, by this or another replica, and must not be applied twice."""
 
     records: list[SessionRecord | None]
     conflict: list[bool] = field(default_factory=list)
     errors: list[RnnServeError | None] = field(default_factory=list)
+    replayed: list[tuple[np.ndarray, int] | None] = field(default_factory=list)
 
 
 class StateStore(Protocol):
@@ -108,9 +111,16 @@ class StateStore(Protocol):
     async def gather(self, layout: StateLayout, ids: list[str]) -> Gathered: ...
 
     async def scatter(
-        self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int]
+        self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
+        outputs: list[np.ndarray], step_ids: list[str | None],
     ) -> Written:
-        """Write back the rows of `gathered` that had no error, adding `steps[i]` steps."""
+        """Write back the rows of `gathered` that had no error, adding `steps[i]` steps. A row
+        with a step id also records it with its outputs [time, out], atomically with the state;
+        a row whose step id is already the session's last is not written but replayed."""
+        ...
+
+    async def replay(self, session_id: str, step_id: str) -> tuple[np.ndarray, int] | None:
+        """(outputs, steps after it) if `step_id` is the session's last step, else None."""
         ...
 
     async def live_sessions(self) -> dict[str, int]:

@@ -124,6 +124,8 @@ class MemoryStateStore:
         self._owner_ids: dict[str, int] = {"": 0}
         self._owner_live: dict[int, int] = {}
         self._ended: dict[str, tuple[str, float]] = {}  # id -> (why, idle seconds)
+        # id -> (step id, outputs, steps after): only sessions whose clients send step ids
+        self._last: dict[str, tuple[str, np.ndarray, int]] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -180,6 +182,7 @@ class MemoryStateStore:
         owner = int(slab.owner[slot])
         self._owner_live[owner] = self._owner_live.get(owner, 1) - 1
         del self._index[session_id]
+        self._last.pop(session_id, None)
         slab.release(slot)
         if why != "deleted":
             self._remember_end(session_id, why, idle)
@@ -287,6 +290,7 @@ class MemoryStateStore:
     ) -> SessionRecord:
         _, slab, slot = self._locate(session_id)
         slab.write(slot, state)
+        self._last.pop(session_id, None)
         slab.steps[slot] = 0
         slab.last_used[slot] = self._clock()
         return self._record(slab, slot)
@@ -318,30 +322,51 @@ class MemoryStateStore:
                 arr[:, bad] = 0.0  # rows of missing sessions are zeros, not another's state
         return Gathered(ids, states, errors, token=(slab_no, slots, slab.generation[slots]))
 
+    async def replay(self, session_id: str, step_id: str) -> tuple[np.ndarray, int] | None:
+        self._locate(session_id)
+        last = self._last.get(session_id)
+        return (last[1], last[2]) if last is not None and last[0] == step_id else None
+
     async def scatter(
-        self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int]
+        self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
+        outputs: list[np.ndarray], step_ids: list[str | None],
     ) -> Written:
         slab_no, slots, generations = gathered.token
         slab = self._slabs[slab_no]
+        n = len(slots)
         ok = np.array([e is None for e in gathered.errors], np.bool_)
-        for i in np.flatnonzero(ok).tolist():  # deleted while its step ran: nothing to write
-            if slab.ids[slots[i]] != gathered.ids[i]:
+        replayed: list[tuple[np.ndarray, int] | None] = [None] * n
+        for i in np.flatnonzero(ok).tolist():
+            if slab.ids[slots[i]] != gathered.ids[i]:  # deleted while its step ran
                 ok[i] = False
+                continue
+            step_id = step_ids[i]
+            last = self._last.get(gathered.ids[i]) if step_id is not None else None
+            if last is not None and last[0] == step_id:  # applied already: do not repeat
+                replayed[i] = (last[1], last[2])
         # reset (or recreated) while its step ran: the step came first, so its outputs stand
         # and the reset's state stays
         write = ok & (slab.generation[slots] == generations)
+        write &= np.array([r is None for r in replayed], np.bool_)
         rows = slots[write]
         for name, arr in slab.arrays.items():
             arr[rows] = states[name].transpose(1, 0, 2)[write]
         slab.steps[rows] += np.asarray(steps, np.int64)[write]
         slab.last_used[slots[ok]] = self._clock()
+        for i in np.flatnonzero(write).tolist():
+            step_id = step_ids[i]
+            if step_id is not None:
+                self._last[gathered.ids[i]] = (step_id, outputs[i].copy(),
+                                               int(slab.steps[slots[i]]))
+            elif self._last:
+                self._last.pop(gathered.ids[i], None)
         records: list[SessionRecord | None] = [
-            self._record(slab, int(slots[i])) if ok[i] else None for i in range(len(slots))]
+            self._record(slab, int(slots[i])) if ok[i] else None for i in range(n)]
         errors: list[RnnServeError | None] = [
             None if ok[i] else (gathered.errors[i] or SessionNotFound(
                 f"session {gathered.ids[i]!r} was deleted or reset during its step"))
-            for i in range(len(slots))]
-        return Written(records, [False] * len(slots), errors)
+            for i in range(n)]
+        return Written(records, [False] * n, errors, replayed)
 
     async def owned_sessions(self, owner: str) -> int:
         owner_id = self._owner_ids.get(owner)

@@ -125,29 +125,46 @@ return {'ok', now, rmodel, rsteps, emodel, esteps}
 
 # KEYS: gen counter, live zset of the model, then hash, marker per row.
 # ARGV: ttl_ms, marker_ttl_ms, ttl label, model, k (tensors), k field names, owner prefix,
-#       then per row: id, gathered gen, steps to add, owner, k state byte strings.
-# -> {now, then per row: status ('ok' | 'conflict' | 'missing'), steps or marker}
+#       then per row: id, gathered gen, steps to add, owner, step id ('' for none),
+#       outputs bytes, k state byte strings.
+# -> {now, then per row: status ('ok' | 'conflict' | 'missing' | 'replay'), steps or marker,
+#     recorded outputs (replay only, else '')}
 _SCATTER = _NOW + """
 local ttl_ms, marker_ttl_ms = tonumber(ARGV[1]), ARGV[2]
 local k = tonumber(ARGV[5])
 local owners = ARGV[6 + k]
-local stride = 4 + k
+local stride = 6 + k
 local out = {now}
 for r = 0, (#KEYS - 2) / 2 - 1 do
   local hash, marker = KEYS[3 + 2 * r], KEYS[4 + 2 * r]
   local base = 6 + k + r * stride
-  local gen = redis.call('HGET', hash, 'gen')
-  if not gen then
+  local step_id = ARGV[base + 5]
+  local cur = redis.call('HMGET', hash, 'gen', 'last_id', 'last_out', 'steps')
+  if not cur[1] then
     out[#out + 1] = 'missing'
     out[#out + 1] = redis.call('GET', marker) or ''
-  elseif gen ~= ARGV[base + 2] then
+    out[#out + 1] = ''
+  elseif step_id ~= '' and cur[2] == step_id then
+    out[#out + 1] = 'replay'
+    out[#out + 1] = cur[4]
+    out[#out + 1] = cur[3]
+  elseif cur[1] ~= ARGV[base + 2] then
     out[#out + 1] = 'conflict'
+    out[#out + 1] = ''
     out[#out + 1] = ''
   else
     local args = {'last_used', now, 'gen', tostring(redis.call('INCR', KEYS[1]))}
     for j = 1, k do
       args[#args + 1] = ARGV[5 + j]
-      args[#args + 1] = ARGV[base + 4 + j]
+      args[#args + 1] = ARGV[base + 6 + j]
+    end
+    if step_id ~= '' then
+      args[#args + 1] = 'last_id'
+      args[#args + 1] = step_id
+      args[#args + 1] = 'last_out'
+      args[#args + 1] = ARGV[base + 6]
+    elseif cur[2] then
+      redis.call('HDEL', hash, 'last_id', 'last_out')
     end
     redis.call('HSET', hash, unpack(args))
     local steps = redis.call('HINCRBY', hash, 'steps', ARGV[base + 3])
@@ -157,6 +174,7 @@ for r = 0, (#KEYS - 2) / 2 - 1 do
     redis.call('ZADD', owners .. ARGV[base + 4], now_ms + ttl_ms, ARGV[base + 1])
     out[#out + 1] = 'ok'
     out[#out + 1] = tostring(steps)
+    out[#out + 1] = ''
   end
 end
 return out
@@ -172,6 +190,7 @@ if cur[1] ~= ARGV[1] then return {'conflict'} end
 local args = {'gen', tostring(redis.call('INCR', KEYS[3])), 'last_used', now, 'steps', '0'}
 for i = 8, #ARGV do args[#args + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(args))
+redis.call('HDEL', KEYS[1], 'last_id', 'last_out')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[4] .. ' 0 ' .. cur[2], 'PX', ARGV[3])
 redis.call('ZADD', ARGV[5] .. cur[2], now_ms + tonumber(ARGV[2]), ARGV[6])
@@ -266,6 +285,17 @@ def _state_bytes(
                                f"[{layers}, 1, {hidden}]")
         out.append(np.ascontiguousarray(arr.reshape(layers, hidden), dtype="<f4").tobytes())
     return out
+
+
+def _outputs_bytes(outputs: np.ndarray) -> bytes:
+    """A step's outputs [time, out] as 8 bytes of shape (two uint32) then float32 data."""
+    arr = np.ascontiguousarray(outputs, dtype="<f4")
+    return np.asarray(arr.shape, "<u4").tobytes() + arr.tobytes()
+
+
+def _outputs_from(raw: bytes) -> np.ndarray:
+    shape = tuple(int(d) for d in np.frombuffer(raw[:8], "<u4"))
+    return np.frombuffer(raw[8:], "<f4").reshape(shape).copy()
 
 
 def _from_bytes(raw: bytes, layers: int, hidden: int) -> np.ndarray:
@@ -541,12 +571,23 @@ class RedisStateStore:
             records[i] = self._record(session_id, meta)
         return Gathered(ids, states, errors, token=_Token(layout, gens, records))
 
+    async def replay(self, session_id: str, step_id: str) -> tuple[np.ndarray, int] | None:
+        """One round trip: the recorded outputs if `step_id` is the session's last step."""
+        async with self._guard():
+            last_id, last_out, steps = await self._client.hmget(
+                SESSION + session_id, [b"last_id", b"last_out", b"steps"])
+        if last_id is None or _text(last_id) != step_id or not isinstance(last_out, bytes):
+            return None
+        return _outputs_from(last_out), int(_text(steps))
+
     async def scatter(
-        self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int]
+        self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
+        outputs: list[np.ndarray], step_ids: list[str | None],
     ) -> Written:
         """One script call for the batch: each row is written only if its gen is still the
         gathered one; a changed gen is a conflict (another writer came first: run again), a
-        missing hash an error (deleted or expired meanwhile)."""
+        missing hash an error (deleted or expired meanwhile). A row whose step id is already
+        the session's last one is replayed, never applied twice."""
         token: _Token = gathered.token
         layout = token.layout
         rows = [i for i, error in enumerate(gathered.errors) if error is None]
@@ -554,8 +595,9 @@ class RedisStateStore:
         records: list[SessionRecord | None] = [None] * n
         conflict = [False] * n
         errors: list[RnnServeError | None] = list(gathered.errors)
+        replayed: list[tuple[np.ndarray, int] | None] = [None] * n
         if not rows:
-            return Written(records, conflict, errors)
+            return Written(records, conflict, errors, replayed)
         keys: list[str] = [GEN, LIVE + layout.model]
         args: list[Any] = [self._ttl_ms, self._marker_ttl_ms, self._ttl_label, layout.model,
                            len(layout.tensors), *("t:" + name for name, _, _ in layout.tensors),
@@ -566,14 +608,21 @@ class RedisStateStore:
             session_id, before = gathered.ids[i], token.records[i]
             assert before is not None  # gather made a record for every row without error
             keys += [SESSION + session_id, MARKER + session_id]
-            args += [session_id, token.gens[i], int(steps[i]), before.owner,
+            step_id = step_ids[i] or ""
+            args += [session_id, token.gens[i], int(steps[i]), before.owner, step_id,
+                     _outputs_bytes(outputs[i]) if step_id else b"",
                      *(per_tensor[name][i].tobytes() for name, _, _ in layout.tensors)]
         async with self._guard():
             out = await self._scatter(keys=keys, args=args)
         now = float(out[0])
         for j, i in enumerate(rows):
-            status, value = _text(out[1 + 2 * j]), out[2 + 2 * j]
-            if status == "ok":
+            status, value = _text(out[1 + 3 * j]), out[2 + 3 * j]
+            if status == "replay":
+                before = token.records[i]
+                assert before is not None
+                replayed[i] = (_outputs_from(bytes(out[3 + 3 * j])), int(_text(value)))
+                records[i] = before
+            elif status == "ok":
                 before = token.records[i]
                 assert before is not None
                 records[i] = SessionRecord(
@@ -587,7 +636,7 @@ class RedisStateStore:
             else:
                 errors[i] = SessionNotFound(f"session {gathered.ids[i]!r} was deleted during "
                                             "its step")
-        return Written(records, conflict, errors)
+        return Written(records, conflict, errors, replayed)
 
     async def owned_sessions(self, owner: str) -> int:
         """Live sessions created by `owner`, across replicas: the size of its sorted set once
