@@ -47,7 +47,8 @@ class DrainingServer(uvicorn.Server):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rnnserve serve",
-        description="Serve every model in a model repository over HTTP (REST, KServe v2). "
+        description="Serve every model in a model repository over HTTP (REST, KServe v2, "
+        "WebSocket) and gRPC (KServe v2). "
         "Each flag can also be set as RNNSERVE_<NAME> (e.g. RNNSERVE_PORT=9000).",
     )
     fields = Settings.model_fields

@@ -11,44 +11,43 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from tests.conftest import ServerProcess, build_tiny_repository
-
-_server: ServerProcess | None = None
+from tests.conftest import COMMITTED_MODELS, ServerProcess
 
 
-def _start(tmp: Path) -> ServerProcess:
-    global _server
-    root = build_tiny_repository(tmp / "models")
-    _server = ServerProcess(["--models", str(root), "--max-timesteps", "64",
-                             "--max-total-timesteps", "512"], tmp / "server.log")
-    _server.wait_ready()
-    return _server
+@pytest.fixture(scope="module")
+def fuzzed_server(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[ServerProcess]:
+    server = ServerProcess(["--models", str(tiny_repo), "--max-timesteps", "64",
+                            "--max-total-timesteps", "512"],
+                           tmp_path_factory.mktemp("fuzz") / "server.log")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
 
 
-def _schema() -> schemathesis.BaseSchema:
-    import tempfile
+def _openapi() -> dict[str, object]:
+    """The server's OpenAPI document, from the app object: no process at collection time
+    (the server the cases are sent to belongs to the fixture, which always stops it)."""
+    from service.engine import Engine
+    from service.http.app import create_app
+    from service.settings import Settings
 
-    server = _start(Path(tempfile.mkdtemp(prefix="rnnserve-fuzz-")))
-    return schemathesis.openapi.from_url(server.url + "/openapi.json")
+    app = create_app(Engine(Settings(models=COMMITTED_MODELS, grpc_port=0)))
+    return app.openapi()
 
 
-schema = _schema()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _stop_server() -> Iterator[None]:
-    yield
-    if _server is not None:
-        _server.stop()
+schema = schemathesis.openapi.from_dict(_openapi())
 
 
 @schema.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
-def test_no_server_errors(case: schemathesis.Case) -> None:
+def test_no_server_errors(case: schemathesis.Case, fuzzed_server: ServerProcess) -> None:
     params = case.path_parameters or {}
     if "model" in params and len(str(case.body)) % 2 == 0:
         params["model"] = "tiny-gru"  # half the time aim at a real model: reach the engine
-    response = case.call(timeout=30)
+    response = case.call(base_url=fuzzed_server.url, timeout=30)
     assert response.status_code < 500, (response.status_code, response.text[:500])
     if response.status_code >= 400:
         assert "error" in response.json()  # the contract's error body, every time
