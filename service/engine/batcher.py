@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service.engine.runner import Runner, Tensors
-from service.engine.state import SessionRecord, StateLayout, StateStore
+from service.engine.state import StateLayout, StateStore
 from service.errors import RnnServeError, Unavailable
 from service.metrics import Metrics
 
@@ -36,23 +36,27 @@ class BatcherOptions:
 
 @dataclass
 class JobResult:
-    """One job's rows of the batch output: y [n, time, out], final states [layers, n, hidden],
-    and for a session step its updated record."""
+    """One job's rows of the batch output: y [rows, time, out] and final states
+    [layers, rows, hidden]; for session rows, each session's timesteps after the step
+    (`steps`) or the error that row met (`errors`; its y row is then meaningless)."""
 
     y: np.ndarray
     states: dict[str, np.ndarray]
-    record: SessionRecord | None = None
+    steps: list[int] | None = None
+    errors: list[RnnServeError | None] | None = None
 
 
 @dataclass(eq=False)
 class Job:
-    """Rows that run together: one session's step (n = 1) or a group of stateless sequences
-    of one length with optional initial states [layers, n, hidden] (zeros when absent)."""
+    """Rows that run together: stateless sequences of one length with optional initial states
+    [layers, rows, hidden] (zeros when absent), or one step for each of `sessions` (one row
+    per session, state from the store), each checked against its caller's owner id."""
 
     x: np.ndarray
-    session_id: str | None = None
+    sessions: list[str] | None = None
+    owners: list[str | None] | None = None  # per row; None: no ownership check
+    step_ids: list[str | None] | None = None  # per row: the client's idempotency keys
     initial: dict[str, np.ndarray] | None = None
-    step_id: str | None = None  # a client's idempotency key for a session step
     future: asyncio.Future[JobResult] = field(init=False)
     enqueued: float = field(default_factory=time.perf_counter)
 
@@ -106,7 +110,6 @@ class Batcher:
         self._queue.append(job)
         self._queued_rows += job.rows
         self._idle.clear()
-        self._set_depth()
         self._wake.set()
         return await job.future
 
@@ -121,9 +124,6 @@ class Batcher:
             pass
 
     # -- the loop --------------------------------------------------------------------------
-
-    def _set_depth(self) -> None:
-        self._depth_gauge.set(self._queued_rows)
 
     async def _loop(self) -> None:
         while True:
@@ -153,7 +153,7 @@ class Batcher:
 
     def _take_batch(self) -> list[Job]:
         """The oldest eligible job, then every later job of the same length that fits, at
-        most one per session, never overtaking an earlier job of the same session."""
+        most one step per session, never overtaking an earlier job of the same session."""
         batch: list[Job] = []
         kept: deque[Job] = deque()
         blocked: set[str] = set(self._in_flight_sessions)
@@ -162,26 +162,21 @@ class Batcher:
             if job.future.done():  # cancelled by its caller while queued
                 self._queued_rows -= job.rows
                 continue
-            sid = job.session_id
-            fits = (steps in (-1, job.steps) and rows + job.rows <= self.options.max_batch
-                    and (sid is None or sid not in blocked))
-            if not fits and not batch and rows == 0 and steps == -1 and sid not in blocked:
-                fits = True  # an oversized job still runs (alone)
+            sessions = job.sessions or ()
+            free = not blocked.intersection(sessions) if sessions else True
+            fits = (free and steps in (-1, job.steps)
+                    and (rows + job.rows <= self.options.max_batch or not batch))
             if fits:
                 batch.append(job)
                 steps, rows = job.steps, rows + job.rows
-                if sid is not None:
-                    blocked.add(sid)
             else:
                 kept.append(job)
-                if sid is not None:
-                    blocked.add(sid)  # its later steps must not overtake it
+            blocked.update(sessions)  # a kept job's later steps must not overtake it
         self._queue = kept
         self._queued_rows -= rows
         for job in batch:
-            if job.session_id is not None:
-                self._in_flight_sessions.add(job.session_id)
-        self._set_depth()
+            self._in_flight_sessions.update(job.sessions or ())
+        self._depth_gauge.set(self._queued_rows)
         return batch
 
     async def _run_and_release(self, batch: list[Job]) -> None:
@@ -192,20 +187,10 @@ class Batcher:
             self._fail(batch, exc)
         finally:
             for job in batch:
-                if job.session_id is not None:
-                    self._in_flight_sessions.discard(job.session_id)
+                self._in_flight_sessions.difference_update(job.sessions or ())
             self._runs_in_flight -= 1
             self._slots.release()
             self._wake.set()
-
-    @staticmethod
-    def _replay(replayed: tuple[np.ndarray, int] | None,
-                record: SessionRecord | None) -> JobResult:
-        """A step that was applied already: its recorded outputs, nothing run again."""
-        assert replayed is not None and record is not None
-        outputs, steps = replayed
-        record.steps = steps
-        return JobResult(y=outputs[None], states={}, record=record)
 
     @staticmethod
     def _fail(jobs: list[Job], exc: BaseException) -> None:
@@ -216,11 +201,14 @@ class Batcher:
     async def _run(self, batch: list[Job]) -> None:
         sig = self.runner.signature
         started = time.perf_counter()
-        sessions = [j for j in batch if j.session_id is not None]
-        stateless = [j for j in batch if j.session_id is None]
-        ordered = sessions + stateless
-        gathered = (await self.store.gather(self.layout, [j.session_id or "" for j in sessions])
-                    if sessions else None)
+        stateful = [j for j in batch if j.sessions]
+        stateless = [j for j in batch if not j.sessions]
+        ordered = stateful + stateless
+        ids = [sid for j in stateful for sid in j.sessions or ()]
+        gathered = None
+        if ids:
+            owners = [o for j in stateful for o in (j.owners or [None] * j.rows)]
+            gathered = await self.store.gather(self.layout, ids, owners)
 
         x = ordered[0].x if len(ordered) == 1 else np.concatenate([j.x for j in ordered])
         feeds: Tensors = {sig.input_name: x}
@@ -249,38 +237,40 @@ class Batcher:
         self._run_seconds.observe(time.perf_counter() - started)
         self._batch_rows.observe(x.shape[0])
 
-        records: list[SessionRecord | None] = [None] * len(sessions)
-        errors: list[RnnServeError | None] = [None] * len(sessions)
-        replayed: list[tuple[np.ndarray, int] | None] = [None] * len(sessions)
-        retry: list[Job] = []
+        y = out[sig.output_name]
+        written = None
         if gathered is not None:
-            k = len(sessions)
+            k = len(ids)
             new_states = {s.input: out[s.output][:, :k] for s in sig.states}
-            y = out[sig.output_name]
-            written = await self.store.scatter(
-                gathered, new_states, [j.steps for j in sessions], [y[i] for i in range(k)],
-                [j.step_id for j in sessions])
-            records, errors, replayed = written.records, written.errors, written.replayed
-            retry = [j for j, c in zip(sessions, written.conflict, strict=True) if c]
-
+            step_ids = [t for j in stateful for t in (j.step_ids or [None] * j.rows)]
+            written = await self.store.scatter(gathered, new_states, [x.shape[1]] * k, y[:k],
+                                               step_ids)
+        retry: list[Job] = []
         offset = 0
-        for i, job in enumerate(ordered):
+        for job in ordered:
             rows = slice(offset, offset + job.rows)
             offset += job.rows
-            if job.future.done() or job in retry:
+            if job.future.done():
                 continue
-            if i < len(sessions) and errors[i] is not None:
-                job.future.set_exception(errors[i])  # type: ignore[arg-type]
-                continue
-            if i < len(sessions) and replayed[i] is not None:
-                job.future.set_result(self._replay(replayed[i], records[i]))
-                continue
-            job.future.set_result(JobResult(
-                y=out[sig.output_name][rows],
-                states={s.input: out[s.output][:, rows] for s in sig.states},
-                record=records[i] if i < len(sessions) else None,
-            ))
-        if retry:  # another replica stepped these sessions meanwhile: run them again, first
+            result = JobResult(y=y[rows], states={s.input: out[s.output][:, rows]
+                                                  for s in sig.states})
+            if job.sessions and written is not None:
+                conflict = written.conflict[rows]
+                if any(conflict) and job.rows == 1:  # another replica stepped it: run again
+                    retry.append(job)
+                    continue
+                errors = [e or (Unavailable("the session changed during this step (another "
+                                            "replica); retry it", retry_after_s=0) if c else None)
+                          for e, c in zip(written.errors[rows], conflict, strict=True)]
+                replayed = written.replayed[rows]
+                if any(r is not None for r in replayed):
+                    result.y = result.y.copy()
+                    for i, r in enumerate(replayed):
+                        if r is not None:  # applied before: its recorded outputs, not rerun
+                            result.y[i] = r[0]
+                result.steps, result.errors = written.steps[rows], errors
+            job.future.set_result(result)
+        if retry:  # rerun on the other writer's state, before anything newer
             self._queue.extendleft(reversed(retry))
             self._queued_rows += sum(j.rows for j in retry)
-            self._set_depth()
+            self._depth_gauge.set(self._queued_rows)

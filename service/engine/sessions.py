@@ -37,10 +37,11 @@ SequenceId = int | str
 
 @dataclass(frozen=True)
 class StepResult:
-    """A step's outputs [time, out], the session after it, and its state [layers, 1, hidden]."""
+    """A step's outputs [time, out], the session's timesteps after it, and its state
+    [layers, 1, hidden] (empty for a replayed step)."""
 
     outputs: np.ndarray
-    record: SessionRecord
+    steps: int
     states: dict[str, np.ndarray]
 
 
@@ -76,7 +77,7 @@ class Sessions:
                                   "/v1/models/{model}/sessions")
         return record
 
-    def _runner_of(self, record: SessionRecord) -> Runner:
+    def runner_of(self, record: SessionRecord) -> Runner:
         by_version = self._engine.models.versions.get(record.model, {})
         runner = by_version.get(record.version)
         if runner is None:
@@ -125,53 +126,93 @@ class Sessions:
         retry of the session's latest step, e.g. after a lost reply or a replica that died,
         returns the recorded outputs instead of applying the step twice."""
         record = await self._owned(session_id, owner)
-        runner = self._runner_of(record)
+        return await self.step_on(self.runner_of(record), session_id, x, owner=owner,
+                                  step_id=step_id)
+
+    async def step_on(self, runner: Runner, session_id: str, x: np.ndarray, *, owner: str,
+                      step_id: str | None = None) -> StepResult:
+        """A step when the caller already knows the session's model version (a WebSocket
+        resolved it when it connected): no lookup first, since the store checks owner and
+        version while it gathers the state."""
         x3 = self.check_step_input(runner, x)
         if step_id is not None:
             if not isinstance(step_id, str) or not 0 < len(step_id) <= 128:
                 raise InvalidInput("step_id must be a string of 1 to 128 characters")
-            replayed = await self._store.replay(session_id, step_id)
+            replayed = await self._store.replay(session_id, step_id, owner)
             if replayed is not None:
-                record.steps = replayed[1]
-                return StepResult(replayed[0], record, {})
-        job = Job(x3, session_id=session_id, step_id=step_id)
+                return StepResult(replayed[0], replayed[1], {})
+        job = Job(x3, sessions=[session_id], owners=[owner], step_ids=[step_id])
         result = await self._engine.batcher(runner).submit(job)
-        assert result.record is not None
-        return StepResult(result.y[0], result.record, result.states)
+        assert result.steps is not None and result.errors is not None
+        if result.errors[0] is not None:
+            raise result.errors[0]
+        return StepResult(result.y[0], result.steps[0], result.states)
 
     async def step_many(
-        self, model: str, items: list[tuple[str, np.ndarray | RnnServeError, str | None]], *,
-        owner: str = "",
+        self, model: str, ids: list[str], inputs: np.ndarray | list[np.ndarray | RnnServeError],
+        step_ids: list[str | None], *, owner: str = "",
     ) -> list[StepResult | RnnServeError]:
-        """One step for each of many sessions of `model` (a gateway's request): items are
-        (session id, inputs or the error parsing them, step id). Each item succeeds or fails
-        alone; a failed item leaves its session unchanged."""
-        self._engine.runner(model)  # 404 for an unknown model fails the whole request
+        """One step for each of many sessions of `model` (a gateway's request). Inputs of one
+        shape [sessions, time, features] run as one job, checked at once; the rest (ragged
+        inputs, a session listed twice, step ids, sessions on another version of the model)
+        take the one-by-one path. Each item succeeds or fails alone; a failed item leaves its
+        session unchanged."""
+        runner = self._engine.runner(model)  # 404 for an unknown model fails the whole request
+        n = len(ids)
+        out: list[StepResult | RnnServeError | None] = [None] * n
+        slow: list[int] = []
+        fast: list[int] = []
+        whole = inputs if isinstance(inputs, np.ndarray) else None
+        if whole is not None:
+            self.check_step_input(runner, whole[0], "steps[0].inputs")  # one shape for all
+            finite = np.isfinite(whole).all(axis=(1, 2))
+            seen: set[str] = set()
+            for i, sid in enumerate(ids):
+                if not finite[i]:
+                    out[i] = InvalidInput(f"steps[{i}].inputs: values must be finite float32 "
+                                          "numbers (no NaN or Infinity, |x| < 3.4e38)")
+                elif sid in seen or step_ids[i] is not None:
+                    slow.append(i)
+                else:
+                    seen.add(sid)
+                    fast.append(i)
+        else:
+            slow = list(range(n))
+        if fast and whole is not None:
+            job = Job(whole[fast], sessions=[ids[i] for i in fast], owners=[owner] * len(fast))
+            result = await self._engine.batcher(runner).submit(job)
+            assert result.steps is not None and result.errors is not None
+            for k, i in enumerate(fast):
+                error = result.errors[k]
+                if isinstance(error, SessionNotFound) and "another model or version" in str(
+                        error):
+                    slow.append(i)  # a session pinned to another version of this model
+                else:
+                    out[i] = error or StepResult(result.y[k], result.steps[k], {})
 
-        async def one(session_id: str, x: np.ndarray | RnnServeError,
-                      step_id: str | None) -> StepResult:
+        async def one(i: int) -> StepResult:
+            x = inputs[i]
             if isinstance(x, RnnServeError):
                 raise x
-            record = await self._owned(session_id, owner)
+            record = await self._owned(ids[i], owner)
             if record.model != model:
-                raise InvalidInput(f"session {session_id!r} belongs to model {record.model!r}, "
+                raise InvalidInput(f"session {ids[i]!r} belongs to model {record.model!r}, "
                                    f"not {model!r}")
-            return await self.step(session_id, x, owner=owner, step_id=step_id)
+            return await self.step_on(self.runner_of(record), ids[i], x, owner=owner,
+                                      step_id=step_ids[i])
 
-        results = await asyncio.gather(*(one(*item) for item in items),
-                                       return_exceptions=True)
-        out: list[StepResult | RnnServeError] = []
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, RnnServeError):
-                raise result
-            out.append(result)
-        return out
+        slow_results = await asyncio.gather(*(one(i) for i in slow), return_exceptions=True)
+        for i, res in zip(slow, slow_results, strict=True):
+            if isinstance(res, BaseException) and not isinstance(res, RnnServeError):
+                raise res
+            out[i] = res
+        return [r if r is not None else InvalidInput("not run") for r in out]
 
     async def reset(
         self, session_id: str, *, state: Mapping[str, np.ndarray] | None = None, owner: str = ""
     ) -> SessionRecord:
         record = await self._owned(session_id, owner)
-        checked = check_state(self._runner_of(record).signature, state, "state")
+        checked = check_state(self.runner_of(record).signature, state, "state")
         return await self._store.reset(session_id, checked)
 
     async def describe(self, session_id: str, *, owner: str = "") -> SessionRecord:
@@ -205,7 +246,7 @@ class Sessions:
                 raise InvalidInput(
                     f"sequence {sequence_id!r} of model {model!r} is not active ({exc.message}); "
                     "the first request of a sequence must set sequence_start=true") from None
-            runner = self._runner_of(record)
+            runner = self.runner_of(record)
             if version not in (None, "") and str(version) != str(record.version):
                 raise InvalidInput(f"sequence {sequence_id!r} runs on version "
                                    f"{record.version}, not {version}")
@@ -227,7 +268,7 @@ class Sessions:
             layout = self._engine.batcher(runner).layout
             await self._store.create(layout, self._new_record(runner, session_id, owner), None,
                                      replace=True)
-        result = await self.step(session_id, x2, owner=owner)
+        result = await self.step_on(runner, session_id, x2, owner=owner)
         if end:
             try:
                 await self._store.delete(session_id)

@@ -45,7 +45,8 @@ class RequestContext:
             await send(message)
 
         try:
-            await asyncio.wait_for(self.app(scope, receive, send_with_id), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):  # no extra task, unlike wait_for
+                await self.app(scope, receive, send_with_id)
         except TimeoutError:
             if status == 0:
                 body = orjson.dumps({"error": f"the request took longer than {self.timeout_s:g}"

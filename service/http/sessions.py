@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from service.engine.tensors import to_float32
@@ -74,7 +75,7 @@ async def step(request: Request, session_id: str = SESSION) -> FastJSONResponse:
     result = await engine_of(request).sessions.step(session_id, step_inputs(body),
                                                      owner=owner_of(request),
                                                      step_id=body.get("step_id"))
-    return FastJSONResponse({"outputs": result.outputs, "steps": result.record.steps})
+    return FastJSONResponse({"outputs": result.outputs, "steps": result.steps})
 
 
 @router.post("/sessions/{session_id}/reset", summary="Reset a session's state",
@@ -109,6 +110,29 @@ async def delete(request: Request, session_id: str = SESSION) -> Response:
     return Response(status_code=204)
 
 
+def parse_gateway_inputs(raw: list[Any], bad: dict[int, RnnServeError]
+                         ) -> np.ndarray | list[np.ndarray | RnnServeError]:
+    """All items' inputs as one array [items, time, features] when every item is well formed
+    and they share a shape (one vectorised conversion); else one array or error per item."""
+    if not bad:
+        try:
+            whole = to_float32(raw, "steps")
+        except InvalidInput:
+            whole = None
+        if whole is not None and whole.ndim == 3 and whole.shape[1] > 0:
+            return whole
+    parsed: list[np.ndarray | RnnServeError] = []
+    for i, value in enumerate(raw):
+        if i in bad:
+            parsed.append(bad[i])
+            continue
+        try:
+            parsed.append(to_float32(value, f"steps[{i}].inputs"))
+        except RnnServeError as exc:
+            parsed.append(exc)
+    return parsed
+
+
 @router.post("/models/{model}/steps", summary="Step many sessions in one request (gateways)",
              description="One step for each listed session, run as one batch. Results come in "
              "the same order; a bad item gets its own error and leaves its session unchanged.",
@@ -123,24 +147,28 @@ async def step_many(request: Request, model: str = MODEL) -> FastJSONResponse:
     if len(items) > engine.settings.max_sequences:
         raise PayloadTooLarge(f"{len(items)} steps in one request; the limit is "
                               f"{engine.settings.max_sequences}: split the request")
-    parsed: list[tuple[str, Any, Any]] = []
+    ids: list[str] = []
+    step_ids: list[str | None] = []
+    raw: list[Any] = []
+    bad: dict[int, RnnServeError] = {}
     for i, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("session_id"), str):
-            parsed.append(("", InvalidInput(f'steps[{i}] must be {{"session_id": "...", '
-                                            '"inputs": [[...]]}'), None))
-            continue
-        try:
-            parsed.append((item["session_id"], step_inputs(item, f"steps[{i}].inputs"),
-                           item.get("step_id")))
-        except RnnServeError as exc:
-            parsed.append((item["session_id"], exc, None))
-    results = await engine.sessions.step_many(model, parsed, owner=owner_of(request))
+        if not isinstance(item, dict) or not isinstance(item.get("session_id"), str) or (
+                "inputs" not in item):
+            bad[i] = InvalidInput(f'steps[{i}] must be {{"session_id": "...", '
+                                  '"inputs": [[...]]}')
+            item = {}
+        ids.append(item.get("session_id", ""))
+        step_ids.append(item.get("step_id"))
+        raw.append(item.get("inputs"))
+    inputs = parse_gateway_inputs(raw, bad)
+    results = await engine.sessions.step_many(model, ids, inputs, step_ids,
+                                              owner=owner_of(request))
     out: list[dict[str, Any]] = []
-    for (session_id, _, _), result in zip(parsed, results, strict=True):
+    for session_id, result in zip(ids, results, strict=True):
         if isinstance(result, RnnServeError):
             out.append({"session_id": session_id, "error": result.message,
                         "status": result.http_status})
         else:
             out.append({"session_id": session_id, "outputs": result.outputs,
-                        "steps": result.record.steps})
+                        "steps": result.steps})
     return FastJSONResponse({"results": out})

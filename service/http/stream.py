@@ -71,6 +71,12 @@ async def stream(websocket: WebSocket, model: str, session_id: str | None = None
         return
     await websocket.send_text(_dumps(session_body(record)))
     sid = record.id
+    try:
+        runner = sessions.runner_of(record)  # resolved once: steps need no lookup first
+    except RnnServeError as exc:
+        await websocket.send_text(_dumps({"error": exc.message, "status": exc.http_status}))
+        await websocket.close(code=1011)
+        return
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
@@ -79,8 +85,8 @@ async def stream(websocket: WebSocket, model: str, session_id: str | None = None
         message_id = None
         try:
             inputs, message_id, step_id = _parse(message)
-            result = await sessions.step(sid, inputs, owner=owner, step_id=step_id)
-            reply = {"outputs": result.outputs, "steps": result.record.steps}
+            result = await sessions.step_on(runner, sid, inputs, owner=owner, step_id=step_id)
+            reply = {"outputs": result.outputs, "steps": result.steps}
         except RnnServeError as exc:
             reply = {"error": exc.message, "status": exc.http_status}
         if message_id is not None:

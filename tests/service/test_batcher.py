@@ -131,4 +131,4 @@ async def test_cancelled_callers_do_not_poison_a_batch(engine: Engine) -> None:
     for rec in records[1::2]:
         assert (await engine.sessions.describe(rec.id)).steps == 1
     after = await engine.sessions.step(records[0].id, x)  # the engine still serves
-    assert after.record.steps in (1, 2)
+    assert after.steps in (1, 2)

@@ -34,9 +34,9 @@ MakeStore = Callable[..., Awaitable[StateStore]]
 # -- fixtures ------------------------------------------------------------------------------
 
 
-def no_ids(steps: list[int]) -> tuple[list[int], list[np.ndarray], list[str | None]]:
+def no_ids(steps: list[int]) -> tuple[list[int], np.ndarray, list[str | None]]:
     """scatter's per-row steps, outputs and step ids for rows without a step id."""
-    return steps, [np.zeros((1, 1), np.float32)] * len(steps), [None] * len(steps)
+    return steps, np.zeros((len(steps), 1, 1), np.float32), [None] * len(steps)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def assert_bytes_equal(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> No
 
 async def step(store: StateStore, layout: StateLayout, ids: list[str],
                new: dict[str, np.ndarray], n: int = 1) -> Any:
-    gathered = await store.gather(layout, ids)
+    gathered = await store.gather(layout, ids, [None] * len(ids))
     return await store.scatter(gathered, new, *no_ids([n] * len(ids)))
 
 
@@ -208,7 +208,7 @@ async def test_delete(make_store: MakeStore) -> None:
     for call in (store.get("s"), store.read("s"), store.delete("s")):
         with pytest.raises(SessionNotFound, match="unknown session 's'"):
             await call
-    gathered = await store.gather(LSTM, ["s"])
+    gathered = await store.gather(LSTM, ["s"], [None])
     assert isinstance(gathered.errors[0], SessionNotFound)
 
 
@@ -218,7 +218,7 @@ async def test_gather_scatter_many(make_store: MakeStore) -> None:
     initial = random_state(LSTM, 1, batch=len(ids))
     for i, sid in enumerate(ids):
         await store.create(LSTM, rec(sid), {n: a[:, i:i + 1] for n, a in initial.items()})
-    gathered = await store.gather(LSTM, ids)
+    gathered = await store.gather(LSTM, ids, [None] * len(ids))
     assert gathered.errors == [None] * len(ids)
     assert_bytes_equal(gathered.states, initial)
     assert gathered.states["h0"].shape == (2, 40, 16)
@@ -227,19 +227,17 @@ async def test_gather_scatter_many(make_store: MakeStore) -> None:
     steps = list(range(1, len(ids) + 1))
     written = await store.scatter(gathered, new, *no_ids(steps))
     assert not any(written.conflict) and written.errors == [None] * len(ids)
-    for i, record in enumerate(written.records):
-        assert record is not None and record.id == ids[i] and record.steps == steps[i]
-        assert record.created == pytest.approx(time.time(), abs=30)
+    assert written.steps == steps
     for i, sid in enumerate(ids):
         record, read = await store.read(sid)
         assert record.steps == steps[i]
         assert_bytes_equal(read, {n: a[:, i:i + 1] for n, a in new.items()})
 
-    again = await store.gather(LSTM, ids)
+    again = await store.gather(LSTM, ids, [None] * len(ids))
     assert_bytes_equal(again.states, new)
     written = await store.scatter(again, random_state(LSTM, 3, batch=len(ids)),
                                   *no_ids([2] * len(ids)))
-    assert [r.steps for r in written.records if r] == [s + 2 for s in steps]
+    assert written.steps == [s + 2 for s in steps]
 
 
 async def test_gather_rows_with_errors(make_store: MakeStore) -> None:
@@ -249,7 +247,7 @@ async def test_gather_rows_with_errors(make_store: MakeStore) -> None:
     await store.create(LSTM2, rec("other-version", LSTM2), None)
     await store.create(GRU, rec("other-model", GRU), None)
     ids = ["good", "unknown", "other-version", "other-model"]
-    gathered = await store.gather(LSTM, ids)
+    gathered = await store.gather(LSTM, ids, [None] * len(ids))
     assert gathered.errors[0] is None
     assert "unknown session 'unknown'" in str(gathered.errors[1])
     assert "another model or version" in str(gathered.errors[2])
@@ -261,8 +259,8 @@ async def test_gather_rows_with_errors(make_store: MakeStore) -> None:
 
     new = random_state(LSTM, 2, batch=4)
     written = await store.scatter(gathered, new, *no_ids([1] * 4))
-    assert written.records[0] is not None and written.records[0].steps == 1
-    assert written.records[1:] == [None] * 3
+    assert written.steps[0] == 1 and written.errors[0] is None
+    assert all(e is not None for e in written.errors[1:])
     assert all(isinstance(e, SessionNotFound) for e in written.errors[1:])
     assert (await store.get("other-version")).steps == 0
     assert_bytes_equal((await store.read("other-version"))[1], LSTM2.zeros(1))
@@ -278,7 +276,7 @@ async def test_expired_vs_unknown(make_store: MakeStore) -> None:
     with pytest.raises(SessionNotFound, match=r"unknown session 'never': create one with "
                                               r"POST /v1/models/\{model\}/sessions"):
         await store.get("never")
-    gathered = await store.gather(LSTM, ["old"])
+    gathered = await store.gather(LSTM, ["old"], [None])
     assert "expired after 0.3 s idle" in str(gathered.errors[0])
     await store.create(LSTM, rec("old"), None)  # the id can be taken again
     assert (await store.get("old")).steps == 0
@@ -302,10 +300,10 @@ async def test_steps_refresh_the_idle_timeout(make_store: MakeStore) -> None:
 async def test_step_on_session_deleted_meanwhile(make_store: MakeStore) -> None:
     store = await make_store()
     await store.create(LSTM, rec("s"), None)
-    gathered = await store.gather(LSTM, ["s"])
+    gathered = await store.gather(LSTM, ["s"], [None])
     await store.delete("s")
     written = await store.scatter(gathered, random_state(LSTM, 1), *no_ids([1]))
-    assert written.records == [None]
+    assert written.errors[0] is not None
     assert isinstance(written.errors[0], SessionNotFound)
     assert written.conflict == [False]
     with pytest.raises(SessionNotFound, match="unknown"):
@@ -412,11 +410,11 @@ async def test_one_round_trip_per_batch(make_redis: MakeStore, round_trips: list
     await step(store, LSTM, ids[:1], random_state(LSTM, 0))  # scripts loaded by now
 
     round_trips[0] = 0
-    gathered = await store.gather(LSTM, ids)
+    gathered = await store.gather(LSTM, ids, [None] * len(ids))
     assert round_trips[0] == 1
     written = await store.scatter(gathered, random_state(LSTM, 1, batch=64), *no_ids([3] * 64))
     assert round_trips[0] == 2
-    assert [r.steps if r else None for r in written.records] == [4] + [3] * 63
+    assert written.steps == [4] + [3] * 63
     assert (await store.get("s0")).steps == 4 and (await store.get("s63")).steps == 3
 
 
@@ -424,22 +422,21 @@ async def test_conflict_with_another_replica(make_redis: MakeStore) -> None:
     a, b = await make_redis(), await make_redis()
     await a.create(LSTM, rec("s"), None)
     await a.create(LSTM, rec("t"), None)
-    gathered_a = await a.gather(LSTM, ["s", "t"])
+    gathered_a = await a.gather(LSTM, ["s", "t"], [None, None])
     theirs = random_state(LSTM, 7)
     written_b = await step(b, LSTM, ["s"], theirs, n=2)  # b steps s first
-    assert written_b.records[0].steps == 2
+    assert written_b.steps[0] == 2
 
     mine = random_state(LSTM, 8, batch=2)
     written_a = await a.scatter(gathered_a, mine, *no_ids([1, 1]))
     assert written_a.conflict == [True, False]
-    assert written_a.records[0] is None and written_a.errors[0] is None
-    assert written_a.records[1] is not None and written_a.records[1].steps == 1
+    assert written_a.errors == [None, None] and written_a.steps[1] == 1
     record, state = await a.read("s")
     assert record.steps == 2
     assert_bytes_equal(state, theirs)  # not overwritten by the stale step
 
     # a reset by the other replica also wins over a step gathered before it
-    gathered_a = await a.gather(LSTM, ["s"])
+    gathered_a = await a.gather(LSTM, ["s"], [None])
     await b.reset("s", None)
     written_a = await a.scatter(gathered_a, random_state(LSTM, 9), *no_ids([1]))
     assert written_a.conflict == [True]
@@ -449,13 +446,13 @@ async def test_conflict_with_another_replica(make_redis: MakeStore) -> None:
 
     # run again with fresh state: goes through
     written_a = await step(a, LSTM, ["s"], random_state(LSTM, 10))
-    assert written_a.conflict == [False] and written_a.records[0].steps == 1
+    assert written_a.conflict == [False] and written_a.steps[0] == 1
 
 
 async def test_no_aba_after_delete_and_create(make_redis: MakeStore) -> None:
     store = await make_redis()
     await store.create(LSTM, rec("s"), None)
-    gathered = await store.gather(LSTM, ["s"])
+    gathered = await store.gather(LSTM, ["s"], [None])
     await store.delete("s")
     fresh = random_state(LSTM, 5)
     await store.create(LSTM, rec("s"), fresh)
@@ -508,11 +505,11 @@ async def test_redis_down_is_unavailable(make_redis: MakeStore, tmp_path: Path) 
     try:
         store = await make_redis(url=server.url)
         await store.create(LSTM, rec("s"), None)
-        gathered = await store.gather(LSTM, ["s"])
+        gathered = await store.gather(LSTM, ["s"], [None])
         server.stop()
         calls: list[Awaitable[Any]] = [
             store.get("s"), store.read("s"), store.reset("s", None), store.delete("s"),
-            store.create(LSTM, rec("t"), None), store.gather(LSTM, ["s"]),
+            store.create(LSTM, rec("t"), None), store.gather(LSTM, ["s"], [None]),
             store.scatter(gathered, random_state(LSTM, 1), *no_ids([1])), store.live_sessions(),
             store.owned_sessions("alice")]
         for call in calls:

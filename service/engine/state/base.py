@@ -66,12 +66,13 @@ class Gathered:
 
 @dataclass
 class Written:
-    """The outcome of a scatter, per row: the updated record, or `conflict` when another
-    writer (replica) changed the session since the gather: the step must be run again; or
-    `replayed` (outputs, steps) when the row's step id is the session's last one: that step
-    was applied already, by this or another replica, and must not be applied twice."""
+    """The outcome of a scatter, per row: `steps`, the session's timesteps after the write;
+    or `conflict` when another writer (replica) changed the session since the gather: the step
+    must be run again; or `replayed` (outputs, steps) when the row's step id is the session's
+    last one: that step was applied already, by this or another replica, and must not be
+    applied twice; or an error (the session went away)."""
 
-    records: list[SessionRecord | None]
+    steps: list[int]
     conflict: list[bool] = field(default_factory=list)
     errors: list[RnnServeError | None] = field(default_factory=list)
     replayed: list[tuple[np.ndarray, int] | None] = field(default_factory=list)
@@ -108,19 +109,27 @@ class StateStore(Protocol):
 
     async def delete(self, session_id: str) -> None: ...
 
-    async def gather(self, layout: StateLayout, ids: list[str]) -> Gathered: ...
+    async def gather(
+        self, layout: StateLayout, ids: list[str], owners: list[str | None]
+    ) -> Gathered:
+        """Stack the sessions' states [layers, batch, hidden]. A row whose session is gone,
+        belongs to another model version, or (owner given) to another owner gets an error."""
+        ...
 
     async def scatter(
         self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
-        outputs: list[np.ndarray], step_ids: list[str | None],
+        outputs: np.ndarray, step_ids: list[str | None],
     ) -> Written:
         """Write back the rows of `gathered` that had no error, adding `steps[i]` steps. A row
         with a step id also records it with its outputs [time, out], atomically with the state;
         a row whose step id is already the session's last is not written but replayed."""
         ...
 
-    async def replay(self, session_id: str, step_id: str) -> tuple[np.ndarray, int] | None:
-        """(outputs, steps after it) if `step_id` is the session's last step, else None."""
+    async def replay(
+        self, session_id: str, step_id: str, owner: str
+    ) -> tuple[np.ndarray, int] | None:
+        """(outputs, steps after it) if `step_id` is the session's last step and the session
+        is `owner`'s, else None."""
         ...
 
     async def live_sessions(self) -> dict[str, int]:

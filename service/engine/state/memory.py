@@ -299,7 +299,9 @@ class MemoryStateStore:
         slab_no, _, slot = self._locate(session_id)
         self._end(slab_no, slot, "deleted")
 
-    async def gather(self, layout: StateLayout, ids: list[str]) -> Gathered:
+    async def gather(
+        self, layout: StateLayout, ids: list[str], owners: list[str | None]
+    ) -> Gathered:
         """Stack the sessions' rows into [layers, batch, hidden] per tensor."""
         slab_no, slab = self._slab(layout)
         slots = np.zeros(len(ids), np.int64)
@@ -309,6 +311,11 @@ class MemoryStateStore:
                 found_no, _, slot = self._locate(session_id)
             except SessionNotFound as exc:
                 errors[i] = exc
+                continue
+            owner = owners[i]
+            if owner is not None and self._owners[int(slab.owner[slot])] != owner:
+                errors[i] = SessionNotFound(f"unknown session {session_id!r}: create one with "
+                                            "POST /v1/models/{model}/sessions")
                 continue
             if found_no != slab_no:
                 errors[i] = SessionNotFound(f"session {session_id!r} belongs to another "
@@ -322,14 +329,18 @@ class MemoryStateStore:
                 arr[:, bad] = 0.0  # rows of missing sessions are zeros, not another's state
         return Gathered(ids, states, errors, token=(slab_no, slots, slab.generation[slots]))
 
-    async def replay(self, session_id: str, step_id: str) -> tuple[np.ndarray, int] | None:
-        self._locate(session_id)
+    async def replay(
+        self, session_id: str, step_id: str, owner: str
+    ) -> tuple[np.ndarray, int] | None:
+        _, slab, slot = self._locate(session_id)
+        if self._owners[int(slab.owner[slot])] != owner:
+            return None
         last = self._last.get(session_id)
         return (last[1], last[2]) if last is not None and last[0] == step_id else None
 
     async def scatter(
         self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
-        outputs: list[np.ndarray], step_ids: list[str | None],
+        outputs: np.ndarray, step_ids: list[str | None],
     ) -> Written:
         slab_no, slots, generations = gathered.token
         slab = self._slabs[slab_no]
@@ -347,26 +358,26 @@ class MemoryStateStore:
         # reset (or recreated) while its step ran: the step came first, so its outputs stand
         # and the reset's state stays
         write = ok & (slab.generation[slots] == generations)
-        write &= np.array([r is None for r in replayed], np.bool_)
+        if any(r is not None for r in replayed):
+            write &= np.array([r is None for r in replayed], np.bool_)
         rows = slots[write]
         for name, arr in slab.arrays.items():
             arr[rows] = states[name].transpose(1, 0, 2)[write]
         slab.steps[rows] += np.asarray(steps, np.int64)[write]
         slab.last_used[slots[ok]] = self._clock()
-        for i in np.flatnonzero(write).tolist():
-            step_id = step_ids[i]
-            if step_id is not None:
-                self._last[gathered.ids[i]] = (step_id, outputs[i].copy(),
-                                               int(slab.steps[slots[i]]))
-            elif self._last:
-                self._last.pop(gathered.ids[i], None)
-        records: list[SessionRecord | None] = [
-            self._record(slab, int(slots[i])) if ok[i] else None for i in range(n)]
+        if any(step_ids) or self._last:
+            for i in np.flatnonzero(write).tolist():
+                step_id = step_ids[i]
+                if step_id is not None:
+                    self._last[gathered.ids[i]] = (step_id, outputs[i].copy(),
+                                                   int(slab.steps[slots[i]]))
+                else:
+                    self._last.pop(gathered.ids[i], None)
         errors: list[RnnServeError | None] = [
             None if ok[i] else (gathered.errors[i] or SessionNotFound(
                 f"session {gathered.ids[i]!r} was deleted or reset during its step"))
             for i in range(n)]
-        return Written(records, [False] * n, errors, replayed)
+        return Written(slab.steps[slots].tolist(), [False] * n, errors, replayed)
 
     async def owned_sessions(self, owner: str) -> int:
         owner_id = self._owner_ids.get(owner)

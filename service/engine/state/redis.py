@@ -537,7 +537,9 @@ class RedisStateStore:
             raise self._not_found(session_id, out[1])
         self._on_event("deleted", _text(out[1]), int(out[2]))
 
-    async def gather(self, layout: StateLayout, ids: list[str]) -> Gathered:
+    async def gather(
+        self, layout: StateLayout, ids: list[str], owners: list[str | None]
+    ) -> Gathered:
         """One pipelined round trip (HMGET of the fields this layout needs, and the marker
         to tell expired from unknown), stacked into [layers, batch, hidden] per tensor."""
         names = [b"t:" + name.encode() for name, _, _ in layout.tensors]
@@ -559,6 +561,11 @@ class RedisStateStore:
             if meta[b"gen"] is None:
                 errors[i] = self._not_found(session_id, marker)
                 continue
+            owner = owners[i]
+            if owner is not None and _text(meta.get(b"owner") or b"") != owner:
+                errors[i] = SessionNotFound(f"unknown session {session_id!r}: create one with "
+                                            "POST /v1/models/{model}/sessions")
+                continue
             if (meta[b"model"] != layout.model.encode() or meta[b"version"] != version
                     or meta[b"layout"] != expected_layout):
                 errors[i] = SessionNotFound(f"session {session_id!r} belongs to another "
@@ -571,18 +578,22 @@ class RedisStateStore:
             records[i] = self._record(session_id, meta)
         return Gathered(ids, states, errors, token=_Token(layout, gens, records))
 
-    async def replay(self, session_id: str, step_id: str) -> tuple[np.ndarray, int] | None:
+    async def replay(
+        self, session_id: str, step_id: str, owner: str
+    ) -> tuple[np.ndarray, int] | None:
         """One round trip: the recorded outputs if `step_id` is the session's last step."""
         async with self._guard():
-            last_id, last_out, steps = await self._client.hmget(
-                SESSION + session_id, [b"last_id", b"last_out", b"steps"])
+            last_id, last_out, steps, who = await self._client.hmget(
+                SESSION + session_id, [b"last_id", b"last_out", b"steps", b"owner"])
         if last_id is None or _text(last_id) != step_id or not isinstance(last_out, bytes):
+            return None
+        if _text(who or b"") != owner:
             return None
         return _outputs_from(last_out), int(_text(steps))
 
     async def scatter(
         self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
-        outputs: list[np.ndarray], step_ids: list[str | None],
+        outputs: np.ndarray, step_ids: list[str | None],
     ) -> Written:
         """One script call for the batch: each row is written only if its gen is still the
         gathered one; a changed gen is a conflict (another writer came first: run again), a
@@ -592,12 +603,12 @@ class RedisStateStore:
         layout = token.layout
         rows = [i for i, error in enumerate(gathered.errors) if error is None]
         n = len(gathered.ids)
-        records: list[SessionRecord | None] = [None] * n
+        after = [0] * n
         conflict = [False] * n
         errors: list[RnnServeError | None] = list(gathered.errors)
         replayed: list[tuple[np.ndarray, int] | None] = [None] * n
         if not rows:
-            return Written(records, conflict, errors, replayed)
+            return Written(after, conflict, errors, replayed)
         keys: list[str] = [GEN, LIVE + layout.model]
         args: list[Any] = [self._ttl_ms, self._marker_ttl_ms, self._ttl_label, layout.model,
                            len(layout.tensors), *("t:" + name for name, _, _ in layout.tensors),
@@ -614,21 +625,13 @@ class RedisStateStore:
                      *(per_tensor[name][i].tobytes() for name, _, _ in layout.tensors)]
         async with self._guard():
             out = await self._scatter(keys=keys, args=args)
-        now = float(out[0])
         for j, i in enumerate(rows):
             status, value = _text(out[1 + 3 * j]), out[2 + 3 * j]
             if status == "replay":
-                before = token.records[i]
-                assert before is not None
                 replayed[i] = (_outputs_from(bytes(out[3 + 3 * j])), int(_text(value)))
-                records[i] = before
+                after[i] = replayed[i][1]  # type: ignore[index]
             elif status == "ok":
-                before = token.records[i]
-                assert before is not None
-                records[i] = SessionRecord(
-                    id=before.id, model=before.model, version=before.version,
-                    created=before.created, last_used=now, ttl_s=self.ttl_s,
-                    steps=int(value), owner=before.owner)
+                after[i] = int(_text(value))
             elif status == "conflict":
                 conflict[i] = True
             elif value:
@@ -636,7 +639,7 @@ class RedisStateStore:
             else:
                 errors[i] = SessionNotFound(f"session {gathered.ids[i]!r} was deleted during "
                                             "its step")
-        return Written(records, conflict, errors, replayed)
+        return Written(after, conflict, errors, replayed)
 
     async def owned_sessions(self, owner: str) -> int:
         """Live sessions created by `owner`, across replicas: the size of its sorted set once
