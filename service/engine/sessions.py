@@ -166,29 +166,38 @@ class Sessions:
         if whole is not None:
             self.check_step_input(runner, whole[0], "steps[0].inputs")  # one shape for all
             finite = np.isfinite(whole).all(axis=(1, 2))
-            seen: set[str] = set()
-            for i, sid in enumerate(ids):
-                if not finite[i]:
-                    out[i] = InvalidInput(f"steps[{i}].inputs: values must be finite float32 "
-                                          "numbers (no NaN or Infinity, |x| < 3.4e38)")
-                elif sid in seen or step_ids[i] is not None:
-                    slow.append(i)
-                else:
-                    seen.add(sid)
-                    fast.append(i)
+            if finite.all() and not any(step_ids) and len(set(ids)) == n:
+                fast = list(range(n))  # the common case: no per-item sorting at all
+            else:
+                seen: set[str] = set()
+                for i, sid in enumerate(ids):
+                    if not finite[i]:
+                        out[i] = InvalidInput(f"steps[{i}].inputs: values must be finite "
+                                              "float32 numbers (no NaN or Infinity)")
+                    elif sid in seen or step_ids[i] is not None:
+                        slow.append(i)
+                    else:
+                        seen.add(sid)
+                        fast.append(i)
         else:
             slow = list(range(n))
         if fast and whole is not None:
-            job = Job(whole[fast], sessions=[ids[i] for i in fast], owners=[owner] * len(fast))
+            everyone = len(fast) == n
+            job = Job(whole if everyone else whole[fast],
+                      sessions=ids if everyone else [ids[i] for i in fast],
+                      owners=[owner] * len(fast))
             result = await self._engine.batcher(runner).submit(job)
             assert result.steps is not None and result.errors is not None
+            y, steps, errors = result.y, result.steps, result.errors
             for k, i in enumerate(fast):
-                error = result.errors[k]
-                if isinstance(error, SessionNotFound) and "another model or version" in str(
+                error = errors[k]
+                if error is None:
+                    out[i] = StepResult(y[k], steps[k], {})
+                elif isinstance(error, SessionNotFound) and "another model or version" in str(
                         error):
                     slow.append(i)  # a session pinned to another version of this model
                 else:
-                    out[i] = error or StepResult(result.y[k], result.steps[k], {})
+                    out[i] = error
 
         async def one(i: int) -> StepResult:
             x = inputs[i]

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Path, Query, Request, Response
 
+from service.engine.sessions import StepResult
 from service.engine.tensors import to_float32
 from service.errors import InvalidInput, PayloadTooLarge, RnnServeError
 from service.http.body import decode_state, encode_state, read_json_object
@@ -110,6 +111,33 @@ async def delete(request: Request, session_id: str = SESSION) -> Response:
     return Response(status_code=204)
 
 
+Items = tuple[list[str], list[Any], list[Any], dict[int, RnnServeError]]
+
+
+def split_items(items: list[Any]) -> Items:
+    """A gateway's items → (session ids, raw inputs, step ids, errors of malformed items),
+    with comprehensions in the common case where every item is well formed."""
+    try:
+        ids = [item["session_id"] for item in items]
+        raw = [item["inputs"] for item in items]
+        if all(type(sid) is str for sid in ids):
+            return ids, raw, [item.get("step_id") for item in items], {}
+    except (TypeError, KeyError):
+        pass
+    ids, raw, step_ids = [], [], []
+    bad: dict[int, RnnServeError] = {}
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("session_id"), str) or (
+                "inputs" not in item):
+            bad[i] = InvalidInput(f'steps[{i}] must be {{"session_id": "...", '
+                                  '"inputs": [[...]]}')
+            item = {}
+        ids.append(item.get("session_id", ""))
+        step_ids.append(item.get("step_id"))
+        raw.append(item.get("inputs"))
+    return ids, raw, step_ids, bad
+
+
 def parse_gateway_inputs(raw: list[Any], bad: dict[int, RnnServeError]
                          ) -> np.ndarray | list[np.ndarray | RnnServeError]:
     """All items' inputs as one array [items, time, features] when every item is well formed
@@ -147,28 +175,12 @@ async def step_many(request: Request, model: str = MODEL) -> FastJSONResponse:
     if len(items) > engine.settings.max_sequences:
         raise PayloadTooLarge(f"{len(items)} steps in one request; the limit is "
                               f"{engine.settings.max_sequences}: split the request")
-    ids: list[str] = []
-    step_ids: list[str | None] = []
-    raw: list[Any] = []
-    bad: dict[int, RnnServeError] = {}
-    for i, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("session_id"), str) or (
-                "inputs" not in item):
-            bad[i] = InvalidInput(f'steps[{i}] must be {{"session_id": "...", '
-                                  '"inputs": [[...]]}')
-            item = {}
-        ids.append(item.get("session_id", ""))
-        step_ids.append(item.get("step_id"))
-        raw.append(item.get("inputs"))
+    ids, raw, step_ids, bad = split_items(items)
     inputs = parse_gateway_inputs(raw, bad)
     results = await engine.sessions.step_many(model, ids, inputs, step_ids,
                                               owner=owner_of(request))
-    out: list[dict[str, Any]] = []
-    for session_id, result in zip(ids, results, strict=True):
-        if isinstance(result, RnnServeError):
-            out.append({"session_id": session_id, "error": result.message,
-                        "status": result.http_status})
-        else:
-            out.append({"session_id": session_id, "outputs": result.outputs,
-                        "steps": result.steps})
+    out = [{"session_id": sid, "outputs": r.outputs, "steps": r.steps}
+           if isinstance(r, StepResult) else
+           {"session_id": sid, "error": r.message, "status": r.http_status}
+           for sid, r in zip(ids, results, strict=True)]
     return FastJSONResponse({"results": out})

@@ -302,32 +302,41 @@ class MemoryStateStore:
     async def gather(
         self, layout: StateLayout, ids: list[str], owners: list[str | None]
     ) -> Gathered:
-        """Stack the sessions' rows into [layers, batch, hidden] per tensor."""
+        """Stack the sessions' rows into [layers, batch, hidden] per tensor. The index
+        lookups, expiry, owner and version checks are vectorised; only rows that fail one of
+        them take the slow path that words their error."""
         slab_no, slab = self._slab(layout)
-        slots = np.zeros(len(ids), np.int64)
+        codes = np.array([self._index.get(sid, -1) for sid in ids], np.int64)
+        slots = np.where(codes >= 0, codes & ((1 << SLOT_BITS) - 1), 0)
+        ok = (codes >= 0) & ((codes >> SLOT_BITS) == slab_no)
+        slots[~ok] = 0
+        ok &= slab.last_used[slots] + self.ttl_s > self._clock()
+        if any(o is not None for o in owners):
+            wanted = np.array([-1 if o is None else self._owner_ids.get(o, -2) for o in owners])
+            ok &= (wanted == -1) | (slab.owner[slots] == wanted)
         errors: list[RnnServeError | None] = [None] * len(ids)
-        for i, session_id in enumerate(ids):
-            try:
-                found_no, _, slot = self._locate(session_id)
-            except SessionNotFound as exc:
-                errors[i] = exc
-                continue
-            owner = owners[i]
-            if owner is not None and self._owners[int(slab.owner[slot])] != owner:
-                errors[i] = SessionNotFound(f"unknown session {session_id!r}: create one with "
-                                            "POST /v1/models/{model}/sessions")
-                continue
-            if found_no != slab_no:
-                errors[i] = SessionNotFound(f"session {session_id!r} belongs to another "
-                                            "model or version")
-                continue
-            slots[i] = slot
+        for i in np.flatnonzero(~ok).tolist():
+            errors[i] = self._gather_error(ids[i], owners[i], slab_no)
+            slots[i] = 0
         states = {name: arr[slots].transpose(1, 0, 2) for name, arr in slab.arrays.items()}
-        bad = [i for i, e in enumerate(errors) if e is not None]
-        if bad:
+        if not ok.all():
             for arr in states.values():
-                arr[:, bad] = 0.0  # rows of missing sessions are zeros, not another's state
+                arr[:, ~ok] = 0.0  # rows of missing sessions are zeros, not another's state
         return Gathered(ids, states, errors, token=(slab_no, slots, slab.generation[slots]))
+
+    def _gather_error(self, session_id: str, owner: str | None, slab_no: int) -> RnnServeError:
+        """Why a session cannot be gathered: unknown, expired (ended now), another owner's
+        (reported as unknown), or another model version's."""
+        try:
+            found_no, found, slot = self._locate(session_id)
+        except SessionNotFound as exc:
+            return exc
+        if owner is not None and self._owners[int(found.owner[slot])] != owner:
+            return SessionNotFound(f"unknown session {session_id!r}: create one with "
+                                   "POST /v1/models/{model}/sessions")
+        if found_no != slab_no:
+            return SessionNotFound(f"session {session_id!r} belongs to another model or version")
+        return SessionNotFound(f"session {session_id!r} cannot be stepped now")
 
     async def replay(
         self, session_id: str, step_id: str, owner: str
