@@ -22,7 +22,7 @@ python3 -m venv .venv
 . .venv/bin/activate
 # Exactly this torch: a CPU wheel on this machine's disk (any other spec pulls a CUDA build).
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[train,redis,dev]"
+python -m pip install -q -e ".[train,redis,otel,dev]"
 
 echo "== ruff";  ruff check .
 echo "== mypy";  mypy

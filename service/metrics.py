@@ -44,6 +44,9 @@ class Metrics:
         self.queue_depth = Gauge(
             "rnnserve_batch_queue_rows", "Rows waiting in the batcher's queue",
             ["model", "version"], registry=self.registry)
+        self.store_seconds = Histogram(
+            "rnnserve_state_store_seconds", "State store round trips of the batcher",
+            ["store", "operation"], buckets=LATENCY_BUCKETS, registry=self.registry)
         # sessions
         self.live_sessions = Gauge(
             "rnnserve_sessions_live", "Live sessions (in this process's view of the store)",

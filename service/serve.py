@@ -94,7 +94,11 @@ def serve_main(argv: list[str]) -> int:
     if not settings.models.is_dir():
         print(f"rnnserve serve: --models {settings.models} is not a directory", file=sys.stderr)
         return 2
-    engine = Engine(settings)
+    try:
+        engine = Engine(settings)
+    except RuntimeError as exc:  # --otel-endpoint without the otel extra
+        print(f"rnnserve serve: {exc}", file=sys.stderr)
+        return 2
     try:
         engine.start()
     except DeviceUnavailable as exc:

@@ -111,6 +111,11 @@ class Settings(BaseSettings):
         0.0, ge=0, description="On SIGTERM, report not-ready this long before closing the "
         "listeners, so load balancers stop sending first."
     )
+    otel_endpoint: str = Field(
+        "", description="OTLP/HTTP traces endpoint, e.g. http://collector:4318/v1/traces "
+        "(tracing is off when empty; needs the otel extra)."
+    )
+    otel_service_name: str = Field("rnnserve", description="service.name of the traces.")
     strict_readiness: bool = Field(
         False,
         description="If true, /v2/health/ready is false while any model in the repository "

@@ -23,6 +23,7 @@ from service.engine.runner import Runner, Tensors
 from service.engine.state import StateLayout, StateStore
 from service.errors import RnnServeError, Unavailable
 from service.metrics import Metrics
+from service.tracing import Tracing
 
 log = logging.getLogger("rnnserve.batcher")
 
@@ -73,7 +74,7 @@ class Batcher:
     """The queue and the loop for one model version. Start inside the running event loop."""
 
     def __init__(self, runner: Runner, store: StateStore, slots: asyncio.Semaphore,
-                 options: BatcherOptions, metrics: Metrics) -> None:
+                 options: BatcherOptions, metrics: Metrics, tracing: Tracing) -> None:
         self.runner = runner
         self.store = store
         self.options = options
@@ -86,6 +87,9 @@ class Batcher:
         self._queue_seconds = metrics.queue_seconds.labels(*label)
         self._run_seconds = metrics.run_seconds.labels(*label)
         self._batch_rows = metrics.batch_rows.labels(*label)
+        self._gather_seconds = metrics.store_seconds.labels(store.name, "gather")
+        self._scatter_seconds = metrics.store_seconds.labels(store.name, "scatter")
+        self._tracing = tracing
         self._queue: deque[Job] = deque()
         self._queued_rows = 0
         self._in_flight_sessions: set[str] = set()
@@ -181,7 +185,12 @@ class Batcher:
 
     async def _run_and_release(self, batch: list[Job]) -> None:
         try:
-            await self._run(batch)
+            with self._tracing.span(f"batch {self.runner.name}") as span:
+                if span is not None:
+                    span.set_attribute("rnnserve.model", self.runner.name)
+                    span.set_attribute("rnnserve.version", self.runner.version)
+                    span.set_attribute("rnnserve.rows", sum(j.rows for j in batch))
+                await self._run(batch)
         except Exception as exc:  # never let a batch take the loop down
             log.exception("batch of %d jobs failed", len(batch))
             self._fail(batch, exc)
@@ -209,6 +218,7 @@ class Batcher:
         if ids:
             owners = [o for j in stateful for o in (j.owners or [None] * j.rows)]
             gathered = await self.store.gather(self.layout, ids, owners)
+            self._gather_seconds.observe(time.perf_counter() - started)
 
         x = ordered[0].x if len(ordered) == 1 else np.concatenate([j.x for j in ordered])
         feeds: Tensors = {sig.input_name: x}
@@ -243,8 +253,10 @@ class Batcher:
             k = len(ids)
             new_states = {s.input: out[s.output][:, :k] for s in sig.states}
             step_ids = [t for j in stateful for t in (j.step_ids or [None] * j.rows)]
+            scattering = time.perf_counter()
             written = await self.store.scatter(gathered, new_states, [x.shape[1]] * k, y[:k],
                                                step_ids)
+            self._scatter_seconds.observe(time.perf_counter() - scattering)
         retry: list[Job] = []
         offset = 0
         for job in ordered:

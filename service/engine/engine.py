@@ -30,6 +30,7 @@ from service.engine.tensors import check_state, require_finite, require_sequence
 from service.errors import InvalidInput, PayloadTooLarge, Unavailable
 from service.metrics import Metrics
 from service.settings import Settings
+from service.tracing import Tracing
 
 log = logging.getLogger("rnnserve.engine")
 
@@ -53,6 +54,7 @@ class Engine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        self.tracing = Tracing(settings.otel_endpoint, settings.otel_service_name)
         self.models = LoadedModels()
         self._pool: ThreadPoolExecutor | None = None
         self._batchers: dict[tuple[str, int], Batcher] = {}
@@ -89,7 +91,8 @@ class Engine:
         slots = asyncio.Semaphore(s.inference_workers)
         options = BatcherOptions(s.max_batch, s.max_delay_ms / 1000, s.max_queue)
         self._batchers = {
-            (runner.name, runner.version): Batcher(runner, store, slots, options, self.metrics)
+            (runner.name, runner.version): Batcher(runner, store, slots, options, self.metrics,
+                                                   self.tracing)
             for versions in self.models.versions.values() for runner in versions.values()
         }
         self._sessions = Sessions(self, store)
@@ -107,6 +110,7 @@ class Engine:
         self.started = False
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        self.tracing.shutdown()
 
     @property
     def ready(self) -> bool:

@@ -75,5 +75,6 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["X-Request-Id", "Retry-After"])
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(RequestContext, timeout_s=settings.request_timeout_s)
+    app.add_middleware(RequestContext, timeout_s=settings.request_timeout_s,
+                       tracing=engine.tracing)
     return app

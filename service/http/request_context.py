@@ -12,6 +12,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.logs import request_id
+from service.tracing import Tracing
 
 log = logging.getLogger("rnnserve.access")
 
@@ -19,9 +20,10 @@ log = logging.getLogger("rnnserve.access")
 class RequestContext:
     """Pure ASGI middleware around every HTTP request."""
 
-    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+    def __init__(self, app: ASGIApp, timeout_s: float, tracing: Tracing) -> None:
         self.app = app
         self.timeout_s = timeout_s
+        self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -44,6 +46,8 @@ class RequestContext:
                                       (b"x-request-id", rid.encode())]
             await send(message)
 
+        span_context = self.tracing.span(f"{scope['method']} {scope['path']}", server=True)
+        span = span_context.__enter__()
         try:
             async with asyncio.timeout(self.timeout_s):  # no extra task, unlike wait_for
                 await self.app(scope, receive, send_with_id)
@@ -56,6 +60,17 @@ class RequestContext:
                     (b"content-length", str(len(body)).encode())]})
                 await send({"type": "http.response.body", "body": body})
         finally:
+            if span is not None:
+                route = getattr(scope.get("route"), "path", None) or scope["path"]
+                span.update_name(f"{scope['method']} {route}")
+                span.set_attribute("http.request.method", scope["method"])
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status or 504)
+                span.set_attribute("rnnserve.request_id", rid)
+                model = scope.get("path_params", {}).get("model")
+                if model:
+                    span.set_attribute("rnnserve.model", model)
+            span_context.__exit__(None, None, None)
             duration = (time.perf_counter() - started) * 1000
             level = logging.WARNING if status >= 400 or status == 0 else logging.DEBUG
             if log.isEnabledFor(level):
