@@ -50,6 +50,30 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+def sequence_parameters(params: Mapping[str, object]) -> tuple[SequenceId, bool, bool] | None:
+    """(sequence_id, start, end) when a KServe v2 request belongs to a sequence, whatever the
+    transport: an id is an unsigned 64-bit integer or a string; 0 and "" mean "no sequence";
+    start and end are booleans (absent or null: false)."""
+    sequence_id = params.get("sequence_id")
+    if sequence_id is None or sequence_id == 0 or sequence_id == "":
+        for key in ("sequence_start", "sequence_end"):
+            if params.get(key):
+                raise InvalidInput(f"{key} is set without a sequence_id")
+        return None
+    if isinstance(sequence_id, bool) or not isinstance(sequence_id, int | str):
+        raise InvalidInput("sequence_id must be an unsigned 64-bit integer or a string, not "
+                           f"{type(sequence_id).__name__}")
+    if isinstance(sequence_id, int) and not 0 < sequence_id < 2**64:
+        raise InvalidInput(f"sequence_id {sequence_id} is out of range: use 1 .. 2^64-1")
+    flags = []
+    for key in ("sequence_start", "sequence_end"):
+        value = params.get(key)
+        if value is not None and not isinstance(value, bool):
+            raise InvalidInput(f"{key} must be true or false")
+        flags.append(bool(value))
+    return sequence_id, flags[0], flags[1]
+
+
 def sequence_session_id(model: str, sequence_id: SequenceId) -> str:
     """The session behind a v2 sequence: per model, and 7 and "7" are different sequences."""
     kind = "s" if isinstance(sequence_id, str) else "n"

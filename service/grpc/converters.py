@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from service.engine.sessions import SequenceId
+from service.engine.sessions import SequenceId, sequence_parameters
 from service.errors import InvalidInput
 from service.grpc.generated import inference_pb2 as pb
 
@@ -55,32 +55,6 @@ def parameter_value(parameter: pb.InferParameter) -> ParameterValue | None:
 
 def parameters(mapping: Mapping[str, pb.InferParameter]) -> dict[str, ParameterValue | None]:
     return {key: parameter_value(value) for key, value in mapping.items()}
-
-
-def sequence_parameters(params: Mapping[str, ParameterValue | None]) -> Sequence | None:
-    """(sequence_id, start, end) when the request belongs to a sequence, by the HTTP v2 rules:
-    tritonclient sends an integer id as int64_param (other clients may use uint64_param) and a
-    string id as string_param; 0 and "" mean "no sequence"; start and end are bool_param."""
-    sequence_id = params.get("sequence_id")
-    if sequence_id is None or sequence_id == 0 or sequence_id == "":
-        for key in ("sequence_start", "sequence_end"):
-            if params.get(key):
-                raise InvalidInput(f"{key} is set without a sequence_id")
-        return None
-    if isinstance(sequence_id, bool) or not isinstance(sequence_id, int | str):
-        raise InvalidInput("sequence_id must be an unsigned 64-bit integer or a string, not "
-                           f"{type(sequence_id).__name__}")
-    if isinstance(sequence_id, int) and not 0 < sequence_id < 2**64:
-        raise InvalidInput(f"sequence_id {sequence_id} is out of range: use 1 .. 2^64-1")
-    flags = []
-    for key in ("sequence_start", "sequence_end"):
-        value = params.get(key, False)
-        if value is None:
-            value = False
-        if not isinstance(value, bool):
-            raise InvalidInput(f"{key} must be true or false")
-        flags.append(value)
-    return sequence_id, flags[0], flags[1]
 
 
 def sequence_key(request: pb.ModelInferRequest) -> tuple[str, str, ParameterValue] | None:
@@ -143,7 +117,7 @@ def decode_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
 
 
 def decode_infer_request(request: pb.ModelInferRequest) -> InferCall:
-    sequence = sequence_parameters(parameters(request.parameters))
+    sequence = sequence_parameters(parameters(request.parameters))  # the engine's rules
     inputs = decode_inputs(request)
     outputs = [o.name for o in request.outputs] or None
     return InferCall(request.model_name, request.model_version or None, request.id, inputs,

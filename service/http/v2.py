@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 
 from service import __version__
 from service.engine import Engine
+from service.engine.sessions import sequence_parameters
 from service.errors import InvalidInput
 from service.http.common import engine_of, owner_of
 from service.http.openapi import V2_INFER_EXAMPLE, V2_INFER_REQUEST, json_body
@@ -19,7 +20,6 @@ from service.http.v2_codec import (
     decode_request,
     decompress,
     encode_response,
-    sequence_parameters,
 )
 
 router = APIRouter(prefix="/v2", tags=["KServe v2"])

@@ -88,29 +88,6 @@ def _binary_flag(parameters: Any, key: str, default: bool) -> bool:
     return value
 
 
-def sequence_parameters(parameters: dict[str, Any]) -> tuple[int | str, bool, bool] | None:
-    """(sequence_id, start, end) when the request belongs to a sequence. tritonclient sends an
-    integer id as a JSON number and a string id as a string; 0 and "" mean "no sequence"."""
-    sequence_id = parameters.get("sequence_id")
-    if sequence_id is None or sequence_id == 0 or sequence_id == "":
-        for key in ("sequence_start", "sequence_end"):
-            if parameters.get(key):
-                raise InvalidInput(f"{key} is set without a sequence_id")
-        return None
-    if isinstance(sequence_id, bool) or not isinstance(sequence_id, int | str):
-        raise InvalidInput("sequence_id must be an unsigned 64-bit integer or a string, not "
-                           f"{type(sequence_id).__name__}")
-    if isinstance(sequence_id, int) and not 0 < sequence_id < 2**64:
-        raise InvalidInput(f"sequence_id {sequence_id} is out of range: use 1 .. 2^64-1")
-    flags = []
-    for key in ("sequence_start", "sequence_end"):
-        value = parameters.get(key, False)
-        if not isinstance(value, bool):
-            raise InvalidInput(f"{key} must be true or false")
-        flags.append(value)
-    return sequence_id, flags[0], flags[1]
-
-
 def decode_request(body: bytes, header_length: str | None) -> InferRequest:
     """Parse the JSON header and attach binary tensor data where `binary_data_size` says."""
     if header_length is not None:
