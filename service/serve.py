@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif name in ("device", "log_level", "log_format", "when_full"):
             kwargs["choices"] = list(field.annotation.__args__)  # type: ignore[union-attr]
-        p.add_argument(flag, **kwargs)
+        aliases = ["--api-key"] if name == "api_keys" else []  # one key reads naturally
+        p.add_argument(flag, *aliases, **kwargs)
     return p
 
 

@@ -60,6 +60,9 @@ def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RNNSERVE_MAX_SEQUENCES", "7")
     settings = load_settings(["--max-sequences", "9"])
     assert settings.port == 9100 and settings.max_sequences == 9
+    assert load_settings(["--api-key", "k1"]).key_set() == {"k1"}
+    monkeypatch.setenv("RNNSERVE_API_KEYS", "k2,k3")
+    assert load_settings([]).key_set() == {"k2", "k3"}
 
 
 def test_server_modules_do_not_import_torch() -> None:
