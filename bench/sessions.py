@@ -4,7 +4,9 @@
    rnnserve's WebSocket stream (`ws`), rnnserve's REST step (`rest`), a naive stateful FastAPI +
    ONNX Runtime server (`naive`, bench/naive_stateful_server.py), and two transport floors
    that do no model work: a WebSocket echo (`echo-ws`) and a FastAPI JSON echo (`echo-rest`)
-   (bench/echo_server.py); steps/s, p50, p99, CPU per step of the server and of this process;
+   (bench/echo_server.py); and over rnnserve's KServe v2 gRPC `ModelStreamInfer`
+   (`grpc-stream`, bench/grpcload.py: a stream per sequence on one HTTP/2 connection;
+   docs/bench_grpc.md); steps/s, p50, p99, CPU per step of the server and of this process;
 2. gateway: `POST /v1/models/medium-lstm/steps` carrying 1024 sessions' steps per request,
    1 and 2 concurrent gateway clients, against the in-process ONNX Runtime ceiling that steps
    the same 1024 states ([2, 1024, 128]) in one `session.run` per step, in a loop;
@@ -43,6 +45,7 @@ import numpy as np
 import orjson
 
 from bench import ceiling
+from bench.grpcload import encode_bodies, run_grpc_stream_point
 from bench.inprocess import run_threads
 from bench.loadgen import Request, run_load
 from bench.medium_model import (
@@ -59,14 +62,15 @@ from bench.report import Results, Summary, environment, figures
 from bench.stats import LoadResult
 from bench.wsload import create_sessions, delete_sessions, run_uv, run_ws_point
 
-STREAM_SYSTEMS = ("ws", "rest", "naive", "echo-ws", "echo-rest", "echo-ws-asyncio")
-DEFAULT_SYSTEMS = STREAM_SYSTEMS[:5]
+STREAM_SYSTEMS = ("ws", "grpc-stream", "rest", "naive", "echo-ws", "echo-rest", "echo-ws-asyncio")
+DEFAULT_SYSTEMS = STREAM_SYSTEMS[:6]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DISTINCT_MESSAGES = 64
 GATEWAY_SESSIONS = 1024
 TOLERANCE = 1e-4
 RNNSERVE_FLAGS = ["--max-sessions", "20000", "--log-level", "warning"]
+ONNX_INPUT, ONNX_OUTPUT = "input", "output"  # the exported model's tensor names
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,9 @@ class Plan:
     max_requests: int
     memory_sessions: int
     rnnserve_flags: tuple[str, ...]
+    grpc_per_stream: int = 1
+    grpc_client: str = "raw"
+    grpc_loop: str = "uvloop"
 
 
 def parse_plan(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
@@ -105,6 +112,26 @@ def parse_plan(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
         "of uvloop (rnnserve serve runs on asyncio.run's loop); not default",
     )
     parser.add_argument("--max-requests", type=int, default=200_000, help="bound per point")
+    parser.add_argument(
+        "--grpc-per-stream",
+        type=int,
+        default=1,
+        help="grpc-stream: sequences per ModelStreamInfer stream (default 1: a stream per "
+        "sequence, all on one channel; e.g. 64 to multiplex)",
+    )
+    parser.add_argument(
+        "--grpc-client",
+        choices=["raw", "tritonclient"],
+        default="raw",
+        help="grpc-stream load generator: grpc.aio with pre-encoded bytes (raw) or "
+        "tritonclient.grpc.aio's stream_infer",
+    )
+    parser.add_argument(
+        "--grpc-loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="event loop of the grpc-stream load generator",
+    )
     parser.add_argument("--memory-sessions", type=int, help="for bench.session_memory")
     parser.add_argument(
         "--rnnserve-flag",
@@ -141,6 +168,9 @@ def parse_plan(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
         max_requests=args.max_requests,
         memory_sessions=args.memory_sessions or (20_000 if args.quick else 100_000),
         rnnserve_flags=tuple(RNNSERVE_FLAGS + args.rnnserve_flag),
+        grpc_per_stream=args.grpc_per_stream,
+        grpc_client=args.grpc_client,
+        grpc_loop=args.grpc_loop,
     )
     return plan, args
 
@@ -160,8 +190,18 @@ def raise_fd_limit(needed: int) -> dict[str, int]:
 # ------------------------------------------------------------------------------ servers
 
 
-def _server(name: str, argv: list[str], port: int, workdir: Path) -> ServerProcess:
-    server = ServerProcess(
+class RnnserveProcess(ServerProcess):
+    grpc_target = ""  # host:port of its gRPC server; "" when gRPC is off
+
+
+def _server(
+    name: str,
+    argv: list[str],
+    port: int,
+    workdir: Path,
+    kind: type[ServerProcess] = ServerProcess,
+) -> ServerProcess:
+    server = kind(
         name,
         argv,
         f"http://127.0.0.1:{port}/v2/health/ready",
@@ -172,8 +212,13 @@ def _server(name: str, argv: list[str], port: int, workdir: Path) -> ServerProce
     return server
 
 
-def start_rnnserve(files: ModelFiles, workdir: Path, flags: tuple[str, ...]) -> ServerProcess:
+def start_rnnserve(
+    files: ModelFiles, workdir: Path, flags: tuple[str, ...], grpc: bool = False
+) -> ServerProcess:
+    """gRPC on a free port only when a gRPC system is measured (else off, `--grpc-port 0`, so
+    that the other systems' figures stay comparable with earlier runs)."""
     port = free_port()
+    grpc_port = free_port() if grpc else 0
     argv = [
         sys.executable,
         "-m",
@@ -186,10 +231,13 @@ def start_rnnserve(files: ModelFiles, workdir: Path, flags: tuple[str, ...]) -> 
         "--port",
         str(port),
         "--grpc-port",
-        "0",
+        str(grpc_port),
         *flags,
     ]
-    return _server("rnnserve", argv, port, workdir)
+    server = _server("rnnserve", argv, port, workdir, RnnserveProcess)
+    assert isinstance(server, RnnserveProcess)
+    server.grpc_target = f"127.0.0.1:{grpc_port}" if grpc_port else ""
+    return server
 
 
 def start_naive(files: ModelFiles, workdir: Path) -> ServerProcess:
@@ -235,11 +283,21 @@ def ws_url(server: ServerProcess) -> str:
 # ------------------------------------------------------------------------------ workload
 
 
+def step_inputs(config: MediumConfig) -> np.ndarray:
+    """The timesteps every streaming system sends, float32 [DISTINCT_MESSAGES, 1, features]."""
+    rng = np.random.default_rng(config.seed + 2)
+    return rng.standard_normal((DISTINCT_MESSAGES, 1, config.input_size)).astype(np.float32)
+
+
 def step_messages(config: MediumConfig) -> list[str]:
     """Pre-encoded `{"inputs": [[8 floats]]}` messages: one timestep each (float32 reprs)."""
-    rng = np.random.default_rng(config.seed + 2)
-    xs = rng.standard_normal((DISTINCT_MESSAGES, 1, config.input_size)).astype(np.float32)
+    xs = step_inputs(config)
     return [orjson.dumps({"inputs": x}, option=orjson.OPT_SERIALIZE_NUMPY).decode() for x in xs]
+
+
+def grpc_bodies(config: MediumConfig) -> list[bytes]:
+    """The same timesteps as ModelInferRequest fragments (bench/grpcload.py)."""
+    return encode_bodies(ONNX_INPUT, ONNX_OUTPUT, step_inputs(config)[:, 0, :])
 
 
 def check_rest(server: ServerProcess, sequence: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
@@ -268,6 +326,42 @@ def check_rest(server: ServerProcess, sequence: np.ndarray, expected: np.ndarray
     delete_sessions(base_url(server), [sid])
     diff = float(np.max(np.abs(outputs - expected)))
     return {"max_abs_diff": diff, "ok": diff <= TOLERANCE, "steps": got[-1]["steps"]}
+
+
+def check_grpc(server: ServerProcess, sequence: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
+    """One sequence over one ModelStreamInfer stream with the project's stubs, checked."""
+    import grpc
+
+    from service.grpc.generated import inference_pb2 as pb
+    from service.grpc.generated import inference_pb2_grpc
+
+    assert isinstance(server, RnnserveProcess) and server.grpc_target
+    requests = []
+    for i, x in enumerate(sequence):
+        request = pb.ModelInferRequest(model_name=MODEL_NAME, id=f"check-{i}")
+        request.parameters["sequence_id"].string_param = "bench-sessions-check"
+        request.parameters["sequence_start"].bool_param = i == 0
+        request.parameters["sequence_end"].bool_param = i == len(sequence) - 1
+        request.inputs.add(name=ONNX_INPUT, datatype="FP32", shape=[1, 1, x.shape[-1]])
+        request.outputs.add(name=ONNX_OUTPUT)
+        request.raw_input_contents.append(np.asarray(x, dtype="<f4").tobytes())
+        requests.append(request)
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+        responses = list(stub.ModelStreamInfer(iter(requests), timeout=60))
+    errors = [r.error_message for r in responses if r.error_message]
+    if errors or len(responses) != len(sequence):
+        return {"ok": False, "errors": errors[:3], "responses": len(responses)}
+    by_id = {r.infer_response.id: r.infer_response for r in responses}
+    outputs = np.asarray(
+        [
+            np.frombuffer(by_id[f"check-{i}"].raw_output_contents[0], dtype="<f4")
+            for i in range(len(sequence))
+        ],
+        dtype=np.float32,
+    ).reshape(expected.shape)
+    diff = float(np.max(np.abs(outputs - expected)))
+    return {"max_abs_diff": diff, "ok": diff <= TOLERANCE, "steps": len(responses)}
 
 
 def check_ws(server: ServerProcess, sequence: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
@@ -358,6 +452,40 @@ def ws_point(server: ServerProcess, messages: list[str], plan: Plan) -> PointFn:
     return point
 
 
+def grpc_point(server: ServerProcess, bodies: list[bytes], plan: Plan) -> PointFn:
+    assert isinstance(server, RnnserveProcess) and server.grpc_target
+    pid = server.pid
+    next_id = [1]  # sequence ids never repeat across points, even if a sequence failed to end
+
+    def point(conc: int) -> dict[str, Any]:
+        first, next_id[0] = next_id[0], next_id[0] + conc
+        counters = batch_counters(server)
+        result, setup_s, end_failures = run_grpc_stream_point(
+            server.grpc_target,
+            MODEL_NAME,
+            bodies,
+            concurrency=conc,
+            duration_s=plan.duration_s,
+            warmup_s=plan.warmup_s,
+            max_requests=plan.max_requests,
+            first_sequence_id=first,
+            per_stream=plan.grpc_per_stream,
+            client=plan.grpc_client,
+            loop=plan.grpc_loop,
+            output_bytes=4 * MediumConfig().output_size,
+            cpu_probes={"server": lambda: cpu_seconds(pid)},
+        )
+        batch = mean_batch_rows(counters, batch_counters(server))
+        summary = result.summary()
+        summary["mean_batch_rows"] = batch
+        summary["connect_s"] = round(setup_s, 2)
+        summary["delete_failures"] = end_failures
+        summary["streams"] = -(-conc // plan.grpc_per_stream)
+        return summary
+
+    return point
+
+
 def rest_point(server: ServerProcess, messages: list[str], plan: Plan) -> PointFn:
     pid = server.pid
     headers = {"content-type": "application/json"}
@@ -410,7 +538,7 @@ def measure_stream(points: dict[str, PointFn], plan: Plan) -> Results:
                 results.setdefault(system, {}).setdefault(conc, []).append(summary)
                 cpu = summary["cpu_ms_per_request"]
                 print(
-                    f"  round {round_number} N={conc:<5} {system:<9} "
+                    f"  round {round_number} N={conc:<5} {system:<11} "
                     f"{summary['sequences_per_s']:>8.0f} steps/s  p50 {summary['p50_ms']} ms"
                     f"  p99 {summary['p99_ms']} ms  server {cpu.get('server')} ms/step  "
                     f"client {cpu.get('client')} ms/step  errors {summary['errors']}"
@@ -894,6 +1022,11 @@ def targets(results: Results, gateway: dict[str, Any] | None) -> list[dict[str, 
     add(
         "WS p99 @256 (ms)", p99, "< 50 ms, or < 1.5x echo p99", ok, f"p99 ÷ echo p99 = {echo_ratio}"
     )
+    for conc in sorted(results.get("grpc-stream", {})):
+        v = _same_round(results, "grpc-stream", "ws", conc, rate)
+        add(f"(info) gRPC stream steps/s @{conc} ÷ WS", v, "-", None, "same round")
+        v = _same_round(results, "grpc-stream", "ws", conc, "p99_ms")
+        add(f"(info) gRPC stream p99 @{conc} ÷ WS p99", v, "-", None, "same round")
     v = _same_round(results, "rest", "naive", n, rate)
     add("REST steps/s @256 ÷ naive", v, ">= 2", None if v is None else v >= 2)
     cpu = figures(results)
@@ -958,6 +1091,7 @@ def plot(chosen: dict[str, dict[int, Summary]], path: Path, title: str) -> None:
         "echo-ws": ("WebSocket echo", "C2", "o--"),
         "echo-rest": ("FastAPI JSON echo", "C7", "s--"),
         "echo-ws-asyncio": ("WebSocket echo, asyncio loop", "C4", "o:"),
+        "grpc-stream": ("rnnserve gRPC ModelStreamInfer", "C5", "D-"),
     }
     for system, pts in chosen.items():
         label, color, style = styles.get(system, (system, None, "x-"))
@@ -1022,13 +1156,15 @@ def main(argv: list[str] | None = None) -> int:
         expected = reference_outputs(load_state(files.state), sequence[None])[0]
         servers: dict[str, ServerProcess] = {}
         wanted = {
-            "rnnserve": {"ws", "rest"},
+            "rnnserve": {"ws", "rest", "grpc-stream"},
             "naive": {"naive"},
             "echo": {"echo-ws", "echo-rest"},
             "echo-asyncio": {"echo-ws-asyncio"},
         }
         starters: dict[str, Callable[[], ServerProcess]] = {
-            "rnnserve": lambda: start_rnnserve(files, workdir, plan.rnnserve_flags),
+            "rnnserve": lambda: start_rnnserve(
+                files, workdir, plan.rnnserve_flags, grpc="grpc-stream" in plan.systems
+            ),
             "naive": lambda: start_naive(files, workdir),
             "echo": lambda: start_echo(workdir),
             "echo-asyncio": lambda: start_echo(workdir, "asyncio"),
@@ -1050,6 +1186,10 @@ def main(argv: list[str] | None = None) -> int:
         if "rnnserve" in servers:
             report["correctness"]["rest"] = check_rest(servers["rnnserve"], sequence, expected)
             report["correctness"]["ws"] = check_ws(servers["rnnserve"], sequence, expected)
+            if "grpc-stream" in plan.systems:
+                report["correctness"]["grpc-stream"] = check_grpc(
+                    servers["rnnserve"], sequence, expected
+                )
         if "naive" in servers:
             report["correctness"]["naive"] = check_rest(servers["naive"], sequence, expected)
         for system, verdict in report["correctness"].items():
@@ -1060,6 +1200,7 @@ def main(argv: list[str] | None = None) -> int:
             server = servers.get(
                 {
                     "ws": "rnnserve",
+                    "grpc-stream": "rnnserve",
                     "rest": "rnnserve",
                     "naive": "naive",
                     "echo-ws": "echo",
@@ -1069,7 +1210,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             if server is None:
                 continue
-            points[system] = (ws_point if "ws" in system else rest_point)(server, messages, plan)
+            if system == "grpc-stream":
+                points[system] = grpc_point(server, grpc_bodies(config), plan)
+            else:
+                maker = ws_point if "ws" in system else rest_point
+                points[system] = maker(server, messages, plan)
         results: Results = {}
         gateway_body: bytes | None = None
         if "stream" not in args.skip and points:
