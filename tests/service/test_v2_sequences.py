@@ -3,9 +3,6 @@ requests, as Triton's sequence batcher with implicit state does."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import numpy as np
 import pytest
@@ -15,23 +12,6 @@ from tritonclient.utils import InferenceServerException
 from tests.conftest import ServerProcess
 
 RNG = np.random.default_rng(17)
-
-
-@pytest.fixture(scope="module")
-def server(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(["--models", str(tiny_repo)], tmp_path_factory.mktemp("seq") / "log")
-    try:
-        proc.wait_ready()
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture(scope="module")
-def triton(server: ServerProcess) -> Iterator[httpclient.InferenceServerClient]:
-    client = httpclient.InferenceServerClient(f"127.0.0.1:{server.port}")
-    yield client
-    client.close()
 
 
 def chunk_input(x: np.ndarray) -> list[httpclient.InferInput]:

@@ -4,8 +4,7 @@ compression, and errors raised with the server's message."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -15,24 +14,6 @@ from tritonclient.utils import InferenceServerException
 from tests.conftest import ServerProcess
 
 RNG = np.random.default_rng(11)
-
-
-@pytest.fixture(scope="module")
-def server(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(["--models", str(tiny_repo)],
-                         tmp_path_factory.mktemp("v2") / "server.log")
-    try:
-        proc.wait_ready()
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture(scope="module")
-def triton(server: ServerProcess) -> Iterator[httpclient.InferenceServerClient]:
-    client = httpclient.InferenceServerClient(f"127.0.0.1:{server.port}")
-    yield client
-    client.close()
 
 
 def predict_native(server: ServerProcess, model: str, seqs: np.ndarray,

@@ -1,0 +1,31 @@
+"""Fixtures shared by the service tests that talk to a real server process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import tritonclient.http as httpclient
+
+from tests.conftest import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def server(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """`rnnserve serve` on the tiny models for one test module (HTTP only)."""
+    proc = ServerProcess(["--models", str(tiny_repo)],
+                         tmp_path_factory.mktemp("server") / "server.log")
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def triton(server: ServerProcess) -> Iterator[httpclient.InferenceServerClient]:
+    """The real tritonclient.http, pointed at `server`."""
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{server.port}")
+    yield client
+    client.close()
