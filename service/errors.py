@@ -10,6 +10,7 @@ they enter.
     ├── NotFound                       404  NOT_FOUND
     │   ├── ModelNotFound                                      unknown model or version
     │   └── SessionNotFound                                    unknown, expired or deleted session
+    │       └── SessionOnOtherVersion                          pinned to another model version
     ├── QuotaExceeded                  429  RESOURCE_EXHAUSTED a key's sessions or request rate
     ├── Unavailable                    503  UNAVAILABLE        model not ready, server full
     └── InferenceFailed                500  INTERNAL           ONNX Runtime raised on valid input
@@ -61,6 +62,10 @@ class ModelNotFound(NotFound):
 
 class SessionNotFound(NotFound):
     pass
+
+
+class SessionOnOtherVersion(SessionNotFound):
+    """The session exists but runs on another model (version) than the batch being run."""
 
 
 class QuotaExceeded(RnnServeError):

@@ -27,6 +27,7 @@ from service.errors import (
     QuotaExceeded,
     RnnServeError,
     SessionNotFound,
+    SessionOnOtherVersion,
 )
 
 if TYPE_CHECKING:
@@ -112,12 +113,15 @@ class Sessions:
     def check_step_input(self, runner: Runner, x: np.ndarray, what: str = "inputs") -> np.ndarray:
         """One or more timesteps [time, features] → [1, time, features], checked."""
         require_sequence(x, runner.signature.input_size, what)
-        limit = self._engine.settings.max_step_timesteps
-        if x.shape[0] > limit:
-            raise PayloadTooLarge(f"{what} has {x.shape[0]} timesteps; a step takes at most "
-                                  f"{limit}: send them in several steps")
+        self._check_step_length(int(x.shape[0]), what)
         require_finite(x, what)
         return x[None]
+
+    def _check_step_length(self, steps: int, what: str) -> None:
+        limit = self._engine.settings.max_step_timesteps
+        if steps > limit:
+            raise PayloadTooLarge(f"{what} has {steps} timesteps; a step takes at most "
+                                  f"{limit}: send them in several steps")
 
     def _new_record(self, runner: Runner, session_id: str, owner: str) -> SessionRecord:
         now = time.time()
@@ -158,7 +162,12 @@ class Sessions:
         """A step when the caller already knows the session's model version (a WebSocket
         resolved it when it connected): no lookup first, since the store checks owner and
         version while it gathers the state."""
-        x3 = self.check_step_input(runner, x)
+        return await self._run_step(runner, session_id, self.check_step_input(runner, x),
+                                    owner, step_id)
+
+    async def _run_step(self, runner: Runner, session_id: str, x3: np.ndarray, owner: str,
+                        step_id: str | None = None) -> StepResult:
+        """Run checked timesteps [1, time, features] through the session's batcher."""
         if step_id is not None:
             if not isinstance(step_id, str) or not 0 < len(step_id) <= 128:
                 raise InvalidInput("step_id must be a string of 1 to 128 characters")
@@ -217,8 +226,7 @@ class Sessions:
                 error = errors[k]
                 if error is None:
                     out[i] = StepResult(y[k], steps[k], {})
-                elif isinstance(error, SessionNotFound) and "another model or version" in str(
-                        error):
+                elif isinstance(error, SessionOnOtherVersion):
                     slow.append(i)  # a session pinned to another version of this model
                 else:
                     out[i] = error
@@ -294,14 +302,13 @@ class Sessions:
         if x.shape[0] != 1:
             raise InvalidInput(f"a sequence request carries one sequence: input "
                                f"{sig.input_name!r} must have batch size 1, not {x.shape[0]}")
-        x2 = x[0]
-        self.check_step_input(runner, x2, sig.input_name)
+        self._check_step_length(int(x.shape[1]), sig.input_name)  # the rest checked above
         if start:
             await self._check_quota(owner)
             layout = self._engine.batcher(runner).layout
             await self._store.create(layout, self._new_record(runner, session_id, owner), None,
                                      replace=True)
-        result = await self.step_on(runner, session_id, x2, owner=owner)
+        result = await self._run_step(runner, session_id, x, owner)
         if end:
             try:
                 await self._store.delete(session_id)

@@ -19,7 +19,6 @@ from service.http.auth import AuthAndRateLimit
 from service.http.errors import install_error_handlers
 from service.http.limits import BodySizeLimit
 from service.http.request_context import RequestContext
-from service.metrics import MetricsMiddleware
 
 DESCRIPTION = """Serve recurrent models (RNN, LSTM, GRU) through ONNX Runtime.
 
@@ -64,8 +63,9 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    # Last added runs first: request context (id, log, time limit) wraps everything, metrics
-    # see every response (401/429/413 included), auth runs before the size limit reads a body.
+    # Last added runs first: the request context (id, metrics, span, log, time limit) wraps
+    # everything, so 401/413/429 answers are counted; auth runs before the size limit reads
+    # a body.
     settings = engine.settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AuthAndRateLimit, keys=settings.key_set(),
@@ -74,7 +74,6 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
     if origins:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["X-Request-Id", "Retry-After"])
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(RequestContext, timeout_s=settings.request_timeout_s,
+    app.add_middleware(RequestContext, timeout_s=settings.request_timeout_s, metrics=metrics,
                        tracing=engine.tracing)
     return app

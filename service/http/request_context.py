@@ -1,5 +1,7 @@
-"""Per-request context: a request id (the client's X-Request-Id, or a new one) echoed in the
-response, one log line per request at debug and per error at warning, and a time limit."""
+"""Per-request context, in one middleware so each request is timed and its status read once:
+a request id (the client's X-Request-Id, or a new one) echoed in the response, the Prometheus
+request counter and latency by route template, an OpenTelemetry span when tracing is on, one
+log line per request at debug and per error at warning, and a time limit (504)."""
 
 from __future__ import annotations
 
@@ -7,22 +9,27 @@ import asyncio
 import logging
 import time
 import uuid
+from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.logs import request_id
+from service.metrics import Metrics
 from service.tracing import Tracing
 
 log = logging.getLogger("rnnserve.access")
 
 
 class RequestContext:
-    """Pure ASGI middleware around every HTTP request."""
+    """Pure ASGI middleware around every HTTP request (the outermost one: 401, 413 and 429
+    answers from the middlewares inside are counted and logged too)."""
 
-    def __init__(self, app: ASGIApp, timeout_s: float, tracing: Tracing) -> None:
+    def __init__(self, app: ASGIApp, timeout_s: float, metrics: Metrics,
+                 tracing: Tracing) -> None:
         self.app = app
         self.timeout_s = timeout_s
+        self.metrics = metrics
         self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -46,37 +53,44 @@ class RequestContext:
                                       (b"x-request-id", rid.encode())]
             await send(message)
 
-        span_context = self.tracing.span(f"{scope['method']} {scope['path']}", server=True)
-        span = span_context.__enter__()
-        try:
-            async with asyncio.timeout(self.timeout_s):  # no extra task, unlike wait_for
-                await self.app(scope, receive, send_with_id)
-        except TimeoutError:
-            if status == 0:
-                body = orjson.dumps({"error": f"the request took longer than {self.timeout_s:g}"
-                                              " s (--request-timeout-s); retry or split it"})
-                await send_with_id({"type": "http.response.start", "status": 504, "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
-        finally:
-            if span is not None:
-                route = getattr(scope.get("route"), "path", None) or scope["path"]
-                span.update_name(f"{scope['method']} {route}")
-                span.set_attribute("http.request.method", scope["method"])
-                span.set_attribute("http.route", route)
-                span.set_attribute("http.response.status_code", status or 504)
-                span.set_attribute("rnnserve.request_id", rid)
-                model = scope.get("path_params", {}).get("model")
-                if model:
-                    span.set_attribute("rnnserve.model", model)
-            span_context.__exit__(None, None, None)
-            duration = (time.perf_counter() - started) * 1000
-            level = logging.WARNING if status >= 400 or status == 0 else logging.DEBUG
-            if log.isEnabledFor(level):
-                client = scope.get("client") or ("", 0)
-                log.log(level, "%s %s %d %.1f ms", scope["method"], scope["path"], status,
-                        duration, extra={"method": scope["method"], "path": scope["path"],
-                                         "status": status, "duration_ms": round(duration, 2),
-                                         "client": client[0]})
-            request_id.reset(token)
+        with self.tracing.span(f"{scope['method']} {scope['path']}", server=True) as span:
+            try:
+                async with asyncio.timeout(self.timeout_s):  # no extra task, unlike wait_for
+                    await self.app(scope, receive, send_with_id)
+            except TimeoutError:
+                if status == 0:
+                    await self._timed_out(send_with_id)
+            finally:
+                self._record(scope, rid, status or 500, time.perf_counter() - started, span)
+                request_id.reset(token)
+
+    async def _timed_out(self, send: Send) -> None:
+        body = orjson.dumps({"error": f"the request took longer than {self.timeout_s:g} s "
+                                      "(--request-timeout-s); retry or split it"})
+        await send({"type": "http.response.start", "status": 504, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    def _record(self, scope: Scope, rid: str, status: int, seconds: float, span: Any) -> None:
+        """Metrics by route template (raw paths would be unbounded labels), span, log line."""
+        method = scope["method"]
+        route = getattr(scope.get("route"), "path", None)
+        model = scope.get("path_params", {}).get("model", "")
+        self.metrics.requests.labels(method, route or "unmatched", model, str(status)).inc()
+        self.metrics.latency.labels(method, route or "unmatched").observe(seconds)
+        if span is not None:
+            span.update_name(f"{method} {route or scope['path']}")
+            span.set_attribute("http.request.method", method)
+            span.set_attribute("http.route", route or scope["path"])
+            span.set_attribute("http.response.status_code", status)
+            span.set_attribute("rnnserve.request_id", rid)
+            if model:
+                span.set_attribute("rnnserve.model", model)
+        level = logging.WARNING if status >= 400 else logging.DEBUG
+        if log.isEnabledFor(level):
+            client = scope.get("client") or ("", 0)
+            duration = round(seconds * 1000, 2)
+            log.log(level, "%s %s %d %.1f ms", method, scope["path"], status, duration,
+                    extra={"method": method, "path": scope["path"], "status": status,
+                           "duration_ms": duration, "client": client[0]})

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from service.engine.state.base import Gathered, SessionRecord, StateLayout, Written
-from service.errors import RnnServeError, SessionNotFound, Unavailable
+from service.errors import RnnServeError, SessionNotFound, SessionOnOtherVersion, Unavailable
 
 log = logging.getLogger("rnnserve.state.memory")
 
@@ -335,7 +335,8 @@ class MemoryStateStore:
             return SessionNotFound(f"unknown session {session_id!r}: create one with "
                                    "POST /v1/models/{model}/sessions")
         if found_no != slab_no:
-            return SessionNotFound(f"session {session_id!r} belongs to another model or version")
+            return SessionOnOtherVersion(f"session {session_id!r} belongs to another model "
+                                         "or version")
         return SessionNotFound(f"session {session_id!r} cannot be stepped now")
 
     async def replay(

@@ -57,7 +57,13 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.engine.state.base import Gathered, SessionRecord, StateLayout, Written
-from service.errors import InvalidInput, RnnServeError, SessionNotFound, Unavailable
+from service.errors import (
+    InvalidInput,
+    RnnServeError,
+    SessionNotFound,
+    SessionOnOtherVersion,
+    Unavailable,
+)
 
 log = logging.getLogger("rnnserve.state.redis")
 
@@ -568,7 +574,7 @@ class RedisStateStore:
                 continue
             if (meta[b"model"] != layout.model.encode() or meta[b"version"] != version
                     or meta[b"layout"] != expected_layout):
-                errors[i] = SessionNotFound(f"session {session_id!r} belongs to another "
+                errors[i] = SessionOnOtherVersion(f"session {session_id!r} belongs to another "
                                             "model or version")
                 continue
             for (name, layers, hidden), raw in zip(layout.tensors, values[len(META):],
