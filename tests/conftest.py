@@ -4,11 +4,13 @@ in-process ASGI clients and real servers on free loopback ports."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -116,25 +118,65 @@ async def client(
         yield c
 
 
-class ServerProcess:
-    """`python -m service serve` on a free loopback port, stopped by the fixture."""
+class LoggedProcess:
+    """A subprocess whose output goes to a log file (a pipe nobody reads would stall it),
+    stopped with a signal, then killed if it does not exit."""
 
-    def __init__(self, args: list[str], log_path: Path) -> None:
+    def __init__(self, args: list[str], log_path: Path, cwd: Path = ROOT) -> None:
+        self.log_path = log_path
+        self.cwd = cwd
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = self._spawn(args)
+
+    def _spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.cwd,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+class ServerProcess(LoggedProcess):
+    """`python -m service serve` on a free loopback port (HTTP only unless `args` say
+    otherwise; later flags win), stopped by whoever started it."""
+
+    def __init__(self, args: list[str], log_path: Path, *, grpc: bool = False) -> None:
+        self.extra_args = args
+        self.port_retries = 0
+        self.grpc_port = free_port() if grpc else 0
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
+        self._pick_port()
+        super().__init__(self._command(), log_path)
+
+    def _pick_port(self) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1",
-             "--port", str(self.port), "--grpc-port", "0", *args],
-            stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-        )
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1",
+                "--port", str(self.port), "--grpc-port", str(self.grpc_port), *self.extra_args]
 
     def wait_ready(self, timeout: float = 60) -> None:
+        """Until /v2/health/ready answers 200. A free port can be taken by another process
+        between being picked and being bound: then start again on a new one."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if "address already in use" in self.log() and self.port_retries < 3:
+                    self.port_retries += 1
+                    self._pick_port()
+                    self.proc = self._spawn(self._command())
+                    continue
                 raise RuntimeError(f"server exited {self.proc.returncode}: {self.log()}")
             try:
                 if httpx.get(self.url + "/v2/health/ready", timeout=1).status_code == 200:
@@ -144,18 +186,18 @@ class ServerProcess:
             time.sleep(0.1)
         raise TimeoutError(f"server not ready after {timeout}s: {self.log()}")
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+@contextmanager
+def serving(args: list[str], log_path: Path, *, grpc: bool = False
+            ) -> Iterator[ServerProcess]:
+    """A ready server for the body of a `with` (a module fixture's lifetime, say); with
+    `grpc`, gRPC listens on a free port of its own (`grpc_url`)."""
+    server = ServerProcess(args, log_path, grpc=grpc)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import COMMITTED_MODELS, ROOT, ServerProcess
+from tests.conftest import COMMITTED_MODELS, ROOT, serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -46,13 +46,9 @@ from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real `rnnserve serve` on the committed models, with an API key, on a free port."""
-    proc = ServerProcess(["--models", str(COMMITTED_MODELS), "--api-keys", KEY],
-                         tmp_path_factory.mktemp("console") / "server.log")
-    try:
-        proc.wait_ready(timeout=30)
+    with serving(["--models", str(COMMITTED_MODELS), "--api-keys", KEY],
+                 tmp_path_factory.mktemp("console") / "server.log") as proc:
         yield proc.url
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +26,8 @@ import httpx
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT, LoggedProcess, free_port
+
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE = ROOT / "docker-compose.yml"
@@ -48,12 +47,6 @@ def tool(name: str) -> str:
     if not found:
         pytest.skip(f"{name} is not installed (see scripts/test.sh)")
     return found
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def render_nginx(values: dict[str, str]) -> str:
@@ -444,28 +437,7 @@ def test_deploy_nginx_template_with_the_compose_environment(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
 
 
-class Proc:
-    def __init__(self, args: list[str], log: Path, cwd: Path = ROOT) -> None:
-        self.log_path = log
-        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-
-def wait_http(url: str, procs: list[Proc], timeout: float = 60) -> None:
+def wait_http(url: str, procs: list[LoggedProcess], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for p in procs:
@@ -487,12 +459,12 @@ class Cluster:
     def __init__(self, tmp: Path, nginx: str) -> None:
         self.replicas: list[str] = []
         self.grpc_replicas: list[str] = []
-        self.procs: list[Proc] = []
+        self.procs: list[LoggedProcess] = []
         for i in range(2):
             http, grpc = free_port(), free_port()
             self.replicas.append(f"127.0.0.1:{http}")
             self.grpc_replicas.append(f"127.0.0.1:{grpc}")
-            self.procs.append(Proc([sys.executable, "-m", "service", "serve", "--models",
+            self.procs.append(LoggedProcess([sys.executable, "-m", "service", "serve", "--models",
                                     str(ROOT / "models"), "--host", "127.0.0.1", "--port",
                                     str(http), "--grpc-port", str(grpc), "--state-store",
                                     "memory"], tmp / f"replica-{i}.log"))
@@ -501,7 +473,7 @@ class Cluster:
                                 f"127.0.0.1:{self.grpc_port}", self.replicas,
                                 self.grpc_replicas)
         self.nginx_log = tmp / "nginx" / "access.log"
-        self.nginx = Proc(nginx_cmd(nginx, tmp / "nginx", conf), self.nginx_log)
+        self.nginx = LoggedProcess(nginx_cmd(nginx, tmp / "nginx", conf), self.nginx_log)
         self.procs.append(self.nginx)
         self.url = f"http://127.0.0.1:{self.http_port}"
         for replica in self.replicas:

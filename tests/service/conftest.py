@@ -8,19 +8,15 @@ from pathlib import Path
 import pytest
 import tritonclient.http as httpclient
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, serving
 
 
 @pytest.fixture(scope="module")
 def server(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """`rnnserve serve` on the tiny models for one test module (HTTP only)."""
-    proc = ServerProcess(["--models", str(tiny_repo)],
-                         tmp_path_factory.mktemp("server") / "server.log")
-    try:
-        proc.wait_ready()
+    with serving(["--models", str(tiny_repo)],
+                 tmp_path_factory.mktemp("server") / "server.log") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")

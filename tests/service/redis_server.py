@@ -10,13 +10,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.conftest import free_port
+
 REDIS_SERVER = shutil.which("redis-server")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:
@@ -27,6 +23,7 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed")
         self.directory = directory
         self.port = port or free_port()
+        self.port_may_change = port is None  # until first started: then restarts keep it
         # aof: every write fsync'ed to the append-only file before Redis answers, so a killed
         # and restarted Redis has every acknowledged write
         self.persistence = (["--appendonly", "yes", "--appendfsync", "always"] if aof
@@ -47,9 +44,15 @@ class RedisServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if self.port_may_change:  # the free port was taken meanwhile: another one
+                    self.port_may_change = False
+                    self.port = free_port()
+                    self.start(timeout_s)
+                    return
                 raise RuntimeError(f"redis-server exited with {self.process.returncode} on "
                                    f"port {self.port}")
             if self.ping():
+                self.port_may_change = False
                 return
             time.sleep(0.02)
         self.stop()

@@ -11,20 +11,16 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from tests.conftest import COMMITTED_MODELS, ServerProcess
+from tests.conftest import COMMITTED_MODELS, ServerProcess, serving
 
 
 @pytest.fixture(scope="module")
 def fuzzed_server(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory
                   ) -> Iterator[ServerProcess]:
-    server = ServerProcess(["--models", str(tiny_repo), "--max-timesteps", "64",
-                            "--max-total-timesteps", "512"],
-                           tmp_path_factory.mktemp("fuzz") / "server.log")
-    try:
-        server.wait_ready()
+    with serving(["--models", str(tiny_repo), "--max-timesteps", "64",
+                  "--max-total-timesteps", "512"],
+                 tmp_path_factory.mktemp("fuzz") / "server.log") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _openapi() -> dict[str, object]:

@@ -23,35 +23,23 @@ from tritonclient.utils import InferenceServerException
 
 from service.grpc.generated import inference_pb2 as pb
 from service.grpc.generated import inference_pb2_grpc
-from tests.conftest import ServerProcess, free_port
+from tests.conftest import ServerProcess, serving
 
 RNG = np.random.default_rng(23)
 SERVICE = "inference.GRPCInferenceService"
 
 
-class Server(ServerProcess):
-    """The server process with gRPC on a free port of its own."""
-
-    def __init__(self, args: list[str], log_path: Path) -> None:
-        self.grpc_port = free_port()
-        super().__init__([*args, "--grpc-port", str(self.grpc_port)], log_path)
-        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
-
-
 @pytest.fixture(scope="module")
-def server(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[ServerProcess]:
     # more total timesteps than the default, so that a valid request can exceed grpcio's 4 MiB
-    proc = Server(["--models", str(tiny_repo), "--max-total-timesteps", "500000"],
-                  tmp_path_factory.mktemp("grpc") / "log")
-    try:
-        proc.wait_ready()
+    with serving(["--models", str(tiny_repo), "--max-total-timesteps", "500000"],
+                 tmp_path_factory.mktemp("grpc") / "log", grpc=True) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
-def triton(server: Server) -> Iterator[grpcclient.InferenceServerClient]:
+def triton(server: ServerProcess) -> Iterator[grpcclient.InferenceServerClient]:
     client = grpcclient.InferenceServerClient(server.grpc_url)
     yield client
     client.close()
@@ -64,7 +52,7 @@ def make_input(x: np.ndarray, name: str = "input", datatype: str = "FP32"
     return tensor
 
 
-def native(server: Server, model: str, seqs: list[np.ndarray], version: int | None = None
+def native(server: ServerProcess, model: str, seqs: list[np.ndarray], version: int | None = None
            ) -> list[np.ndarray]:
     """POST /v1/models/{m}/predict: one output array per sequence."""
     params = {"version": str(version)} if version else None
@@ -74,7 +62,8 @@ def native(server: Server, model: str, seqs: list[np.ndarray], version: int | No
     return [np.asarray(o, np.float32) for o in r.json()["outputs"]]
 
 
-def v2_http_error(server: Server, model: str, tensors: list[dict[str, Any]]) -> tuple[int, str]:
+def v2_http_error(server: ServerProcess, model: str, tensors: list[dict[str, Any]]
+                  ) -> tuple[int, str]:
     r = httpx.post(f"{server.url}/v2/models/{model}/infer", json={"inputs": tensors})
     return r.status_code, r.json()["error"]
 
@@ -97,7 +86,7 @@ def test_live_and_ready(triton: grpcclient.InferenceServerClient) -> None:
     assert not triton.is_model_ready("no-such-model")
 
 
-def test_server_metadata(triton: grpcclient.InferenceServerClient, server: Server) -> None:
+def test_server_metadata(triton: grpcclient.InferenceServerClient, server: ServerProcess) -> None:
     meta = triton.get_server_metadata(as_json=True)
     http = httpx.get(f"{server.url}/v2").json()
     assert meta["name"] == http["name"] == "rnnserve"
@@ -106,7 +95,7 @@ def test_server_metadata(triton: grpcclient.InferenceServerClient, server: Serve
 
 
 @pytest.mark.parametrize("model", ["tiny-lstm", "tiny-gru", "renamed-gru"])
-def test_model_metadata_equals_http(triton: grpcclient.InferenceServerClient, server: Server,
+def test_model_metadata_equals_http(triton: grpcclient.InferenceServerClient, server: ServerProcess,
                                     model: str) -> None:
     meta = triton.get_model_metadata(model, as_json=True)
     http = httpx.get(f"{server.url}/v2/models/{model}").json()
@@ -117,14 +106,14 @@ def test_model_metadata_equals_http(triton: grpcclient.InferenceServerClient, se
 
 
 def test_model_metadata_of_unknown_model(triton: grpcclient.InferenceServerClient,
-                                         server: Server) -> None:
+                                         server: ServerProcess) -> None:
     err = grpc_error(lambda: triton.get_model_metadata("no-such-model"))
     http = httpx.get(f"{server.url}/v2/models/no-such-model")
     assert err.status() == "StatusCode.NOT_FOUND"
     assert http.status_code == 404 and err.message() == http.json()["error"]
 
 
-def test_health_checking(server: Server) -> None:
+def test_health_checking(server: ServerProcess) -> None:
     with grpc.insecure_channel(server.grpc_url) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         for service in ("", SERVICE):
@@ -142,7 +131,7 @@ def test_health_checking(server: Server) -> None:
         watch.cancel()
 
 
-def test_reflection_describes_the_service(server: Server) -> None:
+def test_reflection_describes_the_service(server: ServerProcess) -> None:
     with grpc.insecure_channel(server.grpc_url) as channel:
         database = ProtoReflectionDescriptorDatabase(channel)
         assert SERVICE in set(database.get_services())
@@ -161,8 +150,8 @@ def test_reflection_describes_the_service(server: Server) -> None:
 
 
 @pytest.mark.parametrize("model", ["tiny-lstm", "tiny-gru", "tiny-rnn"])
-def test_infer_equals_native_predict(triton: grpcclient.InferenceServerClient, server: Server,
-                                     model: str) -> None:
+def test_infer_equals_native_predict(triton: grpcclient.InferenceServerClient,
+                                     server: ServerProcess, model: str) -> None:
     x = RNG.normal(size=(3, 7, 3)).astype(np.float32)
     result = triton.infer(model, [make_input(x)], request_id="req-1")
     np.testing.assert_allclose(result.as_numpy("output"), np.stack(native(server, model, list(x))),
@@ -173,7 +162,7 @@ def test_infer_equals_native_predict(triton: grpcclient.InferenceServerClient, s
     assert response.model_version in ("1", "2")
 
 
-def test_versions(triton: grpcclient.InferenceServerClient, server: Server) -> None:
+def test_versions(triton: grpcclient.InferenceServerClient, server: ServerProcess) -> None:
     x = RNG.normal(size=(1, 5, 3)).astype(np.float32)
     for version in (1, 2):
         result = triton.infer("tiny-lstm", [make_input(x)], model_version=str(version))
@@ -194,7 +183,8 @@ def test_requested_outputs_subset(triton: grpcclient.InferenceServerClient) -> N
     np.testing.assert_array_equal(only.as_numpy("output"), full.as_numpy("output"))
 
 
-def test_explicit_state_inputs(triton: grpcclient.InferenceServerClient, server: Server) -> None:
+def test_explicit_state_inputs(triton: grpcclient.InferenceServerClient,
+                               server: ServerProcess) -> None:
     seq = RNG.normal(size=(6, 3)).astype(np.float32)
     first = triton.infer("tiny-gru", [make_input(seq[None, :4])])
     second = triton.infer("tiny-gru", [make_input(seq[None, 4:]),
@@ -204,7 +194,7 @@ def test_explicit_state_inputs(triton: grpcclient.InferenceServerClient, server:
 
 
 def test_messages_above_grpcio_default_limit(triton: grpcclient.InferenceServerClient,
-                                             server: Server) -> None:
+                                             server: ServerProcess) -> None:
     x = RNG.normal(size=(100, 4000, 3)).astype(np.float32)  # 4.8 MB > grpcio's 4 MiB
     result = triton.infer("tiny-gru", [make_input(x)])
     assert result.as_numpy("output").shape == (100, 4000, 1)
@@ -215,7 +205,7 @@ def test_messages_above_grpcio_default_limit(triton: grpcclient.InferenceServerC
     assert err.status() == "StatusCode.RESOURCE_EXHAUSTED"
 
 
-def test_typed_fp32_contents(server: Server) -> None:
+def test_typed_fp32_contents(server: ServerProcess) -> None:
     """contents.fp32_contents instead of raw bytes, through rnnserve's own stubs."""
     import asyncio
 
@@ -250,7 +240,7 @@ def test_typed_fp32_contents(server: Server) -> None:
 
 
 def test_unknown_model_is_not_found(triton: grpcclient.InferenceServerClient,
-                                    server: Server) -> None:
+                                    server: ServerProcess) -> None:
     x = np.zeros((1, 2, 3), np.float32)
     err = grpc_error(lambda: triton.infer("no-such-model", [make_input(x)]))
     status, message = v2_http_error(server, "no-such-model", [
@@ -269,7 +259,7 @@ def test_unknown_model_is_not_found(triton: grpcclient.InferenceServerClient,
         (np.zeros((1, 10_001, 3), np.float32), "input", "FP32", "RESOURCE_EXHAUSTED", 413),
     ],
 )
-def test_bad_input_same_as_http(triton: grpcclient.InferenceServerClient, server: Server,
+def test_bad_input_same_as_http(triton: grpcclient.InferenceServerClient, server: ServerProcess,
                                 x: np.ndarray, name: str, datatype: str, code: str,
                                 http_status: int) -> None:
     err = grpc_error(lambda: triton.infer("tiny-lstm", [make_input(x, name, datatype)]))
@@ -314,14 +304,14 @@ def run_sequence(triton: grpcclient.InferenceServerClient, model: str, sequence_
 @pytest.mark.parametrize("sequence_id", [7, 2**62 + 5, "device-42"])
 @pytest.mark.parametrize("model", ["tiny-lstm", "tiny-gru"])
 def test_sequence_equals_whole_prediction(triton: grpcclient.InferenceServerClient,
-                                          server: Server, model: str,
+                                          server: ServerProcess, model: str,
                                           sequence_id: int | str) -> None:
     seq = RNG.normal(size=(15, 3)).astype(np.float32)
     got = run_sequence(triton, model, sequence_id, seq, [1, 5, 2, 7])
     np.testing.assert_allclose(got, native(server, model, [seq])[0], atol=1e-5)
 
 
-def test_sequence_errors(triton: grpcclient.InferenceServerClient, server: Server) -> None:
+def test_sequence_errors(triton: grpcclient.InferenceServerClient, server: ServerProcess) -> None:
     x = [make_input(np.zeros((1, 1, 3), np.float32))]
     err = grpc_error(lambda: triton.infer("tiny-gru", x, sequence_id=4242))
     assert err.status() == "StatusCode.INVALID_ARGUMENT"
@@ -335,7 +325,7 @@ def test_sequence_errors(triton: grpcclient.InferenceServerClient, server: Serve
 
 
 def test_sequence_moves_between_grpc_and_http(triton: grpcclient.InferenceServerClient,
-                                              server: Server) -> None:
+                                              server: ServerProcess) -> None:
     """One session behind both transports: start over gRPC, step over HTTP v2, end over gRPC
     (and the same the other way round, with a string id)."""
     for sequence_id in (31337, "moving-sequence"):
@@ -357,7 +347,7 @@ def test_sequence_moves_between_grpc_and_http(triton: grpcclient.InferenceServer
 
 
 def test_sequence_started_over_http_continues_over_grpc(
-    triton: grpcclient.InferenceServerClient, server: Server
+    triton: grpcclient.InferenceServerClient, server: ServerProcess
 ) -> None:
     seq = RNG.normal(size=(5, 3)).astype(np.float32)
     body = {"parameters": {"sequence_id": 9001, "sequence_start": True},
@@ -389,7 +379,7 @@ class Responses:
 
 
 @pytest.fixture
-def stream(server: Server) -> Iterator[tuple[grpcclient.InferenceServerClient, Responses]]:
+def stream(server: ServerProcess) -> Iterator[tuple[grpcclient.InferenceServerClient, Responses]]:
     client = grpcclient.InferenceServerClient(server.grpc_url)
     responses = Responses()
     client.start_stream(callback=responses)
@@ -399,7 +389,7 @@ def stream(server: Server) -> Iterator[tuple[grpcclient.InferenceServerClient, R
 
 
 def test_stream_many_interleaved_sequences(
-    stream: tuple[grpcclient.InferenceServerClient, Responses], server: Server
+    stream: tuple[grpcclient.InferenceServerClient, Responses], server: ServerProcess
 ) -> None:
     """40 sequences (int and string ids, two models) interleaved on one stream, in chunks of
     different sizes, all sent before any answer is read; each equals its whole prediction."""
@@ -432,7 +422,7 @@ def test_stream_many_interleaved_sequences(
 
 
 def test_stream_error_is_in_band_and_the_stream_goes_on(
-    stream: tuple[grpcclient.InferenceServerClient, Responses], server: Server
+    stream: tuple[grpcclient.InferenceServerClient, Responses], server: ServerProcess
 ) -> None:
     client, responses = stream
     seq = RNG.normal(size=(6, 3)).astype(np.float32)
@@ -457,7 +447,7 @@ def test_stream_error_is_in_band_and_the_stream_goes_on(
 
 
 def test_stream_stateless_requests(stream: tuple[grpcclient.InferenceServerClient, Responses],
-                                   server: Server) -> None:
+                                   server: ServerProcess) -> None:
     client, responses = stream
     xs = [RNG.normal(size=(2, 3, 3)).astype(np.float32) for _ in range(8)]
     for i, x in enumerate(xs):
@@ -469,7 +459,7 @@ def test_stream_stateless_requests(stream: tuple[grpcclient.InferenceServerClien
                                    np.stack(native(server, "tiny-gru", list(x))), atol=1e-5)
 
 
-def test_server_log_is_clean(server: Server) -> None:
+def test_server_log_is_clean(server: ServerProcess) -> None:
     """Runs last in this module: nothing above made the gRPC adapter fail unexpectedly."""
     log = server.log()
     assert "gRPC listening on " + server.grpc_url in log

@@ -14,20 +14,16 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, serving
 
 RNG = np.random.default_rng(3)
 
 
 @pytest.fixture(scope="module")
 def server(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(["--models", str(tiny_repo), "--max-body-bytes", "65536"],
-                         tmp_path_factory.mktemp("ws") / "server.log")
-    try:
-        proc.wait_ready()
+    with serving(["--models", str(tiny_repo), "--max-body-bytes", "65536"],
+                 tmp_path_factory.mktemp("ws") / "server.log") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def ws_url(server: ServerProcess, model: str, query: str = "") -> str:

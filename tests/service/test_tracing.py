@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, ServerProcess, free_port
+from tests.conftest import ROOT, free_port, serving
 
 trace_service = pytest.importorskip(
     "opentelemetry.proto.collector.trace.v1.trace_service_pb2",
@@ -76,11 +76,9 @@ def test_requests_and_batches_become_spans(collector: Collector, tiny_repo: Path
                                            tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")  # export every 0.1 s, not 5 s
-    server = ServerProcess(["--models", str(tiny_repo), "--otel-endpoint",
-                            f"http://127.0.0.1:{collector.port}/v1/traces"],
-                           tmp_path / "server.log")
-    try:
-        server.wait_ready()
+    endpoint = f"http://127.0.0.1:{collector.port}/v1/traces"
+    with serving(["--models", str(tiny_repo), "--otel-endpoint", endpoint],
+                 tmp_path / "server.log") as server:
         r = httpx.post(server.url + "/v1/models/tiny-gru/predict",
                        json={"inputs": [[[1.0, 2.0, 3.0]] * 4] * 3},
                        headers={"X-Request-Id": "trace-me"})
@@ -91,8 +89,6 @@ def test_requests_and_batches_become_spans(collector: Collector, tiny_repo: Path
         assert span["rnnserve.model"] == "tiny-gru"
         batch = collector.wait_for(lambda s: s["name"] == "batch tiny-gru")
         assert batch["rnnserve.rows"] == 3
-    finally:
-        server.stop()
 
 
 def test_tracing_is_off_by_default() -> None:
