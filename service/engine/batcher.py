@@ -15,7 +15,9 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -47,6 +49,46 @@ class JobResult:
     errors: list[RnnServeError | None] | None = None
 
 
+class Completion(Protocol):
+    """How a job's outcome reaches its caller: an asyncio.Future for `submit`, a
+    CallbackCompletion for `enqueue`."""
+
+    def done(self) -> bool: ...
+    def set_result(self, result: JobResult, /) -> None: ...
+    def set_exception(self, exc: BaseException, /) -> None: ...
+
+
+class CallbackCompletion:
+    """Calls back from the batch's own completion instead of waking an awaiting task: a caller
+    with hundreds of one-step messages in flight (the direct WebSocket stream) saves a future,
+    a task switch and a coroutine frame per step. A callback that raises is logged; it never
+    fails the batch's other rows."""
+
+    __slots__ = ("_callback", "_done")
+
+    def __init__(self, callback: Callable[[JobResult | BaseException], None]) -> None:
+        self._callback = callback
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def _call(self, outcome: JobResult | BaseException) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._callback(outcome)
+        except Exception:
+            log.exception("a job's completion callback failed")
+
+    def set_result(self, result: JobResult, /) -> None:
+        self._call(result)
+
+    def set_exception(self, exc: BaseException, /) -> None:
+        self._call(exc)
+
+
 @dataclass(eq=False)
 class Job:
     """Rows that run together: stateless sequences of one length with optional initial states
@@ -58,7 +100,7 @@ class Job:
     owners: list[str | None] | None = None  # per row; None: no ownership check
     step_ids: list[str | None] | None = None  # per row: the client's idempotency keys
     initial: dict[str, np.ndarray] | None = None
-    future: asyncio.Future[JobResult] = field(init=False)
+    future: Completion = field(init=False)
     enqueued: float = field(default_factory=time.perf_counter)
 
     @property
@@ -104,18 +146,28 @@ class Batcher:
 
     async def submit(self, job: Job) -> JobResult:
         """Queue a job and wait for its rows of the result."""
+        future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
+        job.future = future
+        self._admit(job)
+        return await future
+
+    def enqueue(self, job: Job, on_done: Callable[[JobResult | BaseException], None]) -> None:
+        """Queue a job whose outcome (its rows of the result, or the error) goes to `on_done`,
+        called from the event loop. Raises Unavailable at once when the queue is full."""
+        job.future = CallbackCompletion(on_done)
+        self._admit(job)
+
+    def _admit(self, job: Job) -> None:
         if self._closing:
             raise Unavailable("the server is shutting down", retry_after_s=1)
         if self._queued_rows + job.rows > self.options.max_queue:
             raise Unavailable(f"model {self.runner.name!r} has {self._queued_rows} rows waiting "
                               f"(limit {self.options.max_queue}); retry shortly",
                               retry_after_s=1)
-        job.future = asyncio.get_running_loop().create_future()
         self._queue.append(job)
         self._queued_rows += job.rows
         self._idle.clear()
         self._wake.set()
-        return await job.future
 
     async def close(self) -> None:
         """Finish what is queued and in flight, then stop the loop."""

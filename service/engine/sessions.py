@@ -11,17 +11,18 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.engine.batcher import Job
+from service.engine.batcher import Job, JobResult
 from service.engine.runner import Runner
 from service.engine.state import SessionRecord, StateStore
 from service.engine.tensors import check_state, require_finite, require_sequence
 from service.errors import (
+    InferenceFailed,
     InvalidInput,
     PayloadTooLarge,
     QuotaExceeded,
@@ -165,21 +166,56 @@ class Sessions:
         return await self._run_step(runner, session_id, self.check_step_input(runner, x),
                                     owner, step_id)
 
-    async def _run_step(self, runner: Runner, session_id: str, x3: np.ndarray, owner: str,
-                        step_id: str | None = None) -> StepResult:
-        """Run checked timesteps [1, time, features] through the session's batcher."""
-        if step_id is not None:
-            if not isinstance(step_id, str) or not 0 < len(step_id) <= 128:
-                raise InvalidInput("step_id must be a string of 1 to 128 characters")
-            replayed = await self._store.replay(session_id, step_id, owner)
-            if replayed is not None:
-                return StepResult(replayed[0], replayed[1], {})
+    def step_soon(self, runner: Runner, session_id: str, x: np.ndarray, *, owner: str,
+                  step_id: str | None,
+                  done: Callable[[StepResult | RnnServeError], None]) -> None:
+        """`step_on` for a caller that keeps many steps in flight without a task each (the
+        direct WebSocket stream): checks now (raising InvalidInput and the like at once), then
+        queues the step; `done` gets the result or the row's error, from the event loop, and
+        steps queued from one caller apply in the order queued. A step id is honoured by the
+        store as the step is written (a repeat of the session's latest step id is replayed,
+        not applied twice)."""
+        x3 = self.check_step_input(runner, x)
+        self._check_step_id(step_id)
+
+        def finished(outcome: JobResult | BaseException) -> None:
+            if isinstance(outcome, RnnServeError):
+                done(outcome)
+            elif isinstance(outcome, BaseException):
+                done(InferenceFailed(f"the step failed: {outcome}"))
+            else:
+                try:
+                    done(self._one_row(outcome))
+                except RnnServeError as exc:
+                    done(exc)
+
         job = Job(x3, sessions=[session_id], owners=[owner], step_ids=[step_id])
-        result = await self._engine.batcher(runner).submit(job)
+        self._engine.batcher(runner).enqueue(job, finished)
+
+    @staticmethod
+    def _check_step_id(step_id: object) -> None:
+        if step_id is not None and (not isinstance(step_id, str)
+                                    or not 0 < len(step_id) <= 128):
+            raise InvalidInput("step_id must be a string of 1 to 128 characters")
+
+    @staticmethod
+    def _one_row(result: JobResult) -> StepResult:
+        """A one-session job's result, or its row's error raised."""
         assert result.steps is not None and result.errors is not None
         if result.errors[0] is not None:
             raise result.errors[0]
         return StepResult(result.y[0], result.steps[0], result.states)
+
+    async def _run_step(self, runner: Runner, session_id: str, x3: np.ndarray, owner: str,
+                        step_id: str | None = None) -> StepResult:
+        """Run checked timesteps [1, time, features] through the session's batcher."""
+        self._check_step_id(step_id)
+        if step_id is not None:  # a retry answers from the record, without a run
+            replayed = await self._store.replay(session_id, step_id, owner)
+            if replayed is not None:
+                return StepResult(replayed[0], replayed[1], {})
+        job = Job(x3, sessions=[session_id], owners=[owner], step_ids=[step_id])
+        return self._one_row(await self._engine.batcher(runner).submit(job))
 
     async def step_many(
         self, model: str, ids: list[str], inputs: np.ndarray | list[np.ndarray | RnnServeError],

@@ -7,30 +7,38 @@ and the connection and the state survive. `?session_id=` attaches to an existing
 client reconnects after a dropped connection without losing state; the session outlives the
 connection until deleted or idle past its timeout.
 
-Backpressure: a connection's messages are handled one at a time, and uvicorn stops reading
-from the socket when `ws_max_queue` messages wait, so a client that sends faster than it reads
-slows down instead of growing the server's memory."""
+Under `rnnserve serve` the stream runs in direct mode (service/http/ws_protocol.py): each
+message is checked and queued on the model's batcher from the socket's read callback, and its
+reply is written from the batch's completion, in message order, with no task or future per
+step. A client may pipeline: up to `ws_max_queue` messages are in flight per connection, then
+the server stops reading from its socket until replies catch up (backpressure), so a client
+that sends faster than it reads slows down instead of growing the server's memory. Under any
+other ASGI server (tests' in-process client) the same messages take the plain ASGI path, one
+at a time, with the same replies."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import deque
+from functools import partial
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from service.engine.runner import Runner
+from service.engine.sessions import Sessions, StepResult
 from service.engine.tensors import to_float32
 from service.errors import InvalidInput, RnnServeError
 from service.http.common import engine_of, owner_of, session_body
+from service.http.ws_protocol import DIRECT, DirectChannel
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
 
 _FIELDS = {"inputs", "id", "step_id"}
 
 
-def _parse(message: Mapping[str, Any]) -> tuple[Any, Any, Any]:
-    """A text frame → (inputs array, id to echo, step id)."""
-    text = message.get("text")
+def parse_message(text: str | None) -> tuple[Any, Any, Any]:
+    """A text message → (inputs array, id to echo, step id); InvalidInput says what is wrong."""
     if text is None:
         raise InvalidInput('binary frames are not supported: send JSON text {"inputs": [[...]]}')
     try:
@@ -39,16 +47,103 @@ def _parse(message: Mapping[str, Any]) -> tuple[Any, Any, Any]:
         raise InvalidInput(f"malformed JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidInput('each message must be a JSON object {"inputs": [[f, ...], ...]}')
-    unknown = sorted(set(body) - _FIELDS)
+    unknown = body.keys() - _FIELDS
     if unknown:
-        raise InvalidInput(f"unknown field(s) {unknown}; a message takes {sorted(_FIELDS)}")
+        raise InvalidInput(f"unknown field(s) {sorted(unknown)}; a message takes "
+                           f"{sorted(_FIELDS)}")
     if "inputs" not in body:
         raise InvalidInput('"inputs" is missing: {"inputs": [[f, ...], ...]}')
     return to_float32(body["inputs"], "inputs"), body.get("id"), body.get("step_id")
 
 
-def _dumps(payload: dict[str, Any]) -> str:
-    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+def encode_reply(outcome: StepResult | RnnServeError, message_id: Any) -> bytes:
+    """{"outputs", "steps"} or {"error", "status"}, with the message's "id" when it had one."""
+    reply: dict[str, Any]
+    if isinstance(outcome, RnnServeError):
+        reply = {"error": outcome.message, "status": outcome.http_status}
+    else:
+        reply = {"outputs": outcome.outputs, "steps": outcome.steps}
+    if message_id is not None:
+        reply["id"] = message_id
+    return orjson.dumps(reply, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _text(payload: dict[str, Any]) -> str:
+    return orjson.dumps(payload).decode()
+
+
+class DirectStream:
+    """One connection's steps in direct mode. Replies wait in `_replies` in message order
+    (a slot is None until its step finishes) and leave from the front as soon as they are
+    ready, so a fast step never overtakes a slow one."""
+
+    def __init__(self, channel: DirectChannel, sessions: Sessions, runner: Runner,
+                 session_id: str, owner: str, max_in_flight: int) -> None:
+        self._channel = channel
+        self._sessions = sessions
+        self._runner = runner
+        self._session_id = session_id
+        self._owner = owner
+        self._max_in_flight = max_in_flight
+        self._replies: deque[list[bytes | None]] = deque()
+        self._paused = False
+
+    async def run(self) -> None:
+        self._channel.attach(self._on_text, self._on_close)
+        await self._channel.closed
+
+    def _on_text(self, text: str | None) -> None:
+        slot: list[bytes | None] = [None]
+        self._replies.append(slot)
+        message_id = None
+        try:
+            inputs, message_id, step_id = parse_message(text)
+            self._sessions.step_soon(
+                self._runner, self._session_id, inputs, owner=self._owner, step_id=step_id,
+                done=partial(self._answer, slot, message_id=message_id))
+        except RnnServeError as exc:
+            self._answer(slot, exc, message_id)
+            return
+        if len(self._replies) >= self._max_in_flight and not self._paused:
+            self._paused = True
+            self._channel.pause_reading()
+
+    def _answer(self, slot: list[bytes | None], outcome: StepResult | RnnServeError,
+                message_id: Any) -> None:
+        slot[0] = encode_reply(outcome, message_id)
+        replies = self._replies
+        while replies and (ready := replies[0][0]) is not None:
+            replies.popleft()
+            if not self._channel.send_text(ready):
+                replies.clear()  # the connection is gone; its steps still applied
+                return
+        if self._paused and len(replies) < self._max_in_flight:
+            self._paused = False
+            self._channel.resume_reading()
+
+    def _on_close(self) -> None:
+        self._replies.clear()
+
+
+async def _asgi_loop(websocket: WebSocket, sessions: Sessions, runner: Runner,
+                     session_id: str, owner: str) -> None:
+    """The plain ASGI path: one message at a time."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        outcome: StepResult | RnnServeError
+        message_id = None
+        try:
+            inputs, message_id, step_id = parse_message(message.get("text"))
+            outcome = await sessions.step_on(runner, session_id, inputs, owner=owner,
+                                             step_id=step_id)
+        except RnnServeError as exc:
+            outcome = exc
+        try:
+            await websocket.send_text(encode_reply(outcome, message_id).decode())
+        except (WebSocketDisconnect, RuntimeError):
+            return
 
 
 @router.websocket("/models/{model}/stream")
@@ -57,41 +152,23 @@ async def stream(websocket: WebSocket, model: str, session_id: str | None = None
     engine = engine_of(websocket)
     owner = owner_of(websocket)
     await websocket.accept()
+    sessions = engine.sessions
     try:
-        sessions = engine.sessions
         if session_id:
             record = await sessions.describe(session_id, owner=owner)
             if record.model != model:
                 raise InvalidInput(f"session {session_id!r} belongs to model {record.model!r}")
         else:
             record = await sessions.create(model, version=version, owner=owner)
-    except RnnServeError as exc:
-        await websocket.send_text(_dumps({"error": exc.message, "status": exc.http_status}))
-        await websocket.close(code=1008 if exc.http_status < 500 else 1011)
-        return
-    await websocket.send_text(_dumps(session_body(record)))
-    sid = record.id
-    try:
         runner = sessions.runner_of(record)  # resolved once: steps need no lookup first
     except RnnServeError as exc:
-        await websocket.send_text(_dumps({"error": exc.message, "status": exc.http_status}))
-        await websocket.close(code=1011)
+        await websocket.send_text(_text({"error": exc.message, "status": exc.http_status}))
+        await websocket.close(code=1008 if exc.http_status < 500 else 1011)
         return
-    while True:
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        reply: dict[str, Any]
-        message_id = None
-        try:
-            inputs, message_id, step_id = _parse(message)
-            result = await sessions.step_on(runner, sid, inputs, owner=owner, step_id=step_id)
-            reply = {"outputs": result.outputs, "steps": result.steps}
-        except RnnServeError as exc:
-            reply = {"error": exc.message, "status": exc.http_status}
-        if message_id is not None:
-            reply["id"] = message_id
-        try:
-            await websocket.send_text(_dumps(reply))
-        except (WebSocketDisconnect, RuntimeError):
-            return
+    await websocket.send_text(_text(session_body(record)))
+    channel = websocket.scope.get("extensions", {}).get(DIRECT)
+    if isinstance(channel, DirectChannel):
+        max_in_flight = engine.settings.ws_max_queue
+        await DirectStream(channel, sessions, runner, record.id, owner, max_in_flight).run()
+    else:
+        await _asgi_loop(websocket, sessions, runner, record.id, owner)
