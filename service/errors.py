@@ -78,6 +78,11 @@ class Unavailable(RnnServeError):
     grpc_code = "UNAVAILABLE"
 
 
+class StepConflict(Unavailable):
+    """Another writer (replica) changed the session between this step's read and write; the
+    step was not applied and may simply run again."""
+
+
 class InferenceFailed(RnnServeError):
     http_status = 500
     grpc_code = "INTERNAL"

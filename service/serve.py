@@ -157,6 +157,7 @@ async def _serve(engine: Engine, settings: Settings) -> int:
     # it, which took tens of milliseconds and showed as the stream's p99.
     gc.collect()
     gc.freeze()
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     try:
         await DrainingServer(config, engine, settings.shutdown_delay_s).serve()
     finally:

@@ -36,6 +36,14 @@ class Settings(BaseSettings):
     inference_workers: int = Field(
         2, ge=1, description="ONNX Runtime runs that may overlap (worker threads)."
     )
+    gil_switch_interval_ms: float = Field(
+        1.0,
+        gt=0,
+        description="How long Python lets one thread hold the GIL while another waits "
+        "(Python's default: 5). A worker thread whose ONNX Runtime run has finished waits this "
+        "long at most for the busy event loop to hand it the GIL; shorter returns batches "
+        "sooner.",
+    )
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above)."
     )

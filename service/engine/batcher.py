@@ -23,7 +23,7 @@ import numpy as np
 
 from service.engine.runner import Runner, Tensors
 from service.engine.state import StateLayout, StateStore
-from service.errors import RnnServeError, Unavailable
+from service.errors import RnnServeError, StepConflict, Unavailable
 from service.metrics import Metrics
 from service.tracing import Tracing
 
@@ -323,8 +323,8 @@ class Batcher:
                 if any(conflict) and job.rows == 1:  # another replica stepped it: run again
                     retry.append(job)
                     continue
-                errors = [e or (Unavailable("the session changed during this step (another "
-                                            "replica); retry it", retry_after_s=0) if c else None)
+                errors = [e or (StepConflict("the session changed during this step (another "
+                                             "replica); retry it", retry_after_s=0) if c else None)
                           for e, c in zip(written.errors[rows], conflict, strict=True)]
                 replayed = written.replayed[rows]
                 if any(r is not None for r in replayed):

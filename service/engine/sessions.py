@@ -12,17 +12,16 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from service.engine.batcher import Job, JobResult
 from service.engine.runner import Runner
 from service.engine.state import SessionRecord, StateStore
-from service.engine.tensors import check_state, require_finite, require_sequence
+from service.engine.step_collector import PendingStep, StepCollector
+from service.engine.tensors import check_state, require_finite, require_sequence, to_float32
 from service.errors import (
-    InferenceFailed,
     InvalidInput,
     PayloadTooLarge,
     QuotaExceeded,
@@ -37,10 +36,9 @@ if TYPE_CHECKING:
 SequenceId = int | str
 
 
-@dataclass(frozen=True)
-class StepResult:
+class StepResult(NamedTuple):
     """A step's outputs [time, out], the session's timesteps after it, and its state
-    [layers, 1, hidden] (empty for a replayed step)."""
+    [layers, 1, hidden] (empty for a replayed step). A tuple: made for every streamed step."""
 
     outputs: np.ndarray
     steps: int
@@ -89,6 +87,7 @@ class Sessions:
     def __init__(self, engine: Engine, store: StateStore) -> None:
         self._engine = engine
         self._store = store
+        self._collectors: dict[tuple[str, int], StepCollector] = {}
 
     @property
     def store(self) -> StateStore:
@@ -166,31 +165,31 @@ class Sessions:
         return await self._run_step(runner, session_id, self.check_step_input(runner, x),
                                     owner, step_id)
 
-    def step_soon(self, runner: Runner, session_id: str, x: np.ndarray, *, owner: str,
+    def step_soon(self, runner: Runner, session_id: str, inputs: Any, *, owner: str,
                   step_id: str | None,
                   done: Callable[[StepResult | RnnServeError], None]) -> None:
         """`step_on` for a caller that keeps many steps in flight without a task each (the
-        direct WebSocket stream): checks now (raising InvalidInput and the like at once), then
-        queues the step; `done` gets the result or the row's error, from the event loop, and
-        steps queued from one caller apply in the order queued. A step id is honoured by the
-        store as the step is written (a repeat of the session's latest step id is replayed,
-        not applied twice)."""
-        x3 = self.check_step_input(runner, x)
+        direct WebSocket stream), with `inputs` as they came off the wire (nested lists):
+        the step joins its model version's StepCollector, which converts and checks the
+        steps of one event-loop turn together. `done` gets the result or the step's own error
+        (a bad step never fails another), from the event loop; steps of one session apply in
+        the order given. A step id is honoured as the step is written: a repeat of the
+        session's latest step id is replayed, not applied twice."""
         self._check_step_id(step_id)
+        self._collector(runner).add(PendingStep(session_id, owner, inputs, step_id, done))
 
-        def finished(outcome: JobResult | BaseException) -> None:
-            if isinstance(outcome, RnnServeError):
-                done(outcome)
-            elif isinstance(outcome, BaseException):
-                done(InferenceFailed(f"the step failed: {outcome}"))
-            else:
-                try:
-                    done(self._one_row(outcome))
-                except RnnServeError as exc:
-                    done(exc)
-
-        job = Job(x3, sessions=[session_id], owners=[owner], step_ids=[step_id])
-        self._engine.batcher(runner).enqueue(job, finished)
+    def _collector(self, runner: Runner) -> StepCollector:
+        batcher = self._engine.batcher(runner)
+        key = (runner.name, runner.version)
+        collector = self._collectors.get(key)
+        if collector is None or collector.batcher is not batcher:
+            collector = StepCollector(
+                runner, batcher, self._engine.settings.max_step_timesteps,
+                check_one=lambda value: self.check_step_input(runner,
+                                                              to_float32(value, "inputs")),
+                make_result=lambda outputs, steps: StepResult(outputs, steps, {}))
+            self._collectors[key] = collector
+        return collector
 
     @staticmethod
     def _check_step_id(step_id: object) -> None:

@@ -38,13 +38,16 @@ _FIELDS = {"inputs", "id", "step_id"}
 
 
 def parse_message(text: str | None) -> tuple[Any, Any, Any]:
-    """A text message → (inputs array, id to echo, step id); InvalidInput says what is wrong."""
+    """A text message → (inputs as sent, id to echo, step id); InvalidInput says what is
+    wrong. The inputs are converted and checked by the engine."""
     if text is None:
         raise InvalidInput('binary frames are not supported: send JSON text {"inputs": [[...]]}')
     try:
         body = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"malformed JSON: {exc}") from None
+    if type(body) is dict and len(body) == 1 and "inputs" in body:  # the usual message
+        return body["inputs"], None, None
     if not isinstance(body, dict):
         raise InvalidInput('each message must be a JSON object {"inputs": [[f, ...], ...]}')
     unknown = body.keys() - _FIELDS
@@ -53,7 +56,7 @@ def parse_message(text: str | None) -> tuple[Any, Any, Any]:
                            f"{sorted(_FIELDS)}")
     if "inputs" not in body:
         raise InvalidInput('"inputs" is missing: {"inputs": [[f, ...], ...]}')
-    return to_float32(body["inputs"], "inputs"), body.get("id"), body.get("step_id")
+    return body["inputs"], body.get("id"), body.get("step_id")
 
 
 def encode_reply(outcome: StepResult | RnnServeError, message_id: Any) -> bytes:
@@ -136,7 +139,8 @@ async def _asgi_loop(websocket: WebSocket, sessions: Sessions, runner: Runner,
         message_id = None
         try:
             inputs, message_id, step_id = parse_message(message.get("text"))
-            outcome = await sessions.step_on(runner, session_id, inputs, owner=owner,
+            outcome = await sessions.step_on(runner, session_id, to_float32(inputs, "inputs"),
+                                             owner=owner,
                                              step_id=step_id)
         except RnnServeError as exc:
             outcome = exc

@@ -138,10 +138,20 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
             if first in (0x81, 0x82) and second & 0x80 and not self._in_fragmented_message:
                 masking = pos + header
                 payload = apply_mask(inbox[masking + 4:end], inbox[masking:masking + 4])
-                self.frames = [payload]
-                self.curr_msg_data_type = "text" if first == 0x81 else "bytes"
                 pos = end
-                self.send_receive_event_to_app()
+                on_text = self.direct.on_text if self.direct is not None else None
+                if on_text is not None and first == 0x81 and not self.close_sent:
+                    try:
+                        text = payload.decode()
+                    except UnicodeDecodeError:
+                        self.frames, self.curr_msg_data_type = [payload], "text"
+                        self.send_receive_event_to_app()  # closes with 1007
+                        continue
+                    on_text(text)
+                else:
+                    self.frames = [payload]
+                    self.curr_msg_data_type = "text" if first == 0x81 else "bytes"
+                    self.send_receive_event_to_app()
             else:
                 opcode, fin = first & 0x0F, first & 0x80
                 if opcode in (1, 2) and not fin:

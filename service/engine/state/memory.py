@@ -356,15 +356,18 @@ class MemoryStateStore:
         slab = self._slabs[slab_no]
         n = len(slots)
         ok = np.array([e is None for e in gathered.errors], np.bool_)
+        holders = [slab.ids[slot] if error is None else None
+                   for slot, error in zip(slots.tolist(), gathered.errors, strict=True)]
+        if holders != gathered.ids:  # some were deleted while their step ran
+            ok &= np.array([a == b for a, b in zip(holders, gathered.ids, strict=True)],
+                           np.bool_)
         replayed: list[tuple[np.ndarray, int] | None] = [None] * n
-        for i in np.flatnonzero(ok).tolist():
-            if slab.ids[slots[i]] != gathered.ids[i]:  # deleted while its step ran
-                ok[i] = False
-                continue
-            step_id = step_ids[i]
-            last = self._last.get(gathered.ids[i]) if step_id is not None else None
-            if last is not None and last[0] == step_id:  # applied already: do not repeat
-                replayed[i] = (last[1], last[2])
+        if any(step_ids):
+            for i in np.flatnonzero(ok).tolist():
+                step_id = step_ids[i]
+                last = self._last.get(gathered.ids[i]) if step_id is not None else None
+                if last is not None and last[0] == step_id:  # applied already: not again
+                    replayed[i] = (last[1], last[2])
         # reset (or recreated) while its step ran: the step came first, so its outputs stand
         # and the reset's state stays
         write = ok & (slab.generation[slots] == generations)
@@ -383,10 +386,10 @@ class MemoryStateStore:
                                                    int(slab.steps[slots[i]]))
                 else:
                     self._last.pop(gathered.ids[i], None)
-        errors: list[RnnServeError | None] = [
-            None if ok[i] else (gathered.errors[i] or SessionNotFound(
-                f"session {gathered.ids[i]!r} was deleted or reset during its step"))
-            for i in range(n)]
+        errors: list[RnnServeError | None] = [None] * n
+        for i in np.flatnonzero(~ok).tolist():
+            errors[i] = gathered.errors[i] or SessionNotFound(
+                f"session {gathered.ids[i]!r} was deleted or reset during its step")
         return Written(slab.steps[slots].tolist(), [False] * n, errors, replayed)
 
     async def owned_sessions(self, owner: str) -> int:
