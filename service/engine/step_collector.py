@@ -7,9 +7,10 @@ they become one job of many sessions, converted from JSON lists and checked as o
 way a gateway request is. The batcher still decides when and with what else it runs.
 
 Order: a session has at most one collected step in flight; its later steps wait here, in
-arrival order, until that one is answered. Items that do not fit the common shape (ragged
-inputs, a different number of timesteps, non-numbers) fall back to a job each, checked one by
-one, so each gets its own precise error and no item fails its neighbours."""
+arrival order, until that one is answered. Steps with different numbers of
+timesteps form one job per length. Items that fit no shape (ragged, empty, wrong width) or hold
+non-numbers fall back to a job each, checked one by one, so each gets its own precise error
+and no item fails its neighbours."""
 
 from __future__ import annotations
 
@@ -93,6 +94,15 @@ class StepCollector:
 
     def _submit(self, steps: list[PendingStep]) -> None:
         x, odd = self._as_array(steps)
+        if x is None and len(steps) > 1:  # not one shape: a job per number of timesteps
+            by_length: dict[int, list[PendingStep]] = {}
+            for step in steps:
+                length = len(step.inputs) if isinstance(step.inputs, list) else -1
+                by_length.setdefault(length, []).append(step)
+            if len(by_length) > 1:
+                for group in by_length.values():
+                    self._submit(group)
+                return
         if odd:  # the items that need a check of their own, each its own job
             for i in sorted(odd):
                 self._submit_one(steps[i])

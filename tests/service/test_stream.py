@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -124,3 +124,40 @@ async def test_fast_sender_gets_every_reply_in_order(server: ServerProcess) -> N
         steps = [json.loads(await ws.recv())["steps"] for _ in range(300)]
         await sender
     assert steps == list(range(1, 301))
+
+
+async def test_any_asgi_server_gets_the_same_stream(
+    make_client: Callable[..., Awaitable[httpx.AsyncClient]],
+) -> None:
+    """Without rnnserve's WebSocket protocol (another ASGI server, no direct channel in the
+    scope), the stream takes the plain ASGI path: the same hello, replies and errors."""
+    client = await make_client()
+    app = client._transport.app  # type: ignore[attr-defined]
+    seq = RNG.normal(size=(4, 3)).astype(np.float32)
+    inbox: asyncio.Queue[dict] = asyncio.Queue()
+    for message in ([{"type": "websocket.connect"}]
+                    + [{"type": "websocket.receive",
+                        "text": json.dumps({"inputs": seq[t:t + 1].tolist(), "id": t})}
+                       for t in range(4)]
+                    + [{"type": "websocket.receive", "bytes": b"\x00"},
+                       {"type": "websocket.disconnect", "code": 1000}]):
+        inbox.put_nowait(message)
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "websocket", "asgi": {"version": "3.0"}, "scheme": "ws",
+             "path": "/v1/models/tiny-lstm/stream", "raw_path": b"/v1/models/tiny-lstm/stream",
+             "query_string": b"", "headers": [], "root_path": "", "subprotocols": [],
+             "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 5000), "extensions": {}}
+    await asyncio.wait_for(app(scope, inbox.get, send), 10)
+    assert sent[0]["type"] == "websocket.accept"
+    texts = [json.loads(m["text"]) for m in sent[1:]]
+    assert texts[0]["model"] == "tiny-lstm" and texts[0]["steps"] == 0
+    replies, error = texts[1:5], texts[5]
+    assert [r["id"] for r in replies] == [0, 1, 2, 3] and replies[-1]["steps"] == 4
+    assert error["status"] == 400 and "binary" in error["error"]
+    predicted = await client.post("/v1/models/tiny-lstm/predict", json={"inputs": [seq.tolist()]})
+    np.testing.assert_allclose(np.concatenate([r["outputs"] for r in replies]),
+                               np.asarray(predicted.json()["outputs"][0]), atol=1e-5)
