@@ -251,20 +251,37 @@ class Sessions:
             slow = list(range(n))
         if fast and whole is not None:
             everyone = len(fast) == n
-            job = Job(whole if everyone else whole[fast],
-                      sessions=ids if everyone else [ids[i] for i in fast],
-                      owners=[owner] * len(fast))
-            result = await self._engine.batcher(runner).submit(job)
-            assert result.steps is not None and result.errors is not None
-            y, steps, errors = result.y, result.steps, result.errors
-            for k, i in enumerate(fast):
-                error = errors[k]
-                if error is None:
-                    out[i] = StepResult(y[k], steps[k], {})
-                elif isinstance(error, SessionOnOtherVersion):
-                    slow.append(i)  # a session pinned to another version of this model
-                else:
-                    out[i] = error
+            rows = whole if everyone else whole[fast]
+            fast_ids = ids if everyone else [ids[i] for i in fast]
+            # Oversized requests are split into max_batch chunks, which run side by side on
+            # the inference workers instead of one long run on one core.
+            size = self._engine.settings.max_batch
+            batcher = self._engine.batcher(runner)
+            chunks = [Job(rows[at:at + size], sessions=fast_ids[at:at + size],
+                          owners=[owner] * len(fast_ids[at:at + size]))
+                      for at in range(0, len(fast), size)]
+            outcomes = await asyncio.gather(*(batcher.submit(job) for job in chunks),
+                                            return_exceptions=True)
+            k = 0
+            for job, outcome in zip(chunks, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    if not isinstance(outcome, RnnServeError):
+                        raise outcome
+                    for i in fast[k:k + job.rows]:  # this chunk did not run: its rows fail
+                        out[i] = outcome
+                    k += job.rows
+                    continue
+                assert outcome.steps is not None and outcome.errors is not None
+                y, steps, errors = outcome.y, outcome.steps, outcome.errors
+                for j in range(job.rows):
+                    i, error = fast[k + j], errors[j]
+                    if error is None:
+                        out[i] = StepResult(y[j], steps[j], {})
+                    elif isinstance(error, SessionOnOtherVersion):
+                        slow.append(i)  # a session pinned to another version of this model
+                    else:
+                        out[i] = error
+                k += job.rows
 
         async def one(i: int) -> StepResult:
             x = inputs[i]

@@ -25,6 +25,12 @@ async def predict_whole(client: httpx.AsyncClient, model: str, seq: np.ndarray,
     return np.asarray(r.json()["outputs"][0])
 
 
+def metric_value(text: str, name: str, labels: str) -> float:
+    """The sum of a Prometheus sample's values over the series whose labels hold `labels`."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") and labels in line)
+
+
 async def create(client: httpx.AsyncClient, model: str = "tiny-lstm", **body: object) -> str:
     r = await client.post(f"/v1/models/{model}/sessions", json=body or None)
     assert r.status_code == 201, r.text
@@ -244,6 +250,29 @@ async def test_gateway_steps_many_sessions_with_per_item_errors(
         assert results[i]["steps"] == 2
     metrics = (await client.get("/metrics")).text
     assert "rnnserve_batch_rows_bucket" in metrics
+
+
+async def test_gateway_larger_than_max_batch_runs_in_chunks(
+    make_client: Callable[..., Awaitable[httpx.AsyncClient]],
+) -> None:
+    """25 sessions with max_batch 8: four runs, every session stepped once, each answer what
+    that session alone would get, in the order asked."""
+    async with await make_client(max_batch=8) as small:
+        sids = [await create(small, "tiny-lstm") for _ in range(25)]
+        x = RNG.normal(size=(25, 1, 3)).astype(np.float32)
+        before = (await small.get("/metrics")).text
+        r = await small.post("/v1/models/tiny-lstm/steps", json={
+            "steps": [{"session_id": s, "inputs": x[i].tolist()} for i, s in enumerate(sids)]})
+        after = (await small.get("/metrics")).text
+        results = r.json()["results"]
+        assert [res["session_id"] for res in results] == sids
+        assert all(res["steps"] == 1 for res in results)
+        for i in (0, 7, 8, 24):
+            want = await predict_whole(small, "tiny-lstm", x[i])
+            np.testing.assert_allclose(np.asarray(results[i]["outputs"]), want, atol=1e-5)
+        runs = [metric_value(text, "rnnserve_batch_rows_count", 'model="tiny-lstm"')
+                for text in (before, after)]
+        assert runs[1] - runs[0] == 4
 
 
 async def test_gateway_rejects_other_models_sessions(client: httpx.AsyncClient) -> None:
