@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import signal
 import sys
@@ -22,6 +21,7 @@ from service.engine.providers import DeviceUnavailable
 from service.http.app import create_app
 from service.http.ws_protocol import DirectWebSocketProtocol
 from service.logs import configure_logging
+from service.runtime import tune_for_serving
 from service.settings import Settings
 
 
@@ -152,12 +152,7 @@ async def _serve(engine: Engine, settings: Settings) -> int:
     # handler that would kill the process before gRPC and the engine drain below.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    # Everything loaded so far (FastAPI, pydantic, ONNX Runtime bindings, the models) lives
-    # as long as the process: out of the collector's sight, a full collection no longer walks
-    # it, which took tens of milliseconds and showed as the stream's p99.
-    gc.collect()
-    gc.freeze()
-    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
+    tune_for_serving(settings.gil_switch_interval_ms / 1000)
     try:
         await DrainingServer(config, engine, settings.shutdown_delay_s).serve()
     finally:

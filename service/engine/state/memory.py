@@ -45,7 +45,10 @@ class Slab:
     def __init__(self, layout: StateLayout, capacity: int) -> None:
         self.layout = layout
         self.capacity = capacity
-        self.arrays = {name: np.empty((capacity, layers, hidden), np.float32)
+        # [layers, slots, hidden]: ONNX Runtime's own layout, so a gather along the slot axis
+        # is already the contiguous [layers, batch, hidden] feed and a run's final states go
+        # back without a transpose
+        self.arrays = {name: np.empty((layers, capacity, hidden), np.float32)
                        for name, layers, hidden in layout.tensors}
         self.steps = np.zeros(capacity, np.int64)
         self.created = np.zeros(capacity, np.float64)
@@ -66,7 +69,13 @@ class Slab:
             new[: self.capacity] = old
             return new
 
-        self.arrays = {n: grown(a, zero=False) for n, a in self.arrays.items()}
+        def grown_state(old: np.ndarray) -> np.ndarray:
+            layers, _, hidden = old.shape
+            new = np.empty((layers, new_capacity, hidden), old.dtype)
+            new[:, : self.capacity] = old
+            return new
+
+        self.arrays = {n: grown_state(a) for n, a in self.arrays.items()}
         self.steps, self.created = grown(self.steps, True), grown(self.created, True)
         self.last_used, self.alive = grown(self.last_used, True), grown(self.alive, True)
         self.owner = grown(self.owner, True)
@@ -95,7 +104,7 @@ class Slab:
         self.generation[slot] += 1
         for name, arr in self.arrays.items():
             value = None if state is None else state.get(name)
-            arr[slot] = 0.0 if value is None else value[:, 0, :]
+            arr[:, slot] = 0.0 if value is None else value[:, 0, :]
 
 
 class MemoryStateStore:
@@ -282,7 +291,7 @@ class MemoryStateStore:
 
     async def read(self, session_id: str) -> tuple[SessionRecord, dict[str, np.ndarray]]:
         _, slab, slot = self._locate(session_id)
-        state = {name: arr[slot][:, None, :].copy() for name, arr in slab.arrays.items()}
+        state = {name: arr[:, slot][:, None, :].copy() for name, arr in slab.arrays.items()}
         return self._record(slab, slot), state
 
     async def reset(
@@ -318,7 +327,7 @@ class MemoryStateStore:
         for i in np.flatnonzero(~ok).tolist():
             errors[i] = self._gather_error(ids[i], owners[i], slab_no)
             slots[i] = 0
-        states = {name: arr[slots].transpose(1, 0, 2) for name, arr in slab.arrays.items()}
+        states = {name: np.take(arr, slots, axis=1) for name, arr in slab.arrays.items()}
         if not ok.all():
             for arr in states.values():
                 arr[:, ~ok] = 0.0  # rows of missing sessions are zeros, not another's state
@@ -374,8 +383,9 @@ class MemoryStateStore:
         if any(r is not None for r in replayed):
             write &= np.array([r is None for r in replayed], np.bool_)
         rows = slots[write]
+        everyone = bool(write.all())
         for name, arr in slab.arrays.items():
-            arr[rows] = states[name].transpose(1, 0, 2)[write]
+            arr[:, rows] = states[name] if everyone else states[name][:, write]
         slab.steps[rows] += np.asarray(steps, np.int64)[write]
         slab.last_used[slots[ok]] = self._clock()
         if any(step_ids) or self._last:
