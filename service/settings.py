@@ -87,8 +87,8 @@ class Settings(BaseSettings):
     ws_max_queue: int = Field(
         16,
         ge=1,
-        description="WebSocket messages buffered per connection before the server stops "
-        "reading from it (backpressure).",
+        description="WebSocket messages in flight per connection (read, not yet answered) "
+        "before the server stops reading from it (backpressure).",
     )
     api_keys: str = Field(
         "",

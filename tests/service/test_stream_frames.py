@@ -228,3 +228,36 @@ async def test_many_connections_at_once_with_odd_messages_among_them(
         np.testing.assert_allclose(np.concatenate(got), expected, atol=1e-5)
         assert answers[-1][i].get("steps", answers[-2][i].get("steps")) == sum(
             len(x) for x in fed[i])
+
+
+async def test_client_gone_mid_stream_leaves_others_and_its_session_sound(
+    server: ServerProcess,
+) -> None:
+    """A client writes 40 steps and vanishes without reading a reply while another streams
+    beside it: the other gets exactly its own answers; the vanished client's session holds
+    a whole number of its steps (each applied entirely or not at all) and still steps."""
+    gone = RawStream(server, "tiny-gru")
+    sid = gone.hello["session_id"]
+    x = np.ones((1, 3), np.float32)
+    gone.sock.sendall(b"".join(frame(TEXT, step_message(x)) for _ in range(40)))
+    gone.sock.close()
+    seq = RNG.normal(size=(20, 3)).astype(np.float32)
+    url = f"ws://127.0.0.1:{server.port}/v1/models/tiny-gru/stream"
+    async with websockets.connect(url, compression=None) as ws:
+        json.loads(await ws.recv())
+        got = []
+        for t in range(20):
+            await ws.send(json.dumps({"inputs": seq[t:t + 1].tolist()}))
+            got.append(json.loads(await ws.recv())["outputs"])
+    np.testing.assert_allclose(np.concatenate(got), whole(server, "tiny-gru", seq), atol=1e-5)
+    steps = httpx.get(f"{server.url}/v1/sessions/{sid}").json()["steps"]
+    assert 0 <= steps <= 40
+    state = httpx.get(f"{server.url}/v1/sessions/{sid}/state").json()["state"]
+    expected = httpx.post(f"{server.url}/v1/models/tiny-gru/predict", json={
+        "inputs": [np.ones((steps, 3)).tolist()], "return_state": True}).json() if steps else None
+    if expected is not None:
+        np.testing.assert_allclose(np.asarray(state["h0"]["data"]).ravel(),
+                                   np.asarray(expected["states"][0]["h0"]["data"]).ravel(),
+                                   atol=1e-5)
+    r = httpx.post(f"{server.url}/v1/sessions/{sid}/step", json={"inputs": x.tolist()})
+    assert r.json()["steps"] == steps + 1
