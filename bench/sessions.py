@@ -526,13 +526,30 @@ def rest_point(server: ServerProcess, messages: list[str], plan: Plan) -> PointF
     return point
 
 
-def measure_stream(points: dict[str, PointFn], plan: Plan) -> Results:
+def measure_stream(
+    points: dict[str, PointFn], plan: Plan, failures: dict[str, str] | None = None
+) -> Results:
+    """Every point of every system, round after round. A point that cannot run at all (its
+    load generator fails to open the connections) is reported in `failures` and that system
+    skips its larger N from then on; the rest of the run goes on."""
     results: Results = {}
+    failed_at: dict[str, int] = {}
     for round_number in range(1, plan.rounds + 1):
         for conc in plan.concurrencies:
             for system, point in points.items():
+                if conc >= failed_at.get(system, conc + 1):
+                    continue
                 load = os.getloadavg()[0]
-                summary = point(conc)
+                try:
+                    summary = point(conc)
+                except Exception as exc:  # noqa: BLE001 - reported, and the run goes on
+                    failed_at[system] = conc
+                    reason = f"N={conc}: {type(exc).__name__}: {str(exc)[:400]}"
+                    if failures is not None:
+                        failures[system] = reason
+                    print(f"  round {round_number} N={conc:<5} {system:<11} FAILED {reason}",
+                          flush=True)
+                    continue
                 summary["round"] = round_number
                 summary["load_average_1m"] = round(load, 2)
                 results.setdefault(system, {}).setdefault(conc, []).append(summary)
@@ -1258,7 +1275,7 @@ def main(argv: list[str] | None = None) -> int:
         gateway_body: bytes | None = None
         if "stream" not in args.skip and points:
             print("\nstreaming (closed loop, one timestep per message):", flush=True)
-            results = measure_stream(points, plan)
+            results = measure_stream(points, plan, report.setdefault("failed_points", {}))
         if "gateway" not in args.skip and "rnnserve" in servers:
             print(
                 f"\ngateway ({GATEWAY_SESSIONS} sessions per request) vs in-process ceiling:",
@@ -1293,6 +1310,8 @@ def main(argv: list[str] | None = None) -> int:
     report["memory"] = memory
     if chosen:
         print("\n" + stream_table(chosen))
+        for system, reason in report.get("failed_points", {}).items():
+            print(f"{system}: no figures from {reason}")
     if gateway:
         print("\n" + gateway_table(gateway))
     print("\n" + targets_table(report["targets"]))
