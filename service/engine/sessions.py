@@ -165,18 +165,26 @@ class Sessions:
         return await self._run_step(runner, session_id, self.check_step_input(runner, x),
                                     owner, step_id)
 
-    def step_soon(self, runner: Runner, session_id: str, inputs: Any, *, owner: str,
-                  step_id: str | None,
-                  done: Callable[[StepResult | RnnServeError], None]) -> None:
-        """`step_on` for a caller that keeps many steps in flight without a task each (the
-        direct WebSocket stream), with `inputs` as they came off the wire (nested lists):
-        the step joins its model version's StepCollector, which converts and checks the
-        steps of one event-loop turn together. `done` gets the result or the step's own error
-        (a bad step never fails another), from the event loop; steps of one session apply in
-        the order given. A step id is honoured as the step is written: a repeat of the
-        session's latest step id is replayed, not applied twice."""
-        self._check_step_id(step_id)
-        self._collector(runner).add(PendingStep(session_id, owner, inputs, step_id, done))
+    def stepper(self, runner: Runner) -> Callable[
+            [str, str, Any, str | None, Callable[[StepResult | RnnServeError], None]], None]:
+        """`step_on` for a caller that keeps many steps of one model version in flight
+        without a task each (the direct WebSocket stream): returns
+        `step(session_id, owner, inputs, step_id, done)`, with `inputs` as they came off the
+        wire (nested lists). The step joins the version's StepCollector, which converts and
+        checks the steps of one event-loop turn together. `done` gets the result or the
+        step's own error (a bad step never fails another), from the event loop; steps of one
+        session apply in the order given. A step id is honoured as the step is written: a
+        repeat of the session's latest step id is replayed, not applied twice."""
+        add = self._collector(runner).add
+        check = self._check_step_id
+
+        def step(session_id: str, owner: str, inputs: Any, step_id: str | None,
+                 done: Callable[[StepResult | RnnServeError], None]) -> None:
+            if step_id is not None:
+                check(step_id)
+            add(PendingStep(session_id, owner, inputs, step_id, done))
+
+        return step
 
     def _collector(self, runner: Runner) -> StepCollector:
         batcher = self._engine.batcher(runner)
@@ -187,7 +195,7 @@ class Sessions:
                 runner, batcher, self._engine.settings.max_step_timesteps,
                 check_one=lambda value: self.check_step_input(runner,
                                                               to_float32(value, "inputs")),
-                make_result=lambda outputs, steps: StepResult(outputs, steps, {}))
+                make_result=StepResult)
             self._collectors[key] = collector
         return collector
 

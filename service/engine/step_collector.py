@@ -32,7 +32,8 @@ log = logging.getLogger("rnnserve.collector")
 
 StepOutcome = Any  # StepResult | RnnServeError, typed by the caller (sessions.py)
 CheckOne = Callable[[Any], np.ndarray]  # one item's inputs → [1, time, features], or raises
-MakeResult = Callable[[np.ndarray, int], Any]  # (outputs [time, out], steps) → StepResult
+MakeResult = Callable[[np.ndarray, int, dict[str, np.ndarray]], Any]  # StepResult(y, n, {})
+_NO_STATES: dict[str, np.ndarray] = {}  # a collected step reports no states: one shared {}
 
 _NOT_NUMBERS = (b'"', b"true", b"false", b"null")
 _MAX_CONFLICT_RETRIES = 8
@@ -176,10 +177,14 @@ class StepCollector:
             assert outcome.steps is not None and outcome.errors is not None
             y, counts, errors = outcome.y, outcome.steps, outcome.errors
             retry: list[PendingStep] = []
-            for i, step in enumerate(steps):
-                err = errors[i]
+            make = self._make_result
+            for step, row, count, err in zip(steps, y, counts, errors, strict=True):
                 if err is None:
-                    _answer(step, self._make_result(y[i], counts[i]))
+                    try:
+                        step.done(make(row, count, _NO_STATES))
+                    except Exception:  # a caller's callback never costs its neighbours
+                        log.exception("answering a step of session %s failed",
+                                      step.session_id)
                 elif isinstance(err, StepConflict) and step.retries < _MAX_CONFLICT_RETRIES:
                     step.retries += 1  # another replica stepped it: run it on the new state
                     retry.append(step)

@@ -83,8 +83,7 @@ class DirectStream:
     def __init__(self, channel: DirectChannel, sessions: Sessions, runner: Runner,
                  session_id: str, owner: str, max_in_flight: int) -> None:
         self._channel = channel
-        self._sessions = sessions
-        self._runner = runner
+        self._step = sessions.stepper(runner)
         self._session_id = session_id
         self._owner = owner
         self._max_in_flight = max_in_flight
@@ -101,9 +100,8 @@ class DirectStream:
         message_id = None
         try:
             inputs, message_id, step_id = parse_message(text)
-            self._sessions.step_soon(
-                self._runner, self._session_id, inputs, owner=self._owner, step_id=step_id,
-                done=partial(self._answer, slot, message_id=message_id))
+            self._step(self._session_id, self._owner, inputs, step_id,
+                       partial(self._answer, slot, message_id=message_id))
         except RnnServeError as exc:
             self._answer(slot, exc, message_id)
             return

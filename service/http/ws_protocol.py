@@ -49,6 +49,8 @@ class DirectChannel:
 
     def __init__(self, protocol: DirectWebSocketProtocol) -> None:
         self._protocol = protocol
+        # Write one text frame (UTF-8 bytes); False once the connection is closing.
+        self.send_text: Callable[[bytes], bool] = protocol.send_direct
         self.on_text: OnText | None = None
         self.on_close: OnClose | None = None
         self.closed = asyncio.get_running_loop().create_future()
@@ -58,10 +60,6 @@ class DirectChannel:
         ASGI queue already holds are handed over first, in order."""
         self.on_text, self.on_close = on_text, on_close
         self._protocol.drain_queue_into_direct()
-
-    def send_text(self, data: bytes) -> bool:
-        """Write one text frame (UTF-8 bytes); False once the connection is closing."""
-        return self._protocol.send_direct(data)
 
     def pause_reading(self) -> None:
         self._protocol.pause_direct_reading()
