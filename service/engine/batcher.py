@@ -157,13 +157,21 @@ class Batcher:
         job.future = CallbackCompletion(on_done)
         self._admit(job)
 
-    def _admit(self, job: Job) -> None:
+    @property
+    def room(self) -> int:
+        """Rows the queue takes now (0 while closing)."""
+        return 0 if self._closing else max(0, self.options.max_queue - self._queued_rows)
+
+    def overloaded(self) -> Unavailable:
+        """The 503 a caller gets when the queue has no room for its rows."""
         if self._closing:
-            raise Unavailable("the server is shutting down", retry_after_s=1)
-        if self._queued_rows + job.rows > self.options.max_queue:
-            raise Unavailable(f"model {self.runner.name!r} has {self._queued_rows} rows waiting "
-                              f"(limit {self.options.max_queue}); retry shortly",
-                              retry_after_s=1)
+            return Unavailable("the server is shutting down", retry_after_s=1)
+        return Unavailable(f"model {self.runner.name!r} has {self._queued_rows} rows waiting "
+                           f"(limit {self.options.max_queue}); retry shortly", retry_after_s=1)
+
+    def _admit(self, job: Job) -> None:
+        if job.rows > self.room:
+            raise self.overloaded()
         self._queue.append(job)
         self._queued_rows += job.rows
         self._idle.clear()

@@ -161,9 +161,21 @@ class Sessions:
                       step_id: str | None = None) -> StepResult:
         """A step when the caller already knows the session's model version (a WebSocket
         resolved it when it connected): no lookup first, since the store checks owner and
-        version while it gathers the state."""
-        return await self._run_step(runner, session_id, self.check_step_input(runner, x),
-                                    owner, step_id)
+        version while it gathers the state. It joins the version's StepCollector, like the
+        stream's steps, so concurrent REST steps share one job."""
+        x3 = self.check_step_input(runner, x)
+        answer: asyncio.Future[StepResult | RnnServeError] = (
+            asyncio.get_running_loop().create_future())
+
+        def done(outcome: StepResult | RnnServeError) -> None:
+            if not answer.done():  # the caller may have gone (cancelled); the step still ran
+                answer.set_result(outcome)
+
+        self.stepper(runner)(session_id, owner, x3[0], step_id, done)
+        outcome = await answer
+        if isinstance(outcome, RnnServeError):
+            raise outcome
+        return outcome
 
     def stepper(self, runner: Runner) -> Callable[
             [str, str, Any, str | None, Callable[[StepResult | RnnServeError], None]], None]:

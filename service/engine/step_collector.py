@@ -41,7 +41,8 @@ _MAX_CONFLICT_RETRIES = 8
 
 @dataclass(slots=True)
 class PendingStep:
-    """One session's step as it came off the wire: inputs still nested lists."""
+    """One session's step: inputs as they came off the wire (nested lists), or an array
+    [time, features] already checked (a REST step)."""
 
     session_id: str
     owner: str
@@ -98,7 +99,7 @@ class StepCollector:
         if x is None and len(steps) > 1:  # not one shape: a job per number of timesteps
             by_length: dict[int, list[PendingStep]] = {}
             for step in steps:
-                length = len(step.inputs) if isinstance(step.inputs, list) else -1
+                length = len(step.inputs) if isinstance(step.inputs, list | np.ndarray) else -1
                 by_length.setdefault(length, []).append(step)
             if len(by_length) > 1:
                 for group in by_length.values():
@@ -114,6 +115,14 @@ class StepCollector:
             if not steps:
                 return
         assert x is not None
+        room = self.batcher.room
+        if room < len(steps):  # the queue is (nearly) full: the rest get 503, unchanged
+            error = self.batcher.overloaded()
+            for step in steps[room:]:
+                _answer(step, error)
+            steps, x = steps[:room], x[:room]
+            if not steps:
+                return
         for step in steps:
             self._in_flight.add(step.session_id)
         job = Job(x, sessions=[s.session_id for s in steps], owners=[s.owner for s in steps],
@@ -138,10 +147,10 @@ class StepCollector:
                 or x.shape[1] > self._max_timesteps):
             return None, everyone
         odd: set[int] = set()
-        encoded = orjson.dumps(inputs)
+        encoded = orjson.dumps(inputs, option=orjson.OPT_SERIALIZE_NUMPY)
         if any(token in encoded for token in _NOT_NUMBERS):  # numpy read "1", true, null
             for i, value in enumerate(inputs):
-                one = orjson.dumps(value)
+                one = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
                 if any(token in one for token in _NOT_NUMBERS):
                     odd.add(i)
         finite = np.isfinite(x).all(axis=(1, 2))

@@ -6,9 +6,10 @@ log line per request at debug and per error at warning, and a time limit (504)."
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import secrets
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -19,6 +20,11 @@ from service.metrics import Metrics
 from service.tracing import Tracing
 
 log = logging.getLogger("rnnserve.access")
+
+# A new request id: this process's random prefix and a counter (uuid4 read the OS's random
+# source on every request).
+_ID_PREFIX = secrets.token_hex(8)
+_id_counter = itertools.count()
 
 
 class RequestContext:
@@ -40,7 +46,7 @@ class RequestContext:
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 rid = value.decode("latin-1")[:128]
-        rid = rid or uuid.uuid4().hex
+        rid = rid or f"{_ID_PREFIX}{next(_id_counter):016x}"
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 0
