@@ -49,8 +49,11 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
             await engine.aclose()  # in-flight steps finish and are stored
             engine.close()
 
+    # FastAPI's own OpenTelemetry layer is off: rnnserve's RequestContext makes the request
+    # spans (service/tracing.py), and FastAPI's layer looked up the providers on every request.
     app = FastAPI(title="rnnserve", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan)
+                  lifespan=lifespan,
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.engine = engine
     install_error_handlers(app)
     app.include_router(native.router)
