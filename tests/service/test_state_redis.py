@@ -535,3 +535,39 @@ async def test_password_is_not_in_messages(redis_server: RedisServer) -> None:
         await store.start()
     assert "s3cret" not in info.value.message
     await store.close()
+
+
+async def test_two_engines_stepping_the_same_sessions_apply_every_step_once(
+    redis_url: str, make_settings: Callable[..., Any],
+) -> None:
+    """Two replicas on one Redis step the same 24 sessions at once, five rounds each, through
+    their StepCollectors (24-row jobs): rows that lose a race to the other replica are run
+    again on its state, never lost, never applied twice."""
+    from service.engine import Engine
+
+    engines = []
+    for _ in range(2):
+        engine = Engine(make_settings(state_store=redis_url))
+        engine.start()
+        await engine.open()
+        engines.append(engine)
+    try:
+        a, b = engines
+        ids = [(await a.sessions.create("tiny-gru")).id for _ in range(24)]
+        x = np.full((1, 3), 0.5, np.float32)
+
+        async def rounds(engine: Engine) -> None:
+            for _ in range(5):
+                await asyncio.gather(*(engine.sessions.step(sid, x) for sid in ids))
+
+        await asyncio.gather(rounds(a), rounds(b))
+        whole, _ = await a.run_stateless(a.runner("tiny-gru"),
+                                         np.full((1, 11, 3), 0.5, np.float32), None)
+        for sid in ids:
+            assert (await b.sessions.describe(sid)).steps == 10
+            final = await a.sessions.step(sid, x)  # the 11th step continues from step 10
+            np.testing.assert_allclose(final.outputs, whole[0, -1:], atol=1e-5)
+    finally:
+        for engine in engines:
+            await engine.aclose()
+            engine.close()
