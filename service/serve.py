@@ -147,6 +147,7 @@ async def _serve(engine: Engine, settings: Settings) -> int:
                             log_level=settings.log_level, access_log=False,  # ours: RequestContext
                             timeout_graceful_shutdown=10, ws_max_size=settings.max_body_bytes,
                             ws_max_queue=settings.ws_max_queue, lifespan="on",
+                            ws_per_message_deflate=settings.ws_compression,
                             ws=DirectWebSocketProtocol)
     # uvicorn re-raises the signal that stopped it once it has finished; with the default
     # handler that would kill the process before gRPC and the engine drain below.

@@ -90,6 +90,13 @@ class Settings(BaseSettings):
         description="WebSocket messages in flight per connection (read, not yet answered) "
         "before the server stops reading from it (backpressure).",
     )
+    ws_compression: bool = Field(
+        False,
+        description="Accept permessage-deflate on WebSocket connections. Off by default: a "
+        "step's messages are ~100 bytes of JSON, which compression makes slower (zlib on "
+        "both sides) without making them much smaller, and the stream's own frame parser "
+        "takes only uncompressed frames.",
+    )
     api_keys: str = Field(
         "",
         description="Comma-separated API keys; when set (or api_keys_file), every route but "

@@ -261,3 +261,32 @@ async def test_client_gone_mid_stream_leaves_others_and_its_session_sound(
                                    atol=1e-5)
     r = httpx.post(f"{server.url}/v1/sessions/{sid}/step", json={"inputs": x.tolist()})
     assert r.json()["steps"] == steps + 1
+
+
+async def test_compression_is_off_unless_asked_and_works_when_on(
+    server: ServerProcess, tiny_repo: Path, tmp_path: Path,
+) -> None:
+    """Clients offer permessage-deflate by default; rnnserve declines it (small messages, and
+    its own frame parser), unless started with --ws-compression, where compressed frames take
+    the library's path and give the same answers."""
+    seq = RNG.normal(size=(6, 3)).astype(np.float32)
+
+    async def stream(url: str) -> tuple[str | None, np.ndarray]:
+        async with websockets.connect(url) as ws:  # offers permessage-deflate
+            extensions = ws.response.headers.get("Sec-WebSocket-Extensions")
+            json.loads(await ws.recv())
+            got = []
+            for t in range(6):
+                await ws.send(json.dumps({"inputs": seq[t:t + 1].tolist()}))
+                got.append(json.loads(await ws.recv())["outputs"])
+        return extensions, np.concatenate(got)
+
+    plain, got = await stream(f"ws://127.0.0.1:{server.port}/v1/models/tiny-gru/stream")
+    assert plain is None
+    np.testing.assert_allclose(got, whole(server, "tiny-gru", seq), atol=1e-5)
+    with serving(["--models", str(tiny_repo), "--ws-compression"],
+                 tmp_path / "server.log") as compressing:
+        url = f"ws://127.0.0.1:{compressing.port}/v1/models/tiny-gru/stream"
+        deflate, got = await stream(url)
+        assert deflate is not None and "permessage-deflate" in deflate
+        np.testing.assert_allclose(got, whole(compressing, "tiny-gru", seq), atol=1e-5)
