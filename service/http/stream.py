@@ -64,6 +64,8 @@ def encode_reply(outcome: StepResult | RnnServeError, message_id: Any) -> bytes:
     reply: dict[str, Any]
     if isinstance(outcome, RnnServeError):
         reply = {"error": outcome.message, "status": outcome.http_status}
+        if outcome.retry_after_s is not None:  # 503 overloaded or 429: when to send again
+            reply["retry_after_s"] = outcome.retry_after_s
     else:
         reply = {"outputs": outcome.outputs, "steps": outcome.steps}
     if message_id is not None:

@@ -290,3 +290,35 @@ async def test_compression_is_off_unless_asked_and_works_when_on(
         deflate, got = await stream(url)
         assert deflate is not None and "permessage-deflate" in deflate
         np.testing.assert_allclose(got, whole(compressing, "tiny-gru", seq), atol=1e-5)
+
+
+async def test_overloaded_stream_answers_503_with_retry_after_and_keeps_state(
+    tiny_repo: Path, tmp_path: Path,
+) -> None:
+    """With room for 2 queued rows, 12 connections stepping at once: the steps that do not fit
+    get {"status": 503, "retry_after_s"} and leave their session as it was; the others apply."""
+    with serving(["--models", str(tiny_repo), "--max-queue", "2", "--max-delay-ms", "20"],
+                 tmp_path / "server.log") as small:
+        url = f"ws://127.0.0.1:{small.port}/v1/models/tiny-gru/stream"
+        sockets = [await websockets.connect(url, compression=None) for _ in range(12)]
+        try:
+            ids = [json.loads(await ws.recv())["session_id"] for ws in sockets]
+            message = json.dumps({"inputs": [[0.1, 0.2, 0.3]]})
+            codes = []
+            before = dict.fromkeys(ids, 0)
+            for _ in range(3):  # a burst, three times
+                await asyncio.gather(*(ws.send(message) for ws in sockets))
+                replies = [json.loads(await ws.recv()) for ws in sockets]
+                codes += [reply.get("status", 200) for reply in replies]
+                for sid, reply in zip(ids, replies, strict=True):
+                    steps = httpx.get(f"{small.url}/v1/sessions/{sid}").json()["steps"]
+                    if "error" in reply:
+                        assert reply["status"] == 503 and reply["retry_after_s"] > 0
+                        assert steps == before[sid]
+                    else:
+                        assert reply["steps"] == steps == before[sid] + 1
+                    before[sid] = steps
+        finally:
+            for ws in sockets:
+                await ws.close()
+    assert 503 in codes and 200 in codes
