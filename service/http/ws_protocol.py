@@ -53,7 +53,7 @@ class DirectChannel:
         self.send_text: Callable[[bytes], bool] = protocol.send_direct
         self.on_text: OnText | None = None
         self.on_close: OnClose | None = None
-        self.closed = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def attach(self, on_text: OnText, on_close: OnClose) -> None:
         """From now on text messages go to `on_text`, not to ASGI `receive()`. Messages the
@@ -66,9 +66,6 @@ class DirectChannel:
 
     def resume_reading(self) -> None:
         self._protocol.resume_direct_reading()
-
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        self._protocol.close_direct(code, reason)
 
     def mark_closed(self) -> None:
         if not self.closed.done():
@@ -211,15 +208,6 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         else:  # a server's frame is unmasked: a 2-10 byte header, then the payload
             self.transport.write(text_frame_header(len(data)) + data)
         return True
-
-    def close_direct(self, code: int, reason: str) -> None:
-        if self.close_sent or self.disconnected or self.transport.is_closing():
-            return
-        self.conn.send_close(code, reason)
-        self.transport.write(b"".join(self.conn.data_to_send()))
-        self.close_sent = True
-        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
-        self._end_direct()
 
     def pause_direct_reading(self) -> None:
         if not self._direct_paused and not self.transport.is_closing():
