@@ -127,10 +127,11 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
                 inbox.clear()
                 super().data_received(rest)
                 return
-            end = pos + header + 4 + length
+            masked = second & 0x80  # a client must mask; the library closes 1002 if not
+            end = pos + header + (4 if masked else 0) + length
             if end > size:
                 break
-            if first in (0x81, 0x82) and second & 0x80 and not self._in_fragmented_message:
+            if first in (0x81, 0x82) and masked and not self._in_fragmented_message:
                 masking = pos + header
                 payload = apply_mask(inbox[masking + 4:end], inbox[masking:masking + 4])
                 pos = end

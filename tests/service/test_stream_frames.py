@@ -322,3 +322,10 @@ async def test_overloaded_stream_answers_503_with_retry_after_and_keeps_state(
             for ws in sockets:
                 await ws.close()
     assert 503 in codes and 200 in codes
+
+
+def test_unmasked_client_frame_closes_with_1002(raw: RawStream) -> None:
+    payload = step_message(np.ones((1, 3)))
+    raw.sock.sendall(bytes([0x81, len(payload)]) + payload)  # no mask: a protocol error
+    opcode, body = raw.read()
+    assert opcode == CLOSE and struct.unpack("!H", body[:2])[0] == 1002
