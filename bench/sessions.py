@@ -608,33 +608,27 @@ def gateway_measure(
             return f"item error: {body[:300]!r}"
         return None
 
-    session = ceiling.ort_session(files.onnx, 1)
-    work_states = [
-        {
-            name: np.zeros((config.num_layers, GATEWAY_SESSIONS, config.hidden_size), np.float32)
-            for name in ("h0", "c0")
-        }
-        for _ in range(max_clients)
-    ]
     ceiling_inputs = rng.standard_normal((4, GATEWAY_SESSIONS, 1, config.input_size)).astype(
         np.float32
     )
 
-    def ceiling_work(worker: int, number: int) -> None:
-        states = work_states[worker]
-        _, hn, cn = session.run(
-            ["output", "hn", "cn"], {"input": ceiling_inputs[number % 4], **states}
-        )
-        states["h0"], states["c0"] = hn, cn
+    def stepping_loops(intra_op_threads: int, loops: int) -> Callable[[int, int], None]:
+        """In-process work: loop `worker` steps its own 1024 states, fed back each call."""
+        session = ceiling.ort_session(files.onnx, intra_op_threads)
+        shape = (config.num_layers, GATEWAY_SESSIONS, config.hidden_size)
+        states = [{name: np.zeros(shape, np.float32) for name in ("h0", "c0")}
+                  for _ in range(loops)]
 
-    session_2t = ceiling.ort_session(files.onnx, 2)
-    states_2t = {name: np.zeros_like(value) for name, value in work_states[0].items()}
+        def work(worker: int, number: int) -> None:
+            own = states[worker]
+            _, own["h0"], own["c0"] = session.run(
+                ["output", "hn", "cn"], {"input": ceiling_inputs[number % 4], **own}
+            )
 
-    def ceiling_work_2t(worker: int, number: int) -> None:
-        _, hn, cn = session_2t.run(
-            ["output", "hn", "cn"], {"input": ceiling_inputs[number % 4], **states_2t}
-        )
-        states_2t["h0"], states_2t["c0"] = hn, cn
+        return work
+
+    ceiling_work = stepping_loops(1, max_clients)
+    ceiling_work_2t = stepping_loops(2, 1)
 
     for round_number in range(1, plan.rounds + 1):
         for clients in plan.gateway_clients:

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -107,6 +107,16 @@ class Job:
     def rows(self) -> int:
         return int(self.x.shape[0])
 
+    def part(self, start: int, stop: int) -> Job:
+        """Rows start..stop of this job, as a job of their own."""
+        def rows(values: list[Any] | None) -> list[Any] | None:
+            return None if values is None else values[start:stop]
+
+        return Job(self.x[start:stop], sessions=rows(self.sessions), owners=rows(self.owners),
+                   step_ids=rows(self.step_ids),
+                   initial=None if self.initial is None else
+                   {name: value[:, start:stop] for name, value in self.initial.items()})
+
     @property
     def steps(self) -> int:
         return int(self.x.shape[1])
@@ -145,7 +155,44 @@ class Batcher:
     # -- callers ---------------------------------------------------------------------------
 
     async def submit(self, job: Job) -> JobResult:
-        """Queue a job and wait for its rows of the result."""
+        """Queue a job and wait for its rows of the result. A job of more than max_batch rows
+        is split into max_batch parts, which run side by side on the inference workers; for
+        session rows, a part that could not run (queue full) fails only its own rows."""
+        size = self.options.max_batch
+        if job.rows <= size:
+            return await self._submit_whole(job)
+        parts = [job.part(at, at + size) for at in range(0, job.rows, size)]
+        outcomes = await asyncio.gather(*(self._submit_whole(p) for p in parts),
+                                        return_exceptions=True)
+        return self._joined(parts, outcomes, stateful=job.sessions is not None)
+
+    def _joined(self, parts: list[Job], outcomes: list[JobResult | BaseException],
+                stateful: bool) -> JobResult:
+        """One result from the results of a job's parts, in row order. A stateless job fails
+        as a whole; a part of a session job that failed with an RnnServeError gives that error
+        to each of its rows (zeros in y and states): the other parts' steps were applied."""
+        sig = self.runner.signature
+        results: list[JobResult] = []
+        for part, outcome in zip(parts, outcomes, strict=True):
+            if isinstance(outcome, JobResult):
+                results.append(outcome)
+            elif stateful and isinstance(outcome, RnnServeError):
+                results.append(JobResult(
+                    y=np.zeros((part.rows, part.steps, sig.output_size), np.float32),
+                    states={s.input: np.zeros(s.shape(part.rows), np.float32)
+                            for s in sig.states},
+                    steps=[0] * part.rows, errors=[outcome] * part.rows))
+            else:
+                raise outcome
+        joined = JobResult(y=np.concatenate([r.y for r in results]),
+                           states={s.input: np.concatenate([r.states[s.input] for r in results],
+                                                           axis=1) for s in sig.states})
+        if stateful:
+            joined.steps = [n for r in results for n in r.steps or ()]
+            joined.errors = [e for r in results for e in r.errors or ()]
+        return joined
+
+    async def _submit_whole(self, job: Job) -> JobResult:
         future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
         job.future = future
         self._admit(job)
@@ -346,3 +393,4 @@ class Batcher:
             self._queue.extendleft(reversed(retry))
             self._queued_rows += sum(j.rows for j in retry)
             self._depth_gauge.set(self._queued_rows)
+

@@ -186,22 +186,12 @@ class Engine:
         self, runner: Runner, x: np.ndarray, initial: Mapping[str, np.ndarray] | None
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Sequences of one length [batch, time, features] from `initial` states
-        [layers, batch, hidden] (zeros when absent), through the batcher, in chunks of at most
-        max_batch rows. Returns outputs [batch, time, out] and final states by input name."""
-        batcher = self.batcher(runner)
-        step = self.settings.max_batch
-        chunks = [
-            Job(x[i : i + step],
-                initial={k: v[:, i : i + step] for k, v in initial.items()} if initial else None)
-            for i in range(0, x.shape[0], step)
-        ]
-        results = await asyncio.gather(*(batcher.submit(job) for job in chunks))
-        if len(results) == 1:
-            return results[0].y, results[0].states
-        y = np.concatenate([r.y for r in results])
-        states = {name: np.concatenate([r.states[name] for r in results], axis=1)
-                  for name in results[0].states}
-        return y, states
+        [layers, batch, hidden] (zeros when absent), through the batcher (which runs more than
+        max_batch rows as parts). Returns outputs [batch, time, out] and final states by input
+        name."""
+        job = Job(x, initial=dict(initial) if initial else None)
+        result = await self.batcher(runner).submit(job)
+        return result.y, result.states
 
     async def predict(
         self,

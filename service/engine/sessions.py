@@ -12,11 +12,12 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from service.engine.batcher import Job, JobResult
+from service.engine.batcher import Job
 from service.engine.runner import Runner
 from service.engine.state import SessionRecord, StateStore
 from service.engine.step_collector import PendingStep, StepCollector
@@ -162,8 +163,8 @@ class Sessions:
         """A step when the caller already knows the session's model version (a WebSocket
         resolved it when it connected): no lookup first, since the store checks owner and
         version while it gathers the state. It joins the version's StepCollector, like the
-        stream's steps, so concurrent REST steps share one job."""
-        x3 = self.check_step_input(runner, x)
+        stream's steps, so concurrent REST steps share one job; the collector checks the
+        inputs (a bad one gets its own precise error)."""
         answer: asyncio.Future[StepResult | RnnServeError] = (
             asyncio.get_running_loop().create_future())
 
@@ -171,7 +172,7 @@ class Sessions:
             if not answer.done():  # the caller may have gone (cancelled); the step still ran
                 answer.set_result(outcome)
 
-        self.stepper(runner)(session_id, owner, x3[0], step_id, done)
+        self._add_step(self._collector(runner), session_id, owner, x, step_id, done)
         outcome = await answer
         if isinstance(outcome, RnnServeError):
             raise outcome
@@ -187,16 +188,13 @@ class Sessions:
         step's own error (a bad step never fails another), from the event loop; steps of one
         session apply in the order given. A step id is honoured as the step is written: a
         repeat of the session's latest step id is replayed, not applied twice."""
-        add = self._collector(runner).add
-        check = self._check_step_id
+        return partial(self._add_step, self._collector(runner))
 
-        def step(session_id: str, owner: str, inputs: Any, step_id: str | None,
-                 done: Callable[[StepResult | RnnServeError], None]) -> None:
-            if step_id is not None:
-                check(step_id)
-            add(PendingStep(session_id, owner, inputs, step_id, done))
-
-        return step
+    def _add_step(self, collector: StepCollector, session_id: str, owner: str, inputs: Any,
+                  step_id: str | None,
+                  done: Callable[[StepResult | RnnServeError], None]) -> None:
+        self._check_step_id(step_id)
+        collector.add(PendingStep(session_id, owner, inputs, step_id, done))
 
     def _collector(self, runner: Runner) -> StepCollector:
         batcher = self._engine.batcher(runner)
@@ -217,14 +215,6 @@ class Sessions:
                                     or not 0 < len(step_id) <= 128):
             raise InvalidInput("step_id must be a string of 1 to 128 characters")
 
-    @staticmethod
-    def _one_row(result: JobResult) -> StepResult:
-        """A one-session job's result, or its row's error raised."""
-        assert result.steps is not None and result.errors is not None
-        if result.errors[0] is not None:
-            raise result.errors[0]
-        return StepResult(result.y[0], result.steps[0], result.states)
-
     async def _run_step(self, runner: Runner, session_id: str, x3: np.ndarray, owner: str,
                         step_id: str | None = None) -> StepResult:
         """Run checked timesteps [1, time, features] through the session's batcher."""
@@ -234,7 +224,11 @@ class Sessions:
             if replayed is not None:
                 return StepResult(replayed[0], replayed[1], {})
         job = Job(x3, sessions=[session_id], owners=[owner], step_ids=[step_id])
-        return self._one_row(await self._engine.batcher(runner).submit(job))
+        result = await self._engine.batcher(runner).submit(job)
+        assert result.steps is not None and result.errors is not None
+        if result.errors[0] is not None:
+            raise result.errors[0]
+        return StepResult(result.y[0], result.steps[0], result.states)
 
     async def step_many(
         self, model: str, ids: list[str], inputs: np.ndarray | list[np.ndarray | RnnServeError],
@@ -271,37 +265,20 @@ class Sessions:
             slow = list(range(n))
         if fast and whole is not None:
             everyone = len(fast) == n
-            rows = whole if everyone else whole[fast]
-            fast_ids = ids if everyone else [ids[i] for i in fast]
-            # Oversized requests are split into max_batch chunks, which run side by side on
-            # the inference workers instead of one long run on one core.
-            size = self._engine.settings.max_batch
-            batcher = self._engine.batcher(runner)
-            chunks = [Job(rows[at:at + size], sessions=fast_ids[at:at + size],
-                          owners=[owner] * len(fast_ids[at:at + size]))
-                      for at in range(0, len(fast), size)]
-            outcomes = await asyncio.gather(*(batcher.submit(job) for job in chunks),
-                                            return_exceptions=True)
-            k = 0
-            for job, outcome in zip(chunks, outcomes, strict=True):
-                if isinstance(outcome, BaseException):
-                    if not isinstance(outcome, RnnServeError):
-                        raise outcome
-                    for i in fast[k:k + job.rows]:  # this chunk did not run: its rows fail
-                        out[i] = outcome
-                    k += job.rows
-                    continue
-                assert outcome.steps is not None and outcome.errors is not None
-                y, steps, errors = outcome.y, outcome.steps, outcome.errors
-                for j in range(job.rows):
-                    i, error = fast[k + j], errors[j]
-                    if error is None:
-                        out[i] = StepResult(y[j], steps[j], {})
-                    elif isinstance(error, SessionOnOtherVersion):
-                        slow.append(i)  # a session pinned to another version of this model
-                    else:
-                        out[i] = error
-                k += job.rows
+            job = Job(whole if everyone else whole[fast],
+                      sessions=ids if everyone else [ids[i] for i in fast],
+                      owners=[owner] * len(fast))
+            result = await self._engine.batcher(runner).submit(job)  # split past max_batch
+            assert result.steps is not None and result.errors is not None
+            y, steps, errors = result.y, result.steps, result.errors
+            for k, i in enumerate(fast):
+                error = errors[k]
+                if error is None:
+                    out[i] = StepResult(y[k], steps[k], {})
+                elif isinstance(error, SessionOnOtherVersion):
+                    slow.append(i)  # a session pinned to another version of this model
+                else:
+                    out[i] = error
 
         async def one(i: int) -> StepResult:
             x = inputs[i]

@@ -26,6 +26,7 @@ import orjson
 
 from service.engine.batcher import Batcher, Job, JobResult
 from service.engine.runner import Runner
+from service.engine.tensors import holds_non_numbers
 from service.errors import InferenceFailed, RnnServeError, StepConflict
 
 log = logging.getLogger("rnnserve.collector")
@@ -35,7 +36,6 @@ CheckOne = Callable[[Any], np.ndarray]  # one item's inputs → [1, time, featur
 MakeResult = Callable[[np.ndarray, int, dict[str, np.ndarray]], Any]  # StepResult(y, n, {})
 _NO_STATES: dict[str, np.ndarray] = {}  # a collected step reports no states: one shared {}
 
-_NOT_NUMBERS = (b'"', b"true", b"false", b"null")
 _MAX_CONFLICT_RETRIES = 8
 
 
@@ -147,12 +147,10 @@ class StepCollector:
                 or x.shape[1] > self._max_timesteps):
             return None, everyone
         odd: set[int] = set()
-        encoded = orjson.dumps(inputs, option=orjson.OPT_SERIALIZE_NUMPY)
-        if any(token in encoded for token in _NOT_NUMBERS):  # numpy read "1", true, null
-            for i, value in enumerate(inputs):
-                one = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
-                if any(token in one for token in _NOT_NUMBERS):
-                    odd.add(i)
+        numpy_too = orjson.OPT_SERIALIZE_NUMPY  # a REST step's inputs are an array already
+        if holds_non_numbers(orjson.dumps(inputs, option=numpy_too)):
+            odd.update(i for i, value in enumerate(inputs)
+                       if holds_non_numbers(orjson.dumps(value, option=numpy_too)))
         finite = np.isfinite(x).all(axis=(1, 2))
         if not finite.all():
             odd.update(np.flatnonzero(~finite).tolist())

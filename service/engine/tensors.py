@@ -65,6 +65,15 @@ def _to_float32_checked(value: Any, what: str) -> np.ndarray:
         return arr.astype(np.float32, copy=False)
 
 
+def holds_non_numbers(encoded: bytes) -> bool:
+    """Whether orjson-encoded values hold what numpy would silently read as a number: a
+    string ("1.5"), true, false or null. A substring search, no Python loop over values."""
+    return any(token in encoded for token in _NON_NUMBER_TOKENS)
+
+
+_NON_NUMBER_TOKENS = (b'"', b"true", b"false", b"null")
+
+
 def _holds_booleans(value: Any) -> bool:
     """numpy turns [1, true] into [1, 1] silently; JSON true/false are not readings. A C-speed
     re-encode and substring search finds them without a Python loop over the values."""

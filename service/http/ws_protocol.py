@@ -81,7 +81,6 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.direct: DirectChannel | None = None
-        self._direct_paused = False
         self._own_frames = False  # after the handshake: frames parsed here, see data_received
         self._inbox = bytearray()
         self._in_fragmented_message = False
@@ -185,15 +184,13 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         """Hand text messages that arrived before `attach` to the direct handler."""
         channel = self.direct
         assert channel is not None and channel.on_text is not None
-        while not self.queue.empty():
+        self.resume_direct_reading()  # ASGI paused after each message; direct mode pauses on
+        while not self.queue.empty():  # its own terms (messages in flight), on the same flag
             message = self.queue.get_nowait()
             if message["type"] != "websocket.receive":
                 self.queue.put_nowait(message)  # a disconnect: connection_lost reports it
                 break
             channel.on_text(message.get("text"))
-        if self.read_paused:
-            self.read_paused = False
-            self.transport.resume_reading()
 
     # -- outgoing --------------------------------------------------------------------------
 
@@ -211,13 +208,13 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         return True
 
     def pause_direct_reading(self) -> None:
-        if not self._direct_paused and not self.transport.is_closing():
-            self._direct_paused = True
+        if not self.read_paused and not self.transport.is_closing():
+            self.read_paused = True
             self.transport.pause_reading()
 
     def resume_direct_reading(self) -> None:
-        if self._direct_paused:
-            self._direct_paused = False
+        if self.read_paused:
+            self.read_paused = False
             if not self.transport.is_closing():
                 self.transport.resume_reading()
 

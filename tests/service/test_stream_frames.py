@@ -22,6 +22,7 @@ import websockets
 
 from service.http.ws_protocol import text_frame_header
 from tests.conftest import ServerProcess, serving
+from tests.service.test_stream import whole
 
 RNG = np.random.default_rng(11)
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
@@ -103,11 +104,6 @@ def raw(server: ServerProcess) -> Iterator[RawStream]:
 
 def step_message(x: np.ndarray, **extra: object) -> bytes:
     return json.dumps({"inputs": x.tolist(), **extra}).encode()
-
-
-def whole(server: ServerProcess, model: str, seq: np.ndarray) -> np.ndarray:
-    r = httpx.post(f"{server.url}/v1/models/{model}/predict", json={"inputs": [seq.tolist()]})
-    return np.asarray(r.json()["outputs"][0])
 
 
 def test_frame_header_matches_rfc_6455_lengths() -> None:
