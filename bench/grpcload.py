@@ -306,11 +306,6 @@ async def run_grpc_stream_point_async(
         window = Window(time.perf_counter(), warmup_s, duration_s, max_requests)
         cpu = CpuMarks(cpu_probes)
 
-        async def mark_cpu_at_window_edges() -> None:
-            for edge in window.window_edges():
-                await asyncio.sleep(max(edge - time.perf_counter(), 0.0))
-                cpu.mark()
-
         async def one_sequence(index: int) -> None:
             stream = streams[index // per_stream]
             request_id = ids[index]
@@ -328,7 +323,7 @@ async def run_grpc_stream_point_async(
                 if error is not None and stream.broken is not None:
                     return
 
-        timer = asyncio.create_task(mark_cpu_at_window_edges())
+        timer = asyncio.create_task(cpu.mark_window_edges(window))
         try:
             await asyncio.wait_for(
                 asyncio.gather(*(one_sequence(i) for i in range(concurrency))),

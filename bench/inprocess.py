@@ -33,11 +33,6 @@ def run_threads(
     lock = threading.Lock()  # Window and LoadResult are shared by all workers
     cpu = CpuMarks(cpu_probes)  # "client" here is the whole cost: the runtime runs in-process
 
-    def mark_cpu_at_window_edges() -> None:
-        for edge in window.window_edges():
-            time.sleep(max(edge - time.perf_counter(), 0.0))
-            cpu.mark()
-
     def worker(index: int) -> None:
         # A call's latency runs from the moment its worker was free to make it (the previous
         # call's completion), not from when the thread next got the GIL and the CPU: with N
@@ -58,7 +53,8 @@ def run_threads(
                     return
             ready = done
 
-    timer = threading.Thread(target=mark_cpu_at_window_edges, daemon=True)
+    timer = threading.Thread(target=cpu.mark_window_edges_blocking, args=(window,),
+                             daemon=True)
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
     timer.start()
     for thread in threads:

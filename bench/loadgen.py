@@ -123,11 +123,6 @@ async def run_load_async(
     window = Window(time.perf_counter(), warmup_s, duration_s, max_requests)
     cpu = CpuMarks(cpu_probes)
 
-    async def mark_cpu_at_window_edges() -> None:
-        for edge in window.window_edges():
-            await asyncio.sleep(max(edge - time.perf_counter(), 0.0))
-            cpu.mark()
-
     async def one_client(index: int) -> None:
         number = 0
         while window.open_for_new(time.perf_counter()):
@@ -142,7 +137,7 @@ async def run_load_async(
             if not window.record(result, started, time.perf_counter(), error):
                 return
 
-    timer = asyncio.create_task(mark_cpu_at_window_edges())
+    timer = asyncio.create_task(cpu.mark_window_edges(window))
     try:
         await asyncio.gather(*(one_client(i) for i in range(concurrency)))
     finally:

@@ -43,12 +43,11 @@ from bench.medium_model import (
     sample_sequences,
     write_model_files,
 )
-from bench.procs import ServerProcess, cpu_seconds, free_port
+from bench.procs import ServerProcess, cpu_seconds, free_port, start_server
 from bench.report import Results, environment, figures, format_ratios, format_table, ratios
 from bench.stats import LoadResult
 
 SYSTEMS = ("rnnserve", "naive", "ceiling")
-REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DISTINCT_SEQUENCES = 64  # requests cycle through these; enough that no cache sees a repeat
 TOLERANCE = 1e-4  # max abs difference from PyTorch accepted in the correctness check
@@ -106,12 +105,7 @@ def start_rnnserve(files: ModelFiles, workdir: Path) -> ServerProcess:
     port = free_port()
     argv = [sys.executable, "-m", "service", "serve", "--models", str(files.repository),
             "--host", "127.0.0.1", "--port", str(port), "--grpc-port", "0"]  # fmt: skip
-    server = ServerProcess(
-        "rnnserve", argv, f"http://127.0.0.1:{port}/v2/health/ready",
-        workdir / "rnnserve.log", cwd=REPO_ROOT,
-    )  # fmt: skip
-    server.start(ready_timeout_s=90)
-    return server
+    return start_server("rnnserve", argv, port, workdir)
 
 
 def start_naive(files: ModelFiles, workdir: Path, torch_threads: int | None) -> ServerProcess:
@@ -120,12 +114,7 @@ def start_naive(files: ModelFiles, workdir: Path, torch_threads: int | None) -> 
             "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     if torch_threads is not None:
         argv += ["--torch-threads", str(torch_threads)]
-    server = ServerProcess(
-        "naive", argv, f"http://127.0.0.1:{port}/v2/health/ready",
-        workdir / "naive.log", cwd=REPO_ROOT,
-    )  # fmt: skip
-    server.start(ready_timeout_s=90)
-    return server
+    return start_server("naive", argv, port, workdir)
 
 
 def base_url(server: ServerProcess) -> str:

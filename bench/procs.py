@@ -135,3 +135,16 @@ def _answers_200(url: str) -> bool:
             return int(response.status) == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_server(name: str, argv: list[str], port: int, workdir: Path,
+                 kind: type[ServerProcess] = ServerProcess) -> ServerProcess:
+    """Start a benchmark server (run from the repository root, logging to
+    `workdir/<name>.log`) and wait until its /v2/health/ready answers 200."""
+    server = kind(name, argv, f"http://127.0.0.1:{port}/v2/health/ready",
+                  workdir / f"{name}.log", cwd=REPO_ROOT)
+    server.start(ready_timeout_s=90)
+    return server

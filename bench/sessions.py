@@ -57,14 +57,13 @@ from bench.medium_model import (
     sample_sequences,
     write_model_files,
 )
-from bench.procs import ServerProcess, cpu_seconds, free_port
+from bench.procs import REPO_ROOT, ServerProcess, cpu_seconds, free_port, start_server
 from bench.report import Results, Summary, environment, figures
 from bench.stats import LoadResult
 from bench.wsload import create_sessions, delete_sessions, run_uv, run_ws_point
 
 STREAM_SYSTEMS = ("ws", "grpc-stream", "rest", "naive", "echo-ws", "echo-rest", "echo-ws-asyncio")
 DEFAULT_SYSTEMS = STREAM_SYSTEMS[:6]
-REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DISTINCT_MESSAGES = 64
 GATEWAY_SESSIONS = 1024
@@ -194,24 +193,6 @@ class RnnserveProcess(ServerProcess):
     grpc_target = ""  # host:port of its gRPC server; "" when gRPC is off
 
 
-def _server(
-    name: str,
-    argv: list[str],
-    port: int,
-    workdir: Path,
-    kind: type[ServerProcess] = ServerProcess,
-) -> ServerProcess:
-    server = kind(
-        name,
-        argv,
-        f"http://127.0.0.1:{port}/v2/health/ready",
-        workdir / f"{name}.log",
-        cwd=REPO_ROOT,
-    )
-    server.start(ready_timeout_s=90)
-    return server
-
-
 def start_rnnserve(
     files: ModelFiles, workdir: Path, flags: tuple[str, ...], grpc: bool = False
 ) -> ServerProcess:
@@ -234,7 +215,7 @@ def start_rnnserve(
         str(grpc_port),
         *flags,
     ]
-    server = _server("rnnserve", argv, port, workdir, RnnserveProcess)
+    server = start_server("rnnserve", argv, port, workdir, RnnserveProcess)
     assert isinstance(server, RnnserveProcess)
     server.grpc_target = f"127.0.0.1:{grpc_port}" if grpc_port else ""
     return server
@@ -253,7 +234,7 @@ def start_naive(files: ModelFiles, workdir: Path) -> ServerProcess:
         "--port",
         str(port),
     ]
-    return _server("naive", argv, port, workdir)
+    return start_server("naive", argv, port, workdir)
 
 
 def start_echo(workdir: Path, loop: str = "auto") -> ServerProcess:
@@ -269,7 +250,7 @@ def start_echo(workdir: Path, loop: str = "auto") -> ServerProcess:
         "--loop",
         loop,
     ]
-    return _server("echo" if loop == "auto" else f"echo-{loop}", argv, port, workdir)
+    return start_server("echo" if loop == "auto" else f"echo-{loop}", argv, port, workdir)
 
 
 def base_url(server: ServerProcess) -> str:
@@ -427,6 +408,16 @@ def mean_batch_rows(
 PointFn = Callable[[int], dict[str, Any]]
 
 
+def _point_summary(result: LoadResult, batch_rows: float | None, setup_s: float,
+                   delete_failures: int) -> dict[str, Any]:
+    """A load point's summary plus what every system's point reports beside it."""
+    summary = result.summary()
+    summary["mean_batch_rows"] = batch_rows
+    summary["connect_s"] = round(setup_s, 2)
+    summary["delete_failures"] = delete_failures
+    return summary
+
+
 def ws_point(server: ServerProcess, messages: list[str], plan: Plan) -> PointFn:
     pid = server.pid
 
@@ -443,11 +434,7 @@ def ws_point(server: ServerProcess, messages: list[str], plan: Plan) -> PointFn:
         )
         batch = mean_batch_rows(counters, batch_counters(server))
         failed = delete_sessions(base_url(server), sids) if "echo" not in server.name else 0
-        summary = result.summary()
-        summary["mean_batch_rows"] = batch
-        summary["connect_s"] = round(connect_s, 2)
-        summary["delete_failures"] = failed
-        return summary
+        return _point_summary(result, batch, connect_s, failed)
 
     return point
 
@@ -476,10 +463,7 @@ def grpc_point(server: ServerProcess, bodies: list[bytes], plan: Plan) -> PointF
             cpu_probes={"server": lambda: cpu_seconds(pid)},
         )
         batch = mean_batch_rows(counters, batch_counters(server))
-        summary = result.summary()
-        summary["mean_batch_rows"] = batch
-        summary["connect_s"] = round(setup_s, 2)
-        summary["delete_failures"] = end_failures
+        summary = _point_summary(result, batch, setup_s, end_failures)
         summary["streams"] = -(-conc // plan.grpc_per_stream)
         return summary
 
@@ -517,11 +501,7 @@ def rest_point(server: ServerProcess, messages: list[str], plan: Plan) -> PointF
         )
         batch = mean_batch_rows(counters, batch_counters(server))
         failed = delete_sessions(base_url(server), sids)
-        summary = result.summary()
-        summary["mean_batch_rows"] = batch
-        summary["connect_s"] = round(create_s, 2)
-        summary["delete_failures"] = failed
-        return summary
+        return _point_summary(result, batch, create_s, failed)
 
     return point
 

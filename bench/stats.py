@@ -5,7 +5,9 @@ compared are summarised by exactly the same code."""
 
 from __future__ import annotations
 
+import asyncio
 import resource
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,6 +121,18 @@ class CpuMarks:
 
     def mark(self) -> None:
         self.marks.append({name: probe() for name, probe in self.probes.items()})
+
+    async def mark_window_edges(self, window: Window) -> None:
+        """Mark at the window's start and at its deadline (run as a task beside the load)."""
+        for edge in window.window_edges():
+            await asyncio.sleep(max(edge - time.perf_counter(), 0.0))
+            self.mark()
+
+    def mark_window_edges_blocking(self, window: Window) -> None:
+        """The same from a thread of its own (thread-based load)."""
+        for edge in window.window_edges():
+            time.sleep(max(edge - time.perf_counter(), 0.0))
+            self.mark()
 
     def into(self, result: LoadResult) -> None:
         """Store the CPU used between the marks (the end mark is taken now if the window was

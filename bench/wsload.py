@@ -95,11 +95,6 @@ async def run_ws_point_async(
         cpu = CpuMarks(cpu_probes)
         text_type = aiohttp.WSMsgType.TEXT
 
-        async def mark_cpu_at_window_edges() -> None:
-            for edge in window.window_edges():
-                await asyncio.sleep(max(edge - time.perf_counter(), 0.0))
-                cpu.mark()
-
         async def one_client(index: int, ws: aiohttp.ClientWebSocketResponse) -> None:
             number = 0
             count = len(messages)
@@ -121,7 +116,7 @@ async def run_ws_point_async(
                 if error is not None and ws.closed:
                     return
 
-        timer = asyncio.create_task(mark_cpu_at_window_edges())
+        timer = asyncio.create_task(cpu.mark_window_edges(window))
         try:
             await asyncio.gather(*(one_client(i, ws) for i, ws in enumerate(sockets)))
         finally:
