@@ -26,14 +26,15 @@ WORKDIR /src
 RUN python -m venv /opt/rnnserve
 # Dependencies first (from pyproject.toml only), so editing the code does not reinstall them.
 COPY pyproject.toml ./
-RUN mkdir -p service export \
-    && touch service/__init__.py export/__init__.py README.md \
+RUN for p in "" /console /engine /grpc /grpc/generated /http /state; do \
+        mkdir -p "service/rnnserve$p" && touch "service/rnnserve$p/__init__.py"; done \
+    && mkdir -p export && touch export/__init__.py README.md \
     && /opt/rnnserve/bin/pip install ".[redis]" \
     && /opt/rnnserve/bin/pip uninstall -y rnnserve
 COPY service ./service
 COPY export ./export
 RUN /opt/rnnserve/bin/pip install --no-deps . \
-    && /opt/rnnserve/bin/python -c "import service.serve, onnxruntime" \
+    && /opt/rnnserve/bin/python -c "import rnnserve.serve, onnxruntime" \
     && find /opt/rnnserve -name '__pycache__' -type d -prune -exec rm -rf {} +
 
 
@@ -55,8 +56,9 @@ WORKDIR /src
 RUN python3 -m venv /opt/rnnserve
 COPY pyproject.toml ./
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-RUN mkdir -p service export \
-    && touch service/__init__.py export/__init__.py README.md \
+RUN for p in "" /console /engine /grpc /grpc/generated /http /state; do \
+        mkdir -p "service/rnnserve$p" && touch "service/rnnserve$p/__init__.py"; done \
+    && mkdir -p export && touch export/__init__.py README.md \
     && /opt/rnnserve/bin/pip install ".[redis,cuda]" \
     && ort_gpu="$(/opt/rnnserve/bin/pip show onnxruntime-gpu | sed -n 's/^Version: //p')" \
     && /opt/rnnserve/bin/pip uninstall -y rnnserve onnxruntime onnxruntime-gpu \
@@ -64,7 +66,7 @@ RUN mkdir -p service export \
 COPY service ./service
 COPY export ./export
 RUN /opt/rnnserve/bin/pip install --no-deps . \
-    && /opt/rnnserve/bin/python -c "import service.serve, onnxruntime" \
+    && /opt/rnnserve/bin/python -c "import rnnserve.serve, onnxruntime" \
     && find /opt/rnnserve -name '__pycache__' -type d -prune -exec rm -rf {} +
 
 
@@ -124,6 +126,6 @@ USER 10001:10001
 EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["/opt/rnnserve/bin/python", "/usr/local/bin/rnnserve-healthcheck"]
-# Every setting is an RNNSERVE_<FIELD> variable (service/settings.py); arguments given to
+# Every setting is an RNNSERVE_<FIELD> variable (service/rnnserve/settings.py); arguments given to
 # `docker run IMAGE ...` are appended to `rnnserve serve` and win over the environment.
 ENTRYPOINT ["rnnserve", "serve"]

@@ -18,7 +18,7 @@ How the client is kept cheap (it shares the cores with the server under test):
   session (HTTP/2 flow control is per stream) and no session waits behind another's steps.
   `per_stream=64` multiplexes 64 sequences per stream instead: rnnserve runs the steps of
   different sequences of one stream concurrently, keeps each sequence's steps in order and
-  holds at most 256 messages of a stream in flight (service/grpc/servicer.py), so 64
+  holds at most 256 messages of a stream in flight (service/rnnserve/grpc/servicer.py), so 64
   closed-loop sequences never meet that window; but each stream is read one message at a
   time, so in docs/bench_grpc.md it measured slower (smaller batches). Responses are matched
   to their sequence by request id (one step of a sequence in flight at a time, so the
@@ -52,7 +52,7 @@ METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
 
 
 def _pb() -> Any:
-    from service.grpc.generated import inference_pb2
+    from rnnserve.grpc.generated import inference_pb2
 
     return inference_pb2
 

@@ -81,7 +81,9 @@ def write_model_files(root: Path, config: MediumConfig | None = None) -> ModelFi
 
     The checkpoint stays outside the model repository so that rnnserve's discovery sees
     nothing but the model directory."""
-    from export.onnx_export import export_recurrent  # the project's exporter: what users run
+    from rnnserve.export.onnx_export import (
+        export_recurrent,  # the project's exporter: what users run
+    )
 
     model = build(config)
     repository = root / "models"

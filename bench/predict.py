@@ -103,7 +103,7 @@ def parse_plan(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
 
 def start_rnnserve(files: ModelFiles, workdir: Path) -> ServerProcess:
     port = free_port()
-    argv = [sys.executable, "-m", "service", "serve", "--models", str(files.repository),
+    argv = [sys.executable, "-m", "rnnserve", "serve", "--models", str(files.repository),
             "--host", "127.0.0.1", "--port", str(port), "--grpc-port", "0"]  # fmt: skip
     return start_server("rnnserve", argv, port, workdir)
 

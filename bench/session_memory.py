@@ -23,9 +23,9 @@ import numpy as np
 
 # imported before any measurement: importing (onnxruntime comes with the engine) is not a cost
 # of sessions
-from service.engine.sessions import new_session_id
-from service.engine.state import SessionRecord, StateLayout
-from service.engine.state.memory import MemoryStateStore
+from rnnserve.engine.sessions import new_session_id
+from rnnserve.state import SessionRecord, StateLayout
+from rnnserve.state.memory import MemoryStateStore
 
 LAYERS, HIDDEN = 2, 128
 RAW_BYTES = 2 * LAYERS * HIDDEN * 4  # h and c, float32

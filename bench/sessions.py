@@ -203,7 +203,7 @@ def start_rnnserve(
     argv = [
         sys.executable,
         "-m",
-        "service",
+        "rnnserve",
         "serve",
         "--models",
         str(files.repository),
@@ -312,9 +312,8 @@ def check_rest(server: ServerProcess, sequence: np.ndarray, expected: np.ndarray
 def check_grpc(server: ServerProcess, sequence: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
     """One sequence over one ModelStreamInfer stream with the project's stubs, checked."""
     import grpc
-
-    from service.grpc.generated import inference_pb2 as pb
-    from service.grpc.generated import inference_pb2_grpc
+    from rnnserve.grpc.generated import inference_pb2 as pb
+    from rnnserve.grpc.generated import inference_pb2_grpc
 
     assert isinstance(server, RnnserveProcess) and server.grpc_target
     requests = []
@@ -799,8 +798,8 @@ def _frame_name(frame: str) -> str:
 
 PROFILE_AREAS = (  # (label, substring of a frame's file): the first match of the leaf frame
     ("ONNX Runtime run", "onnxruntime/"),
-    ("rnnserve engine (service/engine)", "service/engine/"),
-    ("rnnserve HTTP/WS layer + metrics (service/)", "service/"),
+    ("rnnserve engine (service/rnnserve/engine)", "service/rnnserve/engine/"),
+    ("rnnserve HTTP/WS layer + metrics (service/rnnserve/)", "service/rnnserve/"),
     ("prometheus_client", "prometheus_client/"),
     ("numpy", "numpy/"),
     ("uvicorn + websockets/httptools protocol", "uvicorn/"),

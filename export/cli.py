@@ -42,7 +42,7 @@ def _cells(text: str) -> list[str]:
 
 
 def train_parser() -> argparse.ArgumentParser:
-    from export.train import TrainConfig
+    from rnnserve.export.train import TrainConfig
 
     d = TrainConfig()
     p = _Parser(prog="rnnserve train",
@@ -73,8 +73,8 @@ def train_parser() -> argparse.ArgumentParser:
 
 def train_main(argv: list[str]) -> int:
     """`rnnserve train`: returns 0, or 2 with a one-line message for bad input."""
-    from export.errors import ExportInputError
-    from export.train import TrainConfig, run
+    from rnnserve.export.errors import ExportInputError
+    from rnnserve.export.train import TrainConfig, run
 
     args = _parse(train_parser(), argv)
     if isinstance(args, int):
@@ -106,10 +106,10 @@ def export_parser() -> argparse.ArgumentParser:
 
 def export_main(argv: list[str]) -> int:
     """`rnnserve export CHECKPOINT --out DIR`: returns 0, or 2 for bad input."""
-    from export import data as D
-    from export.errors import ExportInputError
-    from export.model import load_checkpoint
-    from export.onnx_export import export_forecaster
+    from rnnserve.export import data as D
+    from rnnserve.export.errors import ExportInputError
+    from rnnserve.export.model import load_checkpoint
+    from rnnserve.export.onnx_export import export_forecaster
 
     args = _parse(export_parser(), argv)
     if isinstance(args, int):

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from export.errors import ExportInputError
+from rnnserve.export.errors import ExportInputError
 
 FEATURES: list[tuple[str, str]] = [
     ("temperature_f", "degF"),

@@ -21,8 +21,8 @@ rate, clipping, batch size and number of steps, and show two things:
 
 Run (about 3-4 minutes on an idle 2-core CPU, far longer when the cores are shared):
 
-    python -m export.long_memory                 # writes docs/long_memory_*.png
-    python -m export.long_memory --help          # options: --steps, --seq-len, --out, ...
+    python -m rnnserve.export.long_memory                 # writes docs/long_memory_*.png
+    python -m rnnserve.export.long_memory --help          # options: --steps, --seq-len, --out, ...
 """
 
 from __future__ import annotations

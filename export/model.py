@@ -19,9 +19,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from rnnserve.export.errors import ExportInputError
 from torch import nn
-
-from export.errors import ExportInputError
 
 CELLS = ("rnn", "lstm", "gru")
 RECURRENT: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}

@@ -31,10 +31,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from rnnserve.export.errors import ExportInputError
+from rnnserve.export.model import TemperatureForecaster
 from torch import nn
-
-from export.errors import ExportInputError
-from export.model import TemperatureForecaster
 
 CELL_OPS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 METADATA_CELL_KEY = "rnnserve.cell"

@@ -18,20 +18,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
-from tqdm import tqdm
-
-from export import data as D
-from export.errors import ExportInputError
-from export.model import (
+from rnnserve.export import data as D
+from rnnserve.export.errors import ExportInputError
+from rnnserve.export.model import (
     CELLS,
     ModelConfig,
     TemperatureForecaster,
     count_parameters,
     save_checkpoint,
 )
-from export.onnx_export import export_forecaster
-from export.report import plot_forecast, plot_learning_curve, write_metrics
+from rnnserve.export.onnx_export import export_forecaster
+from rnnserve.export.report import plot_forecast, plot_learning_curve, write_metrics
+from torch import nn
+from tqdm import tqdm
 
 
 @dataclass

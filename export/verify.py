@@ -3,7 +3,8 @@
 The NumPy reference re-implements the cell equations of DESIGN.md ("The cells") from scratch and
 takes its weights from the ONNX file itself (W, R, B initializers of each RNN/LSTM/GRU node, in
 ONNX gate order: LSTM i,o,f,c; GRU z,r,h), so it checks the exporter's gate reordering and bias
-split as well as ONNX Runtime's kernels. `python -m export.verify models/` checks a repository.
+split as well as ONNX Runtime's kernels. `python -m rnnserve.export.verify models/` checks a
+repository.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import numpy_helper
-
-from export.onnx_export import CELL_OPS, METADATA_CELL_KEY, ort_session
+from rnnserve.export.onnx_export import CELL_OPS, METADATA_CELL_KEY, ort_session
 
 RECURRENT_OPS = set(CELL_OPS.values())
 
@@ -227,7 +227,7 @@ def verify_model_dir(model_dir: str | Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m export.verify DIR...`: check every model directory below the given ones."""
+    """`python -m rnnserve.export.verify DIR...`: check every model directory below them."""
     roots = [Path(a) for a in (argv if argv is not None else sys.argv[1:])] or [Path("models")]
     failed = 0
     for root in roots:

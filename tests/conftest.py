@@ -32,9 +32,8 @@ def build_tiny_repository(root: Path) -> Path:
     model.json) and broken (a file that is not ONNX)."""
     import onnx
     import torch
+    from rnnserve.export.onnx_export import export_recurrent
     from torch import nn
-
-    from export.onnx_export import export_recurrent
 
     def export(cls: type[nn.Module], folder: Path, seed: int) -> Path:
         torch.manual_seed(seed)
@@ -74,7 +73,7 @@ def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def make_settings(tiny_repo: Path) -> Callable[..., object]:
-    from service.settings import Settings
+    from rnnserve.settings import Settings
 
     def make(**overrides: object) -> Settings:
         values: dict[str, object] = {"models": tiny_repo, "grpc_port": 0}
@@ -90,8 +89,8 @@ async def make_client(
 ) -> AsyncIterator[Callable[..., Awaitable[httpx.AsyncClient]]]:
     """`await make_client(**settings)`: an httpx.AsyncClient speaking to the app in-process
     (ASGI), its engine started and opened (ASGITransport runs no lifespan)."""
-    from service.engine import Engine
-    from service.http.app import create_app
+    from rnnserve.engine import Engine
+    from rnnserve.http.app import create_app
 
     engines: list[Engine] = []
 
@@ -147,7 +146,7 @@ class LoggedProcess:
 
 
 class ServerProcess(LoggedProcess):
-    """`python -m service serve` on a free loopback port (HTTP only unless `args` say
+    """`python -m rnnserve serve` on a free loopback port (HTTP only unless `args` say
     otherwise; later flags win), stopped by whoever started it."""
 
     def __init__(self, args: list[str], log_path: Path, *, grpc: bool = False) -> None:
@@ -163,7 +162,7 @@ class ServerProcess(LoggedProcess):
         self.url = f"http://127.0.0.1:{self.port}"
 
     def _command(self) -> list[str]:
-        return [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1",
+        return [sys.executable, "-m", "rnnserve", "serve", "--host", "127.0.0.1",
                 "--port", str(self.port), "--grpc-port", str(self.grpc_port), *self.extra_args]
 
     def wait_ready(self, timeout: float = 60) -> None:

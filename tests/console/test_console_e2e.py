@@ -26,7 +26,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 CHROMIUM = Path(os.environ.get("RNNSERVE_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("RNNSERVE_CHROMEDRIVER", "/usr/bin/chromedriver"))
 ARTIFACTS = ROOT / "test-artifacts" / "console"
-WEEKS = json.loads((ROOT / "service" / "console" / "static" / "weeks.json").read_text())
+WEEKS = json.loads((ROOT / "service" / "rnnserve" / "console" / "static" / "weeks.json")
+                   .read_text())
 MODEL = "temperature-gru"
 CITY = "seattle"
 KEY = "console-test-key"  # the server below requires it (a stand-in for API keys)

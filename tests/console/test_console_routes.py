@@ -10,18 +10,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+from rnnserve.console import ASSETS, STATIC
+from rnnserve.console import router as console_router
 
-from service.console import ASSETS, STATIC
-from service.console import router as console_router
 from tests.conftest import COMMITTED_MODELS
 
 MODEL = "temperature-gru"
 
 
 async def console_client(models: Path) -> AsyncIterator[httpx.AsyncClient]:
-    from service.engine import Engine
-    from service.http.app import create_app
-    from service.settings import Settings
+    from rnnserve.engine import Engine
+    from rnnserve.http.app import create_app
+    from rnnserve.settings import Settings
 
     engine = Engine(Settings(models=models, grpc_port=0))  # type: ignore[call-arg]
     engine.start()
@@ -106,9 +106,9 @@ async def test_report_of_numbered_versions_and_missing_files(tmp_path: Path) -> 
 
 
 def test_weeks_file_matches_the_real_data() -> None:
-    """static/weeks.json is what make_weeks writes from export.data today."""
+    """static/weeks.json is what make_weeks writes from rnnserve.export.data today."""
     pytest.importorskip("vega_datasets", reason="needs the train extra (vega_datasets)")
-    from service.console import make_weeks
+    from rnnserve.export import console_weeks as make_weeks
 
     shipped = json.loads((STATIC / "weeks.json").read_text())
     assert shipped == json.loads(json.dumps(make_weeks.build()))

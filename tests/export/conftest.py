@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from export.data import FEATURES, OUTPUTS
-from export.model import CELLS, ModelConfig, TemperatureForecaster
-from export.onnx_export import export_forecaster
+from rnnserve.export.data import FEATURES, OUTPUTS
+from rnnserve.export.model import CELLS, ModelConfig, TemperatureForecaster
+from rnnserve.export.onnx_export import export_forecaster
 
 
 def tiny_forecaster(cell: str, seed: int = 0) -> TemperatureForecaster:

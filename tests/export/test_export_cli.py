@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from export.cli import export_main, train_main
+from rnnserve.export.cli import export_main, train_main
 
 # A tiny training run: one small GRU, one epoch, a short window (a few seconds).
 TINY = ["--cells", "gru", "--hidden", "4", "--layers", "1", "--epochs", "1", "--window", "48",

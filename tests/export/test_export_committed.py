@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from export.model import CELLS
-from export.verify import contract_problems, run_onnx, verify_model_dir
+from rnnserve.export.model import CELLS
+from rnnserve.export.verify import contract_problems, run_onnx, verify_model_dir
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 

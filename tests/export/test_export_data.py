@@ -7,9 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
-from export import data as D
-from export.errors import ExportInputError
+from rnnserve.export import data as D
+from rnnserve.export.errors import ExportInputError
 
 
 def frame(temps: list[float], start: str = "2010-01-01") -> pd.DataFrame:

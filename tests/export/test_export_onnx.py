@@ -12,12 +12,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch import nn
-
-from export.errors import ExportInputError
-from export.model import CELLS
-from export.onnx_export import export_recurrent
-from export.verify import (
+from rnnserve.export.errors import ExportInputError
+from rnnserve.export.model import CELLS
+from rnnserve.export.onnx_export import export_recurrent
+from rnnserve.export.verify import (
     chunked_run,
     contract_problems,
     forecaster_reference,
@@ -26,6 +24,7 @@ from export.verify import (
     run_onnx,
     verify_model_dir,
 )
+from torch import nn
 
 SETTINGS = settings(max_examples=12, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])

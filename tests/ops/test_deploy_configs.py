@@ -190,12 +190,14 @@ def dockerignore_included(path: str, patterns: list[str]) -> bool:
 def test_deploy_dockerignore_sends_only_what_the_image_needs() -> None:
     patterns = [line.strip() for line in DOCKERIGNORE.read_text().splitlines()
                 if line.strip() and not line.startswith("#")]
-    for path in ("pyproject.toml", "service/serve.py", "service/grpc/proto/inference.proto",
-                 "export/onnx_export.py", "models/temperature-lstm/model.onnx",
+    for path in ("pyproject.toml", "service/rnnserve/serve.py",
+                 "service/rnnserve/grpc/proto/inference.proto", "export/onnx_export.py",
+                 "models/temperature-lstm/model.onnx",
                  "models/temperature-lstm/model.json", "deploy/docker/healthcheck.py"):
         assert dockerignore_included(path, patterns), path
     for path in (".venv/bin/python", ".git/HEAD", "tests/conftest.py", "bench/results/a.json",
-                 "bench/loadgen.py", "export/checkpoints/lstm.pt", "service/__pycache__/x.pyc",
+                 "bench/loadgen.py", "export/checkpoints/lstm.pt",
+                 "service/rnnserve/__pycache__/x.pyc",
                  "models/temperature-lstm/forecast.png", "docs/deploy.md",
                  "docker-compose.yml", "deploy/k8s/deployment.yaml", ".env"):
         assert not dockerignore_included(path, patterns), path
@@ -236,13 +238,17 @@ def test_deploy_wheel_ships_every_file_the_server_reads(tmp_path: Path) -> None:
     (wheel,) = (tmp_path / "dist").glob("rnnserve-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
     needed = sorted(
-        p.relative_to(context).as_posix() for p in (context / "service").rglob("*")
+        p.relative_to(context / "service").as_posix() for p in (context / "service").rglob("*")
         if p.is_file() and p.suffix not in (".py", ".pyc", ".pyi"))
     missing = [p for p in needed if p not in shipped]
     assert not missing, (
         f"the wheel (and so the image) lacks {missing}: declare them as package data in "
         "pyproject.toml, e.g. [tool.setuptools.package-data] "
-        '"service.console" = ["static/*"]  "service.grpc" = ["proto/*.proto"]')
+        '"rnnserve.console" = ["static/*"]  "rnnserve.grpc" = ["proto/*.proto"]')
+    # One import name: the server and the training code both live under `rnnserve`.
+    tops = {name.split("/")[0] for name in shipped if not name.startswith("rnnserve-")}
+    assert tops == {"rnnserve"}, tops
+    assert "rnnserve/export/train.py" in shipped
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,7 +391,7 @@ def test_deploy_k8s_deployment_probes_config_and_scaling() -> None:
     config = docs[("ConfigMap", config_ref["configMapRef"]["name"])]["data"]
     assert config["RNNSERVE_STATE_STORE"] == "redis://rnnserve-redis:6379/0"
     assert config["RNNSERVE_HOST"] == "0.0.0.0"
-    from service.settings import Settings
+    from rnnserve.settings import Settings
 
     fields = {f"RNNSERVE_{name.upper()}" for name in Settings.model_fields}
     assert set(config) <= fields, set(config) - fields
@@ -464,7 +470,7 @@ class Cluster:
             http, grpc = free_port(), free_port()
             self.replicas.append(f"127.0.0.1:{http}")
             self.grpc_replicas.append(f"127.0.0.1:{grpc}")
-            self.procs.append(LoggedProcess([sys.executable, "-m", "service", "serve", "--models",
+            self.procs.append(LoggedProcess([sys.executable, "-m", "rnnserve", "serve", "--models",
                                     str(ROOT / "models"), "--host", "127.0.0.1", "--port",
                                     str(http), "--grpc-port", str(grpc), "--state-store",
                                     "memory"], tmp / f"replica-{i}.log"))

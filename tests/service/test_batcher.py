@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from service.engine import Engine
-from service.errors import InferenceFailed
-from service.settings import Settings
+from rnnserve.engine import Engine
+from rnnserve.errors import InferenceFailed
+from rnnserve.settings import Settings
 
 RNG = np.random.default_rng(23)
 

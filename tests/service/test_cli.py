@@ -10,13 +10,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from rnnserve.serve import load_settings
 
-from service.serve import load_settings
 from tests.conftest import ROOT, ServerProcess
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "service", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "rnnserve", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT)
 
 
@@ -66,7 +66,7 @@ def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_server_modules_do_not_import_torch() -> None:
-    code = ("import sys, service.serve, service.http.app, service.engine; "
+    code = ("import sys, rnnserve.serve, rnnserve.http.app, rnnserve.engine; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=ROOT)

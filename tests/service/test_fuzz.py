@@ -26,9 +26,9 @@ def fuzzed_server(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory
 def _openapi() -> dict[str, object]:
     """The server's OpenAPI document, from the app object: no process at collection time
     (the server the cases are sent to belongs to the fixture, which always stops it)."""
-    from service.engine import Engine
-    from service.http.app import create_app
-    from service.settings import Settings
+    from rnnserve.engine import Engine
+    from rnnserve.http.app import create_app
+    from rnnserve.settings import Settings
 
     app = create_app(Engine(Settings(models=COMMITTED_MODELS, grpc_port=0)))
     return app.openapi()

@@ -19,10 +19,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from rnnserve.grpc.generated import inference_pb2 as pb
+from rnnserve.grpc.generated import inference_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from service.grpc.generated import inference_pb2 as pb
-from service.grpc.generated import inference_pb2_grpc
 from tests.conftest import ServerProcess, serving
 
 RNG = np.random.default_rng(23)

@@ -12,11 +12,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from service.errors import InvalidInput
-from service.grpc import converters
-from service.grpc.generated import inference_pb2 as pb
-from service.grpc.stream import pipeline
+from rnnserve.errors import InvalidInput
+from rnnserve.grpc import converters
+from rnnserve.grpc.generated import inference_pb2 as pb
+from rnnserve.grpc.stream import pipeline
 
 
 def request(x: np.ndarray | None = None, raw: bool = True, **params: Any) -> pb.ModelInferRequest:
@@ -183,7 +182,7 @@ def test_committed_stubs_are_current(tmp_path: Path) -> None:
     pytest.importorskip("grpc_tools")
     import importlib.util
 
-    from service.grpc.generate import generate
+    from rnnserve.grpc.generate import generate
 
     generate(tmp_path)
     spec = importlib.util.spec_from_file_location("fresh_inference_pb2",
@@ -192,7 +191,7 @@ def test_committed_stubs_are_current(tmp_path: Path) -> None:
     fresh = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fresh)  # loads into a private pool of its own: no clash
     assert fresh.DESCRIPTOR.serialized_pb == pb.DESCRIPTOR.serialized_pb, (
-        "service/grpc/generated is stale: run python -m service.grpc.generate")
+        "service/rnnserve/grpc/generated is stale: run python -m rnnserve.grpc.generate")
 
 
 class FakeEngine:
@@ -201,8 +200,7 @@ class FakeEngine:
 
 async def test_health_follows_readiness() -> None:
     from grpc_health.v1 import health_pb2
-
-    from service.grpc.health import HealthServicer
+    from rnnserve.grpc.health import HealthServicer
 
     engine = FakeEngine()
     checks = HealthServicer(engine, ("inference.GRPCInferenceService",))  # type: ignore[arg-type]
@@ -218,9 +216,9 @@ async def test_health_follows_readiness() -> None:
 async def test_port_in_use_is_an_error(tmp_path: Path) -> None:
     import socket
 
-    from service.engine import Engine
-    from service.grpc.server import start_grpc_server
-    from service.settings import Settings
+    from rnnserve.engine import Engine
+    from rnnserve.grpc.server import start_grpc_server
+    from rnnserve.settings import Settings
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -6,11 +6,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from service.engine import Engine
-from service.engine.repository import discover, is_valid_model_name
-from service.errors import ModelNotFound
-from service.settings import Settings
+from rnnserve.engine import Engine
+from rnnserve.engine.repository import discover, is_valid_model_name
+from rnnserve.errors import ModelNotFound
+from rnnserve.settings import Settings
 
 
 def test_discovers_single_and_numbered_versions(tiny_repo: Path) -> None:

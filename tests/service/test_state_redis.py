@@ -13,15 +13,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+from rnnserve.errors import InvalidInput, SessionNotFound, Unavailable
+from rnnserve.state.base import SessionRecord, StateLayout, StateStore
+from rnnserve.state.memory import MemoryStateStore
 
-from service.engine.state.base import SessionRecord, StateLayout, StateStore
-from service.engine.state.memory import MemoryStateStore
-from service.errors import InvalidInput, SessionNotFound, Unavailable
 from tests.service.redis_server import REDIS_SERVER, RedisServer
 
 redis = pytest.importorskip("redis", reason="redis-py is not installed (pip install .[redis])")
 
-from service.engine.state.redis import RedisStateStore  # noqa: E402
+from rnnserve.state.redis import RedisStateStore  # noqa: E402
 
 LSTM = StateLayout("lstm", 1, (("h0", 2, 16), ("c0", 2, 16)))
 LSTM2 = StateLayout("lstm", 2, (("h0", 2, 16), ("c0", 2, 16)))
@@ -543,7 +543,7 @@ async def test_two_engines_stepping_the_same_sessions_apply_every_step_once(
     """Two replicas on one Redis step the same 24 sessions at once, five rounds each, through
     their StepCollectors (24-row jobs): rows that lose a race to the other replica are run
     again on its state, never lost, never applied twice."""
-    from service.engine import Engine
+    from rnnserve.engine import Engine
 
     engines = []
     for _ in range(2):

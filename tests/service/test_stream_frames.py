@@ -1,5 +1,5 @@
 """The stream's direct mode at the frame level, against a real server: rnnserve cuts client
-frames itself (service/http/ws_protocol.py), so these tests write raw frames over a plain
+frames itself (service/rnnserve/http/ws_protocol.py), so these tests write raw frames over a plain
 socket: messages split at every byte boundary or packed many to a write, 16-bit lengths,
 pings and fragmented messages in the middle of a stream, binary frames, bad UTF-8; and many
 connections stepping at once (the StepCollector) with odd messages among them."""
@@ -19,8 +19,8 @@ import httpx
 import numpy as np
 import pytest
 import websockets
+from rnnserve.http.ws_protocol import text_frame_header
 
-from service.http.ws_protocol import text_frame_header
 from tests.conftest import ServerProcess, serving
 from tests.service.test_stream import whole
 

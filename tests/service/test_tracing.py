@@ -97,8 +97,8 @@ def test_tracing_is_off_by_default() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, service.serve, service.engine; from service.engine import Engine; "
-            "from service.settings import Settings; Engine(Settings()); "
+    code = ("import sys, rnnserve.serve, rnnserve.engine; from rnnserve.engine import Engine; "
+            "from rnnserve.settings import Settings; Engine(Settings()); "
             "assert not any(m.startswith(('opentelemetry.sdk', 'opentelemetry.exporter')) "
             "for m in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

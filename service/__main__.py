@@ -1,5 +1,0 @@
-"""`python -m service` is `rnnserve`."""
-
-from service.cli import main
-
-raise SystemExit(main())

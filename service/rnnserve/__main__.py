@@ -1,0 +1,5 @@
+"""`python -m service` is `rnnserve`."""
+
+from rnnserve.cli import main
+
+raise SystemExit(main())

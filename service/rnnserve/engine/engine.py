@@ -1,0 +1,311 @@
+"""The facade every transport calls: model metadata, stateless prediction, raw tensor
+inference and (through `sessions`) stateful steps. It owns the loaded models, the worker pool,
+the state store and one batcher per model version, enforces the request limits and checks
+every tensor, so that REST, WebSocket, KServe v2 and gRPC behave and fail alike.
+
+Lifecycle: `start()` loads the models (blocking, before serving); `await open()` starts the
+store and the batchers inside the running event loop; `await aclose()` drains them;
+`close()` releases the worker threads."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rnnserve import __version__
+from rnnserve.engine.batcher import Batcher, BatcherOptions, Job
+from rnnserve.engine.models import LoadedModels
+from rnnserve.engine.providers import choose_providers
+from rnnserve.engine.runner import Runner, RunnerOptions
+from rnnserve.engine.sessions import Sessions
+from rnnserve.engine.tensors import check_state, require_finite, require_sequence
+from rnnserve.errors import InvalidInput, PayloadTooLarge, Unavailable
+from rnnserve.metrics import Metrics
+from rnnserve.settings import Settings
+from rnnserve.state import StateStore
+from rnnserve.state.factory import make_store
+from rnnserve.tracing import Tracing
+
+log = logging.getLogger("rnnserve.engine")
+
+StateDict = dict[str, np.ndarray]
+"""One sequence's state, keyed by state input name (h0, c0), each [layers, 1, hidden]."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Per sequence, in request order: outputs [time, out] and, if asked, the final state."""
+
+    model: str
+    version: int
+    outputs: list[np.ndarray] | np.ndarray  # an array [batch, time, out] when lengths agree
+    states: list[StateDict] | None
+
+
+class Engine:
+    """Loads the repository at `start()` and serves it until `close()`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.tracing = Tracing(settings.otel_endpoint, settings.otel_service_name)
+        self.models = LoadedModels()
+        self._pool: ThreadPoolExecutor | None = None
+        self._batchers: dict[tuple[str, int], Batcher] = {}
+        self._store: StateStore | None = None
+        self._sessions: Sessions | None = None
+        self.started = False
+        self.draining = False  # set at SIGTERM: readiness goes false before the listeners close
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the worker pool and load every model (blocking: call before serving)."""
+        s = self.settings
+        self._pool = ThreadPoolExecutor(s.inference_workers, thread_name_prefix="onnxruntime")
+        options = RunnerOptions(s.device, tuple(choose_providers(s.device)), s.intra_op_threads)
+        self.models = LoadedModels.load(s.models, options, self._pool)
+        for name, versions in self.models.versions.items():
+            for version in versions:
+                self.metrics.model_loaded.labels(name, str(version)).set(1)
+        for problem in self.models.problems:
+            self.metrics.model_loaded.labels(problem.name, str(problem.version or "")).set(0)
+        self.started = True
+        log.info("serving %d model(s) from %s; %d problem(s)", len(self.models.versions),
+                 s.models, len(self.models.problems))
+
+    async def open(self) -> None:
+        """Start the state store and one batcher per model version (in the running loop)."""
+        if self._store is not None:
+            return
+        s = self.settings
+        store = make_store(s, self.metrics.session_event)
+        await store.start()
+        self._store = store
+        slots = asyncio.Semaphore(s.inference_workers)
+        options = BatcherOptions(s.max_batch, s.max_delay_ms / 1000, s.max_queue)
+        self._batchers = {
+            (runner.name, runner.version): Batcher(runner, store, slots, options, self.metrics,
+                                                   self.tracing)
+            for versions in self.models.versions.values() for runner in versions.values()
+        }
+        self._sessions = Sessions(self, store)
+
+    async def aclose(self) -> None:
+        """Finish queued and in-flight work, then stop the batchers and the store."""
+        self.started = False
+        for batcher in self._batchers.values():
+            await batcher.close()
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+
+    def close(self) -> None:
+        self.started = False
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        self.tracing.shutdown()
+
+    @property
+    def ready(self) -> bool:
+        if not self.started or self._store is None or self.draining:
+            return False
+        return not (self.settings.strict_readiness and self.models.problems)
+
+    @property
+    def sessions(self) -> Sessions:
+        if self._sessions is None:
+            raise Unavailable("the server is starting or stopping", retry_after_s=1)
+        return self._sessions
+
+    def runner(self, model: str, version: str | int | None = None) -> Runner:
+        if not self.started:
+            raise Unavailable("the server is starting or stopping", retry_after_s=1)
+        return self.models.get(model, version)
+
+    def batcher(self, runner: Runner) -> Batcher:
+        batcher = self._batchers.get((runner.name, runner.version))
+        if batcher is None:
+            raise Unavailable("the server is starting or stopping", retry_after_s=1)
+        return batcher
+
+    # -- metadata --------------------------------------------------------------------------
+
+    def server_info(self) -> dict[str, Any]:
+        return {"name": "rnnserve", "version": __version__}
+
+    def describe(self, model: str, version: str | int | None = None) -> dict[str, Any]:
+        """Everything a client needs to call a model, in plain types."""
+        runner = self.runner(model, version)
+        sig, meta = runner.signature, runner.source.metadata
+        return {
+            "name": runner.name,
+            "version": runner.version,
+            "versions": sorted(self.models.versions[runner.name]),
+            "cell": sig.cell,
+            "description": meta.get("description", ""),
+            "input_size": sig.input_size,
+            "output_size": sig.output_size,
+            "hidden_size": sig.states[0].hidden if sig.states else None,
+            "layers": sig.states[0].layers if sig.states else None,
+            "inputs": {"name": sig.input_name, "shape": [-1, -1, sig.input_size]},
+            "outputs": {"name": sig.output_name, "shape": [-1, -1, sig.output_size]},
+            "state": [
+                {"input": s.input, "output": s.output, "shape": [s.layers, -1, s.hidden]}
+                for s in sig.states
+            ],
+            "features": meta.get("features", []),
+            "output_features": meta.get("outputs", []),
+            "metrics": meta.get("metrics", {}),
+            "provider": runner.provider,
+        }
+
+    # -- limits ----------------------------------------------------------------------------
+
+    def check_limits(self, sequences: int, longest: int, total: int) -> None:
+        s = self.settings
+        if sequences > s.max_sequences:
+            raise PayloadTooLarge(f"{sequences} sequences in one request; the limit is "
+                                  f"{s.max_sequences}: split the request")
+        if longest > s.max_timesteps:
+            raise PayloadTooLarge(f"a sequence of {longest} timesteps; the limit is "
+                                  f"{s.max_timesteps}: send it in chunks through a session")
+        if total > s.max_total_timesteps:
+            raise PayloadTooLarge(f"{total} timesteps in one request; the limit is "
+                                  f"{s.max_total_timesteps}: split the request")
+
+    # -- stateless work --------------------------------------------------------------------
+
+    async def run_stateless(
+        self, runner: Runner, x: np.ndarray, initial: Mapping[str, np.ndarray] | None
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Sequences of one length [batch, time, features] from `initial` states
+        [layers, batch, hidden] (zeros when absent), through the batcher (which runs more than
+        max_batch rows as parts). Returns outputs [batch, time, out] and final states by input
+        name."""
+        job = Job(x, initial=dict(initial) if initial else None)
+        result = await self.batcher(runner).submit(job)
+        return result.y, result.states
+
+    async def predict(
+        self,
+        model: str,
+        sequences: Sequence[np.ndarray] | np.ndarray,
+        *,
+        version: str | int | None = None,
+        initial_states: Sequence[Mapping[str, np.ndarray] | None] | None = None,
+        return_state: bool = False,
+    ) -> Prediction:
+        """Run each sequence from its initial state (zeros unless given). Sequences of equal
+        length share ONNX Runtime calls (with other requests' too); different lengths never
+        share one, so padding can never leak into a result."""
+        runner = self.runner(model, version)
+        sig = runner.signature
+        if len(sequences) == 0:
+            raise InvalidInput("inputs is empty: send at least one sequence")
+        if isinstance(sequences, np.ndarray):
+            if sequences.ndim != 3:
+                raise InvalidInput(f"inputs must be a list of sequences (time × features); "
+                                   f"got an array of shape {list(sequences.shape)}")
+            require_sequence(sequences[0], sig.input_size, "inputs[0]")
+            lengths = [int(sequences.shape[1])] * len(sequences)
+        else:
+            for i, seq in enumerate(sequences):
+                require_sequence(seq, sig.input_size, f"inputs[{i}]")
+            lengths = [int(seq.shape[0]) for seq in sequences]
+        self.check_limits(len(sequences), max(lengths), sum(lengths))
+        if isinstance(sequences, np.ndarray):
+            require_finite(sequences, "inputs")
+        else:
+            for i, seq in enumerate(sequences):
+                require_finite(seq, f"inputs[{i}]")
+        if initial_states is not None and len(initial_states) != len(sequences):
+            raise InvalidInput(f"initial_states has {len(initial_states)} entries; give one per "
+                               f"sequence ({len(sequences)}), null for zeros")
+        states = [check_state(sig, st, f"initial_states[{i}]")
+                  for i, st in enumerate(initial_states or [None] * len(sequences))]
+
+        groups: dict[int, list[int]] = {}
+        for i, length in enumerate(lengths):
+            groups.setdefault(length, []).append(i)
+        runs = []
+        for rows in groups.values():
+            if isinstance(sequences, np.ndarray):
+                x = sequences  # one group holding every row, in order
+            else:
+                x = np.stack([sequences[i] for i in rows])
+            initial = None
+            if any(states[i] for i in rows):
+                initial = {s.input: np.concatenate(
+                    [(states[i] or {}).get(s.input, np.zeros(s.shape(1), np.float32))
+                     for i in rows], axis=1) for s in sig.states}
+            runs.append(self.run_stateless(runner, x, initial))
+        results = await asyncio.gather(*runs)
+
+        outputs: list[np.ndarray] | np.ndarray
+        if len(groups) == 1:
+            outputs = results[0][0]  # rows already in request order
+        else:
+            outputs = [np.empty(0, np.float32)] * len(sequences)
+            for rows, (y, _) in zip(groups.values(), results, strict=True):
+                for k, i in enumerate(rows):
+                    outputs[i] = y[k]
+        final: list[StateDict] | None = None
+        if return_state:
+            final = [{} for _ in sequences]
+            for rows, (_, st) in zip(groups.values(), results, strict=True):
+                for k, i in enumerate(rows):
+                    final[i] = {name: arr[:, k : k + 1, :] for name, arr in st.items()}
+        return Prediction(runner.name, runner.version, outputs, final)
+
+    def check_tensor_input(self, runner: Runner, x: np.ndarray | None) -> None:
+        """The sequence input of a raw-tensor call: [batch, time, features], within limits."""
+        sig = runner.signature
+        if x is None:
+            raise InvalidInput(f"input {sig.input_name!r} is missing: it carries the sequence "
+                               f"[batch, time, {sig.input_size}]")
+        if x.ndim != 3 or x.shape[2] != sig.input_size:
+            raise InvalidInput(f"input {sig.input_name!r} has shape {list(x.shape)}; expected "
+                               f"[batch, time, {sig.input_size}]")
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise InvalidInput(f"input {sig.input_name!r} is empty (shape {list(x.shape)}): "
+                               "send at least one sequence of one timestep")
+        self.check_limits(int(x.shape[0]), int(x.shape[1]), int(x.shape[0] * x.shape[1]))
+        require_finite(x, sig.input_name)
+
+    async def infer(
+        self, model: str, tensors: Mapping[str, np.ndarray], *, version: str | int | None = None
+    ) -> tuple[Runner, dict[str, np.ndarray]]:
+        """Run whole tensors as given: the sequence input [batch, time, features] and,
+        optionally, state inputs [layers, batch, hidden] (zeros when absent). Returns every
+        output by name."""
+        runner = self.runner(model, version)
+        sig = runner.signature
+        unknown = sorted(set(tensors) - set(sig.input_names))
+        if unknown:
+            raise InvalidInput(f"unknown input(s) {unknown}; model {runner.name!r} takes "
+                               f"{list(sig.input_names)}")
+        x = tensors.get(sig.input_name)
+        self.check_tensor_input(runner, x)
+        assert x is not None
+        batch = int(x.shape[0])
+        initial: dict[str, np.ndarray] = {}
+        for s in sig.states:
+            value = tensors.get(s.input)
+            if value is None:
+                continue
+            if value.shape != s.shape(batch):
+                raise InvalidInput(f"input {s.input!r} has shape {list(value.shape)}; expected "
+                                   f"{list(s.shape(batch))} (layers, batch, hidden)")
+            require_finite(value, s.input)
+            initial[s.input] = value
+        y, states = await self.run_stateless(runner, x, initial or None)
+        outputs = {sig.output_name: y}
+        outputs.update({s.output: states[s.input] for s in sig.states})
+        return runner, outputs

@@ -1,0 +1,106 @@
+"""One ONNX Runtime session per model version, and the only place that calls it.
+
+Sessions are created at start-up (creating one holds the GIL for a while). Runs happen in a
+shared pool of worker threads: ONNX Runtime releases the GIL, so runs overlap while the event
+loop keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+import numpy as np
+import onnxruntime as ort
+
+from rnnserve.engine.providers import check_session_providers
+from rnnserve.engine.repository import ModelSource
+from rnnserve.engine.signature import Signature, read_signature
+from rnnserve.errors import InferenceFailed
+
+Tensors = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """How sessions are built (from Settings)."""
+
+    device: str
+    providers: tuple[str, ...]
+    intra_op_threads: int
+
+
+def _session_options(intra_op_threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: ORT's warnings are noise in server logs
+    return options
+
+
+class Runner:
+    """A loaded, checked model version: its session, signature and provider."""
+
+    def __init__(self, source: ModelSource, options: RunnerOptions, pool: ThreadPoolExecutor):
+        started = time.perf_counter()
+        self.source = source
+        self._pool = pool
+        self.session = ort.InferenceSession(
+            str(source.onnx_path),
+            sess_options=_session_options(options.intra_op_threads),
+            providers=list(options.providers),
+        )
+        self.provider = check_session_providers(options.device, self.session)
+        signature = read_signature(
+            self.session.get_inputs(),
+            self.session.get_outputs(),
+            source.metadata,
+            self.session.get_modelmeta().custom_metadata_map,
+        )
+        self.signature = self._warm_up(signature)
+        self.load_seconds = time.perf_counter() - started
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def version(self) -> int:
+        return self.source.version
+
+    def _warm_up(self, signature: Signature) -> Signature:
+        """Run once on a zero step: proves the model runs and learns a dynamic output size."""
+        feeds: Tensors = {signature.input_name: np.zeros((1, 1, signature.input_size), np.float32)}
+        for state in signature.states:
+            feeds[state.input] = np.zeros(state.shape(1), np.float32)
+        out = self.run_sync(feeds, signature.output_names)
+        y = out[signature.output_name]
+        if y.ndim != 3 or y.shape[:2] != (1, 1):
+            raise ValueError(f"output {signature.output_name!r} came back with shape {y.shape}")
+        for state in signature.states:
+            if out[state.output].shape != state.shape(1):
+                raise ValueError(f"state output {state.output!r} has shape "
+                                 f"{out[state.output].shape}, expected {state.shape(1)}")
+        if signature.output_size == 0:
+            signature = replace(signature, output_size=int(y.shape[2]))
+        return signature
+
+    def run_sync(self, feeds: Tensors, output_names: tuple[str, ...]) -> Tensors:
+        """One blocking ONNX Runtime call; its errors become InferenceFailed."""
+        try:
+            values = self.session.run(list(output_names), feeds)
+        except Exception as exc:  # onnxruntime raises several unrelated exception types
+            raise InferenceFailed(
+                f"ONNX Runtime failed on model {self.name!r} version {self.version}: {exc}"
+            ) from exc
+        return dict(zip(output_names, values, strict=True))
+
+    async def run(self, feeds: Tensors) -> Tensors:
+        """Run off the event loop, in the shared worker pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool, self.run_sync, feeds, self.signature.output_names
+        )

@@ -1,0 +1,49 @@
+"""Map every exception to a gRPC status, once, for all RPCs: domain errors carry their code
+(service/errors.py) and message; anything else is INTERNAL and logged, as over HTTP. Unary
+RPCs abort with the status; ModelStreamInfer sends the message in-band (`error_message`)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from rnnserve.errors import RnnServeError
+
+log = logging.getLogger("rnnserve.grpc")
+
+Servicer = TypeVar("Servicer")
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Unary = Callable[[Servicer, Request, Any], Awaitable[Response]]
+
+
+def status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
+    if isinstance(exc, RnnServeError):
+        if exc.http_status >= 500:
+            log.error("%s: %s", type(exc).__name__, exc.message)
+        return grpc.StatusCode[exc.grpc_code], exc.message
+    log.error("unexpected error in a gRPC call", exc_info=exc)
+    return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the server log"
+
+
+def aborts_on_error(
+    method: Unary[Servicer, Request, Response],
+) -> Unary[Servicer, Request, Response]:
+    """Decorate a unary servicer method: an exception ends the call with its status."""
+
+    @functools.wraps(method)
+    async def call(self: Servicer, request: Request, context: Any) -> Response:
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            code, message = status_of(exc)
+            await context.abort(code, message)  # raises AbortError
+            raise AssertionError("unreachable") from exc
+
+    return call

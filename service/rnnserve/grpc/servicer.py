@@ -1,0 +1,115 @@
+"""`inference.GRPCInferenceService` over the engine: each RPC converts, awaits the engine and
+converts back. Stateful requests (the sequence parameters) step the same sessions as HTTP v2,
+so a sequence started over gRPC can be continued over HTTP and the other way round."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
+
+from rnnserve.auth import ApiKeys
+from rnnserve.engine import Engine
+from rnnserve.errors import NotFound, Unauthenticated
+from rnnserve.grpc import converters
+from rnnserve.grpc.errors import aborts_on_error, status_of
+from rnnserve.grpc.generated import inference_pb2 as pb
+from rnnserve.grpc.stream import pipeline
+
+STREAM_WINDOW = 256
+"""Most messages of one ModelStreamInfer stream in flight at once."""
+
+
+class InferenceServicer:
+    """Registered with `add_GRPCInferenceServiceServicer_to_server`; gRPC calls the methods by
+    their RPC names. `context` is a grpc.aio.ServicerContext."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._keys = ApiKeys(engine.settings.key_set())
+
+    def _owner(self, context: Any) -> str:
+        """The caller's owner id from `authorization: Bearer <key>` metadata (as HTTP: every
+        RPC but ServerLive/ServerReady needs a key when keys are configured)."""
+        given = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                given = ApiKeys.bearer(value)
+        owner = self._keys.owner(given)
+        if owner is None:
+            raise Unauthenticated("missing or invalid API key: send metadata "
+                                  "'authorization: Bearer <key>'")
+        return owner
+
+    @aborts_on_error
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any
+                         ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    @aborts_on_error
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any
+                          ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self._engine.ready)
+
+    @aborts_on_error
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any
+                         ) -> pb.ModelReadyResponse:
+        """An unknown model or version is not ready (HTTP answers 404, which tritonclient.http
+        reports as not ready); tritonclient.grpc expects ready=false, not an error."""
+        self._owner(context)
+        try:
+            self._engine.runner(request.name, request.version or None)
+        except NotFound:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=True)
+
+    @aborts_on_error
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any
+                             ) -> pb.ServerMetadataResponse:
+        self._owner(context)
+        return converters.server_metadata(self._engine.server_info())
+
+    @aborts_on_error
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any
+                            ) -> pb.ModelMetadataResponse:
+        self._owner(context)
+        described = self._engine.describe(request.name, request.version or None)
+        return converters.model_metadata(described)
+
+    @aborts_on_error
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any
+                         ) -> pb.ModelInferResponse:
+        return await self._infer(request, self._owner(context))
+
+    async def ModelStreamInfer(self, requests: AsyncIterable[pb.ModelInferRequest],
+                               context: Any) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """One response per request, as each completes; the steps of one sequence in
+        arrival order. A failed request gets an in-band error and the stream goes on. A
+        missing or wrong key ends the stream with UNAUTHENTICATED before anything runs."""
+        try:
+            owner = self._owner(context)
+        except Unauthenticated as exc:
+            await context.abort(*status_of(exc))
+
+        async def one(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+            try:
+                return pb.ModelStreamInferResponse(
+                    infer_response=await self._infer(request, owner))
+            except Exception as exc:
+                return converters.stream_error(request, status_of(exc)[1])
+
+        stream = pipeline(requests, one, converters.sequence_key, STREAM_WINDOW)
+        async for response in stream:
+            yield response
+
+    async def _infer(self, request: pb.ModelInferRequest, owner: str) -> pb.ModelInferResponse:
+        call = converters.decode_infer_request(request)
+        signature = self._engine.runner(call.model, call.version).signature
+        converters.check_requested_outputs(call, signature.output_names)
+        if call.sequence is None:
+            runner, results = await self._engine.infer(call.model, call.inputs,
+                                                       version=call.version)
+        else:
+            runner, results = await self._engine.sessions.sequence_step(
+                call.model, call.version, *call.sequence, call.inputs, owner=owner)
+        return converters.encode_infer_response(runner.name, runner.version, call, results,
+                                                runner.signature.output_names)

@@ -1,0 +1,77 @@
+"""Read request bodies: content type, JSON decoding, and the state object of the contract
+({"h0": {"shape": [...], "data": [...]}, ...}) in both directions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import Request
+
+from rnnserve.engine.tensors import to_float32
+from rnnserve.errors import InvalidInput, UnsupportedMediaType
+
+
+def _is_json_type(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media in ("", "application/json") or media.endswith("+json")
+
+
+def parse_json(raw: bytes) -> Any:
+    """orjson decoding; its messages say where the JSON broke."""
+    if not raw:
+        raise InvalidInput("the request body is empty: send a JSON object")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(
+            f"malformed JSON: {exc} (NaN and Infinity are not JSON numbers)"
+        ) from None
+
+
+async def read_json_object(request: Request) -> dict[str, Any]:
+    """The body as a JSON object; 415 for another content type, 400 for bad JSON."""
+    content_type = request.headers.get("content-type", "")
+    if not _is_json_type(content_type):
+        raise UnsupportedMediaType(
+            f"Content-Type {content_type!r} is not supported: send JSON with "
+            "'Content-Type: application/json'"
+        )
+    body = parse_json(await request.body())
+    if not isinstance(body, dict):
+        raise InvalidInput(f"the body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
+def decode_state(value: Any, what: str) -> dict[str, np.ndarray] | None:
+    """{"h0": {"shape": [...], "data": [...]}} → arrays (data flat row-major or nested)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f'{what} must be an object like {{"h0": {{"shape": [2, 1, 64], '
+                           '"data": [...]}}}')
+    state: dict[str, np.ndarray] = {}
+    for name, tensor in value.items():
+        if not isinstance(tensor, Mapping) or "data" not in tensor:
+            raise InvalidInput(f'{what}.{name} must be {{"shape": [...], "data": [...]}}')
+        data = to_float32(tensor["data"], f"{what}.{name}.data")
+        shape = tensor.get("shape", list(data.shape))
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise InvalidInput(f"{what}.{name}.shape must be a list of non-negative integers")
+        if int(np.prod(shape)) != data.size:
+            raise InvalidInput(f"{what}.{name} has {data.size} values but shape {shape} "
+                               f"needs {int(np.prod(shape))}")
+        state[str(name)] = data.reshape(shape)
+    return state
+
+
+def encode_state(state: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """The inverse of decode_state: what GET state returns and create/reset accept back."""
+    return {
+        name: {"shape": list(arr.shape), "data": np.ascontiguousarray(arr).ravel()}
+        for name, arr in state.items()
+    }

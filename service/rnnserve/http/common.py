@@ -1,0 +1,39 @@
+"""Small pieces every HTTP route module shares: the engine, the caller's identity, time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import Request, WebSocket
+
+from rnnserve.engine import Engine
+from rnnserve.state import SessionRecord
+
+
+def engine_of(request: Request | WebSocket) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def owner_of(request: Request | WebSocket) -> str:
+    """The API key identity set by the auth layer; empty when keys are off."""
+    return str(getattr(request.state, "owner", ""))
+
+
+def iso(timestamp: float) -> str:
+    """Epoch seconds → ISO 8601 UTC with milliseconds, e.g. 2026-11-28T19:30:00.123Z."""
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def session_body(record: SessionRecord) -> dict[str, Any]:
+    """How a session is described over HTTP and WebSocket."""
+    return {
+        "session_id": record.id,
+        "model": record.model,
+        "version": record.version,
+        "steps": record.steps,
+        "created": iso(record.created),
+        "last_used": iso(record.last_used),
+        "expires_at": iso(record.expires_at),
+    }

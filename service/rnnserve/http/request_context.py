@@ -1,0 +1,102 @@
+"""Per-request context, in one middleware so each request is timed and its status read once:
+a request id (the client's X-Request-Id, or a new one) echoed in the response, the Prometheus
+request counter and latency by route template, an OpenTelemetry span when tracing is on, one
+log line per request at debug and per error at warning, and a time limit (504)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+import time
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rnnserve.logs import request_id
+from rnnserve.metrics import Metrics
+from rnnserve.tracing import Tracing
+
+log = logging.getLogger("rnnserve.access")
+
+# A new request id: this process's random prefix and a counter (uuid4 read the OS's random
+# source on every request).
+_ID_PREFIX = secrets.token_hex(8)
+_id_counter = itertools.count()
+
+
+class RequestContext:
+    """Pure ASGI middleware around every HTTP request (the outermost one: 401, 413 and 429
+    answers from the middlewares inside are counted and logged too)."""
+
+    def __init__(self, app: ASGIApp, timeout_s: float, metrics: Metrics,
+                 tracing: Tracing) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+        self.metrics = metrics
+        self.tracing = tracing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                rid = value.decode("latin-1")[:128]
+        rid = rid or f"{_ID_PREFIX}{next(_id_counter):016x}"
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", rid.encode())]
+            await send(message)
+
+        with self.tracing.span(f"{scope['method']} {scope['path']}", server=True) as span:
+            try:
+                async with asyncio.timeout(self.timeout_s):  # no extra task, unlike wait_for
+                    await self.app(scope, receive, send_with_id)
+            except TimeoutError:
+                if status == 0:
+                    await self._timed_out(send_with_id)
+            finally:
+                self._record(scope, rid, status or 500, time.perf_counter() - started, span)
+                request_id.reset(token)
+
+    async def _timed_out(self, send: Send) -> None:
+        body = orjson.dumps({"error": f"the request took longer than {self.timeout_s:g} s "
+                                      "(--request-timeout-s); retry or split it"})
+        await send({"type": "http.response.start", "status": 504, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    def _record(self, scope: Scope, rid: str, status: int, seconds: float, span: Any) -> None:
+        """Metrics by route template (raw paths would be unbounded labels), span, log line."""
+        method = scope["method"]
+        route = getattr(scope.get("route"), "path", None)
+        model = scope.get("path_params", {}).get("model", "")
+        self.metrics.requests.labels(method, route or "unmatched", model, str(status)).inc()
+        self.metrics.latency.labels(method, route or "unmatched").observe(seconds)
+        if span is not None:
+            span.update_name(f"{method} {route or scope['path']}")
+            span.set_attribute("http.request.method", method)
+            span.set_attribute("http.route", route or scope["path"])
+            span.set_attribute("http.response.status_code", status)
+            span.set_attribute("rnnserve.request_id", rid)
+            if model:
+                span.set_attribute("rnnserve.model", model)
+        level = logging.WARNING if status >= 400 else logging.DEBUG
+        if log.isEnabledFor(level):
+            client = scope.get("client") or ("", 0)
+            duration = round(seconds * 1000, 2)
+            log.log(level, "%s %s %d %.1f ms", method, scope["path"], status, duration,
+                    extra={"method": method, "path": scope["path"], "status": status,
+                           "duration_ms": duration, "client": client[0]})

@@ -1,0 +1,186 @@
+"""Native REST for stateful sessions: create, step, reset, describe, state, delete, and the
+gateway's many-sessions-in-one-request steps. Routes convert, await the engine, convert back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Path, Query, Request, Response
+
+from rnnserve.engine.sessions import StepResult
+from rnnserve.engine.tensors import to_float32
+from rnnserve.errors import InvalidInput, PayloadTooLarge, RnnServeError
+from rnnserve.http.body import decode_state, encode_state, read_json_object
+from rnnserve.http.common import engine_of, owner_of, session_body
+from rnnserve.http.openapi import (
+    CREATE_EXAMPLE,
+    CREATE_REQUEST,
+    STEP_EXAMPLE,
+    STEP_REQUEST,
+    STEPS_EXAMPLE,
+    STEPS_REQUEST,
+    json_body,
+)
+from rnnserve.http.responses import FastJSONResponse
+
+router = APIRouter(prefix="/v1", tags=["sessions"])
+
+MODEL = Path(description="Model name, e.g. temperature-lstm", examples=["temperature-lstm"])
+SESSION = Path(description="A session id returned by create")
+
+
+async def optional_json(request: Request) -> dict[str, Any]:
+    """Create and reset take an optional body: none at all is {}."""
+    if not await request.body():
+        return {}
+    return await read_json_object(request)
+
+
+def only_fields(body: dict[str, Any], allowed: set[str], route: str) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise InvalidInput(f"unknown field(s) {unknown}; {route} takes {sorted(allowed)}")
+
+
+def step_inputs(body: Any, what: str = "inputs") -> Any:
+    if not isinstance(body, dict) or "inputs" not in body:
+        raise InvalidInput(f'"{what}" is missing: {{"inputs": [[f, ...], ...]}} (timesteps × '
+                           "features)")
+    return to_float32(body["inputs"], what)
+
+
+@router.post("/models/{model}/sessions", status_code=201, summary="Open a session",
+             description="The server keeps the session's hidden state between steps. Optional "
+             "body: a starting `state` (as returned by GET /v1/sessions/{id}/state) and a "
+             "`version` to pin.", openapi_extra=json_body(CREATE_REQUEST, CREATE_EXAMPLE,
+                                                         required=False))
+async def create_session(request: Request, model: str = MODEL,
+                         version: str | None = Query(None)) -> FastJSONResponse:
+    body = await optional_json(request)
+    only_fields(body, {"state", "version"}, "create")
+    version = body.get("version", version)
+    if version is not None and not isinstance(version, int | str):
+        raise InvalidInput('"version" must be a version number')
+    record = await engine_of(request).sessions.create(
+        model, version=version, state=decode_state(body.get("state"), "state"),
+        owner=owner_of(request))
+    return FastJSONResponse(session_body(record), status_code=201)
+
+
+@router.post("/sessions/{session_id}/step", summary="Feed a session one or more timesteps",
+             openapi_extra=json_body(STEP_REQUEST, STEP_EXAMPLE))
+async def step(request: Request, session_id: str = SESSION) -> FastJSONResponse:
+    body = await read_json_object(request)
+    only_fields(body, {"inputs", "step_id"}, "step")
+    result = await engine_of(request).sessions.step(session_id, step_inputs(body),
+                                                     owner=owner_of(request),
+                                                     step_id=body.get("step_id"))
+    return FastJSONResponse({"outputs": result.outputs, "steps": result.steps})
+
+
+@router.post("/sessions/{session_id}/reset", summary="Reset a session's state",
+             description="Back to zeros, or to the `state` given (snapshot, migrate, fork).",
+             openapi_extra=json_body(CREATE_REQUEST, {}, required=False))
+async def reset(request: Request, session_id: str = SESSION) -> FastJSONResponse:
+    body = await optional_json(request)
+    only_fields(body, {"state"}, "reset")
+    record = await engine_of(request).sessions.reset(
+        session_id, state=decode_state(body.get("state"), "state"), owner=owner_of(request))
+    return FastJSONResponse(session_body(record))
+
+
+@router.get("/sessions/{session_id}", summary="Describe a session")
+async def describe(request: Request, session_id: str = SESSION) -> FastJSONResponse:
+    record = await engine_of(request).sessions.describe(session_id, owner=owner_of(request))
+    return FastJSONResponse(session_body(record))
+
+
+@router.get("/sessions/{session_id}/state", summary="Export a session's state",
+            description="Every state tensor with its shape and values; create and reset "
+            "accept it back.")
+async def export_state(request: Request, session_id: str = SESSION) -> FastJSONResponse:
+    record, state = await engine_of(request).sessions.read_state(session_id,
+                                                                 owner=owner_of(request))
+    return FastJSONResponse({**session_body(record), "state": encode_state(state)})
+
+
+@router.delete("/sessions/{session_id}", status_code=204, summary="Delete a session")
+async def delete(request: Request, session_id: str = SESSION) -> Response:
+    await engine_of(request).sessions.delete(session_id, owner=owner_of(request))
+    return Response(status_code=204)
+
+
+Items = tuple[list[str], list[Any], list[Any], dict[int, RnnServeError]]
+
+
+def split_items(items: list[Any]) -> Items:
+    """A gateway's items → (session ids, raw inputs, step ids, errors of malformed items),
+    with comprehensions in the common case where every item is well formed."""
+    try:
+        ids = [item["session_id"] for item in items]
+        raw = [item["inputs"] for item in items]
+        if all(type(sid) is str for sid in ids):
+            return ids, raw, [item.get("step_id") for item in items], {}
+    except (TypeError, KeyError):
+        pass
+    ids, raw, step_ids = [], [], []
+    bad: dict[int, RnnServeError] = {}
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("session_id"), str) or (
+                "inputs" not in item):
+            bad[i] = InvalidInput(f'steps[{i}] must be {{"session_id": "...", '
+                                  '"inputs": [[...]]}')
+            item = {}
+        ids.append(item.get("session_id", ""))
+        step_ids.append(item.get("step_id"))
+        raw.append(item.get("inputs"))
+    return ids, raw, step_ids, bad
+
+
+def parse_gateway_inputs(raw: list[Any], bad: dict[int, RnnServeError]
+                         ) -> np.ndarray | list[np.ndarray | RnnServeError]:
+    """All items' inputs as one array [items, time, features] when every item is well formed
+    and they share a shape (one vectorised conversion); else one array or error per item."""
+    if not bad:
+        try:
+            whole = to_float32(raw, "steps")
+        except InvalidInput:
+            whole = None
+        if whole is not None and whole.ndim == 3 and whole.shape[1] > 0:
+            return whole
+    parsed: list[np.ndarray | RnnServeError] = []
+    for i, value in enumerate(raw):
+        if i in bad:
+            parsed.append(bad[i])
+            continue
+        try:
+            parsed.append(to_float32(value, f"steps[{i}].inputs"))
+        except RnnServeError as exc:
+            parsed.append(exc)
+    return parsed
+
+
+@router.post("/models/{model}/steps", summary="Step many sessions in one request (gateways)",
+             description="One step for each listed session, run as one batch. Results come in "
+             "the same order; a bad item gets its own error and leaves its session unchanged.",
+             openapi_extra=json_body(STEPS_REQUEST, STEPS_EXAMPLE))
+async def step_many(request: Request, model: str = MODEL) -> FastJSONResponse:
+    engine = engine_of(request)
+    body = await read_json_object(request)
+    only_fields(body, {"steps"}, "steps")
+    items = body.get("steps")
+    if not isinstance(items, list) or not items:
+        raise InvalidInput('"steps" must be a non-empty list of {"session_id", "inputs"}')
+    if len(items) > engine.settings.max_sequences:
+        raise PayloadTooLarge(f"{len(items)} steps in one request; the limit is "
+                              f"{engine.settings.max_sequences}: split the request")
+    ids, raw, step_ids, bad = split_items(items)
+    inputs = parse_gateway_inputs(raw, bad)
+    results = await engine.sessions.step_many(model, ids, inputs, step_ids,
+                                              owner=owner_of(request))
+    out = [{"session_id": sid, "outputs": r.outputs, "steps": r.steps}
+           if isinstance(r, StepResult) else
+           {"session_id": sid, "error": r.message, "status": r.http_status}
+           for sid, r in zip(ids, results, strict=True)]
+    return FastJSONResponse({"results": out})

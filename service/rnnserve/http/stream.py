@@ -1,0 +1,178 @@
+"""WebSocket streaming: one connection is one session.
+
+The server first sends {"session_id", "model", "version", "steps", "expires_at", ...}; then
+each text message {"inputs": [[f, ...], ...]} gets one reply {"outputs": [...], "steps": n}
+(with the message's "id" echoed if it had one), in order. A bad message gets {"error": ...}
+and the connection and the state survive. `?session_id=` attaches to an existing session, so a
+client reconnects after a dropped connection without losing state; the session outlives the
+connection until deleted or idle past its timeout.
+
+Under `rnnserve serve` the stream runs in direct mode (service/http/ws_protocol.py): each
+message is checked and queued on the model's batcher from the socket's read callback, and its
+reply is written from the batch's completion, in message order, with no task or future per
+step. A client may pipeline: up to `ws_max_queue` messages are in flight per connection, then
+the server stops reading from its socket until replies catch up (backpressure), so a client
+that sends faster than it reads slows down instead of growing the server's memory. Under any
+other ASGI server (tests' in-process client) the same messages take the plain ASGI path, one
+at a time, with the same replies."""
+
+from __future__ import annotations
+
+from collections import deque
+from functools import partial
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from rnnserve.engine.runner import Runner
+from rnnserve.engine.sessions import Sessions, StepResult
+from rnnserve.engine.tensors import to_float32
+from rnnserve.errors import InvalidInput, RnnServeError
+from rnnserve.http.common import engine_of, owner_of, session_body
+from rnnserve.http.ws_protocol import DIRECT, DirectChannel
+
+router = APIRouter(prefix="/v1", tags=["sessions"])
+
+_FIELDS = {"inputs", "id", "step_id"}
+
+
+def parse_message(text: str | None) -> tuple[Any, Any, Any]:
+    """A text message → (inputs as sent, id to echo, step id); InvalidInput says what is
+    wrong. The inputs are converted and checked by the engine."""
+    if text is None:
+        raise InvalidInput('binary frames are not supported: send JSON text {"inputs": [[...]]}')
+    try:
+        body = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"malformed JSON: {exc}") from None
+    if type(body) is dict and len(body) == 1 and "inputs" in body:  # the usual message
+        return body["inputs"], None, None
+    if not isinstance(body, dict):
+        raise InvalidInput('each message must be a JSON object {"inputs": [[f, ...], ...]}')
+    unknown = body.keys() - _FIELDS
+    if unknown:
+        raise InvalidInput(f"unknown field(s) {sorted(unknown)}; a message takes "
+                           f"{sorted(_FIELDS)}")
+    if "inputs" not in body:
+        raise InvalidInput('"inputs" is missing: {"inputs": [[f, ...], ...]}')
+    return body["inputs"], body.get("id"), body.get("step_id")
+
+
+def encode_reply(outcome: StepResult | RnnServeError, message_id: Any) -> bytes:
+    """{"outputs", "steps"} or {"error", "status"}, with the message's "id" when it had one."""
+    reply: dict[str, Any]
+    if isinstance(outcome, RnnServeError):
+        reply = {"error": outcome.message, "status": outcome.http_status}
+        if outcome.retry_after_s is not None:  # 503 overloaded or 429: when to send again
+            reply["retry_after_s"] = outcome.retry_after_s
+    else:
+        reply = {"outputs": outcome.outputs, "steps": outcome.steps}
+    if message_id is not None:
+        reply["id"] = message_id
+    return orjson.dumps(reply, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _text(payload: dict[str, Any]) -> str:
+    return orjson.dumps(payload).decode()
+
+
+class DirectStream:
+    """One connection's steps in direct mode. Replies wait in `_replies` in message order
+    (a slot is None until its step finishes) and leave from the front as soon as they are
+    ready, so a fast step never overtakes a slow one."""
+
+    def __init__(self, channel: DirectChannel, sessions: Sessions, runner: Runner,
+                 session_id: str, owner: str, max_in_flight: int) -> None:
+        self._channel = channel
+        self._step = sessions.stepper(runner)
+        self._session_id = session_id
+        self._owner = owner
+        self._max_in_flight = max_in_flight
+        self._replies: deque[list[bytes | None]] = deque()
+        self._paused = False
+
+    async def run(self) -> None:
+        self._channel.attach(self._on_text, self._on_close)
+        await self._channel.closed
+
+    def _on_text(self, text: str | None) -> None:
+        slot: list[bytes | None] = [None]
+        self._replies.append(slot)
+        message_id = None
+        try:
+            inputs, message_id, step_id = parse_message(text)
+            self._step(self._session_id, self._owner, inputs, step_id,
+                       partial(self._answer, slot, message_id=message_id))
+        except RnnServeError as exc:
+            self._answer(slot, exc, message_id)
+            return
+        if len(self._replies) >= self._max_in_flight and not self._paused:
+            self._paused = True
+            self._channel.pause_reading()
+
+    def _answer(self, slot: list[bytes | None], outcome: StepResult | RnnServeError,
+                message_id: Any) -> None:
+        slot[0] = encode_reply(outcome, message_id)
+        replies = self._replies
+        while replies and (ready := replies[0][0]) is not None:
+            replies.popleft()
+            if not self._channel.send_text(ready):
+                replies.clear()  # the connection is gone; its steps still applied
+                return
+        if self._paused and len(replies) < self._max_in_flight:
+            self._paused = False
+            self._channel.resume_reading()
+
+    def _on_close(self) -> None:
+        self._replies.clear()
+
+
+async def _asgi_loop(websocket: WebSocket, sessions: Sessions, runner: Runner,
+                     session_id: str, owner: str) -> None:
+    """The plain ASGI path: one message at a time."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        outcome: StepResult | RnnServeError
+        message_id = None
+        try:
+            inputs, message_id, step_id = parse_message(message.get("text"))
+            outcome = await sessions.step_on(runner, session_id, to_float32(inputs, "inputs"),
+                                             owner=owner,
+                                             step_id=step_id)
+        except RnnServeError as exc:
+            outcome = exc
+        try:
+            await websocket.send_text(encode_reply(outcome, message_id).decode())
+        except (WebSocketDisconnect, RuntimeError):
+            return
+
+
+@router.websocket("/models/{model}/stream")
+async def stream(websocket: WebSocket, model: str, session_id: str | None = None,
+                 version: str | None = None) -> None:
+    engine = engine_of(websocket)
+    owner = owner_of(websocket)
+    await websocket.accept()
+    sessions = engine.sessions
+    try:
+        if session_id:
+            record = await sessions.describe(session_id, owner=owner)
+            if record.model != model:
+                raise InvalidInput(f"session {session_id!r} belongs to model {record.model!r}")
+        else:
+            record = await sessions.create(model, version=version, owner=owner)
+        runner = sessions.runner_of(record)  # resolved once: steps need no lookup first
+    except RnnServeError as exc:
+        await websocket.send_text(_text({"error": exc.message, "status": exc.http_status}))
+        await websocket.close(code=1008 if exc.http_status < 500 else 1011)
+        return
+    await websocket.send_text(_text(session_body(record)))
+    channel = websocket.scope.get("extensions", {}).get(DIRECT)
+    if isinstance(channel, DirectChannel):
+        max_in_flight = engine.settings.ws_max_queue
+        await DirectStream(channel, sessions, runner, record.id, owner, max_in_flight).run()
+    else:
+        await _asgi_loop(websocket, sessions, runner, record.id, owner)

@@ -1,0 +1,203 @@
+"""KServe v2 / Open Inference Protocol request and response bodies, with Triton's binary
+tensor data extension: the JSON header, then raw little-endian tensors in the order the
+header lists them, split at `Inference-Header-Content-Length`.
+
+rnnserve's models take and give FP32 only; other datatypes are refused with a clear 400."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from rnnserve.engine.tensors import to_float32
+from rnnserve.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from rnnserve.http.body import parse_json
+
+DATATYPES = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+             "FP16", "FP32", "FP64", "BYTES", "BF16"}
+
+
+@dataclass
+class RequestedOutput:
+    name: str
+    binary: bool
+
+
+@dataclass
+class InferRequest:
+    """A decoded v2 infer request: tensors as float32 arrays, and how to answer."""
+
+    id: str | None
+    parameters: dict[str, Any]
+    inputs: dict[str, np.ndarray]
+    outputs: list[RequestedOutput] | None  # None: every output
+    binary_output: bool  # default for outputs not listed (request-level binary_data_output)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """Undo Content-Encoding gzip/deflate (tritonclient's request_compression_algorithm),
+    never inflating past the body size limit."""
+    if not encoding or encoding == "identity":
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; "
+                                   "use gzip, deflate or none")
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidInput(f"the body is not valid {encoding} data: {exc}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"the decompressed body exceeds the limit of {limit} bytes")
+    return out
+
+
+def compress(body: bytes, accept_encoding: str) -> tuple[bytes, str | None]:
+    """Compress the response if the client asked for gzip or deflate."""
+    accepted = {part.split(";")[0].strip().lower() for part in accept_encoding.split(",")}
+    if "gzip" in accepted:
+        packer = zlib.compressobj(wbits=31)
+        return packer.compress(body) + packer.flush(), "gzip"
+    if "deflate" in accepted:
+        return zlib.compress(body), "deflate"
+    return body, None
+
+
+def _shape(value: Any, name: str) -> list[int]:
+    if not isinstance(value, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
+    ):
+        raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers")
+    return value
+
+
+def _binary_flag(parameters: Any, key: str, default: bool) -> bool:
+    if parameters is None:
+        return default
+    if not isinstance(parameters, dict):
+        raise InvalidInput("parameters must be a JSON object")
+    value = parameters.get(key, default)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"parameter {key!r} must be true or false")
+    return value
+
+
+def decode_request(body: bytes, header_length: str | None) -> InferRequest:
+    """Parse the JSON header and attach binary tensor data where `binary_data_size` says."""
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise InvalidInput(f"Inference-Header-Content-Length {header_length!r} must be the "
+                               f"byte length of the JSON header (body is {len(body)} bytes)")
+        split = int(header_length)
+        header, binary = parse_json(body[:split]), memoryview(body)[split:]
+    else:
+        header, binary = parse_json(body), memoryview(b"")
+    if not isinstance(header, dict):
+        raise InvalidInput("the infer request must be a JSON object with an \"inputs\" list")
+    request_id = header.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInput('"id" must be a string')
+    parameters = header.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise InvalidInput('"parameters" must be a JSON object')
+    raw_inputs = header.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInput('"inputs" must be a non-empty list of tensors '
+                           '{"name", "shape", "datatype", "data"}')
+
+    inputs: dict[str, np.ndarray] = {}
+    offset = 0
+    for position, tensor in enumerate(raw_inputs):
+        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+            raise InvalidInput(f"inputs[{position}] must be an object with a string \"name\"")
+        name = tensor["name"]
+        if name in inputs:
+            raise InvalidInput(f"input {name!r} appears twice")
+        shape = _shape(tensor.get("shape"), name)
+        datatype = tensor.get("datatype")
+        if not isinstance(datatype, str) or datatype not in DATATYPES:
+            raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r}")
+        if datatype != "FP32":
+            raise InvalidInput(f"input {name!r} has datatype {datatype}; this model takes FP32")
+        count = math.prod(shape)
+        tensor_params = tensor.get("parameters") or {}
+        if not isinstance(tensor_params, dict):
+            raise InvalidInput(f"input {name!r}: parameters must be a JSON object")
+        size = tensor_params.get("binary_data_size")
+        if size is not None:
+            if "data" in tensor:
+                raise InvalidInput(f"input {name!r} has both binary_data_size and data")
+            if not isinstance(size, int) or isinstance(size, bool) or size != count * 4:
+                raise InvalidInput(f"input {name!r}: binary_data_size {size!r} does not match "
+                                   f"shape {shape} of FP32 ({count * 4} bytes)")
+            if offset + size > len(binary):
+                raise InvalidInput(f"input {name!r}: the body holds {len(binary) - offset} "
+                                   f"binary bytes after the header, {size} are needed")
+            chunk = binary[offset : offset + size]
+            offset += size
+            inputs[name] = np.frombuffer(chunk, dtype="<f4").reshape(shape)
+        else:
+            if "data" not in tensor:
+                raise InvalidInput(f"input {name!r} has no data: give \"data\" or binary data "
+                                   "with the binary_data_size parameter")
+            data = to_float32(tensor["data"], f"input {name!r} data")
+            if data.size != count:
+                raise InvalidInput(f"input {name!r} has {data.size} values; shape {shape} "
+                                   f"needs {count}")
+            inputs[name] = data.reshape(shape)
+    if offset != len(binary):
+        raise InvalidInput(f"{len(binary) - offset} bytes of binary data after the header "
+                           "belong to no input (check binary_data_size)")
+
+    binary_output = _binary_flag(parameters, "binary_data_output", False)
+    outputs: list[RequestedOutput] | None = None
+    raw_outputs = header.get("outputs")
+    if raw_outputs is not None:
+        if not isinstance(raw_outputs, list):
+            raise InvalidInput('"outputs" must be a list of {"name": ...}')
+        outputs = []
+        for item in raw_outputs:
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise InvalidInput('each requested output must be an object with a "name"')
+            as_binary = _binary_flag(item.get("parameters"), "binary_data", binary_output)
+            outputs.append(RequestedOutput(item["name"], as_binary))
+    return InferRequest(request_id, parameters, inputs, outputs, binary_output)
+
+
+def encode_response(
+    model: str,
+    version: int,
+    request: InferRequest,
+    results: dict[str, np.ndarray],
+    order: tuple[str, ...],
+) -> tuple[bytes, int | None]:
+    """The response body and, when any tensor travels as binary, the JSON header's length."""
+    wanted = request.outputs or [RequestedOutput(n, request.binary_output) for n in order]
+    header: dict[str, Any] = {"model_name": model, "model_version": str(version)}
+    if request.id is not None:
+        header["id"] = request.id
+    tensors: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for item in wanted:
+        if item.name not in results:
+            raise InvalidInput(f"unknown output {item.name!r}; the model gives {list(order)}")
+        arr = np.ascontiguousarray(results[item.name], dtype="<f4")
+        tensor: dict[str, Any] = {"name": item.name, "datatype": "FP32", "shape": list(arr.shape)}
+        if item.binary:
+            blob = arr.tobytes()
+            tensor["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            tensor["data"] = arr.ravel()
+        tensors.append(tensor)
+    header["outputs"] = tensors
+    head = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return head, None
+    return head + b"".join(blobs), len(head)

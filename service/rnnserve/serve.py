@@ -1,0 +1,164 @@
+"""`rnnserve serve`: settings from flags and RNNSERVE_* variables, then uvicorn.
+
+The flags are the contract of DESIGN.md plus the limits and thread settings of Settings."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+
+from rnnserve.engine import Engine
+from rnnserve.engine.providers import DeviceUnavailable
+from rnnserve.http.app import create_app
+from rnnserve.http.ws_protocol import DirectWebSocketProtocol
+from rnnserve.logs import configure_logging
+from rnnserve.runtime import tune_for_serving
+from rnnserve.settings import Settings
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but on SIGTERM/SIGINT readiness goes false first: /v2/health/ready answers
+    503 for `delay_s` while requests are still served, so load balancers stop routing here
+    before the listeners close; then uvicorn finishes the in-flight requests as usual."""
+
+    def __init__(self, config: uvicorn.Config, engine: Engine, delay_s: float) -> None:
+        super().__init__(config)
+        self.engine = engine
+        self.delay_s = delay_s
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.engine.draining or self.delay_s <= 0:
+            self.engine.draining = True
+            super().handle_exit(sig, frame)
+            return
+        self.engine.draining = True
+        logging.getLogger("rnnserve").info("draining: not ready, closing in %.1f s",
+                                           self.delay_s)
+        loop = asyncio.get_event_loop()
+        loop.call_soon_threadsafe(loop.call_later, self.delay_s, super().handle_exit, sig, frame)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rnnserve serve",
+        description="Serve every model in a model repository over HTTP (REST, KServe v2, "
+        "WebSocket) and gRPC (KServe v2). "
+        "Each flag can also be set as RNNSERVE_<NAME> (e.g. RNNSERVE_PORT=9000).",
+    )
+    fields = Settings.model_fields
+    for name, field in fields.items():
+        flag = "--" + name.replace("_", "-")
+        kwargs: dict[str, Any] = {"dest": name, "default": None,
+                                  "help": f"{field.description or ''} (default: {field.default})"}
+        if field.annotation is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif name in ("device", "log_level", "log_format", "when_full"):
+            kwargs["choices"] = list(field.annotation.__args__)  # type: ignore[union-attr]
+        aliases = ["--api-key"] if name == "api_keys" else []  # one key reads naturally
+        p.add_argument(flag, *aliases, **kwargs)
+    return p
+
+
+def load_settings(argv: list[str]) -> Settings:
+    """Flags override environment variables, which override defaults."""
+    args = _parser().parse_args(argv)
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    return Settings(**given)
+
+
+def serve_main(argv: list[str]) -> int:
+    try:
+        settings = load_settings(argv)
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            print(f"rnnserve serve: --{where.replace('_', '-')}: {err['msg']}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        settings.key_set()
+    except OSError as exc:
+        print(f"rnnserve serve: --api-keys-file: {exc}", file=sys.stderr)
+        return 2
+    if settings.state_store != "memory" and not settings.state_store.startswith(
+            ("redis://", "rediss://", "unix://")):
+        print(f"rnnserve serve: --state-store {settings.state_store!r}: use memory or "
+              "redis://HOST:PORT/DB", file=sys.stderr)
+        return 2
+    if not settings.models.is_dir():
+        print(f"rnnserve serve: --models {settings.models} is not a directory", file=sys.stderr)
+        return 2
+    try:
+        engine = Engine(settings)
+    except RuntimeError as exc:  # --otel-endpoint without the otel extra
+        print(f"rnnserve serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        engine.start()
+    except DeviceUnavailable as exc:
+        print(f"rnnserve serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(_serve(engine, settings))
+    finally:
+        engine.close()
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (uvicorn[standard] brings it): a cheaper event loop per message."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+async def _serve(engine: Engine, settings: Settings) -> int:
+    """HTTP (uvicorn) and gRPC in one event loop over one engine. On SIGTERM/SIGINT uvicorn
+    stops accepting and finishes in-flight requests; then gRPC drains, then the engine."""
+    log = logging.getLogger("rnnserve")
+    try:
+        await engine.open()
+    except Exception as exc:  # the state store is unreachable or misconfigured
+        print(f"rnnserve serve: cannot open the state store: {exc}", file=sys.stderr)
+        return 2
+    grpc_server = None
+    if settings.grpc_port:
+        from rnnserve.grpc.server import start_grpc_server
+
+        try:
+            grpc_server = await start_grpc_server(engine, settings)
+        except RuntimeError as exc:  # e.g. the port is taken
+            print(f"rnnserve serve: gRPC: {exc}", file=sys.stderr)
+            await engine.aclose()
+            return 2
+    app = create_app(engine, manage_engine=False)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port,
+                            log_level=settings.log_level, access_log=False,  # ours: RequestContext
+                            timeout_graceful_shutdown=10, ws_max_size=settings.max_body_bytes,
+                            ws_max_queue=settings.ws_max_queue, lifespan="on",
+                            ws_per_message_deflate=settings.ws_compression,
+                            ws=DirectWebSocketProtocol)
+    # uvicorn re-raises the signal that stopped it once it has finished; with the default
+    # handler that would kill the process before gRPC and the engine drain below.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    tune_for_serving(settings.gil_switch_interval_ms / 1000)
+    try:
+        await DrainingServer(config, engine, settings.shutdown_delay_s).serve()
+    finally:
+        if grpc_server is not None:
+            log.info("stopping gRPC: in-flight calls finish (up to 10 s)")
+            await grpc_server.stop(grace=10)
+        await engine.aclose()
+    return 0

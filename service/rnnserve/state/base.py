@@ -1,0 +1,141 @@
+"""The state store interface and the records it keeps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from rnnserve.errors import RnnServeError
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    """The state tensors of one model version: (state input name, layers, hidden) each."""
+
+    model: str
+    version: int
+    tensors: tuple[tuple[str, int, int], ...]
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}/{self.version}"
+
+    def zeros(self, batch: int) -> dict[str, np.ndarray]:
+        return {name: np.zeros((layers, batch, hidden), np.float32)
+                for name, layers, hidden in self.tensors}
+
+    @property
+    def row_bytes(self) -> int:
+        """Raw bytes of one session's state (float32)."""
+        return sum(4 * layers * hidden for _, layers, hidden in self.tensors)
+
+
+@dataclass
+class SessionRecord:
+    """What is known of a session besides its state."""
+
+    id: str
+    model: str
+    version: int
+    created: float
+    last_used: float
+    ttl_s: float
+    steps: int = 0
+    owner: str = ""
+
+    @property
+    def expires_at(self) -> float:
+        return self.last_used + self.ttl_s
+
+
+@dataclass
+class Gathered:
+    """States of a batch of sessions, stacked on the batch axis, ready to feed.
+
+    `errors[i]` is set for a row whose session is gone (deleted, expired, other model); its
+    state rows are zeros and must not be scattered back. `token` is the store's own
+    bookkeeping (slots, versions) for the matching scatter."""
+
+    ids: list[str]
+    states: dict[str, np.ndarray]
+    errors: list[RnnServeError | None]
+    token: Any = None
+
+
+@dataclass
+class Written:
+    """The outcome of a scatter, per row: `steps`, the session's timesteps after the write;
+    or `conflict` when another writer (replica) changed the session since the gather: the step
+    must be run again; or `replayed` (outputs, steps) when the row's step id is the session's
+    last one: that step was applied already, by this or another replica, and must not be
+    applied twice; or an error (the session went away)."""
+
+    steps: list[int]
+    conflict: list[bool] = field(default_factory=list)
+    errors: list[RnnServeError | None] = field(default_factory=list)
+    replayed: list[tuple[np.ndarray, int] | None] = field(default_factory=list)
+
+
+class StateStore(Protocol):
+    """Session records and states. Implementations raise SessionNotFound (saying whether the
+    session is unknown or expired) and Unavailable (full, or the backend is down)."""
+
+    name: str
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def create(
+        self, layout: StateLayout, record: SessionRecord, state: dict[str, np.ndarray] | None,
+        *, replace: bool = False,
+    ) -> SessionRecord:
+        """Store a new session (state [layers, 1, hidden] per tensor; zeros if None). With
+        `replace`, an existing session of that id is overwritten (v2 sequence_start)."""
+        ...
+
+    async def get(self, session_id: str) -> SessionRecord: ...
+
+    async def read(self, session_id: str) -> tuple[SessionRecord, dict[str, np.ndarray]]:
+        """The record and the state, each tensor [layers, 1, hidden]."""
+        ...
+
+    async def reset(
+        self, session_id: str, state: dict[str, np.ndarray] | None
+    ) -> SessionRecord:
+        """Back to zeros (or to `state`); steps count from 0 again."""
+        ...
+
+    async def delete(self, session_id: str) -> None: ...
+
+    async def gather(
+        self, layout: StateLayout, ids: list[str], owners: list[str | None]
+    ) -> Gathered:
+        """Stack the sessions' states [layers, batch, hidden]. A row whose session is gone,
+        belongs to another model version, or (owner given) to another owner gets an error."""
+        ...
+
+    async def scatter(
+        self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
+        outputs: np.ndarray, step_ids: list[str | None],
+    ) -> Written:
+        """Write back the rows of `gathered` that had no error, adding `steps[i]` steps. A row
+        with a step id also records it with its outputs [time, out], atomically with the state;
+        a row whose step id is already the session's last is not written but replayed."""
+        ...
+
+    async def replay(
+        self, session_id: str, step_id: str, owner: str
+    ) -> tuple[np.ndarray, int] | None:
+        """(outputs, steps after it) if `step_id` is the session's last step and the session
+        is `owner`'s, else None."""
+        ...
+
+    async def live_sessions(self) -> dict[str, int]:
+        """Live sessions per model name."""
+        ...
+
+    async def owned_sessions(self, owner: str) -> int:
+        """Live sessions created by `owner` (an API key's identity), for per-key caps."""
+        ...

@@ -1,0 +1,413 @@
+"""The in-memory state store: each model version's session states in one slab of float32 rows
+([capacity, layers, hidden] per state tensor), a dict from session id to slot, and per-slot
+metadata in numpy arrays. So an idle session costs its raw state bytes plus ~200 bytes of
+index, gathering and scattering a batch is one fancy-indexing operation per tensor, and expiry
+is a vectorised comparison on a timer rather than a scan per request.
+
+Sessions here die with the process: use the Redis store for durability and replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+
+from rnnserve.errors import RnnServeError, SessionNotFound, SessionOnOtherVersion, Unavailable
+from rnnserve.state.base import Gathered, SessionRecord, StateLayout, Written
+
+log = logging.getLogger("rnnserve.state.memory")
+
+SLOT_BITS = 40  # a session's code in the index: slab number << SLOT_BITS | slot
+RECENTLY_ENDED = 100_000  # how many expired/evicted ids are remembered, to say why they're gone
+
+SessionEvent = Callable[[str, str, int], None]
+"""(event, model, steps): event is created, deleted, expired or evicted."""
+
+
+RESERVE_BYTES = 2 << 30
+"""Address space reserved per model version for state rows. Untouched pages of a large
+np.empty / np.zeros cost no memory (the OS backs them on first write), so reserving up front
+avoids growth copies, whose freed blocks would otherwise linger in the allocator's heap."""
+
+
+def reserved_rows(layout: StateLayout, max_sessions: int) -> int:
+    return max(1024, min(max_sessions, RESERVE_BYTES // max(1, layout.row_bytes)))
+
+
+class Slab:
+    """The rows of one model version. Rows are allocated upward from 0 and reused when
+    freed, so the touched (resident) part stays as small as the live sessions need."""
+
+    def __init__(self, layout: StateLayout, capacity: int) -> None:
+        self.layout = layout
+        self.capacity = capacity
+        # [layers, slots, hidden]: ONNX Runtime's own layout, so a gather along the slot axis
+        # is already the contiguous [layers, batch, hidden] feed and a run's final states go
+        # back without a transpose
+        self.arrays = {name: np.empty((layers, capacity, hidden), np.float32)
+                       for name, layers, hidden in layout.tensors}
+        self.steps = np.zeros(capacity, np.int64)
+        self.created = np.zeros(capacity, np.float64)
+        self.last_used = np.zeros(capacity, np.float64)
+        self.alive = np.zeros(capacity, np.bool_)
+        self.owner = np.zeros(capacity, np.int32)
+        self.generation = np.zeros(capacity, np.int64)  # bumped by create/reset
+        self.ids: list[str | None] = []  # slot -> session id, grown by append
+        self.high_water = 0
+        self.free: list[int] = []
+        self.live = 0
+
+    def _grow(self) -> None:
+        new_capacity = self.capacity * 2
+
+        def grown(old: np.ndarray, zero: bool) -> np.ndarray:
+            new = (np.zeros if zero else np.empty)((new_capacity, *old.shape[1:]), old.dtype)
+            new[: self.capacity] = old
+            return new
+
+        def grown_state(old: np.ndarray) -> np.ndarray:
+            layers, _, hidden = old.shape
+            new = np.empty((layers, new_capacity, hidden), old.dtype)
+            new[:, : self.capacity] = old
+            return new
+
+        self.arrays = {n: grown_state(a) for n, a in self.arrays.items()}
+        self.steps, self.created = grown(self.steps, True), grown(self.created, True)
+        self.last_used, self.alive = grown(self.last_used, True), grown(self.alive, True)
+        self.owner = grown(self.owner, True)
+        self.generation = grown(self.generation, True)
+        self.capacity = new_capacity
+
+    def allocate(self) -> int:
+        if self.free:
+            slot = self.free.pop()
+        else:
+            if self.high_water == self.capacity:
+                self._grow()
+            slot = self.high_water
+            self.high_water += 1
+            self.ids.append(None)
+        self.live += 1
+        return slot
+
+    def release(self, slot: int) -> None:
+        self.alive[slot] = False
+        self.ids[slot] = None
+        self.free.append(slot)
+        self.live -= 1
+
+    def write(self, slot: int, state: dict[str, np.ndarray] | None) -> None:
+        self.generation[slot] += 1
+        for name, arr in self.arrays.items():
+            value = None if state is None else state.get(name)
+            arr[:, slot] = 0.0 if value is None else value[:, 0, :]
+
+
+class MemoryStateStore:
+    """Sessions of this process, with an idle timeout and a cap on live sessions."""
+
+    name = "memory"
+
+    def __init__(
+        self,
+        *,
+        ttl_s: float,
+        max_sessions: int,
+        when_full: Literal["reject", "lru"] = "reject",
+        on_event: SessionEvent | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.max_sessions = max_sessions
+        self.when_full = when_full
+        self._on_event = on_event or (lambda event, model, steps: None)
+        self._clock = clock
+        self._slabs: list[Slab] = []
+        self._slab_of: dict[str, int] = {}
+        self._index: dict[str, int] = {}
+        self._owners: list[str] = [""]
+        self._owner_ids: dict[str, int] = {"": 0}
+        self._owner_live: dict[int, int] = {}
+        self._ended: dict[str, tuple[str, float]] = {}  # id -> (why, idle seconds)
+        # id -> (step id, outputs, steps after): only sessions whose clients send step ids
+        self._last: dict[str, tuple[str, np.ndarray, int]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="session-sweeper")
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            try:
+                await self._sweeper
+            except asyncio.CancelledError:
+                pass
+
+    async def _sweep_forever(self) -> None:
+        interval = max(0.05, min(1.0, self.ttl_s / 4))
+        while True:
+            await asyncio.sleep(interval)
+            self.sweep()
+
+    def sweep(self) -> int:
+        """End every session idle longer than the timeout: one vectorised test per slab."""
+        now, ended = self._clock(), 0
+        for slab_no, slab in enumerate(self._slabs):
+            n = slab.high_water
+            stale = np.flatnonzero(slab.alive[:n] & (slab.last_used[:n] + self.ttl_s <= now))
+            for slot in stale.tolist():
+                self._end(slab_no, slot, "expired")
+                ended += 1
+        return ended
+
+    # -- index -----------------------------------------------------------------------------
+
+    def _slab(self, layout: StateLayout) -> tuple[int, Slab]:
+        number = self._slab_of.get(layout.key)
+        if number is None:
+            number = len(self._slabs)
+            self._slabs.append(Slab(layout, reserved_rows(layout, self.max_sessions)))
+            self._slab_of[layout.key] = number
+        return number, self._slabs[number]
+
+    def _remember_end(self, session_id: str, why: str, idle_s: float) -> None:
+        self._ended[session_id] = (why, idle_s)
+        if len(self._ended) > RECENTLY_ENDED:
+            del self._ended[next(iter(self._ended))]
+
+    def _end(self, slab_no: int, slot: int, why: str) -> None:
+        slab = self._slabs[slab_no]
+        session_id = slab.ids[slot]
+        assert session_id is not None
+        idle = self._clock() - float(slab.last_used[slot])
+        self._on_event(why, slab.layout.model, int(slab.steps[slot]))
+        owner = int(slab.owner[slot])
+        self._owner_live[owner] = self._owner_live.get(owner, 1) - 1
+        del self._index[session_id]
+        self._last.pop(session_id, None)
+        slab.release(slot)
+        if why != "deleted":
+            self._remember_end(session_id, why, idle)
+
+    def _not_found(self, session_id: str) -> SessionNotFound:
+        ended = self._ended.get(session_id)
+        if ended is None:
+            return SessionNotFound(f"unknown session {session_id!r}: create one with POST "
+                                   "/v1/models/{model}/sessions")
+        why, idle = ended
+        if why == "expired":
+            return SessionNotFound(f"session {session_id!r} expired after {self.ttl_s:g} s "
+                                   f"idle; create a new one")
+        return SessionNotFound(f"session {session_id!r} was evicted to make room (least "
+                               f"recently used, idle {idle:.0f} s); create a new one")
+
+    def _locate(self, session_id: str) -> tuple[int, Slab, int]:
+        code = self._index.get(session_id)
+        if code is None:
+            raise self._not_found(session_id)
+        slab_no, slot = code >> SLOT_BITS, code & ((1 << SLOT_BITS) - 1)
+        slab = self._slabs[slab_no]
+        if slab.last_used[slot] + self.ttl_s <= self._clock():  # idle past the timeout
+            self._end(slab_no, slot, "expired")
+            raise self._not_found(session_id)
+        return slab_no, slab, slot
+
+    def _record(self, slab: Slab, slot: int) -> SessionRecord:
+        session_id = slab.ids[slot]
+        assert session_id is not None
+        return SessionRecord(
+            id=session_id, model=slab.layout.model, version=slab.layout.version,
+            created=float(slab.created[slot]), last_used=float(slab.last_used[slot]),
+            ttl_s=self.ttl_s, steps=int(slab.steps[slot]),
+            owner=self._owners[int(slab.owner[slot])],
+        )
+
+    def _make_room(self) -> None:
+        if len(self._index) < self.max_sessions:
+            return
+        if self.when_full != "lru":
+            raise Unavailable(f"the server holds its maximum of {self.max_sessions} live "
+                              "sessions; delete idle ones or retry later", retry_after_s=5)
+        best: tuple[float, int, int] | None = None
+        for slab_no, slab in enumerate(self._slabs):
+            n = slab.high_water
+            if slab.live == 0:
+                continue
+            used = np.where(slab.alive[:n], slab.last_used[:n], np.inf)
+            slot = int(np.argmin(used))
+            if best is None or used[slot] < best[0]:
+                best = (float(used[slot]), slab_no, slot)
+        if best is not None:
+            self._end(best[1], best[2], "evicted")
+
+    def _owner_id(self, owner: str) -> int:
+        if owner not in self._owner_ids:
+            self._owner_ids[owner] = len(self._owners)
+            self._owners.append(owner)
+        return self._owner_ids[owner]
+
+    # -- the interface ---------------------------------------------------------------------
+
+    async def create(
+        self, layout: StateLayout, record: SessionRecord, state: dict[str, np.ndarray] | None,
+        *, replace: bool = False,
+    ) -> SessionRecord:
+        if record.id in self._index:
+            if not replace:
+                raise Unavailable(f"session id {record.id!r} is taken", retry_after_s=0)
+            slab_no, _, slot = self._locate_any(record.id)
+            self._end(slab_no, slot, "deleted")
+        self._make_room()
+        slab_no, slab = self._slab(layout)
+        slot = slab.allocate()
+        slab.write(slot, state)
+        slab.steps[slot] = 0
+        slab.created[slot] = slab.last_used[slot] = record.last_used
+        owner = self._owner_id(record.owner)
+        slab.owner[slot] = owner
+        self._owner_live[owner] = self._owner_live.get(owner, 0) + 1
+        slab.ids[slot] = record.id
+        slab.alive[slot] = True
+        self._index[record.id] = slab_no << SLOT_BITS | slot
+        self._ended.pop(record.id, None)
+        self._on_event("created", layout.model, 0)
+        return self._record(slab, slot)
+
+    def _locate_any(self, session_id: str) -> tuple[int, Slab, int]:
+        code = self._index[session_id]
+        slab_no = code >> SLOT_BITS
+        return slab_no, self._slabs[slab_no], code & ((1 << SLOT_BITS) - 1)
+
+    async def get(self, session_id: str) -> SessionRecord:
+        _, slab, slot = self._locate(session_id)
+        return self._record(slab, slot)
+
+    async def read(self, session_id: str) -> tuple[SessionRecord, dict[str, np.ndarray]]:
+        _, slab, slot = self._locate(session_id)
+        state = {name: arr[:, slot][:, None, :].copy() for name, arr in slab.arrays.items()}
+        return self._record(slab, slot), state
+
+    async def reset(
+        self, session_id: str, state: dict[str, np.ndarray] | None
+    ) -> SessionRecord:
+        _, slab, slot = self._locate(session_id)
+        slab.write(slot, state)
+        self._last.pop(session_id, None)
+        slab.steps[slot] = 0
+        slab.last_used[slot] = self._clock()
+        return self._record(slab, slot)
+
+    async def delete(self, session_id: str) -> None:
+        slab_no, _, slot = self._locate(session_id)
+        self._end(slab_no, slot, "deleted")
+
+    async def gather(
+        self, layout: StateLayout, ids: list[str], owners: list[str | None]
+    ) -> Gathered:
+        """Stack the sessions' rows into [layers, batch, hidden] per tensor. The index
+        lookups, expiry, owner and version checks are vectorised; only rows that fail one of
+        them take the slow path that words their error."""
+        slab_no, slab = self._slab(layout)
+        codes = np.array([self._index.get(sid, -1) for sid in ids], np.int64)
+        slots = np.where(codes >= 0, codes & ((1 << SLOT_BITS) - 1), 0)
+        ok = (codes >= 0) & ((codes >> SLOT_BITS) == slab_no)
+        slots[~ok] = 0
+        ok &= slab.last_used[slots] + self.ttl_s > self._clock()
+        if any(o is not None for o in owners):
+            wanted = np.array([-1 if o is None else self._owner_ids.get(o, -2) for o in owners])
+            ok &= (wanted == -1) | (slab.owner[slots] == wanted)
+        errors: list[RnnServeError | None] = [None] * len(ids)
+        for i in np.flatnonzero(~ok).tolist():
+            errors[i] = self._gather_error(ids[i], owners[i], slab_no)
+            slots[i] = 0
+        states = {name: np.take(arr, slots, axis=1) for name, arr in slab.arrays.items()}
+        if not ok.all():
+            for arr in states.values():
+                arr[:, ~ok] = 0.0  # rows of missing sessions are zeros, not another's state
+        return Gathered(ids, states, errors, token=(slab_no, slots, slab.generation[slots]))
+
+    def _gather_error(self, session_id: str, owner: str | None, slab_no: int) -> RnnServeError:
+        """Why a session cannot be gathered: unknown, expired (ended now), another owner's
+        (reported as unknown), or another model version's."""
+        try:
+            found_no, found, slot = self._locate(session_id)
+        except SessionNotFound as exc:
+            return exc
+        if owner is not None and self._owners[int(found.owner[slot])] != owner:
+            return SessionNotFound(f"unknown session {session_id!r}: create one with "
+                                   "POST /v1/models/{model}/sessions")
+        if found_no != slab_no:
+            return SessionOnOtherVersion(f"session {session_id!r} belongs to another model "
+                                         "or version")
+        return SessionNotFound(f"session {session_id!r} cannot be stepped now")
+
+    async def replay(
+        self, session_id: str, step_id: str, owner: str
+    ) -> tuple[np.ndarray, int] | None:
+        _, slab, slot = self._locate(session_id)
+        if self._owners[int(slab.owner[slot])] != owner:
+            return None
+        last = self._last.get(session_id)
+        return (last[1], last[2]) if last is not None and last[0] == step_id else None
+
+    async def scatter(
+        self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
+        outputs: np.ndarray, step_ids: list[str | None],
+    ) -> Written:
+        slab_no, slots, generations = gathered.token
+        slab = self._slabs[slab_no]
+        n = len(slots)
+        ok = np.array([e is None for e in gathered.errors], np.bool_)
+        holders = [slab.ids[slot] if error is None else None
+                   for slot, error in zip(slots.tolist(), gathered.errors, strict=True)]
+        if holders != gathered.ids:  # some were deleted while their step ran
+            ok &= np.array([a == b for a, b in zip(holders, gathered.ids, strict=True)],
+                           np.bool_)
+        replayed: list[tuple[np.ndarray, int] | None] = [None] * n
+        if any(step_ids):
+            for i in np.flatnonzero(ok).tolist():
+                step_id = step_ids[i]
+                last = self._last.get(gathered.ids[i]) if step_id is not None else None
+                if last is not None and last[0] == step_id:  # applied already: not again
+                    replayed[i] = (last[1], last[2])
+        # reset (or recreated) while its step ran: the step came first, so its outputs stand
+        # and the reset's state stays
+        write = ok & (slab.generation[slots] == generations)
+        if any(r is not None for r in replayed):
+            write &= np.array([r is None for r in replayed], np.bool_)
+        rows = slots[write]
+        everyone = bool(write.all())
+        for name, arr in slab.arrays.items():
+            arr[:, rows] = states[name] if everyone else states[name][:, write]
+        slab.steps[rows] += np.asarray(steps, np.int64)[write]
+        slab.last_used[slots[ok]] = self._clock()
+        if any(step_ids) or self._last:
+            for i in np.flatnonzero(write).tolist():
+                step_id = step_ids[i]
+                if step_id is not None:
+                    self._last[gathered.ids[i]] = (step_id, outputs[i].copy(),
+                                                   int(slab.steps[slots[i]]))
+                else:
+                    self._last.pop(gathered.ids[i], None)
+        errors: list[RnnServeError | None] = [None] * n
+        for i in np.flatnonzero(~ok).tolist():
+            errors[i] = gathered.errors[i] or SessionNotFound(
+                f"session {gathered.ids[i]!r} was deleted or reset during its step")
+        return Written(slab.steps[slots].tolist(), [False] * n, errors, replayed)
+
+    async def owned_sessions(self, owner: str) -> int:
+        owner_id = self._owner_ids.get(owner)
+        return 0 if owner_id is None else self._owner_live.get(owner_id, 0)
+
+    async def live_sessions(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for slab in self._slabs:
+            counts[slab.layout.model] = counts.get(slab.layout.model, 0) + slab.live
+        return counts
