@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 MODEL_NAME = "medium-lstm"
+TOLERANCE = 1e-4  # max abs difference from PyTorch accepted in the correctness checks
 
 
 @dataclass(frozen=True)
@@ -108,3 +110,10 @@ def reference_outputs(model: MediumLSTM, sequences: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         out: np.ndarray = model(torch.from_numpy(sequences)).numpy()
     return out
+
+
+def agreement(got: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
+    """A system's outputs against `reference_outputs`: the largest difference, and whether it
+    is within TOLERANCE (float32 kernels differ in their last bits, not more)."""
+    diff = float(np.max(np.abs(got - expected)))
+    return {"max_abs_diff": diff, "ok": diff <= TOLERANCE}

@@ -37,20 +37,25 @@ from bench.loadgen import ClientKind, Request, run_load
 from bench.medium_model import (
     MODEL_NAME,
     MediumConfig,
-    ModelFiles,
+    agreement,
     load_state,
     reference_outputs,
     sample_sequences,
     write_model_files,
 )
-from bench.procs import ServerProcess, cpu_seconds, free_port, start_server
+from bench.procs import (
+    ServerProcess,
+    base_url,
+    cpu_seconds,
+    start_naive_predict,
+    start_rnnserve,
+)
 from bench.report import Results, environment, figures, format_ratios, format_table, ratios
 from bench.stats import LoadResult
 
 SYSTEMS = ("rnnserve", "naive", "ceiling")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DISTINCT_SEQUENCES = 64  # requests cycle through these; enough that no cache sees a repeat
-TOLERANCE = 1e-4  # max abs difference from PyTorch accepted in the correctness check
 
 
 @dataclass(frozen=True)
@@ -101,26 +106,6 @@ def parse_plan(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
 # ------------------------------------------------------------------------------ the systems
 
 
-def start_rnnserve(files: ModelFiles, workdir: Path) -> ServerProcess:
-    port = free_port()
-    argv = [sys.executable, "-m", "rnnserve", "serve", "--models", str(files.repository),
-            "--host", "127.0.0.1", "--port", str(port), "--grpc-port", "0"]  # fmt: skip
-    return start_server("rnnserve", argv, port, workdir)
-
-
-def start_naive(files: ModelFiles, workdir: Path, torch_threads: int | None) -> ServerProcess:
-    port = free_port()
-    argv = [sys.executable, "-m", "bench.naive_server", "--checkpoint", str(files.state),
-            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    if torch_threads is not None:
-        argv += ["--torch-threads", str(torch_threads)]
-    return start_server("naive", argv, port, workdir)
-
-
-def base_url(server: ServerProcess) -> str:
-    return server.ready_url.removesuffix("/v2/health/ready")
-
-
 def predict_bodies(sequences: np.ndarray) -> list[bytes]:
     """One pre-encoded `{"inputs": [seq]}` body per sequence (float32 reprs, ~15 kB each)."""
     return [orjson.dumps({"inputs": [seq]}, option=orjson.OPT_SERIALIZE_NUMPY) for seq in sequences]
@@ -148,12 +133,7 @@ def check_server(server: ServerProcess, body: bytes, expected: np.ndarray) -> di
     with urllib.request.urlopen(request, timeout=30) as response:
         reply = json.loads(response.read())
     got = np.asarray(reply["outputs"][0], dtype=np.float32).reshape(expected.shape)
-    return _agreement(got, expected)
-
-
-def _agreement(got: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
-    diff = float(np.max(np.abs(got - expected)))
-    return {"max_abs_diff": diff, "ok": diff <= TOLERANCE}
+    return agreement(got, expected)
 
 
 # ------------------------------------------------------------------------------ the run
@@ -184,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
 
         servers: dict[str, ServerProcess] = {}
         starters: list[tuple[str, Callable[[], ServerProcess]]] = [
-            ("rnnserve", lambda: start_rnnserve(files, workdir)),
-            ("naive", lambda: start_naive(files, workdir, args.naive_torch_threads)),
+            ("rnnserve", lambda: start_rnnserve(files.repository, workdir)),
+            ("naive", lambda: start_naive_predict(files.state, workdir, args.naive_torch_threads)),
         ]
         for system, start in starters:
             if system not in plan.systems:
@@ -207,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         if "ceiling" in plan.systems:
             session = ceiling.ort_session(files.onnx, plan.ceiling_intra_op_threads)
             got = ceiling.predict_outputs(session, sequences[0])
-            report["correctness"]["ceiling"] = _agreement(got, expected)
+            report["correctness"]["ceiling"] = agreement(got, expected)
             points["ceiling"] = _ceiling_point(session, sequences, plan)
         for system, verdict in report["correctness"].items():
             if not verdict["ok"]:

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -138,13 +139,81 @@ def _answers_200(url: str) -> bool:
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"
+READY_PATH = "/v2/health/ready"
 
 
-def start_server(name: str, argv: list[str], port: int, workdir: Path,
-                 kind: type[ServerProcess] = ServerProcess) -> ServerProcess:
+def start_server(
+    name: str, argv: list[str], port: int, workdir: Path, kind: type[ServerProcess] = ServerProcess
+) -> ServerProcess:
     """Start a benchmark server (run from the repository root, logging to
     `workdir/<name>.log`) and wait until its /v2/health/ready answers 200."""
-    server = kind(name, argv, f"http://127.0.0.1:{port}/v2/health/ready",
-                  workdir / f"{name}.log", cwd=REPO_ROOT)
+    server = kind(
+        name, argv, f"http://{HOST}:{port}{READY_PATH}", workdir / f"{name}.log", cwd=REPO_ROOT
+    )
     server.start(ready_timeout_s=90)
     return server
+
+
+def base_url(server: ServerProcess) -> str:
+    return server.ready_url.removesuffix(READY_PATH)
+
+
+def start_module(
+    name: str,
+    module: Sequence[str],
+    workdir: Path,
+    after: Sequence[str] = (),
+    kind: type[ServerProcess] = ServerProcess,
+    port: int | None = None,
+) -> ServerProcess:
+    """`python -m <module...> --host 127.0.0.1 --port <port> <after...>` with this interpreter
+    (so the venv's packages), through `start_server`; `port` defaults to a free one."""
+    port = port or free_port()
+    argv = [sys.executable, "-m", *module, "--host", HOST, "--port", str(port), *after]
+    return start_server(name, argv, port, workdir, kind)
+
+
+# ------------------------------------------------------------------------------ the servers
+
+
+class RnnserveProcess(ServerProcess):
+    grpc_target = ""  # host:port of its gRPC server; "" when gRPC is off
+
+
+def start_rnnserve(
+    repository: Path, workdir: Path, flags: Sequence[str] = (), grpc: bool = False
+) -> RnnserveProcess:
+    """`rnnserve serve` on the model repository. gRPC on a free port only when a gRPC system
+    is measured (else off, `--grpc-port 0`, so that the other systems' figures stay comparable
+    with earlier runs)."""
+    port = free_port()
+    grpc_port = free_port() if grpc else 0
+    server = start_module(
+        "rnnserve",
+        ["rnnserve", "serve", "--models", str(repository)],
+        workdir,
+        ["--grpc-port", str(grpc_port), *flags],
+        RnnserveProcess,
+        port,
+    )
+    assert isinstance(server, RnnserveProcess)
+    server.grpc_target = f"{HOST}:{grpc_port}" if grpc_port else ""
+    return server
+
+
+def start_naive_predict(state: Path, workdir: Path, torch_threads: int | None) -> ServerProcess:
+    """bench/naive_server.py (FastAPI + PyTorch eager) on the torch state: bench.predict."""
+    after = [] if torch_threads is None else ["--torch-threads", str(torch_threads)]
+    return start_module("naive", ["bench.naive_server", "--checkpoint", str(state)], workdir, after)
+
+
+def start_naive_stateful(onnx: Path, workdir: Path) -> ServerProcess:
+    """bench/naive_stateful_server.py (FastAPI + ONNX Runtime, state in a dict): bench.sessions."""
+    return start_module("naive", ["bench.naive_stateful_server", "--model", str(onnx)], workdir)
+
+
+def start_echo(workdir: Path, loop: str = "auto") -> ServerProcess:
+    """bench/echo_server.py, the transport floor (WebSocket and JSON echo, no model work)."""
+    name = "echo" if loop == "auto" else f"echo-{loop}"
+    return start_module(name, ["bench.echo_server"], workdir, ["--loop", loop])

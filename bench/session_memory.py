@@ -23,7 +23,7 @@ import numpy as np
 
 # imported before any measurement: importing (onnxruntime comes with the engine) is not a cost
 # of sessions
-from rnnserve.engine.sessions import new_session_id
+from rnnserve.engine import new_session_id
 from rnnserve.state import SessionRecord, StateLayout
 from rnnserve.state.memory import MemoryStateStore
 

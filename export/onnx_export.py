@@ -1,6 +1,6 @@
 """Export recurrent models to ONNX in the rnnserve contract.
 
-The contract (DESIGN.md, "Model repository"): inputs `input` [batch, time, features] float32 and
+The contract (README.md, "Model repository"): inputs `input` [batch, time, features] float32 and
 `h0` (and `c0` for an LSTM) [layers·directions, batch, hidden]; outputs `output`
 [batch, time, out] and `hn` (and `cn`). Batch and time are dynamic; everything else is static.
 The state is explicit so the server can keep it between a client's calls.

@@ -1,10 +1,10 @@
 """Independent checks of exported models: contract, PyTorch parity, chunking, a NumPy reference.
 
-The NumPy reference re-implements the cell equations of DESIGN.md ("The cells") from scratch and
-takes its weights from the ONNX file itself (W, R, B initializers of each RNN/LSTM/GRU node, in
-ONNX gate order: LSTM i,o,f,c; GRU z,r,h), so it checks the exporter's gate reordering and bias
-split as well as ONNX Runtime's kernels. `python -m rnnserve.export.verify models/` checks a
-repository.
+The NumPy reference re-implements the cell equations of docs/training.md ("The cells") from
+scratch and takes its weights from the ONNX file itself (W, R, B initializers of each
+RNN/LSTM/GRU node, in ONNX gate order: LSTM i,o,f,c; GRU z,r,h), so it checks the exporter's
+gate reordering and bias split as well as ONNX Runtime's kernels.
+`python -m rnnserve.export.verify models/` checks a repository.
 """
 
 from __future__ import annotations

@@ -23,23 +23,23 @@ def _train_or_export(command: str, argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of the console script: the command, then that command's own arguments."""
     parser = argparse.ArgumentParser(
-        prog="rnnserve", description="Serve recurrent models (RNN, LSTM, GRU) with state."
+        prog="rnnserve", description="Serve recurrent models (RNN, LSTM, GRU) with state.",
+        epilog="`rnnserve COMMAND --help` lists a command's options.",
     )
     parser.add_argument("command", choices=["serve", "train", "export"])
-    if not args or args[0] in ("-h", "--help"):
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="the command's own arguments")
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
         parser.print_help()
         return 0
-    command, rest = args[0], args[1:]
-    if command not in ("serve", "train", "export"):
-        parser.error(f"unknown command {command!r}: choose serve, train or export")
-    if command == "serve":
+    parsed = parser.parse_args(args)  # exits 0 after --help, 2 on an unknown command
+    if parsed.command == "serve":
         from rnnserve.serve import serve_main
 
-        return serve_main(rest)
-    return _train_or_export(command, rest)
+        return serve_main(parsed.args)
+    return _train_or_export(parsed.command, parsed.args)
 
 
 if __name__ == "__main__":

@@ -4,17 +4,25 @@ they enter.
 
     RnnServeError                      500  INTERNAL
     ├── InvalidInput                   400  INVALID_ARGUMENT   bad shape, NaN, wrong type, ...
+    │   └── SequenceNotActive                                  v2 sequence step without a start
     ├── UnsupportedMediaType           415  INVALID_ARGUMENT   body is not JSON
     ├── PayloadTooLarge                413  RESOURCE_EXHAUSTED over a size limit
     ├── Unauthenticated                401  UNAUTHENTICATED    missing or wrong API key
     ├── NotFound                       404  NOT_FOUND
     │   ├── ModelNotFound                                      unknown model or version
-    │   └── SessionNotFound                                    unknown, expired or deleted session
+    │   └── SessionNotFound                                    expired, evicted or deleted session
+    │       ├── UnknownSession                                 no such session (for this key)
     │       └── SessionOnOtherVersion                          pinned to another model version
-    ├── QuotaExceeded                  429  RESOURCE_EXHAUSTED a key's sessions or request rate
+    ├── QuotaExceeded                  429  RESOURCE_EXHAUSTED a key's request rate
+    │   └── SessionQuotaExceeded                               a key's live sessions
     ├── Unavailable                    503  UNAVAILABLE        model not ready, server full
+    │   └── StepConflict                                       another replica stepped the session
     └── InferenceFailed                500  INTERNAL           ONNX Runtime raised on valid input
-"""
+
+Messages name the problem in the engine's terms. What the client should do about it depends on
+its API (REST creates sessions with POST /v1/..., a KServe v2 client sets sequence_start), so an
+error that has a remedy names it by `remedy`, and each transport's error writer appends its own
+advice for it (http/errors.py, grpc/errors.py)."""
 
 from __future__ import annotations
 
@@ -24,6 +32,7 @@ class RnnServeError(Exception):
 
     http_status: int = 500
     grpc_code: str = "INTERNAL"  # a grpc.StatusCode name; grpc is imported only by its adapter
+    remedy: str | None = None  # what the client should do, as a key into a transport's advice
 
     def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
         super().__init__(message)
@@ -34,6 +43,12 @@ class RnnServeError(Exception):
 class InvalidInput(RnnServeError):
     http_status = 400
     grpc_code = "INVALID_ARGUMENT"
+
+
+class SequenceNotActive(InvalidInput):
+    """A KServe v2 sequence step for a sequence that was never started, has ended or expired."""
+
+    remedy = "start-sequence"
 
 
 class UnsupportedMediaType(RnnServeError):
@@ -64,6 +79,12 @@ class SessionNotFound(NotFound):
     pass
 
 
+class UnknownSession(SessionNotFound):
+    """No session of that id (or none that the caller's key owns)."""
+
+    remedy = "create-session"
+
+
 class SessionOnOtherVersion(SessionNotFound):
     """The session exists but runs on another model (version) than the batch being run."""
 
@@ -71,6 +92,12 @@ class SessionOnOtherVersion(SessionNotFound):
 class QuotaExceeded(RnnServeError):
     http_status = 429
     grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class SessionQuotaExceeded(QuotaExceeded):
+    """The caller's key holds its maximum of live sessions."""
+
+    remedy = "free-session"
 
 
 class Unavailable(RnnServeError):

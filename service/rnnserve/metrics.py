@@ -36,7 +36,9 @@ class Metrics:
             "rnnserve_batch_queue_seconds", "Time a job waited in the batcher's queue",
             ["model", "version"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.run_seconds = Histogram(
-            "rnnserve_batch_run_seconds", "Time of one batch: state gather, run, scatter",
+            "rnnserve_batch_run_seconds",
+            "Time of one batch: state gather and ONNX Runtime run (the scatter is timed as "
+            "rnnserve_state_store_seconds{operation=\"scatter\"})",
             ["model", "version"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.queue_depth = Gauge(
             "rnnserve_batch_queue_rows", "Rows waiting in the batcher's queue",

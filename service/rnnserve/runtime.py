@@ -1,6 +1,6 @@
 """Process-wide tuning for a long-running server, applied once the models are loaded.
 
-Each knob answers a cost measured under load (bench/sessions.py), not a guess:
+Each knob answers a cost measured under load (python -m bench.sessions), not a guess:
 
 * the garbage collector: everything loaded at startup (FastAPI, pydantic, ONNX Runtime
   bindings, the models) lives as long as the process; frozen, a full collection no longer

@@ -1,6 +1,7 @@
 """`rnnserve serve`: settings from flags and RNNSERVE_* variables, then uvicorn.
 
-The flags are the contract of DESIGN.md plus the limits and thread settings of Settings."""
+The flags are the contract of README.md ("Command line and settings") plus the limits and
+thread settings of Settings."""
 
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
-from rnnserve.engine import Engine
-from rnnserve.engine.providers import DeviceUnavailable
+from rnnserve.engine import DeviceUnavailable, Engine
 from rnnserve.http.app import create_app
 from rnnserve.http.ws_protocol import DirectWebSocketProtocol
 from rnnserve.logs import configure_logging
@@ -80,6 +80,9 @@ def serve_main(argv: list[str]) -> int:
         settings = load_settings(argv)
     except ValidationError as exc:
         for err in exc.errors():
+            if err["type"] == "value_error":  # a validator's own message names its flag
+                print(f"rnnserve serve: {err['ctx']['error']}", file=sys.stderr)
+                continue
             where = ".".join(str(p) for p in err["loc"])
             print(f"rnnserve serve: --{where.replace('_', '-')}: {err['msg']}", file=sys.stderr)
         return 2
@@ -88,11 +91,6 @@ def serve_main(argv: list[str]) -> int:
         settings.key_set()
     except OSError as exc:
         print(f"rnnserve serve: --api-keys-file: {exc}", file=sys.stderr)
-        return 2
-    if settings.state_store != "memory" and not settings.state_store.startswith(
-            ("redis://", "rediss://", "unix://")):
-        print(f"rnnserve serve: --state-store {settings.state_store!r}: use memory or "
-              "redis://HOST:PORT/DB", file=sys.stderr)
         return 2
     if not settings.models.is_dir():
         print(f"rnnserve serve: --models {settings.models} is not a directory", file=sys.stderr)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -137,6 +137,14 @@ class Settings(BaseSettings):
         "failed to load; by default it reflects only the models that loaded.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+
+    @field_validator("state_store")
+    @classmethod
+    def _known_state_store(cls, url: str) -> str:
+        """The one check of --state-store: the factory trusts it and only dispatches."""
+        if url != "memory" and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"--state-store {url!r}: use memory or redis://HOST:PORT/DB")
+        return url
 
     def key_set(self) -> frozenset[str]:
         """Every accepted API key, from api_keys and api_keys_file."""

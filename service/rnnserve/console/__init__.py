@@ -13,8 +13,8 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
+from rnnserve.engine import Engine
 from rnnserve.errors import NotFound
-from rnnserve.http.common import engine_of
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -63,7 +63,8 @@ def report_path(request: Request, name: str, filename: str) -> Path:
     (or, for numbered versions, the model's folder above it)."""
     if filename not in REPORT_FILES:
         raise NotFound(f"no report file {filename!r}; models have {sorted(REPORT_FILES)}")
-    folder = engine_of(request).models.get(name).source.onnx_path.parent  # 404 if unknown
+    engine: Engine = request.app.state.engine  # the app's engine (http/app.py sets it)
+    folder = engine.models.get(name).source.onnx_path.parent  # 404 if unknown
     folders = [folder]
     if folder.name.isdigit():  # models/<name>/<N>/model.onnx: reports sit in models/<name>/
         folders.append(folder.parent)

@@ -1,6 +1,49 @@
-"""The transport-agnostic core. Protocol adapters (http/, grpc/) call only `Engine`;
-nothing below this package knows about HTTP, JSON or protobuf."""
+"""The transport-agnostic core, and its one door: protocol adapters (http/, grpc/, console/)
+import from `rnnserve.engine` only, never from the modules below it. Nothing in this package
+knows about HTTP, JSON or protobuf: transports hand it float32 arrays, or undecoded step inputs
+with a StepDecoder of their own."""
 
-from rnnserve.engine.engine import Engine
+from rnnserve.engine.engine import Engine, Prediction
+from rnnserve.engine.providers import DeviceUnavailable
+from rnnserve.engine.sessions import Sessions, SessionStepper, new_session_id
+from rnnserve.engine.steps import StepDecoder, StepOutcome, StepResult
+from rnnserve.engine.v2 import (
+    DATATYPES,
+    EXTENSIONS,
+    PLATFORM,
+    V2_ADVICE,
+    ModelMetadata,
+    Sequence,
+    ServerMetadata,
+    V2DataPlane,
+    V2Request,
+    V2Response,
+    check_datatype,
+    sequence_parameters,
+)
+from rnnserve.state import SessionRecord
 
-__all__ = ["Engine"]
+__all__ = [
+    "DATATYPES",
+    "EXTENSIONS",
+    "PLATFORM",
+    "Sequence",
+    "V2_ADVICE",
+    "DeviceUnavailable",
+    "Engine",
+    "ModelMetadata",
+    "Prediction",
+    "SessionRecord",
+    "SessionStepper",
+    "ServerMetadata",
+    "Sessions",
+    "StepDecoder",
+    "StepOutcome",
+    "StepResult",
+    "V2DataPlane",
+    "V2Request",
+    "V2Response",
+    "check_datatype",
+    "new_session_id",
+    "sequence_parameters",
+]

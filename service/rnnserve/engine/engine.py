@@ -1,7 +1,8 @@
 """The facade every transport calls: model metadata, stateless prediction, raw tensor
-inference and (through `sessions`) stateful steps. It owns the loaded models, the worker pool,
-the state store and one batcher per model version, enforces the request limits and checks
-every tensor, so that REST, WebSocket, KServe v2 and gRPC behave and fail alike.
+inference and (through `sessions`) stateful steps; the KServe v2 data plane (v2.py) sits on
+it. It owns the loaded models, the worker pool, the state store and one batcher per model
+version, enforces the request limits (limits.py) and checks every tensor, so that REST,
+WebSocket, KServe v2 and gRPC behave and fail alike.
 
 Lifecycle: `start()` loads the models (blocking, before serving); `await open()` starts the
 store and the batchers inside the running event loop; `await aclose()` drains them;
@@ -18,14 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from rnnserve import __version__
-from rnnserve.engine.batcher import Batcher, BatcherOptions, Job
+from rnnserve.engine.batcher import Batcher, BatcherOptions
+from rnnserve.engine.jobs import Job
+from rnnserve.engine.limits import Limits
 from rnnserve.engine.models import LoadedModels
 from rnnserve.engine.providers import choose_providers
 from rnnserve.engine.runner import Runner, RunnerOptions
 from rnnserve.engine.sessions import Sessions
 from rnnserve.engine.tensors import check_state, require_finite, require_sequence
-from rnnserve.errors import InvalidInput, PayloadTooLarge, Unavailable
+from rnnserve.errors import InvalidInput, Unavailable
 from rnnserve.metrics import Metrics
 from rnnserve.settings import Settings
 from rnnserve.state import StateStore
@@ -53,6 +55,7 @@ class Engine:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.limits = Limits(settings)
         self.metrics = Metrics()
         self.tracing = Tracing(settings.otel_endpoint, settings.otel_service_name)
         self.models = LoadedModels()
@@ -95,7 +98,7 @@ class Engine:
                                                    self.tracing)
             for versions in self.models.versions.values() for runner in versions.values()
         }
-        self._sessions = Sessions(self, store)
+        self._sessions = Sessions(s, store, self, self.limits)
 
     async def aclose(self) -> None:
         """Finish queued and in-flight work, then stop the batchers and the store."""
@@ -129,6 +132,10 @@ class Engine:
             raise Unavailable("the server is starting or stopping", retry_after_s=1)
         return self.models.get(model, version)
 
+    def served_version(self, model: str, version: int) -> Runner | None:
+        """The runner of one exact version, or None when it is not served (any more)."""
+        return self.models.versions.get(model, {}).get(version)
+
     def batcher(self, runner: Runner) -> Batcher:
         batcher = self._batchers.get((runner.name, runner.version))
         if batcher is None:
@@ -136,9 +143,6 @@ class Engine:
         return batcher
 
     # -- metadata --------------------------------------------------------------------------
-
-    def server_info(self) -> dict[str, Any]:
-        return {"name": "rnnserve", "version": __version__}
 
     def describe(self, model: str, version: str | int | None = None) -> dict[str, Any]:
         """Everything a client needs to call a model, in plain types."""
@@ -165,20 +169,6 @@ class Engine:
             "metrics": meta.get("metrics", {}),
             "provider": runner.provider,
         }
-
-    # -- limits ----------------------------------------------------------------------------
-
-    def check_limits(self, sequences: int, longest: int, total: int) -> None:
-        s = self.settings
-        if sequences > s.max_sequences:
-            raise PayloadTooLarge(f"{sequences} sequences in one request; the limit is "
-                                  f"{s.max_sequences}: split the request")
-        if longest > s.max_timesteps:
-            raise PayloadTooLarge(f"a sequence of {longest} timesteps; the limit is "
-                                  f"{s.max_timesteps}: send it in chunks through a session")
-        if total > s.max_total_timesteps:
-            raise PayloadTooLarge(f"{total} timesteps in one request; the limit is "
-                                  f"{s.max_total_timesteps}: split the request")
 
     # -- stateless work --------------------------------------------------------------------
 
@@ -219,7 +209,7 @@ class Engine:
             for i, seq in enumerate(sequences):
                 require_sequence(seq, sig.input_size, f"inputs[{i}]")
             lengths = [int(seq.shape[0]) for seq in sequences]
-        self.check_limits(len(sequences), max(lengths), sum(lengths))
+        self.limits.check_request(len(sequences), max(lengths), sum(lengths))
         if isinstance(sequences, np.ndarray):
             require_finite(sequences, "inputs")
         else:
@@ -264,21 +254,6 @@ class Engine:
                     final[i] = {name: arr[:, k : k + 1, :] for name, arr in st.items()}
         return Prediction(runner.name, runner.version, outputs, final)
 
-    def check_tensor_input(self, runner: Runner, x: np.ndarray | None) -> None:
-        """The sequence input of a raw-tensor call: [batch, time, features], within limits."""
-        sig = runner.signature
-        if x is None:
-            raise InvalidInput(f"input {sig.input_name!r} is missing: it carries the sequence "
-                               f"[batch, time, {sig.input_size}]")
-        if x.ndim != 3 or x.shape[2] != sig.input_size:
-            raise InvalidInput(f"input {sig.input_name!r} has shape {list(x.shape)}; expected "
-                               f"[batch, time, {sig.input_size}]")
-        if x.shape[0] == 0 or x.shape[1] == 0:
-            raise InvalidInput(f"input {sig.input_name!r} is empty (shape {list(x.shape)}): "
-                               "send at least one sequence of one timestep")
-        self.check_limits(int(x.shape[0]), int(x.shape[1]), int(x.shape[0] * x.shape[1]))
-        require_finite(x, sig.input_name)
-
     async def infer(
         self, model: str, tensors: Mapping[str, np.ndarray], *, version: str | int | None = None
     ) -> tuple[Runner, dict[str, np.ndarray]]:
@@ -291,9 +266,7 @@ class Engine:
         if unknown:
             raise InvalidInput(f"unknown input(s) {unknown}; model {runner.name!r} takes "
                                f"{list(sig.input_names)}")
-        x = tensors.get(sig.input_name)
-        self.check_tensor_input(runner, x)
-        assert x is not None
+        x = self.limits.check_tensor_input(sig, tensors.get(sig.input_name))
         batch = int(x.shape[0])
         initial: dict[str, np.ndarray] = {}
         for s in sig.states:

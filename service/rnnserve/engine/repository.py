@@ -1,4 +1,4 @@
-"""Discover the model repository on disk (the contract in DESIGN.md):
+"""Discover the model repository on disk (the contract in README.md, "Model repository"):
 
     models/<name>/model.onnx            one version (version 1)
     models/<name>/<N>/model.onnx        numbered versions; the highest is the default

@@ -1,9 +1,9 @@
 """Read what a recurrent ONNX model takes and gives: the sequence input and output, and the
 pairs of state tensors the server must carry between calls (h0→hn, c0→cn by default).
 
-The contract (DESIGN.md): `input` [batch, time, features] plus `h0` (and `c0`)
-[layers·directions, batch, hidden]; `output` [batch, time, out] plus `hn` (and `cn`). Batch and
-time are dynamic, everything else static. model.json may name other tensors and pairs."""
+The contract (README.md, "Model repository"): `input` [batch, time, features] plus `h0` (and
+`c0`) [layers·directions, batch, hidden]; `output` [batch, time, out] plus `hn` (and `cn`).
+Batch and time are dynamic, everything else static. model.json may name other tensors and pairs."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""KServe v2 gRPC messages <-> numpy and plain Python: the only protobuf code outside the
-generated stubs. Requests are decoded and checked with the rules (and messages) of the HTTP v2
-adapter, so both transports accept and refuse the same things.
+"""KServe v2 gRPC messages <-> the engine's v2 data plane (V2Request, V2Response): the only
+protobuf code outside the generated stubs. The rules (datatypes, sequences, outputs) are the
+data plane's, shared with HTTP, so both transports accept and refuse the same things.
 
 tritonclient.grpc sends every input as `raw_input_contents` (one little-endian entry per
 input, in order) and decodes outputs only from `raw_output_contents`, by position; typed
@@ -11,34 +11,47 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from rnnserve.engine.sessions import SequenceId, sequence_parameters
+from rnnserve.engine import (
+    ModelMetadata,
+    Sequence,
+    ServerMetadata,
+    V2Request,
+    check_datatype,
+    sequence_parameters,
+)
 from rnnserve.errors import InvalidInput
 from rnnserve.grpc.generated import inference_pb2 as pb
 
-DATATYPES = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-             "FP16", "FP32", "FP64", "BYTES", "BF16"}
-EXTENSIONS = ["sequence", "sequence(string_id)"]
-PLATFORM = "onnxruntime_onnx"
-
 ParameterValue = bool | int | str | float
-Sequence = tuple[SequenceId, bool, bool]
-"""(sequence_id, sequence_start, sequence_end) of a stateful request."""
 
 
 @dataclass(frozen=True)
 class InferCall:
-    """A decoded ModelInferRequest: float32 tensors by name and what to answer."""
+    """A decoded ModelInferRequest: the data plane's request, the id to echo, and the sequence
+    it steps (checked by the data plane's rules as the request is decoded)."""
 
-    model: str
-    version: str | None  # None: the default (highest) version
+    request: V2Request
     id: str
-    inputs: dict[str, np.ndarray]
-    outputs: list[str] | None  # None: every output, in the model's order
-    sequence: Sequence | None  # None: stateless
+    sequence: Sequence | None
+
+    @property
+    def model(self) -> str:
+        return self.request.model
+
+    @property
+    def version(self) -> str | None:
+        return self.request.version
+
+    @property
+    def inputs(self) -> Mapping[str, np.ndarray]:
+        return self.request.inputs
+
+    @property
+    def outputs(self) -> list[str] | None:
+        return self.request.outputs
 
 
 # -- parameters -------------------------------------------------------------------------------
@@ -76,10 +89,7 @@ def _tensor(request: pb.ModelInferRequest, position: int) -> tuple[str, np.ndarr
     name, shape, datatype = tensor.name, list(tensor.shape), tensor.datatype
     if any(d < 0 for d in shape):
         raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers")
-    if datatype not in DATATYPES:
-        raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r}")
-    if datatype != "FP32":
-        raise InvalidInput(f"input {name!r} has datatype {datatype}; this model takes FP32")
+    check_datatype(name, datatype)
     count = math.prod(shape)
     if request.raw_input_contents:
         if tensor.HasField("contents"):
@@ -117,18 +127,12 @@ def decode_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
 
 
 def decode_infer_request(request: pb.ModelInferRequest) -> InferCall:
-    sequence = sequence_parameters(parameters(request.parameters))  # the engine's rules
-    inputs = decode_inputs(request)
+    params = parameters(request.parameters)
+    sequence = sequence_parameters(params)
     outputs = [o.name for o in request.outputs] or None
-    return InferCall(request.model_name, request.model_version or None, request.id, inputs,
-                     outputs, sequence)
-
-
-def check_requested_outputs(call: InferCall, order: tuple[str, ...]) -> None:
-    """Refuse an unknown requested output before anything runs (a sequence stays unchanged)."""
-    for name in call.outputs or ():
-        if name not in order:
-            raise InvalidInput(f"unknown output {name!r}; the model gives {list(order)}")
+    call = V2Request(request.model_name, request.model_version or None, decode_inputs(request),
+                     params, outputs)
+    return InferCall(call, request.id, sequence)
 
 
 # -- responses --------------------------------------------------------------------------------
@@ -138,11 +142,9 @@ def encode_infer_response(
     model: str, version: int, call: InferCall, results: Mapping[str, np.ndarray],
     order: tuple[str, ...],
 ) -> pb.ModelInferResponse:
-    """Outputs as raw little-endian FP32, in the requested order (else the model's)."""
+    """Outputs as raw little-endian FP32, in the requested order (else `order`)."""
     response = pb.ModelInferResponse(model_name=model, model_version=str(version), id=call.id)
     for name in call.outputs or order:
-        if name not in results:
-            raise InvalidInput(f"unknown output {name!r}; the model gives {list(order)}")
         array = np.ascontiguousarray(results[name], dtype="<f4")
         response.outputs.add(name=name, datatype="FP32", shape=array.shape)
         response.raw_output_contents.append(array.tobytes())
@@ -157,20 +159,17 @@ def stream_error(request: pb.ModelInferRequest, message: str) -> pb.ModelStreamI
     return pb.ModelStreamInferResponse(error_message=message, infer_response=echo)
 
 
-def server_metadata(info: Mapping[str, str]) -> pb.ServerMetadataResponse:
+def server_metadata(info: ServerMetadata) -> pb.ServerMetadataResponse:
     return pb.ServerMetadataResponse(name=info["name"], version=info["version"],
-                                     extensions=EXTENSIONS)
+                                     extensions=info["extensions"])
 
 
-def model_metadata(described: Mapping[str, Any]) -> pb.ModelMetadataResponse:
-    """From Engine.describe: the sequence tensor first, then each state pair (as HTTP v2)."""
+def model_metadata(meta: ModelMetadata) -> pb.ModelMetadataResponse:
+    """From the data plane's model metadata (the same as HTTP v2's)."""
     tensor = pb.ModelMetadataResponse.TensorMetadata
-    seq_in, seq_out = described["inputs"], described["outputs"]
-    inputs = [tensor(name=seq_in["name"], datatype="FP32", shape=seq_in["shape"])]
-    outputs = [tensor(name=seq_out["name"], datatype="FP32", shape=seq_out["shape"])]
-    for state in described["state"]:
-        inputs.append(tensor(name=state["input"], datatype="FP32", shape=state["shape"]))
-        outputs.append(tensor(name=state["output"], datatype="FP32", shape=state["shape"]))
-    return pb.ModelMetadataResponse(name=described["name"], platform=PLATFORM,
-                                    versions=[str(v) for v in described["versions"]],
-                                    inputs=inputs, outputs=outputs)
+    return pb.ModelMetadataResponse(
+        name=meta["name"], platform=meta["platform"], versions=meta["versions"],
+        inputs=[tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+                for t in meta["inputs"]],
+        outputs=[tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+                 for t in meta["outputs"]])

@@ -1,6 +1,7 @@
 """Map every exception to a gRPC status, once, for all RPCs: domain errors carry their code
-(service/errors.py) and message; anything else is INTERNAL and logged, as over HTTP. Unary
-RPCs abort with the status; ModelStreamInfer sends the message in-band (`error_message`)."""
+(rnnserve/errors.py) and message, with the KServe v2 advice for their remedy; anything else is
+INTERNAL and logged, as over HTTP. Unary RPCs abort with the status; ModelStreamInfer sends the
+message in-band (`error_message`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from rnnserve.engine import V2_ADVICE
 from rnnserve.errors import RnnServeError
 
 log = logging.getLogger("rnnserve.grpc")
@@ -25,7 +27,8 @@ def status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, RnnServeError):
         if exc.http_status >= 500:
             log.error("%s: %s", type(exc).__name__, exc.message)
-        return grpc.StatusCode[exc.grpc_code], exc.message
+        message = exc.message + V2_ADVICE.get(exc.remedy or "", "")
+        return grpc.StatusCode[exc.grpc_code], message
     log.error("unexpected error in a gRPC call", exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the server log"
 

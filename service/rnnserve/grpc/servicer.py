@@ -1,6 +1,7 @@
-"""`inference.GRPCInferenceService` over the engine: each RPC converts, awaits the engine and
-converts back. Stateful requests (the sequence parameters) step the same sessions as HTTP v2,
-so a sequence started over gRPC can be continued over HTTP and the other way round."""
+"""`inference.GRPCInferenceService` over the engine's KServe v2 data plane: each RPC converts,
+awaits the data plane and converts back. Stateful requests (the sequence parameters) step the
+same sessions as HTTP v2, so a sequence started over gRPC can be continued over HTTP and the
+other way round."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 from rnnserve.auth import ApiKeys
-from rnnserve.engine import Engine
+from rnnserve.engine import Engine, V2DataPlane
 from rnnserve.errors import NotFound, Unauthenticated
 from rnnserve.grpc import converters
 from rnnserve.grpc.errors import aborts_on_error, status_of
@@ -25,6 +26,7 @@ class InferenceServicer:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._v2 = V2DataPlane(engine)
         self._keys = ApiKeys(engine.settings.key_set())
 
     def _owner(self, context: Any) -> str:
@@ -57,7 +59,7 @@ class InferenceServicer:
         reports as not ready); tritonclient.grpc expects ready=false, not an error."""
         self._owner(context)
         try:
-            self._engine.runner(request.name, request.version or None)
+            self._v2.model_ready(request.name, request.version or None)
         except NotFound:
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=True)
@@ -66,14 +68,14 @@ class InferenceServicer:
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any
                              ) -> pb.ServerMetadataResponse:
         self._owner(context)
-        return converters.server_metadata(self._engine.server_info())
+        return converters.server_metadata(self._v2.server_metadata())
 
     @aborts_on_error
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any
                             ) -> pb.ModelMetadataResponse:
         self._owner(context)
-        described = self._engine.describe(request.name, request.version or None)
-        return converters.model_metadata(described)
+        meta = self._v2.model_metadata(request.name, request.version or None)
+        return converters.model_metadata(meta)
 
     @aborts_on_error
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any
@@ -103,13 +105,6 @@ class InferenceServicer:
 
     async def _infer(self, request: pb.ModelInferRequest, owner: str) -> pb.ModelInferResponse:
         call = converters.decode_infer_request(request)
-        signature = self._engine.runner(call.model, call.version).signature
-        converters.check_requested_outputs(call, signature.output_names)
-        if call.sequence is None:
-            runner, results = await self._engine.infer(call.model, call.inputs,
-                                                       version=call.version)
-        else:
-            runner, results = await self._engine.sessions.sequence_step(
-                call.model, call.version, *call.sequence, call.inputs, owner=owner)
-        return converters.encode_infer_response(runner.name, runner.version, call, results,
-                                                runner.signature.output_names)
+        answer = await self._v2.infer(call.request, owner)
+        return converters.encode_infer_response(answer.model, answer.version, call,
+                                                answer.outputs, tuple(answer.outputs))

@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from rnnserve import __version__
 from rnnserve.console import router as console_router
-from rnnserve.engine import Engine
+from rnnserve.engine import Engine, V2DataPlane
 from rnnserve.http import native, sessions, stream, v2
 from rnnserve.http.auth import AuthAndRateLimit
 from rnnserve.http.errors import install_error_handlers
@@ -55,6 +55,7 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
                   lifespan=lifespan,
                   telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.engine = engine
+    app.state.v2 = V2DataPlane(engine)
     install_error_handlers(app)
     app.include_router(native.router)
     app.include_router(sessions.router)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import time
 from urllib.parse import parse_qs
 
-import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rnnserve.auth import ApiKeys
+from rnnserve.http.errors import send_error
 
 OPEN_PATHS = ("/v2/health/", "/metrics", "/docs", "/openapi.json", "/redoc")
 """Prefixes reachable without a key; also "/" and /console/<file>, the console's page and
@@ -78,11 +78,7 @@ class AuthAndRateLimit:
             await receive()  # the connect event
             await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
             return
-        body = orjson.dumps({"error": message})
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            *headers]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, status, message, headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):

@@ -10,8 +10,8 @@ import numpy as np
 import orjson
 from fastapi import Request
 
-from rnnserve.engine.tensors import to_float32
 from rnnserve.errors import InvalidInput, UnsupportedMediaType
+from rnnserve.http.json_arrays import to_float32
 
 
 def _is_json_type(content_type: str) -> bool:

@@ -7,13 +7,17 @@ from typing import Any
 
 from fastapi import Request, WebSocket
 
-from rnnserve.engine import Engine
-from rnnserve.state import SessionRecord
+from rnnserve.engine import Engine, SessionRecord, V2DataPlane
 
 
 def engine_of(request: Request | WebSocket) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
+
+
+def v2_of(request: Request) -> V2DataPlane:
+    plane: V2DataPlane = request.app.state.v2
+    return plane
 
 
 def owner_of(request: Request | WebSocket) -> str:

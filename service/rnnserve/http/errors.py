@@ -1,18 +1,70 @@
-"""Map every exception to the contract's JSON error body, once, for all routes."""
+"""Every HTTP and WebSocket error body, written here and only here: the contract's
+{"error": "<what is wrong and how to fix it>"} (a WebSocket reply or a gateway item adds
+"status", and "retry_after_s" where the error has one).
+
+Engine messages name the problem; an error with a `remedy` gets this transport's advice for it
+appended: REST and WebSocket clients are told about /v1/... sessions, KServe v2 clients about
+sequence_start and sequence_end."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
+from rnnserve.engine import V2_ADVICE
 from rnnserve.errors import RnnServeError
-from rnnserve.http.responses import error_response
+from rnnserve.http.responses import FastJSONResponse
 
 log = logging.getLogger("rnnserve.http")
+
+REST_ADVICE = {
+    "create-session": ": create one with POST /v1/models/{model}/sessions",
+    "free-session": "; delete some (DELETE /v1/sessions/{id})",
+}
+"""What a REST or WebSocket client is told to do about an error's `remedy` (/v2 routes get the
+KServe v2 advice, V2_ADVICE)."""
+
+
+def advised(exc: RnnServeError, v2: bool = False) -> str:
+    """The error's message with this API's advice for its remedy, if it has one."""
+    if exc.remedy is None:
+        return exc.message
+    return exc.message + (V2_ADVICE if v2 else REST_ADVICE).get(exc.remedy, "")
+
+
+def error_fields(exc: RnnServeError) -> dict[str, Any]:
+    """An error as a WebSocket reply or a gateway result item (REST advice)."""
+    fields: dict[str, Any] = {"error": advised(exc), "status": exc.http_status}
+    if exc.retry_after_s is not None:  # 503 overloaded or 429: when to send again
+        fields["retry_after_s"] = exc.retry_after_s
+    return fields
+
+
+def error_json(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
+def error_response(status: int, message: str, retry_after_s: float | None = None) -> Response:
+    headers = {"Retry-After": str(max(1, round(retry_after_s)))} if retry_after_s else None
+    return FastJSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def send_error(send: Send, status: int, message: str,
+                     headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """An error answered by a plain ASGI layer (auth, size limit, time limit)."""
+    body = error_json(message)
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        *headers]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -25,10 +77,11 @@ def _describe_validation(exc: RequestValidationError) -> str:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RnnServeError)
-    async def domain_error(_: Request, exc: RnnServeError) -> Response:
+    async def domain_error(request: Request, exc: RnnServeError) -> Response:
         if exc.http_status >= 500:
             log.error("%s: %s", type(exc).__name__, exc.message)
-        return error_response(exc.http_status, exc.message, exc.retry_after_s)
+        message = advised(exc, v2=request.url.path.startswith("/v2/"))
+        return error_response(exc.http_status, message, exc.retry_after_s)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> Response:

@@ -3,10 +3,10 @@ the client announces Content-Length or streams chunks."""
 
 from __future__ import annotations
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rnnserve.errors import PayloadTooLarge
+from rnnserve.http.errors import send_error
 
 
 class BodySizeLimit:
@@ -21,12 +21,7 @@ class BodySizeLimit:
                 "request or raise --max-body-bytes")
 
     async def _reject(self, send: Send) -> None:
-        body = orjson.dumps({"error": self._message()})
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 413, self._message(), [(b"connection", b"close")])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

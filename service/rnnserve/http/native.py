@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Path, Query, Request
 
-from rnnserve.engine.tensors import to_float32
 from rnnserve.errors import InvalidInput
 from rnnserve.http.body import decode_state, encode_state, read_json_object
 from rnnserve.http.common import engine_of
+from rnnserve.http.json_arrays import to_float32
 from rnnserve.http.openapi import PREDICT_EXAMPLE, PREDICT_REQUEST, json_body
 from rnnserve.http.responses import FastJSONResponse
 

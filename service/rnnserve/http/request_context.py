@@ -12,9 +12,9 @@ import secrets
 import time
 from typing import Any
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rnnserve.http.errors import send_error
 from rnnserve.logs import request_id
 from rnnserve.metrics import Metrics
 from rnnserve.tracing import Tracing
@@ -71,12 +71,8 @@ class RequestContext:
                 request_id.reset(token)
 
     async def _timed_out(self, send: Send) -> None:
-        body = orjson.dumps({"error": f"the request took longer than {self.timeout_s:g} s "
-                                      "(--request-timeout-s); retry or split it"})
-        await send({"type": "http.response.start", "status": 504, "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 504, f"the request took longer than {self.timeout_s:g} s "
+                         "(--request-timeout-s); retry or split it")
 
     def _record(self, scope: Scope, rid: str, status: int, seconds: float, span: Any) -> None:
         """Metrics by route template (raw paths would be unbounded labels), span, log line."""

@@ -16,9 +16,3 @@ class FastJSONResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=_OPTIONS)
-
-
-def error_response(status: int, message: str, retry_after_s: float | None = None) -> JSONResponse:
-    """The contract's error body: {"error": "<what is wrong and how to fix it>"}."""
-    headers = {"Retry-After": str(max(1, round(retry_after_s)))} if retry_after_s else None
-    return FastJSONResponse({"error": message}, status_code=status, headers=headers)

@@ -8,11 +8,12 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from rnnserve.engine.sessions import StepResult
-from rnnserve.engine.tensors import to_float32
+from rnnserve.engine import StepResult
 from rnnserve.errors import InvalidInput, PayloadTooLarge, RnnServeError
 from rnnserve.http.body import decode_state, encode_state, read_json_object
 from rnnserve.http.common import engine_of, owner_of, session_body
+from rnnserve.http.errors import error_fields
+from rnnserve.http.json_arrays import to_float32
 from rnnserve.http.openapi import (
     CREATE_EXAMPLE,
     CREATE_REQUEST,
@@ -180,7 +181,13 @@ async def step_many(request: Request, model: str = MODEL) -> FastJSONResponse:
     results = await engine.sessions.step_many(model, ids, inputs, step_ids,
                                               owner=owner_of(request))
     out = [{"session_id": sid, "outputs": r.outputs, "steps": r.steps}
-           if isinstance(r, StepResult) else
-           {"session_id": sid, "error": r.message, "status": r.http_status}
+           if isinstance(r, StepResult) else {"session_id": sid, **_item_error(r)}
            for sid, r in zip(ids, results, strict=True)]
     return FastJSONResponse({"results": out})
+
+
+def _item_error(exc: RnnServeError) -> dict[str, Any]:
+    """A failed item: its error and status (the gateway's items carry no retry hint)."""
+    fields = error_fields(exc)
+    fields.pop("retry_after_s", None)
+    return fields

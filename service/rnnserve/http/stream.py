@@ -7,11 +7,13 @@ and the connection and the state survive. `?session_id=` attaches to an existing
 client reconnects after a dropped connection without losing state; the session outlives the
 connection until deleted or idle past its timeout.
 
-Under `rnnserve serve` the stream runs in direct mode (service/http/ws_protocol.py): each
-message is checked and queued on the model's batcher from the socket's read callback, and its
-reply is written from the batch's completion, in message order, with no task or future per
-step. A client may pipeline: up to `ws_max_queue` messages are in flight per connection, then
-the server stops reading from its socket until replies catch up (backpressure), so a client
+Under `rnnserve serve` the stream runs in direct mode (http/ws_protocol.py): each message
+is parsed and handed to the session's stepper (the engine's step entrance) from the socket's
+read callback, still as JSON lists: the entrance decodes the steps of one event-loop turn
+together with this transport's decoder (json_arrays.JSON_STEPS). Each reply is written from
+the batch's completion, in message order, with no task or future per step. A client may
+pipeline: up to `ws_max_queue` messages are in flight per connection, then the server stops
+reading from its socket until replies catch up (backpressure), so a client
 that sends faster than it reads slows down instead of growing the server's memory. Under any
 other ASGI server (tests' in-process client) the same messages take the plain ASGI path, one
 at a time, with the same replies."""
@@ -25,11 +27,11 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from rnnserve.engine.runner import Runner
-from rnnserve.engine.sessions import Sessions, StepResult
-from rnnserve.engine.tensors import to_float32
+from rnnserve.engine import SessionStepper, StepOutcome
 from rnnserve.errors import InvalidInput, RnnServeError
 from rnnserve.http.common import engine_of, owner_of, session_body
+from rnnserve.http.errors import error_fields
+from rnnserve.http.json_arrays import JSON_STEPS
 from rnnserve.http.ws_protocol import DIRECT, DirectChannel
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
@@ -59,13 +61,11 @@ def parse_message(text: str | None) -> tuple[Any, Any, Any]:
     return body["inputs"], body.get("id"), body.get("step_id")
 
 
-def encode_reply(outcome: StepResult | RnnServeError, message_id: Any) -> bytes:
+def encode_reply(outcome: StepOutcome, message_id: Any) -> bytes:
     """{"outputs", "steps"} or {"error", "status"}, with the message's "id" when it had one."""
     reply: dict[str, Any]
     if isinstance(outcome, RnnServeError):
-        reply = {"error": outcome.message, "status": outcome.http_status}
-        if outcome.retry_after_s is not None:  # 503 overloaded or 429: when to send again
-            reply["retry_after_s"] = outcome.retry_after_s
+        reply = error_fields(outcome)
     else:
         reply = {"outputs": outcome.outputs, "steps": outcome.steps}
     if message_id is not None:
@@ -82,12 +82,10 @@ class DirectStream:
     (a slot is None until its step finishes) and leave from the front as soon as they are
     ready, so a fast step never overtakes a slow one."""
 
-    def __init__(self, channel: DirectChannel, sessions: Sessions, runner: Runner,
-                 session_id: str, owner: str, max_in_flight: int) -> None:
+    def __init__(self, channel: DirectChannel, stepper: SessionStepper,
+                 max_in_flight: int) -> None:
         self._channel = channel
-        self._step = sessions.stepper(runner)
-        self._session_id = session_id
-        self._owner = owner
+        self._step = stepper.step
         self._max_in_flight = max_in_flight
         self._replies: deque[list[bytes | None]] = deque()
         self._paused = False
@@ -102,18 +100,17 @@ class DirectStream:
         message_id = None
         try:
             inputs, message_id, step_id = parse_message(text)
-            self._step(self._session_id, self._owner, inputs, step_id,
-                       partial(self._answer, slot, message_id=message_id))
+            self._step(inputs, step_id, partial(self._answer, slot, message_id=message_id))
         except RnnServeError as exc:
-            self._answer(slot, exc, message_id)
+            self._answer(slot, [exc], message_id)
             return
         if len(self._replies) >= self._max_in_flight and not self._paused:
             self._paused = True
             self._channel.pause_reading()
 
-    def _answer(self, slot: list[bytes | None], outcome: StepResult | RnnServeError,
+    def _answer(self, slot: list[bytes | None], outcomes: list[StepOutcome],
                 message_id: Any) -> None:
-        slot[0] = encode_reply(outcome, message_id)
+        slot[0] = encode_reply(outcomes[0], message_id)
         replies = self._replies
         while replies and (ready := replies[0][0]) is not None:
             replies.popleft()
@@ -128,20 +125,17 @@ class DirectStream:
         self._replies.clear()
 
 
-async def _asgi_loop(websocket: WebSocket, sessions: Sessions, runner: Runner,
-                     session_id: str, owner: str) -> None:
+async def _asgi_loop(websocket: WebSocket, stepper: SessionStepper) -> None:
     """The plain ASGI path: one message at a time."""
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
             return
-        outcome: StepResult | RnnServeError
+        outcome: StepOutcome
         message_id = None
         try:
             inputs, message_id, step_id = parse_message(message.get("text"))
-            outcome = await sessions.step_on(runner, session_id, to_float32(inputs, "inputs"),
-                                             owner=owner,
-                                             step_id=step_id)
+            outcome = await stepper.step_async(inputs, step_id)
         except RnnServeError as exc:
             outcome = exc
         try:
@@ -164,15 +158,14 @@ async def stream(websocket: WebSocket, model: str, session_id: str | None = None
                 raise InvalidInput(f"session {session_id!r} belongs to model {record.model!r}")
         else:
             record = await sessions.create(model, version=version, owner=owner)
-        runner = sessions.runner_of(record)  # resolved once: steps need no lookup first
+        stepper = sessions.stepper(record, JSON_STEPS)  # resolved once: no lookup per step
     except RnnServeError as exc:
-        await websocket.send_text(_text({"error": exc.message, "status": exc.http_status}))
+        await websocket.send_text(_text(error_fields(exc)))
         await websocket.close(code=1008 if exc.http_status < 500 else 1011)
         return
     await websocket.send_text(_text(session_body(record)))
     channel = websocket.scope.get("extensions", {}).get(DIRECT)
     if isinstance(channel, DirectChannel):
-        max_in_flight = engine.settings.ws_max_queue
-        await DirectStream(channel, sessions, runner, record.id, owner, max_in_flight).run()
+        await DirectStream(channel, stepper, engine.settings.ws_max_queue).run()
     else:
-        await _asgi_loop(websocket, sessions, runner, record.id, owner)
+        await _asgi_loop(websocket, stepper)

@@ -2,24 +2,23 @@
 tensor data extension: the JSON header, then raw little-endian tensors in the order the
 header lists them, split at `Inference-Header-Content-Length`.
 
-rnnserve's models take and give FP32 only; other datatypes are refused with a clear 400."""
+The data plane's rules (datatypes, outputs, sequences) are the engine's (engine/v2.py); this
+module only reads and writes the HTTP bodies."""
 
 from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 
-from rnnserve.engine.tensors import to_float32
+from rnnserve.engine import V2Request, V2Response, check_datatype
 from rnnserve.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from rnnserve.http.body import parse_json
-
-DATATYPES = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-             "FP16", "FP32", "FP64", "BYTES", "BF16"}
+from rnnserve.http.json_arrays import to_float32
 
 
 @dataclass
@@ -29,15 +28,13 @@ class RequestedOutput:
 
 
 @dataclass
-class InferRequest:
-    """A decoded v2 infer request: tensors as float32 arrays, and how to answer."""
+class InferCall:
+    """A decoded v2 infer request: the data plane's request, and how to answer it."""
 
+    request: V2Request
     id: str | None
-    parameters: dict[str, Any]
-    inputs: dict[str, np.ndarray]
     outputs: list[RequestedOutput] | None  # None: every output
     binary_output: bool  # default for outputs not listed (request-level binary_data_output)
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
@@ -88,7 +85,8 @@ def _binary_flag(parameters: Any, key: str, default: bool) -> bool:
     return value
 
 
-def decode_request(body: bytes, header_length: str | None) -> InferRequest:
+def decode_request(body: bytes, header_length: str | None, model: str,
+                   version: str | None) -> InferCall:
     """Parse the JSON header and attach binary tensor data where `binary_data_size` says."""
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(body):
@@ -120,11 +118,7 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
         if name in inputs:
             raise InvalidInput(f"input {name!r} appears twice")
         shape = _shape(tensor.get("shape"), name)
-        datatype = tensor.get("datatype")
-        if not isinstance(datatype, str) or datatype not in DATATYPES:
-            raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r}")
-        if datatype != "FP32":
-            raise InvalidInput(f"input {name!r} has datatype {datatype}; this model takes FP32")
+        check_datatype(name, tensor.get("datatype"))
         count = math.prod(shape)
         tensor_params = tensor.get("parameters") or {}
         if not isinstance(tensor_params, dict):
@@ -167,29 +161,24 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
                 raise InvalidInput('each requested output must be an object with a "name"')
             as_binary = _binary_flag(item.get("parameters"), "binary_data", binary_output)
             outputs.append(RequestedOutput(item["name"], as_binary))
-    return InferRequest(request_id, parameters, inputs, outputs, binary_output)
+    names = None if outputs is None else [o.name for o in outputs]
+    return InferCall(V2Request(model, version, inputs, parameters, names), request_id, outputs,
+                     binary_output)
 
 
-def encode_response(
-    model: str,
-    version: int,
-    request: InferRequest,
-    results: dict[str, np.ndarray],
-    order: tuple[str, ...],
-) -> tuple[bytes, int | None]:
+def encode_response(call: InferCall, answer: V2Response) -> tuple[bytes, int | None]:
     """The response body and, when any tensor travels as binary, the JSON header's length."""
-    wanted = request.outputs or [RequestedOutput(n, request.binary_output) for n in order]
-    header: dict[str, Any] = {"model_name": model, "model_version": str(version)}
-    if request.id is not None:
-        header["id"] = request.id
+    binary = ({o.name: o.binary for o in call.outputs} if call.outputs
+              else dict.fromkeys(answer.outputs, call.binary_output))
+    header: dict[str, Any] = {"model_name": answer.model, "model_version": str(answer.version)}
+    if call.id is not None:
+        header["id"] = call.id
     tensors: list[dict[str, Any]] = []
     blobs: list[bytes] = []
-    for item in wanted:
-        if item.name not in results:
-            raise InvalidInput(f"unknown output {item.name!r}; the model gives {list(order)}")
-        arr = np.ascontiguousarray(results[item.name], dtype="<f4")
-        tensor: dict[str, Any] = {"name": item.name, "datatype": "FP32", "shape": list(arr.shape)}
-        if item.binary:
+    for name, value in answer.outputs.items():
+        arr = np.ascontiguousarray(value, dtype="<f4")
+        tensor: dict[str, Any] = {"name": name, "datatype": "FP32", "shape": list(arr.shape)}
+        if binary[name]:
             blob = arr.tobytes()
             tensor["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)

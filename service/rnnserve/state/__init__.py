@@ -9,10 +9,11 @@ batcher gathers many sessions into [layers, batch, hidden], runs them, and scatt
 
 from rnnserve.state.base import (
     Gathered,
+    SessionEvent,
     SessionRecord,
     StateLayout,
     StateStore,
     Written,
 )
 
-__all__ = ["Gathered", "SessionRecord", "StateLayout", "StateStore", "Written"]
+__all__ = ["Gathered", "SessionEvent", "SessionRecord", "StateLayout", "StateStore", "Written"]

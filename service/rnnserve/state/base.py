@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
 from rnnserve.errors import RnnServeError
+
+SessionEvent = Callable[[str, str, int], None]
+"""(event, model, steps): event is created, deleted, expired or evicted (evicted: the memory
+store's LRU only). Stores call it so the server's metrics follow the sessions."""
 
 
 @dataclass(frozen=True)

@@ -16,96 +16,20 @@ from typing import Literal
 
 import numpy as np
 
-from rnnserve.errors import RnnServeError, SessionNotFound, SessionOnOtherVersion, Unavailable
-from rnnserve.state.base import Gathered, SessionRecord, StateLayout, Written
+from rnnserve.errors import (
+    RnnServeError,
+    SessionNotFound,
+    SessionOnOtherVersion,
+    Unavailable,
+    UnknownSession,
+)
+from rnnserve.state.base import Gathered, SessionEvent, SessionRecord, StateLayout, Written
+from rnnserve.state.slab import Slab, reserved_rows
 
 log = logging.getLogger("rnnserve.state.memory")
 
 SLOT_BITS = 40  # a session's code in the index: slab number << SLOT_BITS | slot
 RECENTLY_ENDED = 100_000  # how many expired/evicted ids are remembered, to say why they're gone
-
-SessionEvent = Callable[[str, str, int], None]
-"""(event, model, steps): event is created, deleted, expired or evicted."""
-
-
-RESERVE_BYTES = 2 << 30
-"""Address space reserved per model version for state rows. Untouched pages of a large
-np.empty / np.zeros cost no memory (the OS backs them on first write), so reserving up front
-avoids growth copies, whose freed blocks would otherwise linger in the allocator's heap."""
-
-
-def reserved_rows(layout: StateLayout, max_sessions: int) -> int:
-    return max(1024, min(max_sessions, RESERVE_BYTES // max(1, layout.row_bytes)))
-
-
-class Slab:
-    """The rows of one model version. Rows are allocated upward from 0 and reused when
-    freed, so the touched (resident) part stays as small as the live sessions need."""
-
-    def __init__(self, layout: StateLayout, capacity: int) -> None:
-        self.layout = layout
-        self.capacity = capacity
-        # [layers, slots, hidden]: ONNX Runtime's own layout, so a gather along the slot axis
-        # is already the contiguous [layers, batch, hidden] feed and a run's final states go
-        # back without a transpose
-        self.arrays = {name: np.empty((layers, capacity, hidden), np.float32)
-                       for name, layers, hidden in layout.tensors}
-        self.steps = np.zeros(capacity, np.int64)
-        self.created = np.zeros(capacity, np.float64)
-        self.last_used = np.zeros(capacity, np.float64)
-        self.alive = np.zeros(capacity, np.bool_)
-        self.owner = np.zeros(capacity, np.int32)
-        self.generation = np.zeros(capacity, np.int64)  # bumped by create/reset
-        self.ids: list[str | None] = []  # slot -> session id, grown by append
-        self.high_water = 0
-        self.free: list[int] = []
-        self.live = 0
-
-    def _grow(self) -> None:
-        new_capacity = self.capacity * 2
-
-        def grown(old: np.ndarray, zero: bool) -> np.ndarray:
-            new = (np.zeros if zero else np.empty)((new_capacity, *old.shape[1:]), old.dtype)
-            new[: self.capacity] = old
-            return new
-
-        def grown_state(old: np.ndarray) -> np.ndarray:
-            layers, _, hidden = old.shape
-            new = np.empty((layers, new_capacity, hidden), old.dtype)
-            new[:, : self.capacity] = old
-            return new
-
-        self.arrays = {n: grown_state(a) for n, a in self.arrays.items()}
-        self.steps, self.created = grown(self.steps, True), grown(self.created, True)
-        self.last_used, self.alive = grown(self.last_used, True), grown(self.alive, True)
-        self.owner = grown(self.owner, True)
-        self.generation = grown(self.generation, True)
-        self.capacity = new_capacity
-
-    def allocate(self) -> int:
-        if self.free:
-            slot = self.free.pop()
-        else:
-            if self.high_water == self.capacity:
-                self._grow()
-            slot = self.high_water
-            self.high_water += 1
-            self.ids.append(None)
-        self.live += 1
-        return slot
-
-    def release(self, slot: int) -> None:
-        self.alive[slot] = False
-        self.ids[slot] = None
-        self.free.append(slot)
-        self.live -= 1
-
-    def write(self, slot: int, state: dict[str, np.ndarray] | None) -> None:
-        self.generation[slot] += 1
-        for name, arr in self.arrays.items():
-            value = None if state is None else state.get(name)
-            arr[:, slot] = 0.0 if value is None else value[:, 0, :]
-
 
 class MemoryStateStore:
     """Sessions of this process, with an idle timeout and a cap on live sessions."""
@@ -199,8 +123,7 @@ class MemoryStateStore:
     def _not_found(self, session_id: str) -> SessionNotFound:
         ended = self._ended.get(session_id)
         if ended is None:
-            return SessionNotFound(f"unknown session {session_id!r}: create one with POST "
-                                   "/v1/models/{model}/sessions")
+            return UnknownSession(f"unknown session {session_id!r}")
         why, idle = ended
         if why == "expired":
             return SessionNotFound(f"session {session_id!r} expired after {self.ttl_s:g} s "
@@ -341,8 +264,7 @@ class MemoryStateStore:
         except SessionNotFound as exc:
             return exc
         if owner is not None and self._owners[int(found.owner[slot])] != owner:
-            return SessionNotFound(f"unknown session {session_id!r}: create one with "
-                                   "POST /v1/models/{model}/sessions")
+            return UnknownSession(f"unknown session {session_id!r}")
         if found_no != slab_no:
             return SessionOnOtherVersion(f"session {session_id!r} belongs to another model "
                                          "or version")

@@ -1,0 +1,129 @@
+"""The mechanics of one batch: gather the sessions' states from the store, build the feeds,
+run ONNX Runtime, scatter the new states back, and answer each job with its rows.
+
+The queue and the policy that decide what forms a batch live in batcher.py; this module only
+executes one. A row whose session another writer (replica) changed between gather and scatter
+is answered with StepConflict and was not applied: the step entrance (steps.py) runs it again.
+A row whose step id the store recognises as already applied gets its recorded outputs."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from rnnserve.engine.jobs import Job, JobResult
+from rnnserve.engine.runner import Runner, Tensors
+from rnnserve.errors import RnnServeError, StepConflict
+from rnnserve.metrics import Metrics
+from rnnserve.state import Gathered, StateLayout, StateStore, Written
+
+log = logging.getLogger("rnnserve.batcher")
+
+
+class BatchMechanics:
+    """Runs batches of one model version."""
+
+    def __init__(self, runner: Runner, store: StateStore, layout: StateLayout,
+                 metrics: Metrics) -> None:
+        self.runner = runner
+        self.store = store
+        self.layout = layout
+        label = (runner.name, str(runner.version))  # labelled once: labels() is costly per job
+        self._run_seconds = metrics.run_seconds.labels(*label)
+        self._batch_rows = metrics.batch_rows.labels(*label)
+        self._gather_seconds = metrics.store_seconds.labels(store.name, "gather")
+        self._scatter_seconds = metrics.store_seconds.labels(store.name, "scatter")
+
+    async def run(self, batch: list[Job]) -> None:
+        """Run the jobs (session jobs first in the feed) and answer each. If ONNX Runtime fails
+        on a batch of several jobs, each job runs alone, so a failing row fails only its job."""
+        started = time.perf_counter()
+        stateful = [j for j in batch if j.sessions]
+        stateless = [j for j in batch if not j.sessions]
+        ordered = stateful + stateless
+        gathered = await self._gather(stateful, started) if stateful else None
+        x = ordered[0].x if len(ordered) == 1 else np.concatenate([j.x for j in ordered])
+        try:
+            out = await self.runner.run(self._feeds(x, gathered, stateless))
+        except RnnServeError as exc:
+            if len(batch) == 1:
+                raise
+            log.warning("batch of %d failed (%s); running its jobs one by one", len(batch), exc)
+            for job in batch:
+                try:
+                    await self.run([job])
+                except RnnServeError as single:
+                    if not job.future.done():
+                        job.future.set_exception(single)
+            return
+        self._run_seconds.observe(time.perf_counter() - started)
+        self._batch_rows.observe(x.shape[0])
+        written = None
+        if gathered is not None:
+            written = await self._scatter(gathered, stateful, x, out)
+        self._answer(ordered, out, written)
+
+    async def _gather(self, stateful: list[Job], started: float) -> Gathered:
+        ids = [sid for j in stateful for sid in j.sessions or ()]
+        owners = [o for j in stateful for o in (j.owners or [None] * j.rows)]
+        gathered = await self.store.gather(self.layout, ids, owners)
+        self._gather_seconds.observe(time.perf_counter() - started)
+        return gathered
+
+    def _feeds(self, x: np.ndarray, gathered: Gathered | None, stateless: list[Job]) -> Tensors:
+        """The sequence input and each state input: the gathered sessions' states, then each
+        stateless job's initial states (zeros when it has none), on the batch axis."""
+        sig = self.runner.signature
+        feeds: Tensors = {sig.input_name: x}
+        for s in sig.states:
+            parts = [gathered.states[s.input]] if gathered is not None else []
+            for job in stateless:
+                given = job.initial.get(s.input) if job.initial else None
+                parts.append(given if given is not None
+                             else np.zeros(s.shape(job.rows), np.float32))
+            feeds[s.input] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        return feeds
+
+    async def _scatter(self, gathered: Gathered, stateful: list[Job], x: np.ndarray,
+                       out: Tensors) -> Written:
+        sig = self.runner.signature
+        k = len(gathered.ids)
+        new_states = {s.input: out[s.output][:, :k] for s in sig.states}
+        step_ids = [t for j in stateful for t in (j.step_ids or [None] * j.rows)]
+        scattering = time.perf_counter()
+        written = await self.store.scatter(gathered, new_states, [x.shape[1]] * k,
+                                           out[sig.output_name][:k], step_ids)
+        self._scatter_seconds.observe(time.perf_counter() - scattering)
+        return written
+
+    def _answer(self, ordered: list[Job], out: Tensors, written: Written | None) -> None:
+        sig = self.runner.signature
+        y = out[sig.output_name]
+        offset = 0
+        for job in ordered:
+            rows = slice(offset, offset + job.rows)
+            offset += job.rows
+            if job.future.done():
+                continue
+            result = JobResult(y=y[rows], states={s.input: out[s.output][:, rows]
+                                                  for s in sig.states})
+            if job.sessions and written is not None:
+                _session_rows(result, written, rows)
+            job.future.set_result(result)
+
+
+def _session_rows(result: JobResult, written: Written, rows: slice) -> None:
+    """A session job's rows of the scatter's outcome: steps, errors (a conflict becomes a
+    StepConflict), and the recorded outputs of replayed steps in place of the run's."""
+    result.errors = [e or (StepConflict("the session changed during this step (another "
+                                        "replica); retry it", retry_after_s=0) if c else None)
+                     for e, c in zip(written.errors[rows], written.conflict[rows], strict=True)]
+    replayed = written.replayed[rows]
+    if any(r is not None for r in replayed):
+        result.y = result.y.copy()
+        for i, r in enumerate(replayed):
+            if r is not None:  # applied before: its recorded outputs, not rerun
+                result.y[i] = r[0]
+    result.steps = written.steps[rows]

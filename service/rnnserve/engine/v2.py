@@ -1,0 +1,207 @@
+"""The KServe v2 (Open Inference Protocol) data plane, once for every transport: the rules of
+datatypes, requested outputs and sequences, model metadata, and the dispatch of an infer call to
+stateless inference or to a sequence step. The HTTP and gRPC adapters only translate their
+wire format to a V2Request and a V2Response back.
+
+Sequences follow Triton's sequence batcher with implicit state: `sequence_id` (an unsigned
+64-bit integer or a string), `sequence_start` and `sequence_end`. The state inputs come from the
+server: a sequence is a session under an id derived from the model and the sequence id, so a
+sequence started over gRPC can be continued over HTTP and the other way round."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TypedDict
+
+import numpy as np
+
+from rnnserve import __version__
+from rnnserve.engine.engine import Engine
+from rnnserve.engine.runner import Runner
+from rnnserve.errors import InvalidInput, SequenceNotActive, SessionNotFound
+
+DATATYPES = frozenset({"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
+                       "INT64", "FP16", "FP32", "FP64", "BYTES", "BF16"})
+PLATFORM = "onnxruntime_onnx"
+EXTENSIONS = ("sequence", "sequence(string_id)")
+"""Extensions every transport has; HTTP adds binary_tensor_data."""
+
+V2_ADVICE = {
+    "create-session": "; the first request of a sequence must set sequence_start=true",
+    "free-session": "; end some sequences (sequence_end=true)",
+    "start-sequence": "; the first request of a sequence must set sequence_start=true",
+}
+"""What a KServe v2 client (HTTP or gRPC) is told to do about an error's `remedy`."""
+
+SequenceId = int | str
+Sequence = tuple[SequenceId, bool, bool]
+"""(sequence_id, sequence_start, sequence_end) of a stateful request."""
+
+
+class TensorMetadata(TypedDict):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(TypedDict):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class ServerMetadata(TypedDict):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+@dataclass(frozen=True)
+class V2Request:
+    """An infer call, decoded: float32 tensors by name, the request's parameters (plain values)
+    and the requested outputs (None: every output, in the model's order)."""
+
+    model: str
+    version: str | None
+    inputs: Mapping[str, np.ndarray]
+    parameters: Mapping[str, object]
+    outputs: list[str] | None
+
+
+@dataclass(frozen=True)
+class V2Response:
+    """The outputs to send, in the order to send them."""
+
+    model: str
+    version: int
+    outputs: dict[str, np.ndarray]
+
+
+def check_datatype(name: str, datatype: object) -> None:
+    """rnnserve's models take and give FP32 only; other datatypes are refused clearly."""
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
+        raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r}")
+    if datatype != "FP32":
+        raise InvalidInput(f"input {name!r} has datatype {datatype}; this model takes FP32")
+
+
+def sequence_parameters(params: Mapping[str, object]) -> Sequence | None:
+    """(sequence_id, start, end) when a request belongs to a sequence: an id is an unsigned
+    64-bit integer or a string; 0 and "" mean "no sequence"; start and end are booleans
+    (absent or null: false)."""
+    sequence_id = params.get("sequence_id")
+    if sequence_id is None or sequence_id == 0 or sequence_id == "":
+        for key in ("sequence_start", "sequence_end"):
+            if params.get(key):
+                raise InvalidInput(f"{key} is set without a sequence_id")
+        return None
+    if isinstance(sequence_id, bool) or not isinstance(sequence_id, int | str):
+        raise InvalidInput("sequence_id must be an unsigned 64-bit integer or a string, not "
+                           f"{type(sequence_id).__name__}")
+    if isinstance(sequence_id, int) and not 0 < sequence_id < 2**64:
+        raise InvalidInput(f"sequence_id {sequence_id} is out of range: use 1 .. 2^64-1")
+    flags = []
+    for key in ("sequence_start", "sequence_end"):
+        value = params.get(key)
+        if value is not None and not isinstance(value, bool):
+            raise InvalidInput(f"{key} must be true or false")
+        flags.append(bool(value))
+    return sequence_id, flags[0], flags[1]
+
+
+def sequence_session_id(model: str, sequence_id: SequenceId) -> str:
+    """The session behind a v2 sequence: per model, and 7 and "7" are different sequences."""
+    kind = "s" if isinstance(sequence_id, str) else "n"
+    return f"v2.{model}.{kind}.{sequence_id}"
+
+
+class V2DataPlane:
+    """The v2 calls over one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def server_metadata(self, extensions: tuple[str, ...] = EXTENSIONS) -> ServerMetadata:
+        return {"name": "rnnserve", "version": __version__, "extensions": list(extensions)}
+
+    def model_ready(self, model: str, version: str | None) -> tuple[str, int]:
+        """(name, version) of a servable model version; NotFound otherwise."""
+        runner = self._engine.runner(model, version)
+        return runner.name, runner.version
+
+    def model_metadata(self, model: str, version: str | None) -> ModelMetadata:
+        """The sequence tensor first, then each state pair, as Triton lists them."""
+        runner = self._engine.runner(model, version)
+        sig = runner.signature
+        inputs = [TensorMetadata(name=sig.input_name, datatype="FP32",
+                                 shape=[-1, -1, sig.input_size])]
+        outputs = [TensorMetadata(name=sig.output_name, datatype="FP32",
+                                  shape=[-1, -1, sig.output_size])]
+        for s in sig.states:
+            shape = [s.layers, -1, s.hidden]
+            inputs.append(TensorMetadata(name=s.input, datatype="FP32", shape=shape))
+            outputs.append(TensorMetadata(name=s.output, datatype="FP32", shape=shape))
+        return {
+            "name": runner.name,
+            "versions": [str(v) for v in sorted(self._engine.models.versions[runner.name])],
+            "platform": PLATFORM,
+            "inputs": inputs,
+            "outputs": outputs,
+        }
+
+    async def infer(self, request: V2Request, owner: str) -> V2Response:
+        """Stateless inference, or a sequence step when the parameters name a sequence. An
+        unknown requested output is refused before anything runs: a rejected call never
+        advances a sequence."""
+        sequence = sequence_parameters(request.parameters)
+        known = self._engine.runner(request.model, request.version).signature.output_names
+        for name in request.outputs or ():
+            if name not in known:
+                raise InvalidInput(f"unknown output {name!r}; the model gives {list(known)}")
+        if sequence is None:
+            runner, results = await self._engine.infer(request.model, request.inputs,
+                                                       version=request.version)
+        else:
+            runner, results = await self._sequence_step(request, *sequence, owner)
+        names = request.outputs or runner.signature.output_names
+        return V2Response(runner.name, runner.version, {name: results[name] for name in names})
+
+    async def _sequence_step(
+        self, request: V2Request, sequence_id: SequenceId, start: bool, end: bool, owner: str,
+    ) -> tuple[Runner, dict[str, np.ndarray]]:
+        """`start` (re)starts the sequence from zeros; `end` frees it after this step."""
+        engine, model, version = self._engine, request.model, request.version
+        sessions = engine.sessions
+        session_id = sequence_session_id(model, sequence_id)
+        if start:
+            runner = engine.runner(model, version)
+        else:
+            try:
+                record, runner = await sessions.resolve(session_id, owner)
+            except SessionNotFound:
+                raise SequenceNotActive(
+                    f"sequence {sequence_id!r} of model {model!r} is not active") from None
+            if version not in (None, "") and str(version) != str(record.version):
+                raise InvalidInput(f"sequence {sequence_id!r} runs on version "
+                                   f"{record.version}, not {version}")
+        sig = runner.signature
+        extra = sorted(set(request.inputs) - {sig.input_name})
+        if extra:
+            raise InvalidInput(f"input(s) {extra} are not accepted in a sequence: the server "
+                               "keeps the state; send only " + repr(sig.input_name))
+        x = engine.limits.check_tensor_input(sig, request.inputs.get(sig.input_name))
+        if x.shape[0] != 1:
+            raise InvalidInput(f"a sequence request carries one sequence: input "
+                               f"{sig.input_name!r} must have batch size 1, not {x.shape[0]}")
+        engine.limits.check_step_length(int(x.shape[1]), sig.input_name)
+        if start:
+            await sessions.open(runner, session_id, owner, replace=True)
+        result = await sessions.step_checked(runner, session_id, owner, x, with_states=True)
+        if end:
+            await sessions.end(session_id)
+        outputs = {sig.output_name: result.outputs[None]}
+        outputs.update({s.output: result.states[s.input] for s in sig.states})
+        return runner, outputs

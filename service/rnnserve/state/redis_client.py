@@ -1,0 +1,61 @@
+"""The Redis store's connection: how it is opened, and its errors as Unavailable.
+
+Delivery is at-least-once: redis-py is told not to retry, because a scatter whose reply was
+lost may have been applied; a retried one would then fail its gen check and the step would
+run twice. A connection error surfaces as Unavailable (503, retry after 1 s) instead."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import NoReturn
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from rnnserve.errors import Unavailable
+
+
+def connect(url: str, connect_timeout_s: float, command_timeout_s: float) -> aioredis.Redis:
+    """A client for `url` that never retries a command (see above)."""
+    return aioredis.from_url(
+        url, decode_responses=False, socket_connect_timeout=connect_timeout_s,
+        socket_timeout=command_timeout_s, retry=Retry(NoBackoff(), 0),
+        health_check_interval=10,
+    )
+
+
+def safe_url(url: str) -> str:
+    """The URL without credentials, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return f"unix://{parts.path}"
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def _unavailable(where: str, exc: RedisError) -> NoReturn:
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        raise Unavailable(f"the state store (Redis at {where}) is unreachable: "
+                          f"{exc}", retry_after_s=1) from exc
+    raise Unavailable(f"the state store (Redis at {where}) failed: {exc}",
+                      retry_after_s=1) from exc
+
+
+@contextlib.asynccontextmanager
+async def guard(where: str) -> AsyncIterator[None]:
+    """Redis errors become Unavailable here: nothing of redis-py leaks past the store.
+    `where` is the store's safe_url, for the message."""
+    try:
+        yield
+    except RedisError as exc:
+        _unavailable(where, exc)
+    except OSError as exc:  # a socket error redis-py did not wrap
+        raise Unavailable(f"the state store (Redis at {where}) is unreachable: "
+                          f"{exc}", retry_after_s=1) from exc

@@ -1,0 +1,37 @@
+-- KEYS: hash, marker, gen counter, models set, live zset of the model, owner zset.
+-- ARGV: replace (0/1), max_sessions, ttl_ms, marker_ttl_ms, ttl label, id, model, live prefix,
+--       owner prefix, then field, value pairs (without gen and last_used).
+-- -> {'taken'} | {'full', n} | {'ok', now, replaced_model, replaced_steps, expired_model,
+--    expired_steps} (empty strings where nothing was replaced or found expired)
+local old = redis.call('HMGET', KEYS[1], 'model', 'steps', 'owner')
+local rmodel, rsteps, emodel, esteps = '', '', '', ''
+if old[1] then
+  if ARGV[1] ~= '1' then return {'taken'} end
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', ARGV[8] .. old[1], ARGV[6])
+  redis.call('ZREM', ARGV[9] .. (old[3] or ''), ARGV[6])
+  rmodel, rsteps = old[1], old[2] or '0'
+else
+  local mark = redis.call('GET', KEYS[2])
+  if mark then  -- an expiry no sweep has counted yet: count it now, exactly once
+    local label, steps, model = string.match(mark, '^(%S+) (%S+) (.*)$')
+    if model and redis.call('ZREM', ARGV[8] .. model, ARGV[6]) == 1 then
+      emodel, esteps = model, steps
+    end
+  end
+  local total = 0
+  for _, m in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+    total = total + redis.call('ZCOUNT', ARGV[8] .. m, '(' .. now_ms, '+inf')
+  end
+  if total >= tonumber(ARGV[2]) then return {'full', tostring(total)} end
+end
+local args = {'gen', tostring(redis.call('INCR', KEYS[3])), 'last_used', now}
+for i = 10, #ARGV do args[#args + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(args))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('SET', KEYS[2], ARGV[5] .. ' 0 ' .. ARGV[7], 'PX', ARGV[4])
+redis.call('SADD', KEYS[4], ARGV[7])
+redis.call('ZADD', KEYS[5], now_ms + tonumber(ARGV[3]), ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms)
+redis.call('ZADD', KEYS[6], now_ms + tonumber(ARGV[3]), ARGV[6])
+return {'ok', now, rmodel, rsteps, emodel, esteps}

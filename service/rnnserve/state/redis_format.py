@@ -1,0 +1,88 @@
+"""How the Redis store lays sessions out: the keys, and the bytes of states and outputs.
+
+Key layout (PREFIX is `rnnserve:`):
+
+    rnnserve:s:{id}        hash, the session; PEXPIRE = the idle timeout, refreshed on every write
+        model, version     the model version the state belongs to
+        created, last_used epoch seconds (last_used is Redis's clock, the one its TTL runs on)
+        steps, owner       timesteps taken since create/reset; the creating client
+        gen                the optimistic-concurrency stamp; every write takes a fresh value
+                           from rnnserve:gen, so a gathered gen can never match a later
+                           incarnation of the same id (no ABA after delete + create)
+        layout             JSON [[name, layers, hidden], ...] of the state tensors
+        t:{name}           raw float32 little-endian bytes of that tensor, [layers, hidden]
+    rnnserve:k:{id}        string "{ttl_s} {steps} {model}", TTL = idle timeout + 1 day. It
+                           outlives the hash, so a missing hash with a marker means "expired"
+                           (and says after how long) rather than "unknown"; delete removes it
+    rnnserve:gen           counter behind every gen
+    rnnserve:models        set of model names that have (or had) live sessions
+    rnnserve:live:{model}  sorted set: session id -> expiry in epoch ms (Redis clock). It is
+                           what counts live sessions (max_sessions, live_sessions(), metrics)
+                           without a SCAN; it is kept in step with the hash by the same scripts
+    rnnserve:owner:{owner} the same per creating owner (API key identity), for per-key caps;
+                           pruned by score when that owner creates or is counted"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from rnnserve.errors import InvalidInput, RnnServeError
+
+PREFIX = "rnnserve:"
+SESSION = PREFIX + "s:"
+MARKER = PREFIX + "k:"
+LIVE = PREFIX + "live:"
+MODELS = PREFIX + "models"
+GEN = PREFIX + "gen"
+OWNER = PREFIX + "owner:"
+META = (b"model", b"version", b"gen", b"steps", b"created", b"last_used", b"owner", b"layout")
+
+
+def text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def layout_json(tensors: Sequence[tuple[str, int, int]]) -> str:
+    return json.dumps([[name, layers, hidden] for name, layers, hidden in tensors],
+                      separators=(",", ":"))
+
+
+def state_bytes(
+    tensors: Sequence[tuple[str, int, int]], state: dict[str, np.ndarray] | None
+) -> list[bytes]:
+    """Each tensor of a [layers, 1, hidden] state as raw float32 LE bytes (zeros if absent)."""
+    out: list[bytes] = []
+    for name, layers, hidden in tensors:
+        value = None if state is None else state.get(name)
+        if value is None:
+            out.append(bytes(4 * layers * hidden))
+            continue
+        arr = np.asarray(value)
+        if arr.size != layers * hidden:
+            raise InvalidInput(f"state {name!r} has shape {list(arr.shape)}; expected "
+                               f"[{layers}, 1, {hidden}]")
+        out.append(np.ascontiguousarray(arr.reshape(layers, hidden), dtype="<f4").tobytes())
+    return out
+
+
+def outputs_bytes(outputs: np.ndarray) -> bytes:
+    """A step's outputs [time, out] as 8 bytes of shape (two uint32) then float32 data."""
+    arr = np.ascontiguousarray(outputs, dtype="<f4")
+    return np.asarray(arr.shape, "<u4").tobytes() + arr.tobytes()
+
+
+def outputs_from(raw: bytes) -> np.ndarray:
+    shape = tuple(int(d) for d in np.frombuffer(raw[:8], "<u4"))
+    return np.frombuffer(raw[8:], "<f4").reshape(shape).copy()
+
+
+def from_bytes(raw: bytes, layers: int, hidden: int) -> np.ndarray:
+    if len(raw) != 4 * layers * hidden:
+        raise RnnServeError(f"a stored state has {len(raw)} bytes; expected "
+                            f"{4 * layers * hidden} ([{layers}, {hidden}] float32)")
+    return np.frombuffer(raw, dtype="<f4").reshape(layers, hidden).astype(np.float32)
+
