@@ -83,7 +83,7 @@ def test_chunked_with_carried_state_equals_whole(tiny_models, cell: str, length:
 @pytest.mark.parametrize(("batch", "length"), [(1, 1), (1, 9), (4, 1), (3, 25)])
 def test_numpy_reference_from_onnx_weights(tiny_models, cell: str, batch: int,
                                            length: int) -> None:
-    """DESIGN.md's equations with W/R/B read from the file reproduce output, hn and cn."""
+    """The cell equations (docs/training.md) with W/R/B from the file reproduce output, hn, cn."""
     _, path = tiny_models[cell]
     meta = json.loads((path.parent / "model.json").read_text())
     x, state = random_inputs(np.random.default_rng(7), batch, length, 1 + (cell == "lstm"))

@@ -1,4 +1,4 @@
-"""Fixtures shared by the service tests that talk to a real server process."""
+"""Fixtures shared by the HTTP tests that talk to a real server process."""
 
 from __future__ import annotations
 

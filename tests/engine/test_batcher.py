@@ -4,7 +4,6 @@ work alone, batches really form, a failing row fails alone, cancelled callers po
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -14,16 +13,6 @@ from rnnserve.errors import InferenceFailed
 from rnnserve.settings import Settings
 
 RNG = np.random.default_rng(23)
-
-
-@pytest.fixture
-async def engine(tiny_repo: Path) -> AsyncIterator[Engine]:
-    eng = Engine(Settings(models=tiny_repo, grpc_port=0, max_delay_ms=2))
-    eng.start()
-    await eng.open()
-    yield eng
-    await eng.aclose()
-    eng.close()
 
 
 def batch_count(engine: Engine, model: str) -> tuple[float, float]:

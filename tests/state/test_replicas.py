@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ServerProcess
-from tests.service.redis_server import REDIS_SERVER, RedisServer
+from tests.state.redis_server import REDIS_SERVER, RedisServer
 
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="needs redis-server (apt-get)")
 

@@ -22,7 +22,7 @@ import websockets
 from rnnserve.http.ws_protocol import text_frame_header
 
 from tests.conftest import ServerProcess, serving
-from tests.service.test_stream import whole
+from tests.http.test_stream import whole
 
 RNG = np.random.default_rng(11)
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA

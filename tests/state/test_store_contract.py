@@ -1,0 +1,316 @@
+"""The state store contract: what every store must do alike, run against the memory store
+(the default; never skipped) and the Redis store on a real redis-server (skipped only without
+redis-py or the redis-server binary): exact float32 round trips, create/get/read/reset/delete,
+batched gather/scatter and step counts, owner checks, step-id replay, expired vs unknown,
+the session cap, live and owned session counts, events. What only Redis has is in
+test_state_redis.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pytest
+from rnnserve.errors import InvalidInput, SessionNotFound, Unavailable
+from rnnserve.state.base import StateStore
+from rnnserve.state.memory import MemoryStateStore
+
+from tests.state.conftest import (
+    GRU,
+    LSTM,
+    LSTM2,
+    NO_REDIS_PY,
+    Events,
+    assert_bytes_equal,
+    no_ids,
+    random_state,
+    rec,
+    recorder,
+    step,
+)
+
+
+@pytest.fixture
+def events() -> Events:
+    """What `store` reports: (event, model, steps), in order."""
+    return []
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, events: Events) -> AsyncIterator[StateStore]:
+    """A started store of each kind: ttl_s 60 and max_sessions 1000 unless the test's
+    `@pytest.mark.store(...)` says otherwise. The Redis one skips without redis-py or
+    redis-server (and only it)."""
+    marker = request.node.get_closest_marker("store")
+    options: dict[str, Any] = {"ttl_s": 60, "max_sessions": 1000}
+    options.update(marker.kwargs if marker else {})
+    made: StateStore
+    if request.param == "redis":
+        pytest.importorskip("redis", reason=NO_REDIS_PY)
+        from rnnserve.state.redis import RedisStateStore
+
+        url = request.getfixturevalue("redis_url")
+        made = RedisStateStore(url, **options, on_event=recorder(events))
+    else:
+        made = MemoryStateStore(**options, on_event=recorder(events))
+    await made.start()
+    yield made
+    await made.close()
+
+
+async def test_create_get_read_exact_bytes(store: StateStore) -> None:
+    state = random_state(LSTM, 1)
+    made = await store.create(LSTM, rec("s1"), state)
+    assert (made.id, made.model, made.version, made.steps, made.owner) == (
+        "s1", "lstm", 1, 0, "alice")
+    got = await store.get("s1")
+    assert (got.model, got.version, got.steps, got.owner) == ("lstm", 1, 0, "alice")
+    assert got.ttl_s == 60
+    record, read = await store.read("s1")
+    assert record.id == "s1"
+    assert_bytes_equal(read, state)
+    assert read["h0"].shape == (2, 1, 16)
+
+
+async def test_create_without_state_is_zeros(store: StateStore) -> None:
+    await store.create(GRU, rec("g", GRU), None)
+    _, read = await store.read("g")
+    assert_bytes_equal(read, GRU.zeros(1))
+
+
+async def test_taken_id_and_replace(store: StateStore, events: Events) -> None:
+    await store.create(LSTM, rec("s"), random_state(LSTM, 1))
+    await step(store, LSTM, ["s"], random_state(LSTM, 2), n=5)
+    with pytest.raises(Unavailable, match="taken"):
+        await store.create(LSTM, rec("s"), None)
+    new = random_state(LSTM, 3)
+    made = await store.create(LSTM, rec("s"), new, replace=True)
+    assert made.steps == 0
+    record, read = await store.read("s")
+    assert record.steps == 0
+    assert_bytes_equal(read, new)
+    assert events == [("created", "lstm", 0), ("deleted", "lstm", 5), ("created", "lstm", 0)]
+
+
+async def test_reset(store: StateStore) -> None:
+    await store.create(LSTM, rec("s"), random_state(LSTM, 1))
+    await step(store, LSTM, ["s"], random_state(LSTM, 2), n=3)
+    assert (await store.get("s")).steps == 3
+    again = random_state(LSTM, 4)
+    record = await store.reset("s", again)
+    assert record.steps == 0
+    got, read = await store.read("s")
+    assert got.steps == 0
+    assert_bytes_equal(read, again)
+    await store.reset("s", None)
+    assert_bytes_equal((await store.read("s"))[1], LSTM.zeros(1))
+    with pytest.raises(SessionNotFound, match="unknown session 'nope'"):
+        await store.reset("nope", None)
+
+
+async def test_delete(store: StateStore, events: Events) -> None:
+    await store.create(LSTM, rec("s"), None)
+    await step(store, LSTM, ["s"], random_state(LSTM, 1), n=7)
+    await store.delete("s")
+    assert events[-1] == ("deleted", "lstm", 7)
+    for call in (store.get("s"), store.read("s"), store.delete("s")):
+        with pytest.raises(SessionNotFound, match="unknown session 's'"):
+            await call
+    gathered = await store.gather(LSTM, ["s"], [None])
+    assert isinstance(gathered.errors[0], SessionNotFound)
+
+
+async def test_gather_scatter_many(store: StateStore) -> None:
+    ids = [f"s{i}" for i in range(40)]
+    initial = random_state(LSTM, 1, batch=len(ids))
+    for i, sid in enumerate(ids):
+        await store.create(LSTM, rec(sid), {n: a[:, i:i + 1] for n, a in initial.items()})
+    gathered = await store.gather(LSTM, ids, [None] * len(ids))
+    assert gathered.errors == [None] * len(ids)
+    assert_bytes_equal(gathered.states, initial)
+    assert gathered.states["h0"].shape == (2, 40, 16)
+
+    new = random_state(LSTM, 2, batch=len(ids))
+    steps = list(range(1, len(ids) + 1))
+    written = await store.scatter(gathered, new, *no_ids(steps))
+    assert not any(written.conflict) and written.errors == [None] * len(ids)
+    assert written.steps == steps
+    for i, sid in enumerate(ids):
+        record, read = await store.read(sid)
+        assert record.steps == steps[i]
+        assert_bytes_equal(read, {n: a[:, i:i + 1] for n, a in new.items()})
+
+    again = await store.gather(LSTM, ids, [None] * len(ids))
+    assert_bytes_equal(again.states, new)
+    written = await store.scatter(again, random_state(LSTM, 3, batch=len(ids)),
+                                  *no_ids([2] * len(ids)))
+    assert written.steps == [s + 2 for s in steps]
+
+
+async def test_gather_rows_with_errors(store: StateStore) -> None:
+    good = random_state(LSTM, 1)
+    await store.create(LSTM, rec("good"), good)
+    await store.create(LSTM2, rec("other-version", LSTM2), None)
+    await store.create(GRU, rec("other-model", GRU), None)
+    ids = ["good", "unknown", "other-version", "other-model"]
+    gathered = await store.gather(LSTM, ids, [None] * len(ids))
+    assert gathered.errors[0] is None
+    assert "unknown session 'unknown'" in str(gathered.errors[1])
+    assert "another model or version" in str(gathered.errors[2])
+    assert "another model or version" in str(gathered.errors[3])
+    assert_bytes_equal({n: a[:, :1] for n, a in gathered.states.items()}, good)
+    if store.name == "redis":  # base.Gathered says error rows are zeros; memory fills slot 0
+        for name in gathered.states:
+            assert not gathered.states[name][:, 1:].any()
+
+    new = random_state(LSTM, 2, batch=4)
+    written = await store.scatter(gathered, new, *no_ids([1] * 4))
+    assert written.steps[0] == 1 and written.errors[0] is None
+    assert all(e is not None for e in written.errors[1:])
+    assert all(isinstance(e, SessionNotFound) for e in written.errors[1:])
+    assert (await store.get("other-version")).steps == 0
+    assert_bytes_equal((await store.read("other-version"))[1], LSTM2.zeros(1))
+
+
+@pytest.mark.store(ttl_s=0.3)
+async def test_expired_vs_unknown(store: StateStore) -> None:
+    await store.create(LSTM, rec("old"), None)
+    await asyncio.sleep(0.5)
+    with pytest.raises(SessionNotFound, match=r"session 'old' expired after 0.3 s idle; "
+                                              "create a new one"):
+        await store.get("old")
+    with pytest.raises(SessionNotFound, match=r"unknown session 'never'"):
+        await store.get("never")
+    gathered = await store.gather(LSTM, ["old"], [None])
+    assert "expired after 0.3 s idle" in str(gathered.errors[0])
+    await store.create(LSTM, rec("old"), None)  # the id can be taken again
+    assert (await store.get("old")).steps == 0
+
+
+@pytest.mark.store(ttl_s=0.6)
+async def test_steps_refresh_the_idle_timeout(store: StateStore) -> None:
+    await store.create(LSTM, rec("s"), None)
+    for _ in range(4):  # 1.2 s in all, never 0.6 s idle
+        await asyncio.sleep(0.3)
+        written = await step(store, LSTM, ["s"], random_state(LSTM, 1))
+        assert written.errors == [None]
+    record = await store.get("s")
+    assert record.steps == 4
+    assert record.expires_at == pytest.approx(record.last_used + 0.6)
+    await asyncio.sleep(0.9)
+    with pytest.raises(SessionNotFound, match="expired"):
+        await store.get("s")
+
+
+async def test_step_on_session_deleted_meanwhile(store: StateStore) -> None:
+    await store.create(LSTM, rec("s"), None)
+    gathered = await store.gather(LSTM, ["s"], [None])
+    await store.delete("s")
+    written = await store.scatter(gathered, random_state(LSTM, 1), *no_ids([1]))
+    assert written.errors[0] is not None
+    assert isinstance(written.errors[0], SessionNotFound)
+    assert written.conflict == [False]
+    with pytest.raises(SessionNotFound, match="unknown"):
+        await store.get("s")
+
+
+@pytest.mark.store(ttl_s=0.3, max_sessions=3)
+async def test_max_sessions(store: StateStore) -> None:
+    for i in range(3):
+        await store.create(LSTM, rec(f"s{i}"), None)
+    with pytest.raises(Unavailable, match="maximum of 3 live sessions") as info:
+        await store.create(GRU, rec("more", GRU), None)
+    assert info.value.retry_after_s == 5
+    await store.delete("s0")
+    await store.create(GRU, rec("more", GRU), None)
+    await asyncio.sleep(0.5)  # all expire: room again
+    for i in range(3):
+        await store.create(LSTM, rec(f"t{i}"), None)
+
+
+@pytest.mark.store(ttl_s=0.3)
+async def test_live_sessions_and_events(store: StateStore, events: Events) -> None:
+    await store.create(LSTM, rec("a"), None)
+    await store.create(LSTM, rec("b"), None)
+    await store.create(GRU, rec("c", GRU), None)
+    assert await store.live_sessions() == {"lstm": 2, "gru": 1}
+    await step(store, LSTM, ["a"], random_state(LSTM, 1), n=4)
+    await store.delete("b")
+    assert await store.live_sessions() == {"lstm": 1, "gru": 1}
+    await asyncio.sleep(0.6)  # a and c expire; the store notices within its sweep interval
+    counts = await store.live_sessions()
+    assert sum(counts.values()) == 0
+    assert sorted(events) == sorted([
+        ("created", "lstm", 0), ("created", "lstm", 0), ("created", "gru", 0),
+        ("deleted", "lstm", 0), ("expired", "lstm", 4), ("expired", "gru", 0)])
+
+
+@pytest.mark.store(ttl_s=0.4)
+async def test_owned_sessions(store: StateStore) -> None:
+    await store.create(LSTM, rec("a1", owner="alice"), None)
+    await store.create(GRU, rec("a2", GRU, owner="alice"), None)
+    await store.create(LSTM, rec("b1", owner="bob"), None)
+    assert [await store.owned_sessions(o) for o in ("alice", "bob", "carol")] == [2, 1, 0]
+    await store.delete("a1")
+    await store.create(LSTM, rec("b1", owner="alice"), None, replace=True)  # now alice's
+    await step(store, LSTM, ["b1"], random_state(LSTM, 1))
+    await store.reset("a2", None)
+    assert [await store.owned_sessions(o) for o in ("alice", "bob")] == [2, 0]
+    await asyncio.sleep(0.6)
+    assert await store.owned_sessions("alice") == 0
+
+
+async def test_gather_checks_the_owner(store: StateStore) -> None:
+    await store.create(LSTM, rec("a", owner="alice"), random_state(LSTM, 1))
+    await store.create(LSTM, rec("b", owner="bob"), None)
+    await store.create(LSTM, rec("c", owner="bob"), None)
+    gathered = await store.gather(LSTM, ["a", "b", "c"], ["alice", "alice", None])
+    assert gathered.errors[0] is None and gathered.errors[2] is None  # None: no check
+    assert isinstance(gathered.errors[1], SessionNotFound)  # another's: as if unknown
+    assert "unknown session 'b'" in str(gathered.errors[1])
+    written = await store.scatter(gathered, random_state(LSTM, 2, batch=3), *no_ids([1] * 3))
+    assert isinstance(written.errors[1], SessionNotFound)
+    assert [(await store.get(s)).steps for s in ("a", "b", "c")] == [1, 0, 1]
+
+
+async def test_step_id_is_replayed_not_applied_twice(store: StateStore) -> None:
+    await store.create(GRU, rec("s", GRU), None)
+    outputs = np.array([[[0.5], [-1.25]]], np.float32)  # one row: [time 2, out 1]
+    first = random_state(GRU, 1)
+    gathered = await store.gather(GRU, ["s"], [None])
+    written = await store.scatter(gathered, first, [2], outputs, ["id-1"])
+    assert written.steps == [2] and written.replayed == [None] and written.errors == [None]
+
+    again = await store.gather(GRU, ["s"], [None])  # the same step, retried
+    written = await store.scatter(again, random_state(GRU, 2), [2], outputs * 0, ["id-1"])
+    assert written.errors == [None] and written.conflict == [False]
+    assert written.steps == [2]
+    replayed = written.replayed[0]
+    assert replayed is not None and replayed[1] == 2
+    np.testing.assert_array_equal(replayed[0], outputs[0])
+    record, state = await store.read("s")
+    assert record.steps == 2
+    assert_bytes_equal(state, first)  # not applied twice
+
+    found = await store.replay("s", "id-1", "alice")
+    assert found is not None and found[1] == 2
+    np.testing.assert_array_equal(found[0], outputs[0])
+    assert await store.replay("s", "id-1", "bob") is None  # another owner's
+    assert await store.replay("s", "id-0", "alice") is None  # not the last step
+
+    await step(store, GRU, ["s"], random_state(GRU, 3))  # a step without an id
+    assert await store.replay("s", "id-1", "alice") is None  # only the last step replays
+    gathered = await store.gather(GRU, ["s"], [None])
+    written = await store.scatter(gathered, random_state(GRU, 4), [1], outputs, ["id-2"])
+    assert written.steps == [4]
+    await store.reset("s", None)
+    assert await store.replay("s", "id-2", "alice") is None  # a reset forgets it
+
+
+async def test_bad_state_shape(store: StateStore) -> None:
+    with pytest.raises((InvalidInput, ValueError)):
+        await store.create(LSTM, rec("s"), {"h0": np.zeros((2, 1, 15), np.float32)})
+
+
