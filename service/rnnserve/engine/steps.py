@@ -31,7 +31,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from rnnserve.engine.batcher import Batcher
-from rnnserve.engine.jobs import Job, Outcome
+from rnnserve.engine.jobs import Job, JobResult, Outcome
 from rnnserve.engine.limits import Limits
 from rnnserve.engine.signature import Signature
 from rnnserve.errors import InferenceFailed, InvalidInput, RnnServeError, StepConflict
@@ -130,14 +130,28 @@ class StepEntrance:
         held: deque[PendingStep] = deque()
         blocked = self._in_flight.copy()
         for step in self._waiting:
-            if blocked.isdisjoint(step.sessions):
-                if step.decoder is None:
-                    arrays.append(step)
-                else:
-                    undecoded.setdefault(step.decoder, []).append(step)
+            sessions = step.sessions
+            if len(sessions) == 1:  # the stream's step: a set lookup, no set operation
+                sid = sessions[0]
+                if sid in blocked:
+                    held.append(step)  # behind an earlier step of its session
+                    continue
+                blocked.add(sid)
             else:
-                held.append(step)  # behind an earlier step of one of its sessions
-            blocked.update(step.sessions)
+                free = blocked.isdisjoint(sessions)
+                blocked.update(sessions)
+                if not free:
+                    held.append(step)
+                    continue
+            decoder = step.decoder
+            if decoder is None:
+                arrays.append(step)
+            else:
+                alike = undecoded.get(decoder)
+                if alike is None:
+                    undecoded[decoder] = [step]
+                else:
+                    alike.append(step)
         self._waiting = held
         pieces: list[Piece] = [([step], _checked(step.inputs)) for step in arrays]
         for decoder, steps in undecoded.items():
@@ -193,8 +207,14 @@ class StepEntrance:
     def _submit(self, steps: list[PendingStep], x: np.ndarray) -> None:
         sessions = [sid for s in steps for sid in s.sessions]
         self._in_flight.update(sessions)
-        job = Job(x, sessions=sessions, owners=[s.owner for s in steps for _ in s.sessions],
-                  step_ids=[t for s in steps for t in (s.step_ids or [None] * s.rows)])
+        owners: list[str | None]
+        if len(sessions) == len(steps):  # one row each: the stream's usual turn
+            owners = [s.owner for s in steps]
+            step_ids = [s.step_ids[0] if s.step_ids else None for s in steps]
+        else:
+            owners = [s.owner for s in steps for _ in s.sessions]
+            step_ids = [t for s in steps for t in (s.step_ids or [None] * s.rows)]
+        job = Job(x, sessions=sessions, owners=owners, step_ids=step_ids)
         try:
             self.batcher.enqueue(job, partial(self._finish, steps, x))
         except RnnServeError as exc:  # the queue is full or the server is stopping
@@ -213,21 +233,52 @@ class StepEntrance:
                     _answer(step, [error] * step.rows)
                 return
             assert outcome.steps is not None and outcome.errors is not None
+            if len(steps) == len(outcome.errors):  # one row each: the stream's usual turn
+                self._answer_rows(steps, x, outcome)
+                return
             y, counts, errors = outcome.y, outcome.steps, outcome.errors
             offset = 0
             for step in steps:
-                rows = range(offset, offset + step.rows)
+                start = offset
                 offset += step.rows
-                outcomes: list[StepOutcome] = [
-                    StepResult(y[k], counts[k], _states(outcome.states, k, step.with_states))
-                    if errors[k] is None else errors[k] for k in rows]  # type: ignore[misc]
-                again = [i for i, k in enumerate(rows) if isinstance(errors[k], StepConflict)]
+                outcomes: list[StepOutcome] = []
+                again: list[int] = []
+                for i, k in enumerate(range(start, offset)):
+                    failed = errors[k]
+                    if failed is None:
+                        outcomes.append(StepResult(
+                            y[k], counts[k],
+                            _states(outcome.states, k) if step.with_states else _NO_STATES))
+                    else:
+                        outcomes.append(failed)
+                        if isinstance(failed, StepConflict):
+                            again.append(i)
                 if again and step.retries < MAX_CONFLICT_RETRIES:
-                    self._retry(step, x[rows.start:rows.stop], outcomes, again)
+                    self._retry(step, x[start:offset], outcomes, again)
                 else:
                     _answer(step, outcomes)
         finally:
             self._schedule()
+
+    def _answer_rows(self, steps: list[PendingStep], x: np.ndarray, outcome: JobResult) -> None:
+        """`_finish` for steps of one row each, without a list per step to assemble."""
+        assert outcome.steps is not None and outcome.errors is not None
+        states = outcome.states
+        for k, (step, row, count, failed) in enumerate(
+                zip(steps, outcome.y, outcome.steps, outcome.errors, strict=True)):
+            answer: StepOutcome
+            if failed is None:
+                answer = StepResult(row, count, _states(states, k) if step.with_states
+                                    else _NO_STATES)
+            elif isinstance(failed, StepConflict) and step.retries < MAX_CONFLICT_RETRIES:
+                self._retry(step, x[k:k + 1], [failed], [0])
+                continue
+            else:
+                answer = failed
+            try:
+                step.done([answer])
+            except Exception:  # a caller's callback never costs its neighbours their answers
+                log.exception("answering a step of session %s failed", step.sessions[0])
 
     def _retry(self, step: PendingStep, x: np.ndarray, outcomes: list[StepOutcome],
                again: list[int]) -> None:
@@ -251,9 +302,8 @@ def _checked(inputs: object) -> np.ndarray:
     return inputs
 
 
-def _states(states: dict[str, np.ndarray], row: int, wanted: bool) -> dict[str, np.ndarray]:
-    if not wanted:
-        return _NO_STATES
+def _states(states: dict[str, np.ndarray], row: int) -> dict[str, np.ndarray]:
+    """One row's new state, [layers, 1, hidden] per tensor."""
     return {name: value[:, row:row + 1] for name, value in states.items()}
 
 
