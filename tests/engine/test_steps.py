@@ -129,3 +129,31 @@ async def test_conflicts_are_retried_a_bounded_number_of_times(engine: Engine) -
         assert isinstance(outcome, StepConflict) and outcome.http_status == 503
         assert store.scatters == 1 + MAX_CONFLICT_RETRIES
         assert (await store.get(record.id)).steps == 0
+
+
+async def test_single_steps_past_max_batch_are_answered_part_by_part(engine: Engine) -> None:
+    """Ten one-row steps of a turn form one job; the batcher runs it as parts of 4, 4 and 2,
+    and each step gets its own row of its own part."""
+    store = MemoryStateStore(ttl_s=60, max_sessions=100)
+    async with own_batcher(engine, "tiny-gru", store, 4) as (batcher, entrance):
+        runner = engine.models.get("tiny-gru")
+        ids = [f"g{i}" for i in range(10)]
+        for sid in ids:
+            record = await engine.sessions.open(runner, sid, "")
+            await store.create(batcher.layout, record, None)
+        x = RNG.normal(size=(10, 1, 3)).astype(np.float32)
+        loop = asyncio.get_running_loop()
+        answers = [loop.create_future() for _ in ids]
+        before = batch_count(engine, "tiny-gru")
+        for sid, rows, answer in zip(ids, x, answers, strict=True):
+            entrance.add(PendingStep([sid], "", rows[None], None, answer.set_result))
+        outcomes = [(await a)[0] for a in answers]
+        calls, rows_run = (a - b for a, b in zip(batch_count(engine, "tiny-gru"), before,
+                                                  strict=True))
+        assert rows_run == 10 and calls == 3
+        for sid, row, got in zip(ids, x, outcomes, strict=True):
+            assert isinstance(got, StepResult) and got.steps == 1
+            assert (await store.get(sid)).steps == 1
+            fresh = await engine.sessions.create("tiny-gru")
+            again = await engine.sessions.step(fresh.id, row)
+            np.testing.assert_allclose(got.outputs, again.outputs, rtol=0, atol=1e-6)

@@ -108,7 +108,7 @@ class BatchMechanics:
             if job.future.done():
                 continue
             result = JobResult(y=y[rows], states={s.input: out[s.output][:, rows]
-                                                  for s in sig.states})
+                                                  for s in sig.states} if job.keep_states else {})
             if job.sessions and written is not None:
                 _session_rows(result, written, rows)
             job.future.set_result(result)

@@ -20,9 +20,10 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 
 from rnnserve.engine.batch import BatchMechanics
-from rnnserve.engine.jobs import CallbackCompletion, Completion, Job, JobResult, JoinedParts, OnDone
+from rnnserve.engine.jobs import CallbackCompletion, Job, JobResult, JoinedParts, OnPart
 from rnnserve.engine.runner import Runner
 from rnnserve.errors import Unavailable
 from rnnserve.metrics import Metrics
@@ -68,15 +69,29 @@ class Batcher:
     # -- callers ---------------------------------------------------------------------------
 
     async def submit(self, job: Job) -> JobResult:
-        """Queue a job and wait for its rows of the result."""
+        """Queue a job and wait for its rows of the result (a split job's parts joined)."""
         future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
-        self._admit(job, future)
+        parts = self._split(job)
+        if len(parts) == 1:
+            job.future = future
+            self._queue_job(job)
+        else:
+            joined = JoinedParts(self.runner.signature, [part for part, _ in parts], future)
+            for index, (part, _) in enumerate(parts):
+                part.future = joined.completion(index)
+            self._queue_parts(parts)
         return await future
 
-    def enqueue(self, job: Job, on_done: OnDone) -> None:
-        """Queue a job whose outcome (its rows of the result, or the error) goes to `on_done`,
-        called from the event loop. Raises Unavailable at once when the queue has no room."""
-        self._admit(job, CallbackCompletion(on_done))
+    def enqueue(self, job: Job, on_part: OnPart) -> None:
+        """Queue a job whose outcome goes to `on_part(outcome, start, stop)`, called from the
+        event loop once for each part (rows start..stop) as soon as that part is done: one
+        call for a job within max_batch. Raises Unavailable at once when the queue has no
+        room at all."""
+        parts = self._split(job)
+        for part, start in parts:
+            part.future = CallbackCompletion(partial(on_part, start=start,
+                                                     stop=start + part.rows))
+        self._queue_parts(parts)
 
     @property
     def room(self) -> int:
@@ -90,27 +105,29 @@ class Batcher:
         return Unavailable(f"model {self.runner.name!r} has {self._queued_rows} rows waiting "
                            f"(limit {self.options.max_queue}); retry shortly", retry_after_s=1)
 
-    def _admit(self, job: Job, completion: Completion) -> None:
+    def _split(self, job: Job) -> list[tuple[Job, int]]:
+        """The job as parts of at most max_batch rows, each with its first row. Rows past the
+        queue's room form a last part that `_queue_parts` answers 503 (a session job); a
+        stateless job is refused whole."""
         size, room = self.options.max_batch, self.room
-        if job.rows <= size and job.rows <= room:  # the common case: one job, queued whole
-            job.future = completion
-            self._queue_job(job)
-            return
-        stateful = job.sessions is not None
-        if job.rows > room and (not stateful or room == 0):
+        if job.rows <= size and job.rows <= room:  # the common case: one part, the job
+            return [(job, 0)]
+        if job.rows > room and (job.sessions is None or room == 0):
             raise self.overloaded()
         fits = min(job.rows, room)
-        bounds = [(at, min(at + size, fits)) for at in range(0, fits, size)]
+        starts = list(range(0, fits, size))
+        parts = [(job.part(at, min(at + size, fits)), at) for at in starts]
         if fits < job.rows:
-            bounds.append((fits, job.rows))  # the rows past the queue's room: 503, unchanged
-        parts = [job.part(start, stop) for start, stop in bounds]
-        joined = JoinedParts(self.runner.signature, parts, completion)
-        for index, part in enumerate(parts):
-            part.future = joined.completion(index)
-        for part, (start, _) in zip(parts, bounds, strict=True):
-            if start < fits:
+            parts.append((job.part(fits, job.rows), fits))
+        return parts
+
+    def _queue_parts(self, parts: list[tuple[Job, int]]) -> None:
+        room = self.room
+        for part, _ in parts:
+            if part.rows <= room:
                 self._queue_job(part)
-            else:
+                room -= part.rows
+            else:  # the rows past the queue's room: 503, their sessions unchanged
                 part.future.set_exception(self.overloaded())
 
     def _queue_job(self, job: Job) -> None:

@@ -43,6 +43,8 @@ class Completion(Protocol):
 
 Outcome = JobResult | BaseException
 OnDone = Callable[[Outcome], None]
+OnPart = Callable[..., None]
+"""`on_part(outcome, start=..., stop=...)`: one part's outcome and its rows in the whole job."""
 
 
 class CallbackCompletion:
@@ -87,6 +89,7 @@ class Job:
     owners: list[str | None] | None = None  # per row; None: no ownership check
     step_ids: list[str | None] | None = None  # per row: the client's idempotency keys
     initial: dict[str, np.ndarray] | None = None
+    keep_states: bool = True  # False: the caller needs no final states (most session steps)
     future: Completion = field(init=False)
     enqueued: float = field(default_factory=time.perf_counter)
 
@@ -104,13 +107,14 @@ class Job:
             return None if values is None else values[start:stop]
 
         return Job(self.x[start:stop], sessions=rows(self.sessions), owners=rows(self.owners),
-                   step_ids=rows(self.step_ids),
+                   step_ids=rows(self.step_ids), keep_states=self.keep_states,
                    initial=None if self.initial is None else
                    {name: value[:, start:stop] for name, value in self.initial.items()})
 
 
 class JoinedParts:
-    """The parts of a job split past max_batch (or past the queue's room), answered as one:
+    """The parts of a job split past max_batch (or past the queue's room), answered as one to
+    a caller that awaits the whole (`Batcher.submit`):
     when every part is done, the caller's completion gets one result in row order. A stateless
     job fails as a whole; a part of a session job that failed with an RnnServeError gives that
     error to each of its rows (zeros in y and states): the other parts' steps were applied."""
@@ -142,6 +146,7 @@ class JoinedParts:
     def _join(self) -> JobResult:
         sig = self._sig
         stateful = self._parts[0].sessions is not None
+        states = sig.states if self._parts[0].keep_states else ()
         results: list[JobResult] = []
         for part, outcome in zip(self._parts, self._outcomes, strict=True):
             if isinstance(outcome, JobResult):
@@ -150,14 +155,14 @@ class JoinedParts:
                 results.append(JobResult(
                     y=np.zeros((part.rows, part.steps, sig.output_size), np.float32),
                     states={s.input: np.zeros(s.shape(part.rows), np.float32)
-                            for s in sig.states},
+                            for s in states},
                     steps=[0] * part.rows, errors=[outcome] * part.rows))
             else:
                 assert outcome is not None
                 raise outcome
         joined = JobResult(y=np.concatenate([r.y for r in results]),
                            states={s.input: np.concatenate([r.states[s.input] for r in results],
-                                                           axis=1) for s in sig.states})
+                                                           axis=1) for s in states})
         if stateful:
             joined.steps = [n for r in results for n in r.steps or ()]
             joined.errors = [e for r in results for e in r.errors or ()]

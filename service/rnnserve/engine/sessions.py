@@ -218,11 +218,14 @@ class Sessions:
             entrance = self._entrance(runner)
             outcomes = await _awaited(
                 lambda done: entrance.add(PendingStep(rows, owner, x, given, done)))
-            for i, outcome in zip(together, outcomes, strict=True):
-                if isinstance(outcome, SessionOnOtherVersion):
-                    alone.append(i)  # a session pinned to another version of this model
-                else:
+            if everyone:
+                out = list[StepOutcome | None](outcomes)
+            else:
+                for i, outcome in zip(together, outcomes, strict=True):
                     out[i] = outcome
+            # a session pinned to another version of this model goes again, alone
+            alone.extend(i for i, outcome in zip(together, outcomes, strict=True)
+                         if isinstance(outcome, SessionOnOtherVersion))
 
         async def one(i: int) -> StepResult:
             x = inputs[i]

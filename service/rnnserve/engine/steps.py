@@ -21,17 +21,18 @@ times; this is the only place that retries."""
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import logging
 from collections import deque
 from collections.abc import Callable, Sized
 from dataclasses import dataclass
-from functools import partial
 from typing import NamedTuple, Protocol
 
 import numpy as np
 
 from rnnserve.engine.batcher import Batcher
-from rnnserve.engine.jobs import Job, JobResult, Outcome
+from rnnserve.engine.jobs import Job, Outcome
 from rnnserve.engine.limits import Limits
 from rnnserve.engine.signature import Signature
 from rnnserve.errors import InferenceFailed, InvalidInput, RnnServeError, StepConflict
@@ -211,61 +212,35 @@ class StepEntrance:
         if len(sessions) == len(steps):  # one row each: the stream's usual turn
             owners = [s.owner for s in steps]
             step_ids = [s.step_ids[0] if s.step_ids else None for s in steps]
-        else:
-            owners = [s.owner for s in steps for _ in s.sessions]
-            step_ids = [t for s in steps for t in (s.step_ids or [None] * s.rows)]
-        job = Job(x, sessions=sessions, owners=owners, step_ids=step_ids)
+        else:  # a gateway's rows: whole lists, not a Python step per row
+            owners, step_ids = [], []
+            for s in steps:
+                owners.extend([s.owner] * s.rows)
+                step_ids.extend(s.step_ids or [None] * s.rows)
+        job = Job(x, sessions=sessions, owners=owners, step_ids=step_ids,
+                  keep_states=any(s.with_states for s in steps))
+        answers = _JobAnswers(self, steps, x)
         try:
-            self.batcher.enqueue(job, partial(self._finish, steps, x))
+            self.batcher.enqueue(job, answers.part_done)
         except RnnServeError as exc:  # the queue is full or the server is stopping
-            self._finish(steps, x, exc)
+            answers.part_done(exc, start=0, stop=job.rows)
 
     # -- answering -------------------------------------------------------------------------
 
-    def _finish(self, steps: list[PendingStep], x: np.ndarray, outcome: Outcome) -> None:
-        for step in steps:
-            self._in_flight.difference_update(step.sessions)
-        try:
-            if isinstance(outcome, BaseException):
-                error = (outcome if isinstance(outcome, RnnServeError)
-                         else InferenceFailed(f"the step failed: {outcome}"))
-                for step in steps:
-                    _answer(step, [error] * step.rows)
-                return
-            assert outcome.steps is not None and outcome.errors is not None
-            if len(steps) == len(outcome.errors):  # one row each: the stream's usual turn
-                self._answer_rows(steps, x, outcome)
-                return
-            y, counts, errors = outcome.y, outcome.steps, outcome.errors
-            offset = 0
+    def _answer_rows(self, steps: list[PendingStep], x: np.ndarray, outcome: Outcome) -> None:
+        """Answer steps of one row each from their rows of a part's outcome."""
+        in_flight = self._in_flight
+        if isinstance(outcome, BaseException):
+            error = _as_step_error(outcome)
             for step in steps:
-                start = offset
-                offset += step.rows
-                outcomes: list[StepOutcome] = []
-                again: list[int] = []
-                for i, k in enumerate(range(start, offset)):
-                    failed = errors[k]
-                    if failed is None:
-                        outcomes.append(StepResult(
-                            y[k], counts[k],
-                            _states(outcome.states, k) if step.with_states else _NO_STATES))
-                    else:
-                        outcomes.append(failed)
-                        if isinstance(failed, StepConflict):
-                            again.append(i)
-                if again and step.retries < MAX_CONFLICT_RETRIES:
-                    self._retry(step, x[start:offset], outcomes, again)
-                else:
-                    _answer(step, outcomes)
-        finally:
-            self._schedule()
-
-    def _answer_rows(self, steps: list[PendingStep], x: np.ndarray, outcome: JobResult) -> None:
-        """`_finish` for steps of one row each, without a list per step to assemble."""
+                in_flight.discard(step.sessions[0])
+                _answer(step, [error])
+            return
         assert outcome.steps is not None and outcome.errors is not None
         states = outcome.states
         for k, (step, row, count, failed) in enumerate(
                 zip(steps, outcome.y, outcome.steps, outcome.errors, strict=True)):
+            in_flight.discard(step.sessions[0])
             answer: StepOutcome
             if failed is None:
                 answer = StepResult(row, count, _states(states, k) if step.with_states
@@ -279,6 +254,15 @@ class StepEntrance:
                 step.done([answer])
             except Exception:  # a caller's callback never costs its neighbours their answers
                 log.exception("answering a step of session %s failed", step.sessions[0])
+
+    def _complete(self, step: PendingStep, x: np.ndarray, outcomes: list[StepOutcome]) -> None:
+        """Every row of a step is answered: rerun the rows another writer overtook, or answer."""
+        self._in_flight.difference_update(step.sessions)
+        again = [i for i, o in enumerate(outcomes) if isinstance(o, StepConflict)]
+        if again and step.retries < MAX_CONFLICT_RETRIES:
+            self._retry(step, x, outcomes, again)
+        else:
+            _answer(step, outcomes)
 
     def _retry(self, step: PendingStep, x: np.ndarray, outcomes: list[StepOutcome],
                again: list[int]) -> None:
@@ -294,6 +278,73 @@ class StepEntrance:
             [step.sessions[i] for i in again], step.owner, x[again],
             None if ids is None else [ids[i] for i in again], merged, None, step.retries + 1,
             step.with_states))
+
+
+class _JobAnswers:
+    """The steps of one job, answered part by part as the batcher finishes each part (a job
+    past max_batch runs as several): a step is answered once all its rows are."""
+
+    __slots__ = ("_entrance", "_steps", "_x", "_starts", "_buffers", "_left")
+
+    def __init__(self, entrance: StepEntrance, steps: list[PendingStep], x: np.ndarray) -> None:
+        self._entrance = entrance
+        self._steps = steps
+        self._x = x
+        self._starts: list[int] = []
+        self._buffers: list[list[StepOutcome | None] | None] = []
+        self._left: list[int] = []
+        if len(steps) != len(x):  # some step has several rows (a gateway's)
+            self._starts = list(itertools.accumulate((s.rows for s in steps), initial=0))[:-1]
+            self._buffers = [None] * len(steps)
+            self._left = [s.rows for s in steps]
+
+    def part_done(self, outcome: Outcome, start: int, stop: int) -> None:
+        entrance = self._entrance
+        try:
+            if not self._starts:
+                entrance._answer_rows(self._steps[start:stop], self._x[start:stop], outcome)
+            else:
+                self._fill(outcome, start, stop)
+        finally:
+            entrance._schedule()
+
+    def _fill(self, outcome: Outcome, start: int, stop: int) -> None:
+        """Rows start..stop of the job into the buffers of the steps they belong to."""
+        starts, steps = self._starts, self._steps
+        i = bisect.bisect_right(starts, start) - 1
+        while i < len(steps) and starts[i] < stop:
+            step, first = steps[i], starts[i]
+            lo, hi = max(start, first), min(stop, first + step.rows)
+            rows = _outcomes(outcome, lo - start, hi - start, step.with_states)
+            buffer = self._buffers[i]
+            if buffer is None and hi - lo == step.rows:  # the whole step in this part
+                self._entrance._complete(step, self._x[first:first + step.rows], rows)
+            else:
+                if buffer is None:
+                    buffer = self._buffers[i] = [None] * step.rows
+                buffer[lo - first:hi - first] = rows
+                self._left[i] -= hi - lo
+                if self._left[i] == 0:
+                    done = [o for o in buffer if o is not None]
+                    self._entrance._complete(step, self._x[first:first + step.rows], done)
+            i += 1
+
+
+def _outcomes(outcome: Outcome, start: int, stop: int, with_states: bool) -> list[StepOutcome]:
+    """Rows start..stop of a part's outcome as step outcomes."""
+    if isinstance(outcome, BaseException):
+        return [_as_step_error(outcome)] * (stop - start)
+    assert outcome.steps is not None and outcome.errors is not None
+    y, counts, errors = outcome.y[start:stop], outcome.steps[start:stop], outcome.errors[start:stop]
+    if not with_states and not any(errors):  # a gateway's rows, all applied
+        return [StepResult(row, n, _NO_STATES) for row, n in zip(y, counts, strict=True)]
+    return [StepResult(row, n, _states(outcome.states, start + k) if with_states
+                       else _NO_STATES) if failed is None else failed
+            for k, (row, n, failed) in enumerate(zip(y, counts, errors, strict=True))]
+
+
+def _as_step_error(exc: BaseException) -> RnnServeError:
+    return exc if isinstance(exc, RnnServeError) else InferenceFailed(f"the step failed: {exc}")
 
 
 def _checked(inputs: object) -> np.ndarray:
