@@ -9,7 +9,8 @@ order: a session with a step in flight waits for the next batch.
 Policy: when a run slot is free and no run of this model is in flight, run at once (a lone
 request never waits); while another run is in flight, wait up to `max_delay_s` for the batch to
 fill towards `max_batch` rows. A job of more rows than max_batch is split here, whichever way it
-was submitted, into parts that run side by side and are answered as one. The queue is bounded:
+was submitted, into parts that run side by side: `enqueue` answers each part as it finishes,
+`submit` joins them into one result. The queue is bounded:
 past `max_queue` rows, a stateless job gets 503; a session job is cut to the room left and its
 other rows get 503, unchanged."""
 

@@ -9,6 +9,7 @@ derived from the model and the sequence id: one store, one entrance, one mechani
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -20,6 +21,7 @@ from rnnserve.engine.batcher import Batcher
 from rnnserve.engine.limits import Limits
 from rnnserve.engine.runner import Runner
 from rnnserve.engine.steps import (
+    ARRAYS,
     PendingStep,
     StepDecoder,
     StepEntrance,
@@ -78,7 +80,10 @@ class SessionStepper:
 
     async def step_async(self, inputs: object, step_id: str | None) -> StepResult:
         """`step`, awaited (one step at a time: the stream's plain ASGI path)."""
-        return _outcome(await _awaited(lambda done: self.step(inputs, step_id, done)))
+        check_step_id(step_id)
+        return await _one_step(self._entrance, PendingStep(
+            [self._session_id], self._owner, inputs, None if step_id is None else [step_id],
+            _unset, self._decoder))
 
 
 class Sessions:
@@ -157,21 +162,19 @@ class Sessions:
                    step_id: str | None = None) -> StepResult:
         """Apply one or more timesteps [time, features]. With a `step_id` (the client's
         idempotency key), a retry of the session's latest step, e.g. after a lost reply or a
-        replica that died, returns the recorded outputs instead of applying it twice."""
-        record, runner = await self.resolve(session_id, owner)
+        replica that died, returns the recorded outputs instead of applying it twice. The
+        entrance checks the inputs together with the other steps of its turn (ARRAYS)."""
+        record = await self._owned(session_id, owner)
         check_step_id(step_id)
-        self._limits.check_step_input(runner.signature, x)
-        return await self.step_checked(runner, session_id, owner, x[None], step_id)
+        return await _one_step(self._entrance(self._runner_of(record)), PendingStep(
+            [session_id], owner, x, None if step_id is None else [step_id], _unset, ARRAYS))
 
     async def step_checked(self, runner: Runner, session_id: str, owner: str, x3: np.ndarray,
-                           step_id: str | None = None, *, with_states: bool = False
-                           ) -> StepResult:
+                           *, with_states: bool = False) -> StepResult:
         """One step of checked timesteps [1, time, features] through the entrance; with
         `with_states`, the result carries the session's new state."""
-        entrance = self._entrance(runner)
-        ids: list[str | None] | None = None if step_id is None else [step_id]
-        return _outcome(await _awaited(lambda done: entrance.add(
-            PendingStep([session_id], owner, x3, ids, done, with_states=with_states))))
+        return await _one_step(self._entrance(runner), PendingStep(
+            [session_id], owner, x3, None, _unset, with_states=with_states))
 
     async def step_many(
         self, model: str, ids: list[str], inputs: np.ndarray | list[np.ndarray | RnnServeError],
@@ -223,9 +226,10 @@ class Sessions:
             else:
                 for i, outcome in zip(together, outcomes, strict=True):
                     out[i] = outcome
-            # a session pinned to another version of this model goes again, alone
-            alone.extend(i for i, outcome in zip(together, outcomes, strict=True)
-                         if isinstance(outcome, SessionOnOtherVersion))
+            if not all(map(isinstance, outcomes, itertools.repeat(StepResult))):
+                # a session pinned to another version of this model goes again, alone
+                alone.extend(i for i, outcome in zip(together, outcomes, strict=True)
+                             if isinstance(outcome, SessionOnOtherVersion))
 
         async def one(i: int) -> StepResult:
             x = inputs[i]
@@ -235,10 +239,10 @@ class Sessions:
             if record.model != model:
                 raise InvalidInput(f"session {ids[i]!r} belongs to model {record.model!r}, "
                                    f"not {model!r}")
-            runner = self._runner_of(record)
             check_step_id(step_ids[i])
-            self._limits.check_step_input(runner.signature, x)
-            return await self.step_checked(runner, ids[i], owner, x[None], step_ids[i])
+            step_id = step_ids[i]
+            return await _one_step(self._entrance(self._runner_of(record)), PendingStep(
+                [ids[i]], owner, x, None if step_id is None else [step_id], _unset, ARRAYS))
 
         late = await asyncio.gather(*(one(i) for i in alone), return_exceptions=True)
         for i, res in zip(alone, late, strict=True):
@@ -297,8 +301,22 @@ async def _awaited(start: Callable[[StepsDone], None]) -> list[StepOutcome]:
     return await answer
 
 
-def _outcome(outcomes: list[StepOutcome]) -> StepResult:
-    outcome = outcomes[0]
+def _unset(outcomes: list[StepOutcome]) -> None:
+    raise AssertionError("a PendingStep's done is set by _one_step")
+
+
+async def _one_step(entrance: StepEntrance, step: PendingStep) -> StepResult:
+    """Enter a step of one row and await its result; the caller may go (cancelled), the step
+    still runs."""
+    answer: asyncio.Future[StepOutcome] = asyncio.get_running_loop().create_future()
+
+    def done(outcomes: list[StepOutcome]) -> None:
+        if not answer.done():
+            answer.set_result(outcomes[0])
+
+    step.done = done
+    entrance.add(step)
+    outcome = await answer
     if isinstance(outcome, RnnServeError):
         raise outcome
     return outcome
