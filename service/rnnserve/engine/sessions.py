@@ -61,28 +61,31 @@ class SessionStepper:
     many in flight without a task each (the WebSocket stream): inputs as they came off the
     wire, decoded by the transport's decoder together with the other steps of the turn."""
 
-    __slots__ = ("_entrance", "_session_id", "_owner", "_decoder")
+    __slots__ = ("_entrance", "_sessions", "_owner", "_decoder")
 
     def __init__(self, entrance: StepEntrance, session_id: str, owner: str,
                  decoder: StepDecoder) -> None:
         self._entrance = entrance
-        self._session_id = session_id
+        self._sessions = [session_id]  # every step's `sessions`: one list, never changed
         self._owner = owner
         self._decoder = decoder
 
     def step(self, inputs: object, step_id: str | None, done: StepsDone) -> None:
         """Queue one step; `done` gets [its outcome] from the event loop. A repeat of the
         session's latest step id is replayed, not applied twice."""
+        if step_id is None:
+            self._entrance.add(PendingStep(self._sessions, self._owner, inputs, None, done,
+                                           self._decoder))
+            return
         check_step_id(step_id)
-        self._entrance.add(PendingStep([self._session_id], self._owner, inputs,
-                                       None if step_id is None else [step_id], done,
+        self._entrance.add(PendingStep(self._sessions, self._owner, inputs, [step_id], done,
                                        self._decoder))
 
     async def step_async(self, inputs: object, step_id: str | None) -> StepResult:
         """`step`, awaited (one step at a time: the stream's plain ASGI path)."""
         check_step_id(step_id)
         return await _one_step(self._entrance, PendingStep(
-            [self._session_id], self._owner, inputs, None if step_id is None else [step_id],
+            self._sessions, self._owner, inputs, None if step_id is None else [step_id],
             _unset, self._decoder))
 
 

@@ -24,6 +24,7 @@ import asyncio
 import bisect
 import itertools
 import logging
+import operator
 from collections import deque
 from collections.abc import Callable, Sized
 from dataclasses import dataclass
@@ -118,6 +119,8 @@ def check_step_id(step_id: object) -> None:
 
 
 Piece = tuple[list[PendingStep], np.ndarray]  # steps and their rows' inputs, checked
+_OWNER = operator.attrgetter("owner")
+_WITH_STATES = operator.attrgetter("with_states")
 
 
 class StepEntrance:
@@ -133,7 +136,9 @@ class StepEntrance:
 
     def add(self, step: PendingStep) -> None:
         self._waiting.append(step)
-        self._schedule()
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _schedule(self) -> None:
         if not self._scheduled and self._waiting:
@@ -148,6 +153,8 @@ class StepEntrance:
         undecoded: dict[StepDecoder, list[PendingStep]] = {}
         held: deque[PendingStep] = deque()
         blocked = self._in_flight.copy()
+        last: StepDecoder | None = None  # the stream's turn: one decoder for every step
+        alike: list[PendingStep] = arrays
         for step in self._waiting:
             sessions = step.sessions
             if len(sessions) == 1:  # the stream's step: a set lookup, no set operation
@@ -163,14 +170,10 @@ class StepEntrance:
                     held.append(step)
                     continue
             decoder = step.decoder
-            if decoder is None:
-                arrays.append(step)
-            else:
-                alike = undecoded.get(decoder)
-                if alike is None:
-                    undecoded[decoder] = [step]
-                else:
-                    alike.append(step)
+            if decoder is not last:
+                last = decoder
+                alike = arrays if decoder is None else undecoded.setdefault(decoder, [])
+            alike.append(step)
         self._waiting = held
         pieces: list[Piece] = [([step], _checked(step.inputs)) for step in arrays]
         for decoder, steps in undecoded.items():
@@ -229,15 +232,15 @@ class StepEntrance:
         self._in_flight.update(sessions)
         owners: list[str | None]
         if len(sessions) == len(steps):  # one row each: the stream's usual turn
-            owners = [s.owner for s in steps]
-            step_ids = [s.step_ids[0] if s.step_ids else None for s in steps]
+            owners = list(map(_OWNER, steps))
+            step_ids = [ids[0] if (ids := s.step_ids) else None for s in steps]
         else:  # a gateway's rows: whole lists, not a Python step per row
             owners, step_ids = [], []
             for s in steps:
                 owners.extend([s.owner] * s.rows)
                 step_ids.extend(s.step_ids or [None] * s.rows)
         job = Job(x, sessions=sessions, owners=owners, step_ids=step_ids,
-                  keep_states=any(s.with_states for s in steps))
+                  keep_states=any(map(_WITH_STATES, steps)))
         answers = _JobAnswers(self, steps, x)
         try:
             self.batcher.enqueue(job, answers.part_done)
