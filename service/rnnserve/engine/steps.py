@@ -130,6 +130,7 @@ class StepEntrance:
         self._sig = sig
         self.batcher = batcher
         self._limits = limits
+        self._full = batcher.options.max_batch
         self._waiting: deque[PendingStep] = deque()
         self._in_flight: set[str] = set()
         self._scheduled = False
@@ -180,6 +181,9 @@ class StepEntrance:
             self._decode(decoder, steps, pieces)
         by_length: dict[int, list[Piece]] = {}
         for piece in pieces:
+            if len(piece[1]) >= self._full:  # a full batch already (a gateway's request):
+                self._submit(*piece)          # merging it would only copy, not batch more
+                continue
             by_length.setdefault(int(piece[1].shape[1]), []).append(piece)
         for group in by_length.values():
             if len(group) == 1:
