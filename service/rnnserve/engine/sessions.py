@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Protocol
 
 import numpy as np
@@ -221,9 +221,8 @@ class Sessions:
             rows = ids if everyone else [ids[i] for i in together]
             given = (step_ids if everyone else [step_ids[i] for i in together]) if any(
                 step_ids) else None
-            entrance = self._entrance(runner)
-            outcomes = await _awaited(
-                lambda done: entrance.add(PendingStep(rows, owner, x, given, done)))
+            outcomes = await _entered(self._entrance(runner),
+                                      PendingStep(rows, owner, x, given, _unset))
             if everyone:
                 out = list[StepOutcome | None](outcomes)
             else:
@@ -291,35 +290,27 @@ def _valid_step_ids(step_ids: list[str | None]) -> bool:
     return True
 
 
-async def _awaited(start: Callable[[StepsDone], None]) -> list[StepOutcome]:
-    """Start a PendingStep with a `done` that resolves a future, and await its outcomes. The
-    caller may go (cancelled); the step still runs."""
+def _unset(outcomes: list[StepOutcome]) -> None:
+    raise AssertionError("a PendingStep's done is set by _entered")
+
+
+def _entered(entrance: StepEntrance, step: PendingStep) -> asyncio.Future[list[StepOutcome]]:
+    """Enter a step; the future gets its outcomes, one per row. The caller may go (cancelled):
+    the step still runs."""
     answer: asyncio.Future[list[StepOutcome]] = asyncio.get_running_loop().create_future()
 
     def done(outcomes: list[StepOutcome]) -> None:
         if not answer.done():
             answer.set_result(outcomes)
 
-    start(done)
-    return await answer
-
-
-def _unset(outcomes: list[StepOutcome]) -> None:
-    raise AssertionError("a PendingStep's done is set by _one_step")
+    step.done = done
+    entrance.add(step)
+    return answer
 
 
 async def _one_step(entrance: StepEntrance, step: PendingStep) -> StepResult:
-    """Enter a step of one row and await its result; the caller may go (cancelled), the step
-    still runs."""
-    answer: asyncio.Future[StepOutcome] = asyncio.get_running_loop().create_future()
-
-    def done(outcomes: list[StepOutcome]) -> None:
-        if not answer.done():
-            answer.set_result(outcomes[0])
-
-    step.done = done
-    entrance.add(step)
-    outcome = await answer
+    """Enter a step of one row and await its result (or raise its error)."""
+    outcome = (await _entered(entrance, step))[0]
     if isinstance(outcome, RnnServeError):
         raise outcome
     return outcome

@@ -137,9 +137,7 @@ class StepEntrance:
 
     def add(self, step: PendingStep) -> None:
         self._waiting.append(step)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._schedule()
 
     def _schedule(self) -> None:
         if not self._scheduled and self._waiting:
