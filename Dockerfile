@@ -25,12 +25,15 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 RUN python -m venv /opt/rnnserve
 # Dependencies first (from pyproject.toml only), so editing the code does not reinstall them.
+# The placeholder package and setuptools' build/ copy of it are removed afterwards: left behind,
+# that copy (newer than the real files) would be what the next install packs.
 COPY pyproject.toml ./
 RUN for p in "" /console /engine /grpc /grpc/generated /http /state; do \
         mkdir -p "service/rnnserve$p" && touch "service/rnnserve$p/__init__.py"; done \
     && mkdir -p export && touch export/__init__.py README.md \
     && /opt/rnnserve/bin/pip install ".[redis]" \
-    && /opt/rnnserve/bin/pip uninstall -y rnnserve
+    && /opt/rnnserve/bin/pip uninstall -y rnnserve \
+    && rm -rf build service export ./*.egg-info
 COPY service ./service
 COPY export ./export
 RUN /opt/rnnserve/bin/pip install --no-deps . \
@@ -62,7 +65,8 @@ RUN for p in "" /console /engine /grpc /grpc/generated /http /state; do \
     && /opt/rnnserve/bin/pip install ".[redis,cuda]" \
     && ort_gpu="$(/opt/rnnserve/bin/pip show onnxruntime-gpu | sed -n 's/^Version: //p')" \
     && /opt/rnnserve/bin/pip uninstall -y rnnserve onnxruntime onnxruntime-gpu \
-    && /opt/rnnserve/bin/pip install --no-deps "onnxruntime-gpu==${ort_gpu}"
+    && /opt/rnnserve/bin/pip install --no-deps "onnxruntime-gpu==${ort_gpu}" \
+    && rm -rf build service export ./*.egg-info
 COPY service ./service
 COPY export ./export
 RUN /opt/rnnserve/bin/pip install --no-deps . \
