@@ -114,7 +114,26 @@ class Settings(BaseSettings):
         0, ge=0, description="Most live sessions one API key may hold (0 = no per-key cap)."
     )
     request_timeout_s: float = Field(
-        60.0, gt=0, description="An HTTP request running longer gets 504."
+        60.0, gt=0, description="A request (HTTP or gRPC) running longer gets 504 (gRPC: "
+        "DEADLINE_EXCEEDED) when nothing it asked for was applied; a session step already "
+        "running is answered with its real result instead."
+    )
+    max_sessions_per_client: int = Field(
+        10_000, ge=0, description="Most live sessions one client address may create while "
+        "API keys are off (0 = no cap); trusted proxies are exempt. Over it: 429 with "
+        "Retry-After."
+    )
+    forwarded_allow_ips: str = Field(
+        "", description="Comma-separated addresses of trusted proxies (or *) whose "
+        "X-Forwarded-For names the client; empty: trust none, the peer is the client."
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="A connection whose request head (request line and headers) "
+        "is not complete this long after it began is closed (slow-header clients)."
+    )
+    max_connections_per_client: int = Field(
+        1024, ge=0, description="Most open HTTP/WebSocket connections from one client "
+        "address (0 = no cap); trusted proxies are exempt."
     )
     cors_origins: str = Field(
         "", description="Comma-separated origins allowed by CORS (off when empty; * for any)."
