@@ -146,7 +146,11 @@ async def _serve(engine: Engine, settings: Settings) -> int:
                             timeout_graceful_shutdown=10, ws_max_size=settings.max_body_bytes,
                             ws_max_queue=settings.ws_max_queue, lifespan="on",
                             ws_per_message_deflate=settings.ws_compression,
-                            ws=DirectWebSocketProtocol)
+                            ws=DirectWebSocketProtocol,
+                            # X-Forwarded-For only from the proxies named (uvicorn would trust
+                            # 127.0.0.1 by default: any local client could claim any address)
+                            proxy_headers=bool(settings.forwarded_allow_ips.strip()),
+                            forwarded_allow_ips=settings.forwarded_allow_ips.strip() or None)
     # uvicorn re-raises the signal that stopped it once it has finished; with the default
     # handler that would kill the process before gRPC and the engine drain below.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,57 @@
+"""Which peers are trusted proxies, and so who the client of a connection is.
+
+A client's address counts against per-client caps (live sessions, open connections). Behind a
+proxy every connection comes from the proxy, so its X-Forwarded-For names the client; but a
+client talking to the server directly could send that header too, so it is believed only from
+the peers listed in --forwarded-allow-ips. A trusted proxy is never counted as a client itself.
+uvicorn applies the same list to HTTP (it rewrites scope["client"]); gRPC reads it here."""
+
+from __future__ import annotations
+
+import ipaddress
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class TrustedProxies:
+    """A parsed --forwarded-allow-ips: addresses, networks (CIDR), or * for every peer."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec.strip()
+        items = [item.strip() for item in self.spec.split(",") if item.strip()]
+        self.everyone = "*" in items
+        self._networks: list[Network] = []
+        self._literals: set[str] = set()  # e.g. a unix socket path
+        for item in items:
+            if item == "*":
+                continue
+            try:
+                self._networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                self._literals.add(item)
+
+    def __bool__(self) -> bool:
+        return self.everyone or bool(self._networks) or bool(self._literals)
+
+    def trusts(self, host: str | None) -> bool:
+        """Whether `host` (an address as the socket reports it) is a trusted proxy."""
+        if not host or not self:
+            return False
+        if self.everyone or host in self._literals:
+            return True
+        try:
+            address = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            return False
+        return any(address in network for network in self._networks)
+
+    def client(self, peer: str, forwarded_for: str | None) -> str:
+        """The client's address: the peer, unless the peer is trusted and forwards for
+        someone; then the nearest address in X-Forwarded-For that is not a trusted proxy."""
+        if not forwarded_for or not self.trusts(peer):
+            return peer
+        hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+        for hop in reversed(hops):
+            if not self.trusts(hop):
+                return hop
+        return hops[0] if hops else peer
