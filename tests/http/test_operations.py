@@ -159,6 +159,7 @@ def test_grpc_needs_the_key_and_sessions_keep_their_owner(
     start_server: Callable[..., ServerProcess], tiny_repo: Path
 ) -> None:
     import tritonclient.grpc as grpcclient
+    from rnnserve.auth import owner_of_key
     from tritonclient.utils import InferenceServerException
 
     from tests.conftest import free_port
@@ -178,7 +179,7 @@ def test_grpc_needs_the_key_and_sessions_keep_their_owner(
         with pytest.raises(InferenceServerException, match="API key"):
             client.infer("tiny-gru", [x])
         client.infer("tiny-gru", [x], sequence_id=5, sequence_start=True, headers=key_one)
-        url = f"{server.url}/v1/sessions/v2.tiny-gru.n.5"
+        url = f"{server.url}/v1/sessions/v2@{owner_of_key('key-one')}.tiny-gru.n.5"
         assert httpx.get(url, headers=K1).json()["steps"] == 2
         assert httpx.get(url, headers=K2).status_code == 404
     finally:

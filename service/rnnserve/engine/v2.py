@@ -5,8 +5,9 @@ wire format to a V2Request and a V2Response back.
 
 Sequences follow Triton's sequence batcher with implicit state: `sequence_id` (an unsigned
 64-bit integer or a string), `sequence_start` and `sequence_end`. The state inputs come from the
-server: a sequence is a session under an id derived from the model and the sequence id, so a
-sequence started over gRPC can be continued over HTTP and the other way round."""
+server: a sequence is a session under an id derived from the model, the sequence id and the API
+key's identity (sequence ids are scoped by key), so a sequence started over gRPC can be
+continued over HTTP and the other way round, by the same key only."""
 
 from __future__ import annotations
 
@@ -112,9 +113,14 @@ def sequence_parameters(params: Mapping[str, object]) -> Sequence | None:
     return sequence_id, flags[0], flags[1]
 
 
-def sequence_session_id(model: str, sequence_id: SequenceId) -> str:
-    """The session behind a v2 sequence: per model, and 7 and "7" are different sequences."""
+def sequence_session_id(model: str, sequence_id: SequenceId, owner: str = "") -> str:
+    """The session behind a v2 sequence: per model, 7 and "7" are different sequences, and
+    with API keys per key: key A's sequence 42 and key B's 42 are two sequences, so nothing
+    one key does to its sequences (start, step, end) reaches another's. Without keys (owner
+    "") the id is what it always was. A model name holds no "@", so the two forms never meet."""
     kind = "s" if isinstance(sequence_id, str) else "n"
+    if owner:
+        return f"v2@{owner}.{model}.{kind}.{sequence_id}"
     return f"v2.{model}.{kind}.{sequence_id}"
 
 
@@ -175,7 +181,7 @@ class V2DataPlane:
         """`start` (re)starts the sequence from zeros; `end` frees it after this step."""
         engine, model, version = self._engine, request.model, request.version
         sessions = engine.sessions
-        session_id = sequence_session_id(model, sequence_id)
+        session_id = sequence_session_id(model, sequence_id, owner)
         if start:
             runner = engine.runner(model, version)
         else:
