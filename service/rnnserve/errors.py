@@ -15,6 +15,7 @@ they enter.
     │       └── SessionOnOtherVersion                          pinned to another model version
     ├── QuotaExceeded                  429  RESOURCE_EXHAUSTED a key's request rate
     │   └── SessionQuotaExceeded                               a key's live sessions
+    ├── StreamReplaced                 409  ABORTED            a newer connection holds the session
     ├── Unavailable                    503  UNAVAILABLE        model not ready, server full
     │   └── StepConflict                                       another replica stepped the session
     └── InferenceFailed                500  INTERNAL           ONNX Runtime raised on valid input
@@ -98,6 +99,14 @@ class SessionQuotaExceeded(QuotaExceeded):
     """The caller's key holds its maximum of live sessions."""
 
     remedy = "free-session"
+
+
+class StreamReplaced(RnnServeError):
+    """A step of a WebSocket stream whose session a newer connection has attached since (the
+    latest attach wins): the step was not applied, and the old connection is being closed."""
+
+    http_status = 409
+    grpc_code = "ABORTED"
 
 
 class Unavailable(RnnServeError):

@@ -238,3 +238,23 @@ async def test_two_engines_stepping_the_same_sessions_apply_every_step_once(
         for engine in engines:
             await engine.aclose()
             engine.close()
+
+
+async def test_an_attach_reaches_other_replicas_and_fences_a_step_in_flight(
+    make_redis: MakeStore,
+) -> None:
+    """Replica B's attach is heard by replica A over the channel, and A's step gathered before
+    it conflicts at its scatter (so it is gathered again, under the new holder, and refused)."""
+    a, b = await make_redis(ttl_s=30), await make_redis(ttl_s=30)
+    heard: list[tuple[str, int]] = []
+    a.watch_attachments(lambda sid, holder: heard.append((sid, holder)))
+    await a.create(LSTM, rec("s"), None)
+    in_flight = await a.gather(LSTM, ["s"], ["alice"], [0])
+    assert (await b.attach("s", "alice")).holder == 1
+    written = await a.scatter(in_flight, random_state(LSTM, 4), *no_ids([1]))
+    assert written.conflict == [True] and (await a.get("s")).steps == 0
+    again = await a.gather(LSTM, ["s"], ["alice"], [0])
+    assert type(again.errors[0]).__name__ == "StreamReplaced"
+    async with asyncio.timeout(2):
+        while ("s", 1) not in heard:
+            await asyncio.sleep(0.01)

@@ -314,3 +314,35 @@ async def test_bad_state_shape(store: StateStore) -> None:
         await store.create(LSTM, rec("s"), {"h0": np.zeros((2, 1, 15), np.float32)})
 
 
+
+
+async def test_the_latest_attach_holds_the_session(store: StateStore) -> None:
+    """A connection's attach raises the holder number and every watcher hears of it; a step
+    claiming an older holder is refused (not written), one claiming the current goes."""
+    heard: list[tuple[str, int]] = []
+    store.watch_attachments(lambda sid, holder: heard.append((sid, holder)))
+    await store.create(LSTM, rec("s1"), None)
+    assert (await store.get("s1")).holder == 0  # its creator
+    attached = await store.attach("s1", "alice")
+    assert attached.holder == 1 and attached.steps == 0 and attached.model == LSTM.model
+    assert heard[-1] == ("s1", 1)
+    new = random_state(LSTM, 3)
+    old = await store.gather(LSTM, ["s1"], ["alice"], [0])
+    assert type(old.errors[0]).__name__ == "StreamReplaced"
+    written = await store.scatter(old, new, *no_ids([1]))
+    assert written.errors[0] is not None and (await store.get("s1")).steps == 0
+    current = await store.gather(LSTM, ["s1"], ["alice"], [1])
+    assert current.errors == [None]
+    await store.scatter(current, new, *no_ids([1]))
+    assert (await store.get("s1")).steps == 1
+    unfenced = await store.gather(LSTM, ["s1"], ["alice"], [None])  # REST: no holder claimed
+    assert unfenced.errors == [None]
+
+
+async def test_another_owner_cannot_attach(store: StateStore) -> None:
+    await store.create(LSTM, rec("s1", owner="alice"), None)
+    with pytest.raises(SessionNotFound, match="unknown session"):
+        await store.attach("s1", "mallory")
+    with pytest.raises(SessionNotFound, match="unknown session"):
+        await store.attach("nobody", "alice")
+    assert (await store.get("s1")).holder == 0

@@ -68,7 +68,10 @@ class BatchMechanics:
     async def _gather(self, stateful: list[Job], started: float) -> Gathered:
         ids = [sid for j in stateful for sid in j.sessions or ()]
         owners = [o for j in stateful for o in (j.owners or [None] * j.rows)]
-        gathered = await self.store.gather(self.layout, ids, owners)
+        holders = None
+        if any(j.holders for j in stateful):  # streamed steps: fenced by their attach
+            holders = [h for j in stateful for h in (j.holders or [None] * j.rows)]
+        gathered = await self.store.gather(self.layout, ids, owners, holders)
         self._gather_seconds.observe(time.perf_counter() - started)
         return gathered
 

@@ -88,6 +88,7 @@ class Job:
     sessions: list[str] | None = None
     owners: list[str | None] | None = None  # per row; None: no ownership check
     step_ids: list[str | None] | None = None  # per row: the client's idempotency keys
+    holders: list[int | None] | None = None  # per row: the stream's attach (None: no check)
     initial: dict[str, np.ndarray] | None = None
     keep_states: bool = True  # False: the caller needs no final states (most session steps)
     future: Completion = field(init=False)
@@ -107,7 +108,8 @@ class Job:
             return None if values is None else values[start:stop]
 
         return Job(self.x[start:stop], sessions=rows(self.sessions), owners=rows(self.owners),
-                   step_ids=rows(self.step_ids), keep_states=self.keep_states,
+                   step_ids=rows(self.step_ids), holders=rows(self.holders),
+                   keep_states=self.keep_states,
                    initial=None if self.initial is None else
                    {name: value[:, start:stop] for name, value in self.initial.items()})
 

@@ -12,11 +12,12 @@ import asyncio
 import itertools
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import numpy as np
 
+from rnnserve.engine.attachments import Attachments, LetGo
 from rnnserve.engine.batcher import Batcher
 from rnnserve.engine.limits import Limits
 from rnnserve.engine.runner import Runner
@@ -61,32 +62,33 @@ class SessionStepper:
     many in flight without a task each (the WebSocket stream): inputs as they came off the
     wire, decoded by the transport's decoder together with the other steps of the turn."""
 
-    __slots__ = ("_entrance", "_sessions", "_owner", "_decoder")
+    __slots__ = ("_entrance", "_sessions", "_owner", "_decoder", "_holder")
 
     def __init__(self, entrance: StepEntrance, session_id: str, owner: str,
-                 decoder: StepDecoder) -> None:
+                 decoder: StepDecoder, holder: int) -> None:
         self._entrance = entrance
         self._sessions = [session_id]  # every step's `sessions`: one list, never changed
         self._owner = owner
         self._decoder = decoder
+        self._holder = holder  # the attach this stream holds: steps after a newer one fail
 
     def step(self, inputs: object, step_id: str | None, done: StepsDone) -> None:
         """Queue one step; `done` gets [its outcome] from the event loop. A repeat of the
         session's latest step id is replayed, not applied twice."""
         if step_id is None:
             self._entrance.add(PendingStep(self._sessions, self._owner, inputs, None, done,
-                                           self._decoder))
+                                           self._decoder, holder=self._holder))
             return
         check_step_id(step_id)
         self._entrance.add(PendingStep(self._sessions, self._owner, inputs, [step_id], done,
-                                       self._decoder))
+                                       self._decoder, holder=self._holder))
 
     async def step_async(self, inputs: object, step_id: str | None) -> StepResult:
         """`step`, awaited (one step at a time: the stream's plain ASGI path)."""
         check_step_id(step_id)
         return await _one_step(self._entrance, PendingStep(
             self._sessions, self._owner, inputs, None if step_id is None else [step_id],
-            _unset, self._decoder))
+            _unset, self._decoder, holder=self._holder))
 
 
 class Sessions:
@@ -100,6 +102,8 @@ class Sessions:
         self._served = served
         self._limits = limits
         self._entrances: dict[tuple[str, int], StepEntrance] = {}
+        self._attachments = Attachments()
+        store.watch_attachments(self._attachments.attached)
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -156,10 +160,23 @@ class Sessions:
         return await self._store.create(self._served.batcher(runner).layout, record, state,
                                         replace=replace)
 
+    async def attach(self, session_id: str, owner: str) -> SessionRecord:
+        """A connection (a WebSocket resuming its session) takes the session over: the
+        latest attach wins. The record carries the holder number the connection's steps
+        claim (`stepper`); `hold` it to hear when a newer attach takes over."""
+        return await self._store.attach(session_id, owner)
+
+    def hold(self, record: SessionRecord, let_go: LetGo) -> Callable[[], None]:
+        """Call `let_go` (once, from the event loop) when a newer connection attaches to the
+        session, here or on another replica; returns the release for when this one ends."""
+        return self._attachments.hold(record.id, record.holder, let_go)
+
     def stepper(self, record: SessionRecord, decoder: StepDecoder) -> SessionStepper:
-        """A stepper for a session the caller already resolved (a WebSocket, at connect)."""
+        """A stepper for a session the caller already resolved and holds (a WebSocket, at
+        connect): its steps claim the record's holder number, so once a newer connection
+        attaches they are refused (StreamReplaced) and not applied."""
         return SessionStepper(self._entrance(self._runner_of(record)), record.id, record.owner,
-                              decoder)
+                              decoder, record.holder)
 
     async def step(self, session_id: str, x: np.ndarray, *, owner: str = "",
                    step_id: str | None = None) -> StepResult:

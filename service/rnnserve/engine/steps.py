@@ -107,6 +107,7 @@ class PendingStep:
     decoder: StepDecoder | None = None
     retries: int = 0
     with_states: bool = False  # each result carries its session's new state (v2 sequences)
+    holder: int | None = None  # a streamed step: the attach its connection holds (one row)
 
     @property
     def rows(self) -> int:
@@ -121,6 +122,7 @@ def check_step_id(step_id: object) -> None:
 Piece = tuple[list[PendingStep], np.ndarray]  # steps and their rows' inputs, checked
 _OWNER = operator.attrgetter("owner")
 _WITH_STATES = operator.attrgetter("with_states")
+_HOLDER = operator.attrgetter("holder")
 
 
 class StepEntrance:
@@ -233,15 +235,18 @@ class StepEntrance:
                     else [sid for s in steps for sid in s.sessions])
         self._in_flight.update(sessions)
         owners: list[str | None]
+        holders: list[int | None] | None = None
         if len(sessions) == len(steps):  # one row each: the stream's usual turn
             owners = list(map(_OWNER, steps))
             step_ids = [ids[0] if (ids := s.step_ids) else None for s in steps]
+            holders = list(map(_HOLDER, steps))
         else:  # a gateway's rows: whole lists, not a Python step per row
             owners, step_ids = [], []
             for s in steps:
                 owners.extend([s.owner] * s.rows)
                 step_ids.extend(s.step_ids or [None] * s.rows)
         job = Job(x, sessions=sessions, owners=owners, step_ids=step_ids,
+                  holders=holders if holders and holders.count(None) != len(holders) else None,
                   keep_states=any(map(_WITH_STATES, steps)))
         answers = _JobAnswers(self, steps, x)
         try:
@@ -303,7 +308,7 @@ class StepEntrance:
         self._waiting.appendleft(PendingStep(
             [step.sessions[i] for i in again], step.owner, x[again],
             None if ids is None else [ids[i] for i in again], merged, None, step.retries + 1,
-            step.with_states))
+            step.with_states, step.holder))
 
 
 class _JobAnswers:

@@ -5,7 +5,11 @@ each text message {"inputs": [[f, ...], ...]} gets one reply {"outputs": [...], 
 (with the message's "id" echoed if it had one), in order. A bad message gets {"error": ...}
 and the connection and the state survive. `?session_id=` attaches to an existing session, so a
 client reconnects after a dropped connection without losing state; the session outlives the
-connection until deleted or idle past its timeout.
+connection until deleted or idle past its timeout. One stream holds a session at a time, and
+the latest attach wins (a reconnecting device's old TCP connection may still look open): the
+older socket's steps in flight are answered, nothing it sends after the new socket's greeting
+is applied (the store fences its steps by attach number, across replicas too), and it is
+closed with code 4409 ("replaced"), which a client must treat as final.
 
 Under `rnnserve serve` the stream runs in direct mode (http/ws_protocol.py): each message
 is parsed and handed to the session's stepper (the engine's step entrance) from the socket's
@@ -20,6 +24,8 @@ at a time, with the same replies."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import deque
 from functools import partial
 from typing import Any
@@ -28,7 +34,7 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from rnnserve.engine import SessionStepper, StepOutcome
-from rnnserve.errors import InvalidInput, RnnServeError
+from rnnserve.errors import InvalidInput, RnnServeError, StreamReplaced
 from rnnserve.http.common import engine_of, owner_of, session_body
 from rnnserve.http.errors import error_fields
 from rnnserve.http.json_arrays import JSON_STEPS
@@ -37,6 +43,12 @@ from rnnserve.http.ws_protocol import DIRECT, DirectChannel
 router = APIRouter(prefix="/v1", tags=["sessions"])
 
 _FIELDS = {"inputs", "id", "step_id"}
+
+REPLACED = 4409
+"""Close code: a newer connection attached to this session (the latest attach wins). Final:
+the client must not reconnect, since that would take the session back from its successor."""
+DRAIN_S = 0.5  # once replaced, how long the steps in flight may take before the close
+LET_GO = "a newer connection attached to this session; this step was not applied"
 
 
 def parse_message(text: str | None) -> tuple[Any, Any, Any]:
@@ -80,19 +92,40 @@ def _text(payload: dict[str, Any]) -> str:
 class DirectStream:
     """One connection's steps in direct mode. Replies wait in `_replies` in message order
     (a slot is None until its step finishes) and leave from the front as soon as they are
-    ready, so a fast step never overtakes a slow one."""
+    ready, so a fast step never overtakes a slow one.
 
-    def __init__(self, channel: DirectChannel, stepper: SessionStepper,
-                 max_in_flight: int) -> None:
+    Once a newer connection attached to the session (`replaced` is set), the socket is no
+    longer read; a message already read is answered StreamReplaced, not applied; the steps in
+    flight are answered (applied, or refused by the store's fence), and `run` returns True so
+    the handler closes with 4409."""
+
+    def __init__(self, channel: DirectChannel, stepper: SessionStepper, max_in_flight: int,
+                 replaced: asyncio.Future[None]) -> None:
         self._channel = channel
         self._step = stepper.step
         self._max_in_flight = max_in_flight
         self._replies: deque[list[bytes | None]] = deque()
         self._paused = False
+        self._replaced = replaced
+        self._drained: asyncio.Event | None = None  # set once replaced: no reply pending
 
-    async def run(self) -> None:
+    async def run(self) -> bool:
+        """Serve until the connection closes (False) or a newer one took the session (True,
+        once the replies in flight are out, or after DRAIN_S)."""
         self._channel.attach(self._on_text, self._on_close)
-        await self._channel.closed
+        closed = self._channel.closed
+        await asyncio.wait((closed, self._replaced), return_when=asyncio.FIRST_COMPLETED)
+        if closed.done():
+            return False
+        self._channel.pause_reading()  # what the old client sends from now on is never read
+        self._paused = True
+        self._drained = asyncio.Event()
+        if not self._replies:
+            self._drained.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DRAIN_S):
+                await self._drained.wait()
+        return True
 
     def _on_text(self, text: str | None) -> None:
         slot: list[bytes | None] = [None]
@@ -100,6 +133,8 @@ class DirectStream:
         message_id = None
         try:
             inputs, message_id, step_id = parse_message(text)
+            if self._drained is not None:  # read in the same chunk as the let-go
+                raise StreamReplaced(LET_GO)
             self._step(inputs, step_id, partial(self._answer, slot, message_id=message_id))
         except RnnServeError as exc:
             self._answer(slot, [exc], message_id)
@@ -110,14 +145,19 @@ class DirectStream:
 
     def _answer(self, slot: list[bytes | None], outcomes: list[StepOutcome],
                 message_id: Any) -> None:
-        slot[0] = encode_reply(outcomes[0], message_id)
+        outcome = outcomes[0]
+        if type(outcome) is StreamReplaced and not self._replaced.done():
+            self._replaced.set_result(None)  # the store's fence saw a newer attach first
+        slot[0] = encode_reply(outcome, message_id)
         replies = self._replies
         while replies and (ready := replies[0][0]) is not None:
             replies.popleft()
             if not self._channel.send_text(ready):
                 replies.clear()  # the connection is gone; its steps still applied
-                return
-        if self._paused and len(replies) < self._max_in_flight:
+                break
+        if not replies and self._drained is not None:
+            self._drained.set()
+        elif self._paused and self._drained is None and len(replies) < self._max_in_flight:
             self._paused = False
             self._channel.resume_reading()
 
@@ -125,23 +165,34 @@ class DirectStream:
         self._replies.clear()
 
 
-async def _asgi_loop(websocket: WebSocket, stepper: SessionStepper) -> None:
-    """The plain ASGI path: one message at a time."""
+async def _asgi_loop(websocket: WebSocket, stepper: SessionStepper,
+                     replaced: asyncio.Future[None]) -> bool:
+    """The plain ASGI path: one message at a time. True when a newer connection took the
+    session (after the step in flight, if any, was answered)."""
     while True:
-        message = await websocket.receive()
+        receiving = asyncio.ensure_future(websocket.receive())
+        await asyncio.wait((receiving, replaced), return_when=asyncio.FIRST_COMPLETED)
+        if not receiving.done():
+            receiving.cancel()
+            return True
+        message = receiving.result()
         if message["type"] == "websocket.disconnect":
-            return
+            return False
         outcome: StepOutcome
         message_id = None
         try:
             inputs, message_id, step_id = parse_message(message.get("text"))
+            if replaced.done():
+                raise StreamReplaced(LET_GO)
             outcome = await stepper.step_async(inputs, step_id)
         except RnnServeError as exc:
             outcome = exc
         try:
             await websocket.send_text(encode_reply(outcome, message_id).decode())
         except (WebSocketDisconnect, RuntimeError):
-            return
+            return False
+        if isinstance(outcome, StreamReplaced):
+            return True
 
 
 @router.websocket("/models/{model}/stream")
@@ -156,6 +207,7 @@ async def stream(websocket: WebSocket, model: str, session_id: str | None = None
             record = await sessions.describe(session_id, owner=owner)
             if record.model != model:
                 raise InvalidInput(f"session {session_id!r} belongs to model {record.model!r}")
+            record = await sessions.attach(session_id, owner)  # the latest attach wins
         else:
             record = await sessions.create(model, version=version, owner=owner)
         stepper = sessions.stepper(record, JSON_STEPS)  # resolved once: no lookup per step
@@ -163,9 +215,23 @@ async def stream(websocket: WebSocket, model: str, session_id: str | None = None
         await websocket.send_text(_text(error_fields(exc)))
         await websocket.close(code=1008 if exc.http_status < 500 else 1011)
         return
-    await websocket.send_text(_text(session_body(record)))
-    channel = websocket.scope.get("extensions", {}).get(DIRECT)
-    if isinstance(channel, DirectChannel):
-        await DirectStream(channel, stepper, engine.settings.ws_max_queue).run()
-    else:
-        await _asgi_loop(websocket, stepper)
+    replaced: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    release = sessions.hold(record, partial(_set, replaced))
+    try:
+        await websocket.send_text(_text(session_body(record)))
+        channel = websocket.scope.get("extensions", {}).get(DIRECT)
+        if isinstance(channel, DirectChannel):
+            let_go = await DirectStream(channel, stepper, engine.settings.ws_max_queue,
+                                        replaced).run()
+        else:
+            let_go = await _asgi_loop(websocket, stepper, replaced)
+        if let_go:
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # gone meanwhile
+                await websocket.close(code=REPLACED, reason="replaced")
+    finally:
+        release()
+
+
+def _set(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -8,6 +8,7 @@ A session's state tensors are stored without their batch axis ([layers, hidden] 
 batcher gathers many sessions into [layers, batch, hidden], runs them, and scatters back."""
 
 from rnnserve.state.base import (
+    AttachEvent,
     Gathered,
     SessionEvent,
     SessionRecord,
@@ -16,4 +17,5 @@ from rnnserve.state.base import (
     Written,
 )
 
-__all__ = ["Gathered", "SessionEvent", "SessionRecord", "StateLayout", "StateStore", "Written"]
+__all__ = ["AttachEvent", "Gathered", "SessionEvent", "SessionRecord", "StateLayout",
+           "StateStore", "Written"]

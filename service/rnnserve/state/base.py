@@ -8,11 +8,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rnnserve.errors import RnnServeError
+from rnnserve.errors import RnnServeError, StreamReplaced
 
 SessionEvent = Callable[[str, str, int], None]
 """(event, model, steps): event is created, deleted, expired or evicted (evicted: the memory
 store's LRU only). Stores call it so the server's metrics follow the sessions."""
+
+AttachEvent = Callable[[str, int], None]
+"""(session id, holder): a connection attached to the session and now holds it; connections
+holding an older holder number must let go. Called for attaches of this process and, with a
+shared store, of every replica."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class SessionRecord:
     ttl_s: float
     steps: int = 0
     owner: str = ""
+    holder: int = 0  # which attach holds the session (0: its creator); see StateStore.attach
 
     @property
     def expires_at(self) -> float:
@@ -115,10 +121,26 @@ class StateStore(Protocol):
     async def delete(self, session_id: str) -> None: ...
 
     async def gather(
-        self, layout: StateLayout, ids: list[str], owners: list[str | None]
+        self, layout: StateLayout, ids: list[str], owners: list[str | None],
+        holders: list[int | None] | None = None,
     ) -> Gathered:
         """Stack the sessions' states [layers, batch, hidden]. A row whose session is gone,
-        belongs to another model version, or (owner given) to another owner gets an error."""
+        belongs to another model version, or (owner given) to another owner gets an error;
+        so does a row whose holder (given: a streamed step) is no longer the session's
+        (StreamReplaced: a newer connection attached)."""
+        ...
+
+    async def attach(self, session_id: str, owner: str) -> SessionRecord:
+        """A connection takes the session over: the holder number goes up by one (returned in
+        the record) and every AttachEvent watcher hears of it. Steps claiming an older holder
+        are refused from now on, and a step of an older holder gathered before the attach is
+        not written (Redis: its write conflicts and is gathered again, then refused). Another
+        owner's session is unknown, and is left as it was."""
+        ...
+
+    def watch_attachments(self, on_attach: AttachEvent) -> None:
+        """Call `on_attach` for every attach from now on (this process's and, with a shared
+        store, other replicas')."""
         ...
 
     async def scatter(
@@ -144,3 +166,9 @@ class StateStore(Protocol):
     async def owned_sessions(self, owner: str) -> int:
         """Live sessions created by `owner` (an API key's identity), for per-key caps."""
         ...
+
+
+def replaced(session_id: str) -> StreamReplaced:
+    """The error of a streamed step whose connection no longer holds its session."""
+    return StreamReplaced(f"session {session_id!r} was attached by a newer connection; this "
+                          "step was not applied")

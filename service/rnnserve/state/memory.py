@@ -23,7 +23,15 @@ from rnnserve.errors import (
     Unavailable,
     UnknownSession,
 )
-from rnnserve.state.base import Gathered, SessionEvent, SessionRecord, StateLayout, Written
+from rnnserve.state.base import (
+    AttachEvent,
+    Gathered,
+    SessionEvent,
+    SessionRecord,
+    StateLayout,
+    Written,
+    replaced,
+)
 from rnnserve.state.slab import Slab, reserved_rows
 
 log = logging.getLogger("rnnserve.state.memory")
@@ -60,6 +68,7 @@ class MemoryStateStore:
         # id -> (step id, outputs, steps after): only sessions whose clients send step ids
         self._last: dict[str, tuple[str, np.ndarray, int]] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._attach_watchers: list[AttachEvent] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -149,7 +158,7 @@ class MemoryStateStore:
             id=session_id, model=slab.layout.model, version=slab.layout.version,
             created=float(slab.created[slot]), last_used=float(slab.last_used[slot]),
             ttl_s=self.ttl_s, steps=int(slab.steps[slot]),
-            owner=self._owners[int(slab.owner[slot])],
+            owner=self._owners[int(slab.owner[slot])], holder=int(slab.holder[slot]),
         )
 
     def _make_room(self) -> None:
@@ -192,6 +201,7 @@ class MemoryStateStore:
         slot = slab.allocate()
         slab.write(slot, state)
         slab.steps[slot] = 0
+        slab.holder[slot] = 0
         slab.created[slot] = slab.last_used[slot] = record.last_used
         owner = self._owner_id(record.owner)
         slab.owner[slot] = owner
@@ -231,8 +241,22 @@ class MemoryStateStore:
         slab_no, _, slot = self._locate(session_id)
         self._end(slab_no, slot, "deleted")
 
+    async def attach(self, session_id: str, owner: str) -> SessionRecord:
+        _, slab, slot = self._locate(session_id)
+        if self._owners[int(slab.owner[slot])] != owner:
+            raise UnknownSession(f"unknown session {session_id!r}")
+        slab.holder[slot] += 1
+        record = self._record(slab, slot)
+        for on_attach in self._attach_watchers:
+            on_attach(session_id, record.holder)
+        return record
+
+    def watch_attachments(self, on_attach: AttachEvent) -> None:
+        self._attach_watchers.append(on_attach)
+
     async def gather(
-        self, layout: StateLayout, ids: list[str], owners: list[str | None]
+        self, layout: StateLayout, ids: list[str], owners: list[str | None],
+        holders: list[int | None] | None = None,
     ) -> Gathered:
         """Stack the sessions' rows into [layers, batch, hidden] per tensor. The index
         lookups, expiry, owner and version checks are vectorised; only rows that fail one of
@@ -247,8 +271,14 @@ class MemoryStateStore:
             wanted = np.array([-1 if o is None else self._owner_ids.get(o, -2) for o in owners])
             ok &= (wanted == -1) | (slab.owner[slots] == wanted)
         errors: list[RnnServeError | None] = [None] * len(ids)
+        if holders is not None:
+            claimed = np.array([-1 if h is None else h for h in holders], np.int64)
+            let_go = ok & (claimed >= 0) & (slab.holder[slots] != claimed)
+            for i in np.flatnonzero(let_go).tolist():
+                errors[i] = replaced(ids[i])
+            ok &= ~let_go
         for i in np.flatnonzero(~ok).tolist():
-            errors[i] = self._gather_error(ids[i], owners[i], slab_no)
+            errors[i] = errors[i] or self._gather_error(ids[i], owners[i], slab_no)
             slots[i] = 0
         states = {name: np.take(arr, slots, axis=1) for name, arr in slab.arrays.items()}
         if not ok.all():

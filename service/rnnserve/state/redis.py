@@ -37,7 +37,16 @@ from rnnserve.errors import (
     UnknownSession,
 )
 from rnnserve.state import redis_scripts
-from rnnserve.state.base import Gathered, SessionEvent, SessionRecord, StateLayout, Written
+from rnnserve.state.base import (
+    AttachEvent,
+    Gathered,
+    SessionEvent,
+    SessionRecord,
+    StateLayout,
+    Written,
+    replaced,
+)
+from rnnserve.state.redis_attach import RedisAttachments
 from rnnserve.state.redis_client import connect, guard, safe_url
 from rnnserve.state.redis_format import (
     GEN,
@@ -49,8 +58,10 @@ from rnnserve.state.redis_format import (
     SESSION,
     from_bytes,
     layout_json,
+    not_found,
     outputs_bytes,
     outputs_from,
+    record_from,
     state_bytes,
     text,
 )
@@ -115,16 +126,7 @@ class RedisStateStore:
         self._owned = self._client.register_script(redis_scripts.OWNED)
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
-
-    # -- errors ----------------------------------------------------------------------------
-
-    def _not_found(self, session_id: str, marker: Any) -> SessionNotFound:
-        """Unknown, or expired (its marker outlives the hash and holds the timeout then)."""
-        if marker:
-            ttl = text(marker).split(" ", 1)[0]
-            return SessionNotFound(f"session {session_id!r} expired after {ttl} s idle; "
-                                   "create a new one")
-        return UnknownSession(f"unknown session {session_id!r}")
+        self._attachments = RedisAttachments(self._client, self._where)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -137,9 +139,11 @@ class RedisStateStore:
                               f"does not answer ({exc}); start Redis or fix --state-store",
                               retry_after_s=1) from exc
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="redis-session-sweeper")
+        await self._attachments.start()
 
     async def close(self) -> None:
         self._closing = True
+        await self._attachments.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -174,11 +178,7 @@ class RedisStateStore:
     # -- records ---------------------------------------------------------------------------
 
     def _record(self, session_id: str, meta: dict[bytes, Any]) -> SessionRecord:
-        return SessionRecord(
-            id=session_id, model=text(meta[b"model"]), version=int(meta[b"version"]),
-            created=float(meta[b"created"]), last_used=float(meta[b"last_used"]),
-            ttl_s=self.ttl_s, steps=int(meta[b"steps"]), owner=text(meta.get(b"owner", b"")),
-        )
+        return record_from(session_id, meta, self.ttl_s)
 
     async def _fetch(self, session_id: str) -> dict[bytes, Any]:
         """The whole hash, or SessionNotFound saying unknown or expired: one round trip."""
@@ -188,7 +188,7 @@ class RedisStateStore:
                 pipe.get(MARKER + session_id)
                 fields, marker = await pipe.execute()
         if not fields:
-            raise self._not_found(session_id, marker)
+            raise not_found(session_id, marker)
         return dict(fields)
 
     # -- the interface ---------------------------------------------------------------------
@@ -256,7 +256,7 @@ class RedisStateStore:
                           LIVE, session_id, OWNER, *pairs])
             status = text(out[0])
             if status == "missing":
-                raise self._not_found(session_id, out[1])
+                raise not_found(session_id, out[1])
             if status == "ok":
                 fields.update({b"last_used": out[1], b"steps": b"0"})
                 return self._record(session_id, fields)
@@ -268,11 +268,18 @@ class RedisStateStore:
             out = await self._delete(keys=[SESSION + session_id, MARKER + session_id],
                                      args=[LIVE, session_id, OWNER])
         if text(out[0]) == "missing":
-            raise self._not_found(session_id, out[1])
+            raise not_found(session_id, out[1])
         self._on_event("deleted", text(out[1]), int(out[2]))
 
+    async def attach(self, session_id: str, owner: str) -> SessionRecord:
+        return await self._attachments.attach(session_id, owner, self.ttl_s)
+
+    def watch_attachments(self, on_attach: AttachEvent) -> None:
+        self._attachments.watch(on_attach)
+
     async def gather(
-        self, layout: StateLayout, ids: list[str], owners: list[str | None]
+        self, layout: StateLayout, ids: list[str], owners: list[str | None],
+        holders: list[int | None] | None = None,
     ) -> Gathered:
         """One pipelined round trip (HMGET of the fields this layout needs, and the marker
         to tell expired from unknown), stacked into [layers, batch, hidden] per tensor."""
@@ -293,11 +300,15 @@ class RedisStateStore:
             values, marker = replies[2 * i], replies[2 * i + 1]
             meta = dict(zip(META, values[: len(META)], strict=True))
             if meta[b"gen"] is None:
-                errors[i] = self._not_found(session_id, marker)
+                errors[i] = not_found(session_id, marker)
                 continue
             owner = owners[i]
             if owner is not None and text(meta.get(b"owner") or b"") != owner:
                 errors[i] = UnknownSession(f"unknown session {session_id!r}")
+                continue
+            claimed = holders[i] if holders is not None else None
+            if claimed is not None and int(meta[b"holder"] or 0) != claimed:
+                errors[i] = replaced(session_id)
                 continue
             if (meta[b"model"] != layout.model.encode() or meta[b"version"] != version
                     or meta[b"layout"] != expected_layout):
@@ -368,7 +379,7 @@ class RedisStateStore:
             elif status == "conflict":
                 conflict[i] = True
             elif value:
-                errors[i] = self._not_found(gathered.ids[i], value)
+                errors[i] = not_found(gathered.ids[i], value)
             else:
                 errors[i] = SessionNotFound(f"session {gathered.ids[i]!r} was deleted during "
                                             "its step")

@@ -6,6 +6,9 @@ Key layout (PREFIX is `rnnserve:`):
         model, version     the model version the state belongs to
         created, last_used epoch seconds (last_used is Redis's clock, the one its TTL runs on)
         steps, owner       timesteps taken since create/reset; the creating client
+        holder             which attach holds the session (absent: 0, its creator); raised by
+                           redis_attach.lua, which also publishes "{id} {holder}" on
+                           rnnserve:attached for every replica
         gen                the optimistic-concurrency stamp; every write takes a fresh value
                            from rnnserve:gen, so a gathered gen can never match a later
                            incarnation of the same id (no ABA after delete + create)
@@ -30,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from rnnserve.errors import InvalidInput, RnnServeError
+from rnnserve.errors import InvalidInput, RnnServeError, SessionNotFound, UnknownSession
+from rnnserve.state.base import SessionRecord
 
 PREFIX = "rnnserve:"
 SESSION = PREFIX + "s:"
@@ -39,7 +43,8 @@ LIVE = PREFIX + "live:"
 MODELS = PREFIX + "models"
 GEN = PREFIX + "gen"
 OWNER = PREFIX + "owner:"
-META = (b"model", b"version", b"gen", b"steps", b"created", b"last_used", b"owner", b"layout")
+META = (b"model", b"version", b"gen", b"steps", b"created", b"last_used", b"owner", b"layout",
+        b"holder")
 
 
 def text(value: Any) -> str:
@@ -86,3 +91,21 @@ def from_bytes(raw: bytes, layers: int, hidden: int) -> np.ndarray:
                             f"{4 * layers * hidden} ([{layers}, {hidden}] float32)")
     return np.frombuffer(raw, dtype="<f4").reshape(layers, hidden).astype(np.float32)
 
+
+def not_found(session_id: str, marker: Any) -> SessionNotFound:
+    """Unknown, or expired (its marker outlives the hash and holds the timeout then)."""
+    if marker:
+        ttl = text(marker).split(" ", 1)[0]
+        return SessionNotFound(f"session {session_id!r} expired after {ttl} s idle; "
+                               "create a new one")
+    return UnknownSession(f"unknown session {session_id!r}")
+
+
+def record_from(session_id: str, meta: dict[bytes, Any], ttl_s: float) -> SessionRecord:
+    """A session's record from its hash fields (a missing holder field is 0: its creator)."""
+    return SessionRecord(
+        id=session_id, model=text(meta[b"model"]), version=int(meta[b"version"]),
+        created=float(meta[b"created"]), last_used=float(meta[b"last_used"]),
+        ttl_s=ttl_s, steps=int(meta[b"steps"]), owner=text(meta.get(b"owner", b"")),
+        holder=int(meta.get(b"holder") or 0),
+    )

@@ -38,6 +38,7 @@ class Slab:
         self.alive = np.zeros(capacity, np.bool_)
         self.owner = np.zeros(capacity, np.int32)
         self.generation = np.zeros(capacity, np.int64)  # bumped by create/reset
+        self.holder = np.zeros(capacity, np.int64)  # which attach holds the session
         self.ids: list[str | None] = []  # slot -> session id, grown by append
         self.high_water = 0
         self.free: list[int] = []
@@ -62,6 +63,7 @@ class Slab:
         self.last_used, self.alive = grown(self.last_used, True), grown(self.alive, True)
         self.owner = grown(self.owner, True)
         self.generation = grown(self.generation, True)
+        self.holder = grown(self.holder, True)
         self.capacity = new_capacity
 
     def allocate(self) -> int:
