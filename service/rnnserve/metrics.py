@@ -13,6 +13,14 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 STEP_BUCKETS = (0, 1, 10, 100, 1_000, 10_000, 100_000, 1_000_000)
 
+OTHER = "_other"
+"""The label value of a model the server does not serve, or of an unusual HTTP method: a client
+chooses the names in its URLs, and every new label value would be a new series kept for the
+life of the process (20,000 random model names once grew /metrics a hundredfold)."""
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+"""Methods labelled by name; any other is OTHER."""
+
 
 class Metrics:
     """The server's metric families, registered in their own registry."""
