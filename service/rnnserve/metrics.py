@@ -1,7 +1,7 @@
-"""Prometheus metrics: HTTP requests by route template, model and status; latency; the
-batcher (batch rows, queue time, run time, queue depth); sessions (live, created, expired,
-evicted, deleted, steps per session). One registry per engine, so several servers in one
-process (tests) keep separate counts."""
+"""Prometheus metrics: HTTP requests by route template, model and status; latency; refused
+connections; the batcher (batch rows, queue time, run time, queue depth); sessions (live,
+created, expired, evicted, deleted, steps per session). One registry per engine, so several
+servers in one process (tests) keep separate counts."""
 
 from __future__ import annotations
 
@@ -33,6 +33,12 @@ class Metrics:
         self.latency = Histogram(
             "rnnserve_http_request_duration_seconds", "HTTP request latency",
             ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.connections_refused = Counter(
+            "rnnserve_http_connections_refused",
+            "HTTP connections the server refused or closed before a request: over "
+            "--max-connections-per-client (client_cap), or no complete request head within "
+            "--header-timeout-s (header_timeout)",
+            ["reason"], registry=self.registry)
         self.model_loaded = Gauge(
             "rnnserve_model_loaded", "1 if a model version is loaded and ready, 0 if it failed",
             ["model", "version"], registry=self.registry)

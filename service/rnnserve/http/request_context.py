@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rnnserve.http.errors import send_error
+from rnnserve.http.errors import CLIENT_CLOSED, send_error
 from rnnserve.logs import request_id
 from rnnserve.metrics import HTTP_METHODS, OTHER, Metrics
 from rnnserve.tracing import Tracing
@@ -94,7 +94,8 @@ class RequestContext:
             span.set_attribute("rnnserve.request_id", rid)
             if model:
                 span.set_attribute("rnnserve.model", model)
-        level = logging.WARNING if status >= 400 else logging.DEBUG
+        level = (logging.INFO if status == CLIENT_CLOSED  # the client went away: not a fault
+                 else logging.WARNING if status >= 400 else logging.DEBUG)
         if log.isEnabledFor(level):
             client = scope.get("client") or ("", 0)
             duration = round(seconds * 1000, 2)
