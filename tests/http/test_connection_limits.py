@@ -135,6 +135,15 @@ def test_keep_alive_clients_and_slow_bodies_are_not_cut(quick: ServerProcess) ->
     assert_no_error_logged(quick)
 
 
+def test_a_websocket_outlives_the_head_limit(quick: ServerProcess) -> None:
+    with ws_connect(f"ws://{HOST}:{quick.port}/v1/models/tiny-gru/stream") as ws:
+        assert json.loads(ws.recv(timeout=GIVE_UP_S))["steps"] == 0
+        for step in range(1, 4):
+            time.sleep(0.4)  # 1.2 s in all, past the half-second head limit
+            ws.send(json.dumps({"inputs": [[0.1, 0.2, 0.3]]}))
+            assert json.loads(ws.recv(timeout=GIVE_UP_S))["steps"] == step
+
+
 def test_the_connection_cap_per_client(start_server: Start, tiny_repo: Path) -> None:
     server = start_server("--models", str(tiny_repo), "--max-connections-per-client", "5")
     with ExitStack() as stack:

@@ -80,9 +80,6 @@ class ConnectionGuard:
         self._refused_over_cap = refused.labels("client_cap")
         self._refused_slow_head = refused.labels("header_timeout")
 
-    def open_connections(self, host: str) -> int:
-        return self._open.get(host, 0)
-
     def admit(self, transport: asyncio.Transport) -> bool:
         """Count a new connection against its address; False (nothing counted) when the
         address already holds its limit. Unix sockets and trusted proxies are not counted."""
