@@ -1,7 +1,7 @@
-"""Prometheus metrics: HTTP requests by route template, model and status; latency; the
-batcher (batch rows, queue time, run time, queue depth); sessions (live, created, expired,
-evicted, deleted, steps per session). One registry per engine, so several servers in one
-process (tests) keep separate counts."""
+"""Prometheus metrics: HTTP requests by route template, model and status; latency; refused
+connections; the batcher (batch rows, queue time, run time, queue depth); sessions (live,
+created, expired, evicted, deleted, steps per session). One registry per engine, so several
+servers in one process (tests) keep separate counts."""
 
 from __future__ import annotations
 
@@ -12,6 +12,14 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 STEP_BUCKETS = (0, 1, 10, 100, 1_000, 10_000, 100_000, 1_000_000)
+
+OTHER = "_other"
+"""The label value of a model the server does not serve, or of an unusual HTTP method: a client
+chooses the names in its URLs, and every new label value would be a new series kept for the
+life of the process (20,000 random model names once grew /metrics a hundredfold)."""
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+"""Methods labelled by name; any other is OTHER."""
 
 
 class Metrics:
@@ -25,6 +33,12 @@ class Metrics:
         self.latency = Histogram(
             "rnnserve_http_request_duration_seconds", "HTTP request latency",
             ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.connections_refused = Counter(
+            "rnnserve_http_connections_refused",
+            "HTTP connections the server refused or closed before a request: over "
+            "--max-connections-per-client (client_cap), or no complete request head within "
+            "--header-timeout-s (header_timeout)",
+            ["reason"], registry=self.registry)
         self.model_loaded = Gauge(
             "rnnserve_model_loaded", "1 if a model version is loaded and ready, 0 if it failed",
             ["model", "version"], registry=self.registry)

@@ -19,8 +19,10 @@ from pydantic import ValidationError
 
 from rnnserve.engine import DeviceUnavailable, Engine
 from rnnserve.http.app import create_app
-from rnnserve.http.ws_protocol import DirectWebSocketProtocol
+from rnnserve.http.connections import ConnectionGuard
+from rnnserve.http.http_protocols import server_protocols
 from rnnserve.logs import configure_logging
+from rnnserve.proxies import TrustedProxies
 from rnnserve.runtime import tune_for_serving
 from rnnserve.settings import Settings
 
@@ -141,12 +143,17 @@ async def _serve(engine: Engine, settings: Settings) -> int:
             await engine.aclose()
             return 2
     app = create_app(engine, manage_engine=False)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port,
+    # uvicorn's protocols plus a request-head time limit and a per-client connection cap
+    guard = ConnectionGuard(settings.header_timeout_s, settings.max_connections_per_client,
+                            TrustedProxies(settings.forwarded_allow_ips),
+                            engine.metrics.connections_refused)
+    http_protocol, ws_protocol = server_protocols(guard)
+    config = uvicorn.Config(app, http=http_protocol, host=settings.host, port=settings.port,
                             log_level=settings.log_level, access_log=False,  # ours: RequestContext
                             timeout_graceful_shutdown=10, ws_max_size=settings.max_body_bytes,
                             ws_max_queue=settings.ws_max_queue, lifespan="on",
                             ws_per_message_deflate=settings.ws_compression,
-                            ws=DirectWebSocketProtocol,
+                            ws=ws_protocol,
                             # X-Forwarded-For only from the proxies named (uvicorn would trust
                             # 127.0.0.1 by default: any local client could claim any address)
                             proxy_headers=bool(settings.forwarded_allow_ips.strip()),

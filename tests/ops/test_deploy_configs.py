@@ -443,6 +443,54 @@ def test_deploy_nginx_template_with_the_compose_environment(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
 
 
+def nginx_directives(text: str) -> list[tuple[tuple[str, ...], str, list[str]]]:
+    """(enclosing blocks, name, arguments) of every simple directive of a rendered nginx
+    configuration, comments dropped and quoted strings kept whole."""
+    found: list[tuple[tuple[str, ...], str, list[str]]] = []
+    blocks: list[str] = []
+    words: list[str] = []
+    for token in re.findall(r"'[^']*'|\"[^\"]*\"|#[^\n]*|[{};]|[^\s{};'\"#]+", text):
+        if token.startswith("#"):
+            continue
+        if token == "{":
+            blocks.append(words[0] if words else "")
+            words = []
+        elif token == "}":
+            blocks.pop()
+            words = []
+        elif token == ";":
+            if words:
+                found.append((tuple(blocks), words[0], words[1:]))
+            words = []
+        else:
+            words.append(token)
+    return found
+
+
+def test_deploy_nginx_limits_slow_and_greedy_clients() -> None:
+    """nginx has its own per-address connection limit and request-head time limit (behind it,
+    the replicas see every connection come from nginx and cannot tell clients apart), and the
+    Compose replicas trust nginx, so their own per-client caps count clients, not nginx."""
+    text = render_nginx({name: "127.0.0.1:1" for name in TEMPLATE_NAMES})
+    directives = nginx_directives(text)
+    top = {name: args for blocks, name, args in directives if blocks == ("http",)}
+    key, zone = top["limit_conn_zone"]
+    assert key == "$binary_remote_addr", "per client address"
+    zone_name = zone.removeprefix("zone=").split(":")[0]
+    name, most = top["limit_conn"]
+    assert name == zone_name and most.isdigit() and int(most) > 0
+    assert top["limit_conn_status"] == ["429"], "the replicas' answer to the same fault"
+    (timeout,) = top["client_header_timeout"]
+    seconds = int(timeout.removesuffix("s"))
+    assert 0 < seconds <= 30, "nginx's default (60 s) leaves slow-header clients long"
+    lifted = [(blocks, args) for blocks, name, args in directives
+              if name == "limit_conn" and blocks != ("http",)]
+    assert not lifted, f"a server or location sets its own limit_conn: {lifted}"
+    for service_name, service in load_compose()["services"].items():
+        if service_name.startswith("rnnserve-"):
+            assert service["environment"]["RNNSERVE_FORWARDED_ALLOW_IPS"] == "*", service_name
+
+
 def wait_http(url: str, procs: list[LoggedProcess], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -5,7 +5,7 @@ models before the first request and releases the worker pool at shutdown."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Response
@@ -19,6 +19,7 @@ from rnnserve.http.auth import AuthAndRateLimit
 from rnnserve.http.errors import install_error_handlers
 from rnnserve.http.limits import BodySizeLimit
 from rnnserve.http.request_context import RequestContext
+from rnnserve.metrics import OTHER
 
 DESCRIPTION = """Serve recurrent models (RNN, LSTM, GRU) through ONNX Runtime.
 
@@ -79,5 +80,14 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["X-Request-Id", "Retry-After"])
     app.add_middleware(RequestContext, timeout_s=settings.request_timeout_s, metrics=metrics,
-                       tracing=engine.tracing)
+                       tracing=engine.tracing, model_label=served_model_label(engine))
     return app
+
+
+def served_model_label(engine: Engine) -> Callable[[str], str]:
+    """A request's `model` metric label: the name when the engine serves that model (or the
+    route names none), else OTHER; read at each request, the engine loads its models at
+    start."""
+    def label(name: str) -> str:
+        return name if not name or name in engine.models.versions else OTHER
+    return label

@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import Send
 
 from rnnserve.engine import V2_ADVICE
@@ -31,6 +32,19 @@ REST_ADVICE = {
 }
 """What a REST or WebSocket client is told to do about an error's `remedy` (/v2 routes get the
 KServe v2 advice, V2_ADVICE)."""
+
+
+CLIENT_CLOSED = 499
+"""The status counted (metrics, access log) for a request whose client went away before its
+body was complete: nginx's "client closed request". Never sent: nobody is there to read it."""
+
+MALFORMED_BODY = "rnnserve.malformed_body"
+"""Set in a request's ASGI scope by the HTTP protocol (`http/http_protocols.py`) when the body's
+framing broke; the client was answered 400 (MALFORMED_BODY_MESSAGE) and the connection closed."""
+
+MALFORMED_BODY_MESSAGE = (
+    "malformed request body: its framing is broken (a chunked encoding with a bad chunk size "
+    "or chunk end); send the body with a Content-Length, or as valid chunks")
 
 
 def advised(exc: RnnServeError, v2: bool = False) -> str:
@@ -95,6 +109,16 @@ def install_error_handlers(app: FastAPI) -> None:
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}; see /docs"
         return error_response(exc.status_code, message)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, _: ClientDisconnect) -> Response:
+        """Reading the body found the connection gone: the client's doing, not a server error
+        (the access log line and the metrics say 499; no traceback). A body whose framing
+        broke was answered 400 by the protocol before the connection closed: counted as 400.
+        Neither response is written (the connection is gone); they only carry the status."""
+        if request.scope.get(MALFORMED_BODY):
+            return error_response(400, MALFORMED_BODY_MESSAGE)
+        return Response(status_code=CLIENT_CLOSED)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> Response:

@@ -10,13 +10,14 @@ import itertools
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rnnserve.http.errors import send_error
+from rnnserve.http.errors import CLIENT_CLOSED, send_error
 from rnnserve.logs import request_id
-from rnnserve.metrics import Metrics
+from rnnserve.metrics import HTTP_METHODS, OTHER, Metrics
 from rnnserve.tracing import Tracing
 
 log = logging.getLogger("rnnserve.access")
@@ -32,11 +33,12 @@ class RequestContext:
     answers from the middlewares inside are counted and logged too)."""
 
     def __init__(self, app: ASGIApp, timeout_s: float, metrics: Metrics,
-                 tracing: Tracing) -> None:
+                 tracing: Tracing, model_label: Callable[[str], str]) -> None:
         self.app = app
         self.timeout_s = timeout_s
         self.metrics = metrics
         self.tracing = tracing
+        self.model_label = model_label  # a served model's name, else OTHER (bounded labels)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,12 +77,15 @@ class RequestContext:
                          "(--request-timeout-s); retry or split it")
 
     def _record(self, scope: Scope, rid: str, status: int, seconds: float, span: Any) -> None:
-        """Metrics by route template (raw paths would be unbounded labels), span, log line."""
+        """Metrics by route template, served model and known method (a client picks paths,
+        model names and methods: as labels they would grow without bound), span, log line."""
         method = scope["method"]
         route = getattr(scope.get("route"), "path", None)
         model = scope.get("path_params", {}).get("model", "")
-        self.metrics.requests.labels(method, route or "unmatched", model, str(status)).inc()
-        self.metrics.latency.labels(method, route or "unmatched").observe(seconds)
+        method_label = method if method in HTTP_METHODS else OTHER
+        self.metrics.requests.labels(method_label, route or "unmatched", self.model_label(model),
+                                     str(status)).inc()
+        self.metrics.latency.labels(method_label, route or "unmatched").observe(seconds)
         if span is not None:
             span.update_name(f"{method} {route or scope['path']}")
             span.set_attribute("http.request.method", method)
@@ -89,7 +94,8 @@ class RequestContext:
             span.set_attribute("rnnserve.request_id", rid)
             if model:
                 span.set_attribute("rnnserve.model", model)
-        level = logging.WARNING if status >= 400 else logging.DEBUG
+        level = (logging.INFO if status == CLIENT_CLOSED  # the client went away: not a fault
+                 else logging.WARNING if status >= 400 else logging.DEBUG)
         if log.isEnabledFor(level):
             client = scope.get("client") or ("", 0)
             duration = round(seconds * 1000, 2)

@@ -1,0 +1,166 @@
+"""uvicorn's HTTP/1.1 protocols (httptools, or h11 where httptools is missing) with three
+things uvicorn does not do, passed to it as `http=` by `rnnserve serve`:
+
+* **A time limit on the request head.** uvicorn has none: a client that trickles header lines
+  keeps its connection (and a file descriptor) for as long as it likes. A timer is armed when the
+  connection is made and again when a response completes (the next head of a keep-alive
+  connection); if no new request head is complete when it fires, the connection is closed (with
+  a 408 when a head was begun). The timer is not cancelled when a head completes: on expiry it
+  sees that a new request started and does nothing, so a request costs one timer handle, as
+  uvicorn's own keep-alive timer does, and nothing per byte received.
+* **A cap on open connections per client address** (`http/connections.py`): over it, the new
+  connection gets a 429 and is closed.
+* **A clear 400 for a body whose framing breaks** (a chunk size that is not hexadecimal, say).
+  uvicorn answers such a parser error with a plain-text 400 and closes; the request's handler,
+  still reading the body, then sees a disconnect. Here the answer is the contract's JSON error,
+  and the request is marked (`errors.MALFORMED_BODY`) so that its handler's disconnect is
+  counted as the 400 the client got, not as a client that went away."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from rnnserve.http.connections import (
+    ConnectionGuard,
+    GuardedWebSocketProtocol,
+    bound_to,
+    raw_response,
+)
+from rnnserve.http.errors import MALFORMED_BODY, MALFORMED_BODY_MESSAGE
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover - uvicorn without httptools
+    HttpToolsProtocol = None  # type: ignore[assignment, misc]
+
+
+class HeadDeadline:
+    """What the two protocol classes below share; they call it from thin overrides of
+    uvicorn's methods (uvicorn's own attributes are declared here for the type checker)."""
+
+    guard: ClassVar[ConnectionGuard]
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+    cycle: Any  # uvicorn's RequestResponseCycle of the latest request head; None before one
+    _head_timer: asyncio.TimerHandle | None = None
+    _armed_at_cycle: Any = None
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._armed_at_cycle = self.cycle
+        self._head_timer = self.loop.call_later(self.guard.header_timeout_s,
+                                                self._head_timer_fired)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _rearm_after_response(self) -> None:
+        """After a response: the client's next head has the time limit again, unless the
+        connection is closing or a pipelined request already started."""
+        if not self.transport.is_closing() and self.cycle.response_complete:
+            self._arm_head_timer()
+
+    def _head_timer_fired(self) -> None:
+        self._head_timer = None
+        if self.cycle is not self._armed_at_cycle or self.transport.is_closing():
+            return  # a request head completed since the timer was armed
+        self.guard.head_timed_out(self.transport, self._head_begun())
+
+    def _head_begun(self) -> bool:
+        """Whether the client sent part of a request head since its last request."""
+        raise NotImplementedError
+
+    def _answer_malformed_body(self) -> bool:
+        """On a parser error: if it broke the body of the request in progress, answer the
+        client a JSON 400 (unless its response began), tell the handler the client is gone,
+        mark the request, close, and return True. False: the error is in a request head, and
+        uvicorn's answer stands."""
+        cycle = self.cycle
+        if cycle is None or not cycle.more_body or cycle.disconnected:
+            return False
+        cycle.scope[MALFORMED_BODY] = True
+        if not cycle.response_started:
+            self.transport.write(raw_response(400, MALFORMED_BODY_MESSAGE))
+        cycle.disconnected = True  # the handler's receive() says "disconnect", its send() is
+        cycle.message_event.set()  # dropped: the answer above is the one the client gets
+        self.transport.close()
+        return True
+
+
+if HttpToolsProtocol is not None:
+
+    class GuardedHttpToolsProtocol(HeadDeadline, HttpToolsProtocol):
+        """uvicorn's httptools protocol with the head time limit, the per-client cap and the
+        JSON 400 for a malformed body."""
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            if self.guard.admit(transport):  # else the guard answered 429 and took it over
+                super().connection_made(transport)
+                self._arm_head_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_head_timer()
+            super().connection_lost(exc)
+            self.guard.release(self.transport)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._rearm_after_response()
+
+        def handle_websocket_upgrade(self) -> None:
+            self._disarm_head_timer()  # the WebSocket protocol takes the connection over
+            super().handle_websocket_upgrade()
+
+        def send_400_response(self, msg: str) -> None:
+            if not self._answer_malformed_body():
+                super().send_400_response(msg)
+
+        def _head_begun(self) -> bool:
+            # httptools makes a new scope when a message begins and names its method when the
+            # head is complete: a scope without one is a head in progress.
+            scope: Any = self.scope
+            return scope is not None and "method" not in scope
+
+
+class GuardedH11Protocol(HeadDeadline, H11Protocol):
+    """uvicorn's h11 protocol with the same additions (used where httptools is missing)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if self.guard.admit(transport):
+            super().connection_made(transport)
+            self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+        self.guard.release(self.transport)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._rearm_after_response()
+
+    def handle_websocket_upgrade(self, event: Any) -> None:
+        self._disarm_head_timer()
+        super().handle_websocket_upgrade(event)
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._answer_malformed_body():
+            super().send_400_response(msg)
+
+    def _head_begun(self) -> bool:
+        # h11 buffers a head until it is whole: bytes in its buffer are a head in progress.
+        return bool(self.conn.trailing_data[0])
+
+
+def server_protocols(guard: ConnectionGuard, *, h11: bool = False
+                     ) -> tuple[type[asyncio.Protocol], type[asyncio.Protocol]]:
+    """The `http=` and `ws=` protocol classes for uvicorn.Config, bound to `guard`: httptools
+    when installed (uvicorn's own choice), else (or with `h11`) h11."""
+    http = GuardedH11Protocol if h11 or HttpToolsProtocol is None else GuardedHttpToolsProtocol
+    return bound_to(http, guard), bound_to(GuardedWebSocketProtocol, guard)
