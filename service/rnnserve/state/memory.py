@@ -30,6 +30,7 @@ from rnnserve.state.base import (
     SessionRecord,
     StateLayout,
     Written,
+    client_quota_exceeded,
     replaced,
 )
 from rnnserve.state.slab import Slab, reserved_rows
@@ -52,9 +53,11 @@ class MemoryStateStore:
         when_full: Literal["reject", "lru"] = "reject",
         on_event: SessionEvent | None = None,
         clock: Callable[[], float] = time.time,
+        max_sessions_per_client: int = 0,
     ) -> None:
         self.ttl_s = ttl_s
         self.max_sessions = max_sessions
+        self.max_sessions_per_client = max_sessions_per_client
         self.when_full = when_full
         self._on_event = on_event or (lambda event, model, steps: None)
         self._clock = clock
@@ -64,6 +67,10 @@ class MemoryStateStore:
         self._owners: list[str] = [""]
         self._owner_ids: dict[str, int] = {"": 0}
         self._owner_live: dict[int, int] = {}
+        # only sessions counted against a client address; an address is dropped at 0 live,
+        # so memory follows the live sessions, not every address ever seen
+        self._client_of: dict[str, str] = {}
+        self._client_live: dict[str, int] = {}
         self._ended: dict[str, tuple[str, float]] = {}  # id -> (why, idle seconds)
         # id -> (step id, outputs, steps after): only sessions whose clients send step ids
         self._last: dict[str, tuple[str, np.ndarray, int]] = {}
@@ -123,6 +130,9 @@ class MemoryStateStore:
         self._on_event(why, slab.layout.model, int(slab.steps[slot]))
         owner = int(slab.owner[slot])
         self._owner_live[owner] = self._owner_live.get(owner, 1) - 1
+        client = self._client_of.pop(session_id, None)
+        if client is not None:
+            self._uncount(client)
         del self._index[session_id]
         self._last.pop(session_id, None)
         slab.release(slot)
@@ -159,6 +169,7 @@ class MemoryStateStore:
             created=float(slab.created[slot]), last_used=float(slab.last_used[slot]),
             ttl_s=self.ttl_s, steps=int(slab.steps[slot]),
             owner=self._owners[int(slab.owner[slot])], holder=int(slab.holder[slot]),
+            client=self._client_of.get(session_id, ""),
         )
 
     def _make_room(self) -> None:
@@ -179,6 +190,29 @@ class MemoryStateStore:
         if best is not None:
             self._end(best[1], best[2], "evicted")
 
+    def _uncount(self, client: str) -> None:
+        left = self._client_live[client] - 1
+        if left:
+            self._client_live[client] = left
+        else:
+            del self._client_live[client]
+
+    def _check_client_cap(self, record: SessionRecord, replace: bool) -> None:
+        """Refuse a session over its client address's cap, before anything changes (a
+        sequence restarted by the client that holds it replaces, so it does not count)."""
+        cap, client = self.max_sessions_per_client, record.client
+        if not (cap and client):
+            return
+
+        def held() -> int:
+            replaced = replace and self._client_of.get(record.id) == client
+            return self._client_live.get(client, 0) - replaced
+
+        if held() >= cap:
+            self.sweep()  # sessions past their timeout that no sweep has ended yet
+            if held() >= cap:
+                raise client_quota_exceeded(client, cap)
+
     def _owner_id(self, owner: str) -> int:
         if owner not in self._owner_ids:
             self._owner_ids[owner] = len(self._owners)
@@ -191,6 +225,7 @@ class MemoryStateStore:
         self, layout: StateLayout, record: SessionRecord, state: dict[str, np.ndarray] | None,
         *, replace: bool = False,
     ) -> SessionRecord:
+        self._check_client_cap(record, replace)
         if record.id in self._index:
             if not replace:
                 raise Unavailable(f"session id {record.id!r} is taken", retry_after_s=0)
@@ -206,6 +241,9 @@ class MemoryStateStore:
         owner = self._owner_id(record.owner)
         slab.owner[slot] = owner
         self._owner_live[owner] = self._owner_live.get(owner, 0) + 1
+        if record.client:
+            self._client_of[record.id] = record.client
+            self._client_live[record.client] = self._client_live.get(record.client, 0) + 1
         slab.ids[slot] = record.id
         slab.alive[slot] = True
         self._index[record.id] = slab_no << SLOT_BITS | slot
@@ -357,6 +395,9 @@ class MemoryStateStore:
     async def owned_sessions(self, owner: str) -> int:
         owner_id = self._owner_ids.get(owner)
         return 0 if owner_id is None else self._owner_live.get(owner_id, 0)
+
+    async def client_sessions(self, client: str) -> int:
+        return self._client_live.get(client, 0)
 
     async def live_sessions(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -48,7 +48,9 @@ from rnnserve.state.base import (
 )
 from rnnserve.state.redis_attach import RedisAttachments
 from rnnserve.state.redis_client import connect, guard, safe_url
+from rnnserve.state.redis_client_sets import ClientSets
 from rnnserve.state.redis_format import (
+    CLIENT,
     GEN,
     LIVE,
     MARKER,
@@ -106,6 +108,7 @@ class RedisStateStore:
         connect_timeout_s: float = 2.0,
         command_timeout_s: float = 5.0,
         sweep_interval_s: float | None = None,
+        max_sessions_per_client: int = 0,
     ) -> None:
         self.url = url
         self.ttl_s = ttl_s
@@ -124,6 +127,7 @@ class RedisStateStore:
         self._delete = self._client.register_script(redis_scripts.DELETE)
         self._sweep = self._client.register_script(redis_scripts.SWEEP)
         self._owned = self._client.register_script(redis_scripts.OWNED)
+        self.clients = ClientSets(self._client, self._where, max_sessions_per_client)
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
         self._attachments = RedisAttachments(self._client, self._where)
@@ -158,6 +162,7 @@ class RedisStateStore:
             await asyncio.sleep(self._sweep_interval)
             try:
                 await self.sweep()
+                await self.clients.sweep()
             except Unavailable as exc:  # Redis down for a while: keep serving what we can
                 if self._closing:
                     return
@@ -201,22 +206,26 @@ class RedisStateStore:
         hash, its marker and its live-set entry together."""
         fields: list[Any] = [
             "model", layout.model, "version", layout.version, "created", repr(record.created),
-            "steps", 0, "owner", record.owner, "layout", layout_json(layout.tensors)]
+            "steps", 0, "owner", record.owner, "client", record.client,
+            "layout", layout_json(layout.tensors)]
         for (name, _, _), raw in zip(layout.tensors, state_bytes(layout.tensors, state),
                                      strict=True):
             fields += ["t:" + name, raw]
         async with guard(self._where):
             out = await self._create(
                 keys=[SESSION + record.id, MARKER + record.id, GEN, MODELS, LIVE + layout.model,
-                      OWNER + record.owner],
+                      OWNER + record.owner, *self.clients.keys(record.client)],
                 args=[int(replace), self.max_sessions, self._ttl_ms, self._marker_ttl_ms,
-                      self._ttl_label, record.id, layout.model, LIVE, OWNER, *fields])
+                      self._ttl_label, record.id, layout.model, LIVE, OWNER,
+                      *self.clients.args(record.client), *fields])
         status = text(out[0])
         if status == "taken":
             raise Unavailable(f"session id {record.id!r} is taken", retry_after_s=0)
         if status == "full":
             raise Unavailable(f"the server holds its maximum of {self.max_sessions} live "
                               "sessions; delete idle ones or retry later", retry_after_s=5)
+        if status == "client-full":
+            raise self.clients.refusal(record.client)
         now, rmodel, rsteps, emodel, esteps = (text(v) for v in out[1:6])
         if emodel:
             self._on_event("expired", emodel, int(esteps))
@@ -225,7 +234,7 @@ class RedisStateStore:
         self._on_event("created", layout.model, 0)
         return SessionRecord(id=record.id, model=layout.model, version=layout.version,
                              created=record.created, last_used=float(now), ttl_s=self.ttl_s,
-                             steps=0, owner=record.owner)
+                             steps=0, owner=record.owner, client=record.client)
 
     async def get(self, session_id: str) -> SessionRecord:
         return self._record(session_id, await self._fetch(session_id))
@@ -266,7 +275,7 @@ class RedisStateStore:
     async def delete(self, session_id: str) -> None:
         async with guard(self._where):
             out = await self._delete(keys=[SESSION + session_id, MARKER + session_id],
-                                     args=[LIVE, session_id, OWNER])
+                                     args=[LIVE, session_id, OWNER, CLIENT])
         if text(out[0]) == "missing":
             raise not_found(session_id, out[1])
         self._on_event("deleted", text(out[1]), int(out[2]))
@@ -390,6 +399,9 @@ class RedisStateStore:
         ids past their expiry are dropped (one script, one round trip)."""
         async with guard(self._where):
             return int(await self._owned(keys=[OWNER + owner]))
+
+    async def client_sessions(self, client: str) -> int:
+        return await self.clients.count(client)
 
     async def live_sessions(self) -> dict[str, int]:
         """Live sessions per model across all replicas: the sizes of the live sorted sets
