@@ -199,19 +199,17 @@ class MemoryStateStore:
 
     def _check_client_cap(self, record: SessionRecord, replace: bool) -> None:
         """Refuse a session over its client address's cap, before anything changes (a
-        sequence restarted by the client that holds it replaces, so it does not count)."""
+        sequence restarted by the client that holds it replaces, so it does not count). The
+        count follows the sweeps: an expired session frees its place within one sweep
+        interval (a refusal does not sweep: refusals would then cost a sweep each)."""
         cap, client = self.max_sessions_per_client, record.client
         if not (cap and client):
             return
-
-        def held() -> int:
-            replaced = replace and self._client_of.get(record.id) == client
-            return self._client_live.get(client, 0) - replaced
-
-        if held() >= cap:
-            self.sweep()  # sessions past their timeout that no sweep has ended yet
-            if held() >= cap:
-                raise client_quota_exceeded(client, cap)
+        held = self._client_live.get(client, 0)
+        if replace and self._client_of.get(record.id) == client:
+            held -= 1
+        if held >= cap:
+            raise client_quota_exceeded(client, cap)
 
     def _owner_id(self, owner: str) -> int:
         if owner not in self._owner_ids:
