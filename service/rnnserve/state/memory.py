@@ -30,9 +30,9 @@ from rnnserve.state.base import (
     SessionRecord,
     StateLayout,
     Written,
-    client_quota_exceeded,
     replaced,
 )
+from rnnserve.state.client_counts import ClientCounts
 from rnnserve.state.slab import Slab, reserved_rows
 
 log = logging.getLogger("rnnserve.state.memory")
@@ -57,7 +57,7 @@ class MemoryStateStore:
     ) -> None:
         self.ttl_s = ttl_s
         self.max_sessions = max_sessions
-        self.max_sessions_per_client = max_sessions_per_client
+        self.clients = ClientCounts(max_sessions_per_client)
         self.when_full = when_full
         self._on_event = on_event or (lambda event, model, steps: None)
         self._clock = clock
@@ -67,10 +67,6 @@ class MemoryStateStore:
         self._owners: list[str] = [""]
         self._owner_ids: dict[str, int] = {"": 0}
         self._owner_live: dict[int, int] = {}
-        # only sessions counted against a client address; an address is dropped at 0 live,
-        # so memory follows the live sessions, not every address ever seen
-        self._client_of: dict[str, str] = {}
-        self._client_live: dict[str, int] = {}
         self._ended: dict[str, tuple[str, float]] = {}  # id -> (why, idle seconds)
         # id -> (step id, outputs, steps after): only sessions whose clients send step ids
         self._last: dict[str, tuple[str, np.ndarray, int]] = {}
@@ -130,9 +126,7 @@ class MemoryStateStore:
         self._on_event(why, slab.layout.model, int(slab.steps[slot]))
         owner = int(slab.owner[slot])
         self._owner_live[owner] = self._owner_live.get(owner, 1) - 1
-        client = self._client_of.pop(session_id, None)
-        if client is not None:
-            self._uncount(client)
+        self.clients.remove(session_id)
         del self._index[session_id]
         self._last.pop(session_id, None)
         slab.release(slot)
@@ -169,7 +163,7 @@ class MemoryStateStore:
             created=float(slab.created[slot]), last_used=float(slab.last_used[slot]),
             ttl_s=self.ttl_s, steps=int(slab.steps[slot]),
             owner=self._owners[int(slab.owner[slot])], holder=int(slab.holder[slot]),
-            client=self._client_of.get(session_id, ""),
+            client=self.clients.client_of(session_id),
         )
 
     def _make_room(self) -> None:
@@ -190,27 +184,6 @@ class MemoryStateStore:
         if best is not None:
             self._end(best[1], best[2], "evicted")
 
-    def _uncount(self, client: str) -> None:
-        left = self._client_live[client] - 1
-        if left:
-            self._client_live[client] = left
-        else:
-            del self._client_live[client]
-
-    def _check_client_cap(self, record: SessionRecord, replace: bool) -> None:
-        """Refuse a session over its client address's cap, before anything changes (a
-        sequence restarted by the client that holds it replaces, so it does not count). The
-        count follows the sweeps: an expired session frees its place within one sweep
-        interval (a refusal does not sweep: refusals would then cost a sweep each)."""
-        cap, client = self.max_sessions_per_client, record.client
-        if not (cap and client):
-            return
-        held = self._client_live.get(client, 0)
-        if replace and self._client_of.get(record.id) == client:
-            held -= 1
-        if held >= cap:
-            raise client_quota_exceeded(client, cap)
-
     def _owner_id(self, owner: str) -> int:
         if owner not in self._owner_ids:
             self._owner_ids[owner] = len(self._owners)
@@ -223,7 +196,7 @@ class MemoryStateStore:
         self, layout: StateLayout, record: SessionRecord, state: dict[str, np.ndarray] | None,
         *, replace: bool = False,
     ) -> SessionRecord:
-        self._check_client_cap(record, replace)
+        self.clients.check(record, replace)
         if record.id in self._index:
             if not replace:
                 raise Unavailable(f"session id {record.id!r} is taken", retry_after_s=0)
@@ -239,9 +212,7 @@ class MemoryStateStore:
         owner = self._owner_id(record.owner)
         slab.owner[slot] = owner
         self._owner_live[owner] = self._owner_live.get(owner, 0) + 1
-        if record.client:
-            self._client_of[record.id] = record.client
-            self._client_live[record.client] = self._client_live.get(record.client, 0) + 1
+        self.clients.add(record)
         slab.ids[slot] = record.id
         slab.alive[slot] = True
         self._index[record.id] = slab_no << SLOT_BITS | slot
@@ -395,7 +366,7 @@ class MemoryStateStore:
         return 0 if owner_id is None else self._owner_live.get(owner_id, 0)
 
     async def client_sessions(self, client: str) -> int:
-        return self._client_live.get(client, 0)
+        return self.clients.count(client)
 
     async def live_sessions(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,7 +49,6 @@ from rnnserve.state.redis_attach import RedisAttachments
 from rnnserve.state.redis_client import connect, guard, safe_url
 from rnnserve.state.redis_client_sets import ClientSets
 from rnnserve.state.redis_format import (
-    CLIENT,
     GEN,
     LIVE,
     MARKER,
@@ -58,6 +56,7 @@ from rnnserve.state.redis_format import (
     MODELS,
     OWNER,
     SESSION,
+    GatherToken,
     from_bytes,
     layout_json,
     not_found,
@@ -73,15 +72,6 @@ log = logging.getLogger("rnnserve.state.redis")
 MARKER_GRACE_MS = 86_400_000  # how long after expiry an id still answers "expired"
 SWEEP_LIMIT = 1000  # expired ids pruned per model per sweep (bounds the script's run time)
 RESET_ATTEMPTS = 8
-
-
-@dataclass
-class _Token:
-    """What gather learnt, for scatter: the layout, each row's gen and record."""
-
-    layout: StateLayout
-    gens: list[bytes | None]
-    records: list[SessionRecord | None]
 
 
 class RedisStateStore:
@@ -206,8 +196,7 @@ class RedisStateStore:
         hash, its marker and its live-set entry together."""
         fields: list[Any] = [
             "model", layout.model, "version", layout.version, "created", repr(record.created),
-            "steps", 0, "owner", record.owner, "client", record.client,
-            "layout", layout_json(layout.tensors)]
+            "steps", 0, "owner", record.owner, "layout", layout_json(layout.tensors)]
         for (name, _, _), raw in zip(layout.tensors, state_bytes(layout.tensors, state),
                                      strict=True):
             fields += ["t:" + name, raw]
@@ -275,7 +264,7 @@ class RedisStateStore:
     async def delete(self, session_id: str) -> None:
         async with guard(self._where):
             out = await self._delete(keys=[SESSION + session_id, MARKER + session_id],
-                                     args=[LIVE, session_id, OWNER, CLIENT])
+                                     args=[LIVE, session_id, OWNER, self.clients.prefix])
         if text(out[0]) == "missing":
             raise not_found(session_id, out[1])
         self._on_event("deleted", text(out[1]), int(out[2]))
@@ -329,7 +318,7 @@ class RedisStateStore:
                 states[name][:, i, :] = from_bytes(raw, layers, hidden)
             gens[i] = meta[b"gen"]
             records[i] = self._record(session_id, meta)
-        return Gathered(ids, states, errors, token=_Token(layout, gens, records))
+        return Gathered(ids, states, errors, token=GatherToken(layout, gens, records))
 
     async def replay(
         self, session_id: str, step_id: str, owner: str
@@ -352,7 +341,7 @@ class RedisStateStore:
         gathered one; a changed gen is a conflict (another writer came first: run again), a
         missing hash an error (deleted or expired meanwhile). A row whose step id is already
         the session's last one is replayed, never applied twice."""
-        token: _Token = gathered.token
+        token: GatherToken = gathered.token
         layout = token.layout
         rows = [i for i, error in enumerate(gathered.errors) if error is None]
         n = len(gathered.ids)

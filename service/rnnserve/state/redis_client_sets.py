@@ -30,6 +30,8 @@ class ClientSets:
     """The client sets of one store: what the create script needs of them, the count, and
     their sweep. `cap` is --max-sessions-per-client (0: counted, never refused)."""
 
+    prefix = CLIENT  # the delete script's last ARGV: it drops the id from its client's set
+
     def __init__(self, client: aioredis.Redis, where: str, cap: int) -> None:
         self.cap = cap
         self._where = where

@@ -48,6 +48,7 @@ redis.call('ZADD', KEYS[5], now_ms + tonumber(ARGV[3]), ARGV[6])
 redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms)
 redis.call('ZADD', KEYS[6], now_ms + tonumber(ARGV[3]), ARGV[6])
 if client ~= '' then  -- counted against its address; the index learns when to look again
+  redis.call('HSET', KEYS[1], 'client', client)
   redis.call('ZADD', KEYS[7], now_ms + tonumber(ARGV[3]), ARGV[6])
   redis.call('ZADD', KEYS[8], redis.call('ZRANGE', KEYS[7], 0, 0, 'WITHSCORES')[2], client)
 end

@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from rnnserve.errors import InvalidInput, RnnServeError, SessionNotFound, UnknownSession
-from rnnserve.state.base import SessionRecord
+from rnnserve.state.base import SessionRecord, StateLayout
 
 PREFIX = "rnnserve:"
 SESSION = PREFIX + "s:"
@@ -115,3 +116,12 @@ def record_from(session_id: str, meta: dict[bytes, Any], ttl_s: float) -> Sessio
         ttl_s=ttl_s, steps=int(meta[b"steps"]), owner=text(meta.get(b"owner", b"")),
         holder=int(meta.get(b"holder") or 0), client=text(meta.get(b"client", b"")),
     )
+
+
+@dataclass
+class GatherToken:
+    """What gather learnt, for scatter: the layout, each row's gen and record."""
+
+    layout: StateLayout
+    gens: list[bytes | None]
+    records: list[SessionRecord | None]
