@@ -55,3 +55,28 @@ class TrustedProxies:
             if not self.trusts(hop):
                 return hop
         return hops[0] if hops else peer
+
+    def counted(self, client: str, forwarded: bool) -> str:
+        """The address a per-client cap counts for a request whose client, after uvicorn's
+        (or gRPC's) forwarding, is `client`; "" for a trusted proxy's own request, never
+        counted. `forwarded`: the request carried X-Forwarded-For. With * every peer is
+        trusted, so there a forwarded address counts all the same: it is the proxy's client."""
+        if self.trusts(client) and not (self.everyone and forwarded):
+            return ""
+        return address_group(client)
+
+
+def address_group(host: str) -> str:
+    """One client, as a per-address cap counts it: an IPv4 address (an IPv4-mapped IPv6 one
+    too); an IPv6 /64, since one host or home usually holds a whole /64 and could otherwise
+    take a fresh address for every few sessions; anything else (a unix socket, a test client)
+    as given, cut to 64 characters. "" stays "" (unknown: not counted)."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host[:64]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
+    return str(address)

@@ -119,9 +119,10 @@ class Settings(BaseSettings):
         "running is answered with its real result instead."
     )
     max_sessions_per_client: int = Field(
-        10_000, ge=0, description="Most live sessions one client address may create while "
-        "API keys are off (0 = no cap); trusted proxies are exempt. Over it: 429 with "
-        "Retry-After."
+        10_000, ge=0, description="Most live sessions one client address (IPv6: one /64) "
+        "may hold while API keys are off (0 = no cap); behind a proxy named in "
+        "--forwarded-allow-ips each forwarded address counts, the proxy's own requests do "
+        "not. Over it: 429 with Retry-After (gRPC: RESOURCE_EXHAUSTED)."
     )
     forwarded_allow_ips: str = Field(
         "", description="Comma-separated addresses of trusted proxies (or *) whose "

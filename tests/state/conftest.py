@@ -111,9 +111,10 @@ def make_redis(redis_url: str, open_stores: list[StateStore]) -> MakeStore:
     from rnnserve.state.redis import RedisStateStore
 
     async def make(ttl_s: float = 60, max_sessions: int = 1000,
-                   events: Events | None = None, url: str | None = None) -> StateStore:
+                   events: Events | None = None, url: str | None = None,
+                   **options: Any) -> StateStore:
         store = RedisStateStore(url or redis_url, ttl_s=ttl_s, max_sessions=max_sessions,
-                                on_event=recorder(events))
+                                on_event=recorder(events), **options)
         await store.start()
         open_stores.append(store)
         return store

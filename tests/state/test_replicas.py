@@ -5,7 +5,7 @@ stateless prediction of its whole sequence: no acknowledged step lost or applied
 
 A client that loses a reply cannot know whether its step was applied, so it retries on another
 replica with the same step_id; the server replays the recorded outputs instead of applying the
-step again."""
+step again. And the per-client-address session cap is one count across replicas."""
 
 from __future__ import annotations
 
@@ -144,3 +144,34 @@ def test_a_retried_step_is_replayed_not_applied_twice(
     nxt = httpx.post(f"{b}/v1/sessions/{sid}/step",
                      json={"inputs": [[0.5, -0.5, 0.25]], "step_id": "reading-2"}).json()
     assert nxt["steps"] == 2 and nxt["outputs"] != first["outputs"]
+
+
+def test_the_per_address_cap_is_one_count_across_replicas(
+        redis: RedisServer, tiny_repo: Path, tmp_path: Path) -> None:
+    """Keys off, --max-sessions-per-client 3, two replicas on one Redis: of 12 creates sent
+    at once from one address, split across the replicas, exactly 3 succeed; a session deleted
+    on one replica makes room on the other."""
+    procs = [ServerProcess(["--models", str(tiny_repo), "--state-store", redis.url,
+                            "--max-sessions-per-client", "3"], tmp_path / f"capped-{i}.log")
+             for i in range(2)]
+    try:
+        for proc in procs:
+            proc.wait_ready()
+
+        async def creates() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=10) as http:
+                return list(await asyncio.gather(*(
+                    http.post(f"{procs[i % 2].url}/v1/models/tiny-gru/sessions")
+                    for i in range(12))))
+
+        answers = asyncio.run(creates())
+        made = [r.json()["session_id"] for r in answers if r.status_code == 201]
+        assert len(made) == 3
+        assert sorted({r.status_code for r in answers}) == [201, 429]
+        deleted = httpx.delete(f"{procs[0].url}/v1/sessions/{made[0]}")
+        assert deleted.status_code == 204
+        assert httpx.post(f"{procs[1].url}/v1/models/tiny-gru/sessions").status_code == 201
+        assert httpx.post(f"{procs[0].url}/v1/models/tiny-gru/sessions").status_code == 429
+    finally:
+        for proc in procs:
+            proc.stop()

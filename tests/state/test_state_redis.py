@@ -166,6 +166,50 @@ async def test_expiry_counted_once_across_replicas(make_redis: MakeStore) -> Non
     assert len(expired) == 5
 
 
+async def test_client_sets_layout_and_sweep(make_redis: MakeStore, redis_url: str) -> None:
+    """A counted session's address is in its hash and its client set; the sets of clients
+    that never come back are dropped by the sweep (not kept forever, one per address); the
+    count is shared by replicas, and concurrent creates cannot overshoot the cap."""
+    from rnnserve.errors import SessionQuotaExceeded
+
+    a = await make_redis(ttl_s=0.3, max_sessions_per_client=2, sweep_interval_s=0.05)
+    b = await make_redis(ttl_s=0.3, max_sessions_per_client=2, sweep_interval_s=0.05)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for i in range(5):
+            record = rec(f"s{i}", owner="")
+            record.client = f"10.0.0.{i}"
+            await a.create(LSTM, record, None)
+        assert client.hget("rnnserve:s:s1", "client") == b"10.0.0.1"
+        assert client.zscore("rnnserve:client:10.0.0.1", "s1") is not None
+        assert client.zcard("rnnserve:clients") == 5
+        again = rec("t", owner="")
+        again.client = "10.0.0.1"
+        await b.create(LSTM, again, None)  # the other replica counts the same set
+        again.id = "u"
+        with pytest.raises(SessionQuotaExceeded):
+            await a.create(LSTM, again, None)
+        await asyncio.sleep(0.8)  # all expire; the sweeps look at every set that is due
+        assert client.keys("rnnserve:client:*") == []
+        assert client.zcard("rnnserve:clients") == 0
+
+        async def one(i: int) -> bool:  # many creates at once, on both replicas
+            record = rec(f"r{i}", owner="")
+            record.client = "10.0.0.9"
+            try:
+                await (a, b)[i % 2].create(LSTM, record, None)
+            except SessionQuotaExceeded:
+                return False
+            return True
+
+        assert sum(await asyncio.gather(*(one(i) for i in range(20)))) == 2
+        await asyncio.sleep(0.8)
+        assert client.keys("rnnserve:client:*") == []
+        assert client.zcard("rnnserve:clients") == 0
+    finally:
+        client.close()
+
+
 async def test_redis_down_is_unavailable(make_redis: MakeStore, tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "own")
     server.start()

@@ -2,19 +2,21 @@
 (the default; never skipped) and the Redis store on a real redis-server (skipped only without
 redis-py or the redis-server binary): exact float32 round trips, create/get/read/reset/delete,
 batched gather/scatter and step counts, owner checks, step-id replay, expired vs unknown,
-the session cap, live and owned session counts, events. What only Redis has is in
+the session cap, live, owned and per-client-address session counts and the per-address cap,
+events. What only Redis has is in
 test_state_redis.py."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 import pytest
-from rnnserve.errors import InvalidInput, SessionNotFound, Unavailable
-from rnnserve.state.base import StateStore
+from rnnserve.errors import InvalidInput, SessionNotFound, SessionQuotaExceeded, Unavailable
+from rnnserve.state.base import SessionRecord, StateLayout, StateStore
 from rnnserve.state.memory import MemoryStateStore
 
 from tests.state.conftest import (
@@ -260,6 +262,84 @@ async def test_owned_sessions(store: StateStore) -> None:
     assert [await store.owned_sessions(o) for o in ("alice", "bob")] == [2, 0]
     await asyncio.sleep(0.6)
     assert await store.owned_sessions("alice") == 0
+
+
+def by(session_id: str, client: str, layout: StateLayout = LSTM) -> SessionRecord:
+    """A keys-off session counted against the address `client`."""
+    record = rec(session_id, layout, owner="")
+    record.client = client
+    return record
+
+
+async def counts(store: StateStore, *clients: str) -> list[int]:
+    return [await store.client_sessions(c) for c in clients]
+
+
+@pytest.mark.store(ttl_s=0.4, max_sessions_per_client=2)
+async def test_client_sessions_and_the_per_address_cap(store: StateStore) -> None:
+    await store.create(LSTM, by("a1", "10.0.0.1"), None)
+    await store.create(GRU, by("a2", "10.0.0.1", GRU), None)
+    await store.create(LSTM, by("b1", "10.0.0.2"), None)
+    await store.create(LSTM, by("n1", ""), None)  # not counted: a trusted proxy's own
+    await store.create(LSTM, by("n2", ""), None)
+    await store.create(LSTM, by("n3", ""), None)
+    assert await counts(store, "10.0.0.1", "10.0.0.2", "10.0.0.3") == [2, 1, 0]
+    assert (await store.get("a1")).client == "10.0.0.1"
+    with pytest.raises(SessionQuotaExceeded, match=r"client address 10.0.0.1 holds its maximum "
+                       r"of 2 live sessions .*--max-sessions-per-client") as info:
+        await store.create(LSTM, by("a3", "10.0.0.1"), None)
+    assert info.value.retry_after_s == 5 and info.value.http_status == 429
+    with pytest.raises(SessionNotFound):  # the refused session was not stored
+        await store.get("a3")
+    await store.create(LSTM, by("a2", "10.0.0.1"), None, replace=True)  # its own: no extra
+    with pytest.raises(SessionQuotaExceeded):  # another address's id is one more for .1
+        await store.create(LSTM, by("b1", "10.0.0.1"), None, replace=True)
+    await store.create(LSTM, by("b1", "10.0.0.3"), None, replace=True)  # now .3's
+    assert await counts(store, "10.0.0.1", "10.0.0.2", "10.0.0.3") == [2, 0, 1]
+    await store.delete("a1")  # a delete frees its count at once
+    assert await counts(store, "10.0.0.1") == [1]
+    await store.create(LSTM, by("a3", "10.0.0.1"), None)
+    assert await counts(store, "10.0.0.1") == [2]
+    await asyncio.sleep(0.6)  # all expire: every count is free again
+    assert await counts(store, "10.0.0.1", "10.0.0.3") == [0, 0]
+    await store.create(LSTM, by("c1", "10.0.0.1"), None)
+    await store.create(LSTM, by("c2", "10.0.0.1"), None)
+    assert await counts(store, "10.0.0.1") == [2]
+
+
+@pytest.mark.store(ttl_s=0.6, max_sessions_per_client=1)
+async def test_a_stepped_session_keeps_counting_past_its_first_expiry(store: StateStore) -> None:
+    await store.create(LSTM, by("s", "10.0.0.1"), None)
+    for _ in range(4):  # 1.2 s in all: past the expiry it had when created, never idle 0.6 s
+        await asyncio.sleep(0.3)
+        assert (await step(store, LSTM, ["s"], random_state(LSTM, 1))).errors == [None]
+    assert await counts(store, "10.0.0.1") == [1]
+    with pytest.raises(SessionQuotaExceeded):
+        await store.create(LSTM, by("t", "10.0.0.1"), None)
+    await asyncio.sleep(0.9)  # idle past the timeout now
+    assert await counts(store, "10.0.0.1") == [0]
+    await store.create(LSTM, by("t", "10.0.0.1"), None)
+
+
+async def test_the_memory_sweep_frees_the_count() -> None:
+    now = [time.time()]  # records are stamped with the real time
+    store = MemoryStateStore(ttl_s=10, max_sessions=100, clock=lambda: now[0],
+                             max_sessions_per_client=2)  # not started: sweeps only when told
+    await store.create(LSTM, by("a", "10.0.0.1"), None)
+    await store.create(LSTM, by("b", "10.0.0.1"), None)
+    now[0] += 11  # idle past the timeout
+    assert store.sweep() == 2
+    assert await counts(store, "10.0.0.1") == [0]
+    await store.create(LSTM, by("c", "10.0.0.1"), None)
+
+
+async def test_lru_eviction_frees_the_client_count() -> None:
+    store = MemoryStateStore(ttl_s=60, max_sessions=2, when_full="lru",
+                             max_sessions_per_client=2)
+    await store.create(LSTM, by("old", "10.0.0.1"), None)
+    await store.create(LSTM, by("b", "10.0.0.2"), None)
+    await store.create(LSTM, by("c", "10.0.0.2"), None)  # evicts .1's session
+    assert await counts(store, "10.0.0.1", "10.0.0.2") == [0, 2]
 
 
 async def test_gather_checks_the_owner(store: StateStore) -> None:

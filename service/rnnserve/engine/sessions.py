@@ -93,7 +93,9 @@ class SessionStepper:
 
 class Sessions:
     """Session lifecycle over the store and the step entrances. `owner` is the API key's
-    identity (empty when keys are off): another owner's session is reported as unknown."""
+    identity (empty when keys are off): another owner's session is reported as unknown.
+    `client` is the caller's address as its transport counts it for the per-address cap
+    (empty: not counted, e.g. a trusted proxy itself)."""
 
     def __init__(self, settings: Settings, store: StateStore, served: ServedVersions,
                  limits: Limits) -> None:
@@ -138,25 +140,27 @@ class Sessions:
 
     async def create(
         self, model: str, *, version: str | int | None = None,
-        state: Mapping[str, np.ndarray] | None = None, owner: str = "",
+        state: Mapping[str, np.ndarray] | None = None, owner: str = "", client: str = "",
     ) -> SessionRecord:
         runner = self._served.runner(model, version)
         checked = check_state(runner.signature, state, "state")
-        return await self.open(runner, new_session_id(), owner, checked)
+        return await self.open(runner, new_session_id(), owner, checked, client=client)
 
     async def open(self, runner: Runner, session_id: str, owner: str,
                    state: dict[str, np.ndarray] | None = None, *,
-                   replace: bool = False) -> SessionRecord:
+                   replace: bool = False, client: str = "") -> SessionRecord:
         """Store a new session under `session_id` (a v2 sequence's start replaces its
-        session), within the key's quota."""
+        session), within the key's quota; without keys, within the client address's (the
+        store counts and refuses it in one step, across replicas)."""
         cap = self._settings.max_sessions_per_key
         if cap and owner and await self._store.owned_sessions(owner) >= cap:
             raise SessionQuotaExceeded(f"this API key holds its maximum of {cap} live sessions",
                                        retry_after_s=5)
+        counted = client if not owner and self._settings.max_sessions_per_client else ""
         now = time.time()
         record = SessionRecord(id=session_id, model=runner.name, version=runner.version,
                                created=now, last_used=now, ttl_s=self._settings.session_ttl_s,
-                               owner=owner)
+                               owner=owner, client=counted)
         return await self._store.create(self._served.batcher(runner).layout, record, state,
                                         replace=replace)
 

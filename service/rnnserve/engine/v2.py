@@ -158,10 +158,11 @@ class V2DataPlane:
             "outputs": outputs,
         }
 
-    async def infer(self, request: V2Request, owner: str) -> V2Response:
+    async def infer(self, request: V2Request, owner: str, client: str = "") -> V2Response:
         """Stateless inference, or a sequence step when the parameters name a sequence. An
         unknown requested output is refused before anything runs: a rejected call never
-        advances a sequence."""
+        advances a sequence. `client`: the caller's address as the per-client session cap
+        counts it (a sequence's start creates a session)."""
         sequence = sequence_parameters(request.parameters)
         known = self._engine.runner(request.model, request.version).signature.output_names
         for name in request.outputs or ():
@@ -171,12 +172,13 @@ class V2DataPlane:
             runner, results = await self._engine.infer(request.model, request.inputs,
                                                        version=request.version)
         else:
-            runner, results = await self._sequence_step(request, *sequence, owner)
+            runner, results = await self._sequence_step(request, *sequence, owner, client)
         names = request.outputs or runner.signature.output_names
         return V2Response(runner.name, runner.version, {name: results[name] for name in names})
 
     async def _sequence_step(
         self, request: V2Request, sequence_id: SequenceId, start: bool, end: bool, owner: str,
+        client: str = "",
     ) -> tuple[Runner, dict[str, np.ndarray]]:
         """`start` (re)starts the sequence from zeros; `end` frees it after this step."""
         engine, model, version = self._engine, request.model, request.version
@@ -204,7 +206,7 @@ class V2DataPlane:
                                f"{sig.input_name!r} must have batch size 1, not {x.shape[0]}")
         engine.limits.check_step_length(int(x.shape[1]), sig.input_name)
         if start:
-            await sessions.open(runner, session_id, owner, replace=True)
+            await sessions.open(runner, session_id, owner, replace=True, client=client)
         result = await sessions.step_checked(runner, session_id, owner, x, with_states=True)
         if end:
             await sessions.end(session_id)

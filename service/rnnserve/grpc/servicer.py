@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
+from urllib.parse import unquote
 
 from rnnserve.auth import ApiKeys
 from rnnserve.engine import Engine, V2DataPlane
@@ -15,6 +16,7 @@ from rnnserve.grpc import converters
 from rnnserve.grpc.errors import aborts_on_error, status_of
 from rnnserve.grpc.generated import inference_pb2 as pb
 from rnnserve.grpc.stream import pipeline
+from rnnserve.proxies import TrustedProxies
 
 STREAM_WINDOW = 256
 """Most messages of one ModelStreamInfer stream in flight at once."""
@@ -28,6 +30,7 @@ class InferenceServicer:
         self._engine = engine
         self._v2 = V2DataPlane(engine)
         self._keys = ApiKeys(engine.settings.key_set())
+        self._proxies = TrustedProxies(engine.settings.forwarded_allow_ips)
 
     def _owner(self, context: Any) -> str:
         """The caller's owner id from `authorization: Bearer <key>` metadata (as HTTP: every
@@ -41,6 +44,17 @@ class InferenceServicer:
             raise Unauthenticated("missing or invalid API key: send metadata "
                                   "'authorization: Bearer <key>'")
         return owner
+
+    def _client(self, context: Any) -> str:
+        """The caller's address as the per-client session cap counts it: the peer, or, from a
+        trusted proxy (--forwarded-allow-ips), its `x-forwarded-for`; "" for the proxy's own
+        calls (as over HTTP)."""
+        hops = [value for key, value in context.invocation_metadata() or ()
+                if key == "x-forwarded-for"]
+        forwarded = ", ".join(hops) or None
+        peer = peer_host(context.peer() or "")
+        client = self._proxies.client(peer, forwarded)
+        return self._proxies.counted(client, forwarded is not None)
 
     @aborts_on_error
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any
@@ -80,7 +94,7 @@ class InferenceServicer:
     @aborts_on_error
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any
                          ) -> pb.ModelInferResponse:
-        return await self._infer(request, self._owner(context))
+        return await self._infer(request, self._owner(context), self._client(context))
 
     async def ModelStreamInfer(self, requests: AsyncIterable[pb.ModelInferRequest],
                                context: Any) -> AsyncIterator[pb.ModelStreamInferResponse]:
@@ -91,11 +105,12 @@ class InferenceServicer:
             owner = self._owner(context)
         except Unauthenticated as exc:
             await context.abort(*status_of(exc))
+        client = self._client(context)
 
         async def one(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
             try:
                 return pb.ModelStreamInferResponse(
-                    infer_response=await self._infer(request, owner))
+                    infer_response=await self._infer(request, owner, client))
             except Exception as exc:
                 return converters.stream_error(request, status_of(exc)[1])
 
@@ -103,8 +118,20 @@ class InferenceServicer:
         async for response in stream:
             yield response
 
-    async def _infer(self, request: pb.ModelInferRequest, owner: str) -> pb.ModelInferResponse:
+    async def _infer(self, request: pb.ModelInferRequest, owner: str, client: str
+                     ) -> pb.ModelInferResponse:
         call = converters.decode_infer_request(request)
-        answer = await self._v2.infer(call.request, owner)
+        answer = await self._v2.infer(call.request, owner, client)
         return converters.encode_infer_response(answer.model, answer.version, call,
                                                 answer.outputs, tuple(answer.outputs))
+
+
+def peer_host(peer: str) -> str:
+    """The address in a gRPC peer string: "ipv4:127.0.0.1:5555" -> 127.0.0.1,
+    "ipv6:[::1]:5555" -> ::1; "" for any other kind (a unix socket: not counted)."""
+    kind, _, rest = unquote(peer).partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].strip("[]")
+    return ""

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from rnnserve.engine import StepResult
 from rnnserve.errors import InvalidInput, PayloadTooLarge, RnnServeError
 from rnnserve.http.body import decode_state, encode_state, read_json_object
-from rnnserve.http.common import engine_of, owner_of, session_body
+from rnnserve.http.common import client_of, engine_of, owner_of, session_body
 from rnnserve.http.errors import error_fields
 from rnnserve.http.json_arrays import to_float32
 from rnnserve.http.openapi import (
@@ -65,7 +65,7 @@ async def create_session(request: Request, model: str = MODEL,
         raise InvalidInput('"version" must be a version number')
     record = await engine_of(request).sessions.create(
         model, version=version, state=decode_state(body.get("state"), "state"),
-        owner=owner_of(request))
+        owner=owner_of(request), client=client_of(request))
     return FastJSONResponse(session_body(record), status_code=201)
 
 

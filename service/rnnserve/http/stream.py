@@ -35,7 +35,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from rnnserve.engine import SessionStepper, StepOutcome
 from rnnserve.errors import InvalidInput, RnnServeError, StreamReplaced
-from rnnserve.http.common import engine_of, owner_of, session_body
+from rnnserve.http.common import client_of, engine_of, owner_of, session_body
 from rnnserve.http.errors import error_fields
 from rnnserve.http.json_arrays import JSON_STEPS
 from rnnserve.http.ws_protocol import DIRECT, DirectChannel
@@ -209,7 +209,8 @@ async def stream(websocket: WebSocket, model: str, session_id: str | None = None
                 raise InvalidInput(f"session {session_id!r} belongs to model {record.model!r}")
             record = await sessions.attach(session_id, owner)  # the latest attach wins
         else:
-            record = await sessions.create(model, version=version, owner=owner)
+            record = await sessions.create(model, version=version, owner=owner,
+                                           client=client_of(websocket))
         stepper = sessions.stepper(record, JSON_STEPS)  # resolved once: no lookup per step
     except RnnServeError as exc:
         await websocket.send_text(_text(error_fields(exc)))

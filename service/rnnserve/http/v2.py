@@ -8,7 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from rnnserve.engine import EXTENSIONS
-from rnnserve.http.common import engine_of, owner_of, v2_of
+from rnnserve.http.common import client_of, engine_of, owner_of, v2_of
 from rnnserve.http.errors import error_response
 from rnnserve.http.openapi import V2_INFER_EXAMPLE, V2_INFER_REQUEST, json_body
 from rnnserve.http.responses import FastJSONResponse
@@ -67,7 +67,7 @@ async def _infer(request: Request, model: str, version: str | None) -> Response:
                       engine_of(request).settings.max_body_bytes)
     call = decode_request(body, request.headers.get("inference-header-content-length"),
                           model, version)
-    answer = await v2_of(request).infer(call.request, owner_of(request))
+    answer = await v2_of(request).infer(call.request, owner_of(request), client_of(request))
     payload, header_length = encode_response(call, answer)
     headers: dict[str, str] = {}
     payload, encoding = compress(payload, request.headers.get("accept-encoding", ""))

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rnnserve.errors import RnnServeError, StreamReplaced
+from rnnserve.errors import RnnServeError, SessionQuotaExceeded, StreamReplaced
 
 SessionEvent = Callable[[str, str, int], None]
 """(event, model, steps): event is created, deleted, expired or evicted (evicted: the memory
@@ -55,6 +55,9 @@ class SessionRecord:
     steps: int = 0
     owner: str = ""
     holder: int = 0  # which attach holds the session (0: its creator); see StateStore.attach
+    client: str = ""
+    """The client address whose live-session cap this session counts against (keys off);
+    empty when it counts against none (keys on, the cap off, a trusted proxy's own)."""
 
     @property
     def expires_at(self) -> float:
@@ -167,8 +170,23 @@ class StateStore(Protocol):
         """Live sessions created by `owner` (an API key's identity), for per-key caps."""
         ...
 
+    async def client_sessions(self, client: str) -> int:
+        """Live sessions counted against the client address `client`. `create` refuses a
+        record whose `client` holds `max_sessions_per_client` already (checked and written
+        at once, so concurrent creates, on any replica, cannot overshoot)."""
+        ...
+
 
 def replaced(session_id: str) -> StreamReplaced:
     """The error of a streamed step whose connection no longer holds its session."""
     return StreamReplaced(f"session {session_id!r} was attached by a newer connection; this "
                           "step was not applied")
+
+
+def client_quota_exceeded(client: str, cap: int) -> SessionQuotaExceeded:
+    """The refusal of a session over the per-address cap (the transport adds how to free
+    sessions: its advice for the remedy)."""
+    return SessionQuotaExceeded(
+        f"client address {client} holds its maximum of {cap} live sessions (without API keys "
+        "live sessions are capped per client address; the server's operator sets the cap with "
+        "--max-sessions-per-client)", retry_after_s=5)

@@ -12,8 +12,10 @@ def make_store(settings: Settings, on_event: SessionEvent) -> StateStore:
     url = settings.state_store
     if url == "memory":
         return MemoryStateStore(ttl_s=settings.session_ttl_s, max_sessions=settings.max_sessions,
-                                when_full=settings.when_full, on_event=on_event)
+                                when_full=settings.when_full, on_event=on_event,
+                                max_sessions_per_client=settings.max_sessions_per_client)
     from rnnserve.state.redis import RedisStateStore
 
     return RedisStateStore(url, ttl_s=settings.session_ttl_s,
-                           max_sessions=settings.max_sessions, on_event=on_event)
+                           max_sessions=settings.max_sessions, on_event=on_event,
+                           max_sessions_per_client=settings.max_sessions_per_client)

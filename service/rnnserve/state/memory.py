@@ -32,6 +32,7 @@ from rnnserve.state.base import (
     Written,
     replaced,
 )
+from rnnserve.state.client_counts import ClientCounts
 from rnnserve.state.slab import Slab, reserved_rows
 
 log = logging.getLogger("rnnserve.state.memory")
@@ -52,9 +53,11 @@ class MemoryStateStore:
         when_full: Literal["reject", "lru"] = "reject",
         on_event: SessionEvent | None = None,
         clock: Callable[[], float] = time.time,
+        max_sessions_per_client: int = 0,
     ) -> None:
         self.ttl_s = ttl_s
         self.max_sessions = max_sessions
+        self.clients = ClientCounts(max_sessions_per_client)
         self.when_full = when_full
         self._on_event = on_event or (lambda event, model, steps: None)
         self._clock = clock
@@ -123,6 +126,7 @@ class MemoryStateStore:
         self._on_event(why, slab.layout.model, int(slab.steps[slot]))
         owner = int(slab.owner[slot])
         self._owner_live[owner] = self._owner_live.get(owner, 1) - 1
+        self.clients.remove(session_id)
         del self._index[session_id]
         self._last.pop(session_id, None)
         slab.release(slot)
@@ -159,6 +163,7 @@ class MemoryStateStore:
             created=float(slab.created[slot]), last_used=float(slab.last_used[slot]),
             ttl_s=self.ttl_s, steps=int(slab.steps[slot]),
             owner=self._owners[int(slab.owner[slot])], holder=int(slab.holder[slot]),
+            client=self.clients.client_of(session_id),
         )
 
     def _make_room(self) -> None:
@@ -191,6 +196,7 @@ class MemoryStateStore:
         self, layout: StateLayout, record: SessionRecord, state: dict[str, np.ndarray] | None,
         *, replace: bool = False,
     ) -> SessionRecord:
+        self.clients.check(record, replace)
         if record.id in self._index:
             if not replace:
                 raise Unavailable(f"session id {record.id!r} is taken", retry_after_s=0)
@@ -206,6 +212,7 @@ class MemoryStateStore:
         owner = self._owner_id(record.owner)
         slab.owner[slot] = owner
         self._owner_live[owner] = self._owner_live.get(owner, 0) + 1
+        self.clients.add(record)
         slab.ids[slot] = record.id
         slab.alive[slot] = True
         self._index[record.id] = slab_no << SLOT_BITS | slot
@@ -357,6 +364,9 @@ class MemoryStateStore:
     async def owned_sessions(self, owner: str) -> int:
         owner_id = self._owner_ids.get(owner)
         return 0 if owner_id is None else self._owner_live.get(owner_id, 0)
+
+    async def client_sessions(self, client: str) -> int:
+        return self.clients.count(client)
 
     async def live_sessions(self) -> dict[str, int]:
         counts: dict[str, int] = {}

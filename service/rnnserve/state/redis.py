@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,6 +47,7 @@ from rnnserve.state.base import (
 )
 from rnnserve.state.redis_attach import RedisAttachments
 from rnnserve.state.redis_client import connect, guard, safe_url
+from rnnserve.state.redis_client_sets import ClientSets
 from rnnserve.state.redis_format import (
     GEN,
     LIVE,
@@ -56,6 +56,7 @@ from rnnserve.state.redis_format import (
     MODELS,
     OWNER,
     SESSION,
+    GatherToken,
     from_bytes,
     layout_json,
     not_found,
@@ -71,15 +72,6 @@ log = logging.getLogger("rnnserve.state.redis")
 MARKER_GRACE_MS = 86_400_000  # how long after expiry an id still answers "expired"
 SWEEP_LIMIT = 1000  # expired ids pruned per model per sweep (bounds the script's run time)
 RESET_ATTEMPTS = 8
-
-
-@dataclass
-class _Token:
-    """What gather learnt, for scatter: the layout, each row's gen and record."""
-
-    layout: StateLayout
-    gens: list[bytes | None]
-    records: list[SessionRecord | None]
 
 
 class RedisStateStore:
@@ -106,6 +98,7 @@ class RedisStateStore:
         connect_timeout_s: float = 2.0,
         command_timeout_s: float = 5.0,
         sweep_interval_s: float | None = None,
+        max_sessions_per_client: int = 0,
     ) -> None:
         self.url = url
         self.ttl_s = ttl_s
@@ -124,6 +117,7 @@ class RedisStateStore:
         self._delete = self._client.register_script(redis_scripts.DELETE)
         self._sweep = self._client.register_script(redis_scripts.SWEEP)
         self._owned = self._client.register_script(redis_scripts.OWNED)
+        self.clients = ClientSets(self._client, self._where, max_sessions_per_client)
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
         self._attachments = RedisAttachments(self._client, self._where)
@@ -158,6 +152,7 @@ class RedisStateStore:
             await asyncio.sleep(self._sweep_interval)
             try:
                 await self.sweep()
+                await self.clients.sweep()
             except Unavailable as exc:  # Redis down for a while: keep serving what we can
                 if self._closing:
                     return
@@ -208,15 +203,18 @@ class RedisStateStore:
         async with guard(self._where):
             out = await self._create(
                 keys=[SESSION + record.id, MARKER + record.id, GEN, MODELS, LIVE + layout.model,
-                      OWNER + record.owner],
+                      OWNER + record.owner, *self.clients.keys(record.client)],
                 args=[int(replace), self.max_sessions, self._ttl_ms, self._marker_ttl_ms,
-                      self._ttl_label, record.id, layout.model, LIVE, OWNER, *fields])
+                      self._ttl_label, record.id, layout.model, LIVE, OWNER,
+                      *self.clients.args(record.client), *fields])
         status = text(out[0])
         if status == "taken":
             raise Unavailable(f"session id {record.id!r} is taken", retry_after_s=0)
         if status == "full":
             raise Unavailable(f"the server holds its maximum of {self.max_sessions} live "
                               "sessions; delete idle ones or retry later", retry_after_s=5)
+        if status == "client-full":
+            raise self.clients.refusal(record.client)
         now, rmodel, rsteps, emodel, esteps = (text(v) for v in out[1:6])
         if emodel:
             self._on_event("expired", emodel, int(esteps))
@@ -225,7 +223,7 @@ class RedisStateStore:
         self._on_event("created", layout.model, 0)
         return SessionRecord(id=record.id, model=layout.model, version=layout.version,
                              created=record.created, last_used=float(now), ttl_s=self.ttl_s,
-                             steps=0, owner=record.owner)
+                             steps=0, owner=record.owner, client=record.client)
 
     async def get(self, session_id: str) -> SessionRecord:
         return self._record(session_id, await self._fetch(session_id))
@@ -266,7 +264,7 @@ class RedisStateStore:
     async def delete(self, session_id: str) -> None:
         async with guard(self._where):
             out = await self._delete(keys=[SESSION + session_id, MARKER + session_id],
-                                     args=[LIVE, session_id, OWNER])
+                                     args=[LIVE, session_id, OWNER, self.clients.prefix])
         if text(out[0]) == "missing":
             raise not_found(session_id, out[1])
         self._on_event("deleted", text(out[1]), int(out[2]))
@@ -320,7 +318,7 @@ class RedisStateStore:
                 states[name][:, i, :] = from_bytes(raw, layers, hidden)
             gens[i] = meta[b"gen"]
             records[i] = self._record(session_id, meta)
-        return Gathered(ids, states, errors, token=_Token(layout, gens, records))
+        return Gathered(ids, states, errors, token=GatherToken(layout, gens, records))
 
     async def replay(
         self, session_id: str, step_id: str, owner: str
@@ -343,7 +341,7 @@ class RedisStateStore:
         gathered one; a changed gen is a conflict (another writer came first: run again), a
         missing hash an error (deleted or expired meanwhile). A row whose step id is already
         the session's last one is replayed, never applied twice."""
-        token: _Token = gathered.token
+        token: GatherToken = gathered.token
         layout = token.layout
         rows = [i for i, error in enumerate(gathered.errors) if error is None]
         n = len(gathered.ids)
@@ -390,6 +388,9 @@ class RedisStateStore:
         ids past their expiry are dropped (one script, one round trip)."""
         async with guard(self._where):
             return int(await self._owned(keys=[OWNER + owner]))
+
+    async def client_sessions(self, client: str) -> int:
+        return await self.clients.count(client)
 
     async def live_sessions(self) -> dict[str, int]:
         """Live sessions per model across all replicas: the sizes of the live sorted sets

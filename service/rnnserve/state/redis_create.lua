@@ -1,15 +1,28 @@
--- KEYS: hash, marker, gen counter, models set, live zset of the model, owner zset.
+-- KEYS: hash, marker, gen counter, models set, live zset of the model, owner zset,
+--       client set, clients index.
 -- ARGV: replace (0/1), max_sessions, ttl_ms, marker_ttl_ms, ttl label, id, model, live prefix,
---       owner prefix, then field, value pairs (without gen and last_used).
--- -> {'taken'} | {'full', n} | {'ok', now, replaced_model, replaced_steps, expired_model,
---    expired_steps} (empty strings where nothing was replaced or found expired)
-local old = redis.call('HMGET', KEYS[1], 'model', 'steps', 'owner')
+--       owner prefix, client address ('' if not counted), max per client (0: no cap),
+--       session prefix, client prefix, then field, value pairs (without gen and last_used).
+-- -> {'taken'} | {'full', n} | {'client-full', n} | {'ok', now, replaced_model,
+--    replaced_steps, expired_model, expired_steps} (empty strings where nothing was replaced
+--    or found expired)
+local old = redis.call('HMGET', KEYS[1], 'model', 'steps', 'owner', 'client')
+local client = ARGV[10]
+if client ~= '' and tonumber(ARGV[11]) > 0 then  -- the address's cap, before any write
+  prune_client(KEYS[7], client, ARGV[12], -1)
+  local held = redis.call('ZCARD', KEYS[7])
+  if old[1] and old[4] == client and redis.call('ZSCORE', KEYS[7], ARGV[6]) then
+    held = held - 1  -- a restart of its own sequence replaces: it does not count twice
+  end
+  if held >= tonumber(ARGV[11]) then return {'client-full', tostring(held)} end
+end
 local rmodel, rsteps, emodel, esteps = '', '', '', ''
 if old[1] then
   if ARGV[1] ~= '1' then return {'taken'} end
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', ARGV[8] .. old[1], ARGV[6])
   redis.call('ZREM', ARGV[9] .. (old[3] or ''), ARGV[6])
+  if old[4] and old[4] ~= '' then redis.call('ZREM', ARGV[13] .. old[4], ARGV[6]) end
   rmodel, rsteps = old[1], old[2] or '0'
 else
   local mark = redis.call('GET', KEYS[2])
@@ -26,7 +39,7 @@ else
   if total >= tonumber(ARGV[2]) then return {'full', tostring(total)} end
 end
 local args = {'gen', tostring(redis.call('INCR', KEYS[3])), 'last_used', now}
-for i = 10, #ARGV do args[#args + 1] = ARGV[i] end
+for i = 14, #ARGV do args[#args + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(args))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('SET', KEYS[2], ARGV[5] .. ' 0 ' .. ARGV[7], 'PX', ARGV[4])
@@ -34,4 +47,9 @@ redis.call('SADD', KEYS[4], ARGV[7])
 redis.call('ZADD', KEYS[5], now_ms + tonumber(ARGV[3]), ARGV[6])
 redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now_ms)
 redis.call('ZADD', KEYS[6], now_ms + tonumber(ARGV[3]), ARGV[6])
+if client ~= '' then  -- counted against its address; the index learns when to look again
+  redis.call('HSET', KEYS[1], 'client', client)
+  redis.call('ZADD', KEYS[7], now_ms + tonumber(ARGV[3]), ARGV[6])
+  redis.call('ZADD', KEYS[8], redis.call('ZRANGE', KEYS[7], 0, 0, 'WITHSCORES')[2], client)
+end
 return {'ok', now, rmodel, rsteps, emodel, esteps}

@@ -9,6 +9,7 @@ Key layout (PREFIX is `rnnserve:`):
         holder             which attach holds the session (absent: 0, its creator); raised by
                            redis_attach.lua, which also publishes "{id} {holder}" on
                            rnnserve:attached for every replica
+        client             the client address the session counts against (keys off), if any
         gen                the optimistic-concurrency stamp; every write takes a fresh value
                            from rnnserve:gen, so a gathered gen can never match a later
                            incarnation of the same id (no ABA after delete + create)
@@ -23,18 +24,22 @@ Key layout (PREFIX is `rnnserve:`):
                            what counts live sessions (max_sessions, live_sessions(), metrics)
                            without a SCAN; it is kept in step with the hash by the same scripts
     rnnserve:owner:{owner} the same per creating owner (API key identity), for per-key caps;
-                           pruned by score when that owner creates or is counted"""
+                           pruned by score when that owner creates or is counted
+    rnnserve:client:{addr} sorted set: session id -> expiry as of its create, per client
+                           address (the per-address cap; see redis_client_sets)
+    rnnserve:clients       sorted set: address -> the earliest score in its client set"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from rnnserve.errors import InvalidInput, RnnServeError, SessionNotFound, UnknownSession
-from rnnserve.state.base import SessionRecord
+from rnnserve.state.base import SessionRecord, StateLayout
 
 PREFIX = "rnnserve:"
 SESSION = PREFIX + "s:"
@@ -43,6 +48,8 @@ LIVE = PREFIX + "live:"
 MODELS = PREFIX + "models"
 GEN = PREFIX + "gen"
 OWNER = PREFIX + "owner:"
+CLIENT = PREFIX + "client:"
+CLIENTS = PREFIX + "clients"
 META = (b"model", b"version", b"gen", b"steps", b"created", b"last_used", b"owner", b"layout",
         b"holder")
 
@@ -107,5 +114,14 @@ def record_from(session_id: str, meta: dict[bytes, Any], ttl_s: float) -> Sessio
         id=session_id, model=text(meta[b"model"]), version=int(meta[b"version"]),
         created=float(meta[b"created"]), last_used=float(meta[b"last_used"]),
         ttl_s=ttl_s, steps=int(meta[b"steps"]), owner=text(meta.get(b"owner", b"")),
-        holder=int(meta.get(b"holder") or 0),
+        holder=int(meta.get(b"holder") or 0), client=text(meta.get(b"client", b"")),
     )
+
+
+@dataclass
+class GatherToken:
+    """What gather learnt, for scatter: the layout, each row's gen and record."""
+
+    layout: StateLayout
+    gens: list[bytes | None]
+    records: list[SessionRecord | None]
