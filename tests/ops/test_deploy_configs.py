@@ -670,3 +670,13 @@ def test_deploy_lb_grpc_through_nginx(cluster: Cluster) -> None:
     assert set(cluster.upstreams("/inference.GRPCInferenceService/")) <= set(
         cluster.grpc_replicas)
     assert cluster.upstreams("/inference.GRPCInferenceService/ModelInfer", count=1)
+
+
+def test_deploy_nginx_replaces_a_client_sent_forwarded_for() -> None:
+    """The replicas trust nginx's X-Forwarded-For (compose sets RNNSERVE_FORWARDED_ALLOW_IPS),
+    so nginx, the edge, must replace whatever the client sent: appended to, a made-up address
+    would pass for the client's and dodge every per-client cap and rate limit."""
+    text = NGINX_TEMPLATE.read_text()
+    sets = re.findall(r"(?:proxy|grpc)_set_header\s+X-Forwarded-For\s+(\S+);", text)
+    assert len(sets) == 2, "HTTP and gRPC both forward the client's address"
+    assert set(sets) == {"$remote_addr"}
