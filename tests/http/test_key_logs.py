@@ -31,6 +31,7 @@ async def websockets_every_way(port: int) -> list[str]:
         {"uri": f"{url}?api_key={KEY}"},
         {"uri": f"{url}?API_KEY={KEY}&api_key={WRONG}"},
         {"uri": f"{url}?api_key={WRONG}"},
+        {"uri": f"{url}?%61pi%5Fkey={KEY}"},  # not the name the server reads: refused
         {"uri": url, "subprotocols": ["rnnserve", f"rnnserve.key.{KEY}"]},
         {"uri": url, "subprotocols": [f"rnnserve.key.{WRONG}", "rnnserve"]},
         {"uri": url, "subprotocols": [f"rnnserve.key.{KEY}"]},  # without "rnnserve": refused
@@ -56,7 +57,8 @@ def test_no_key_reaches_the_log(tmp_path: Path, tiny_repo: Path, log_format: str
     with serving(["--models", str(tiny_repo), "--api-keys", KEY, "--log-level", "debug",
                   "--log-format", log_format], tmp_path / "server.log") as server:
         outcomes = asyncio.run(websockets_every_way(server.port))
-        assert outcomes == ["None", "403", "403", "rnnserve", "403", "403", "None", "None"]
+        assert outcomes == ["None", "403", "403", "403", "rnnserve", "403", "403", "None",
+                            "None"]
         with httpx.Client(base_url=server.url, timeout=10) as http:
             good, bad = {"Authorization": f"Bearer {KEY}"}, {"Authorization": f"Bearer {WRONG}"}
             errors = [
@@ -90,6 +92,7 @@ def test_no_key_reaches_the_log(tmp_path: Path, tiny_repo: Path, log_format: str
      '"WebSocket /s?session_id=x&api_key=[redacted]&v=2" [accepted]'),
     ("< GET /s?API_KEY=SECRET HTTP/1.1", "?API_KEY=[redacted] HTTP/1.1"),
     ("< GET /s?api%5Fkey=SECRET HTTP/1.1", "?api%5Fkey=[redacted] HTTP/1.1"),
+    ("< GET /s?%61PI_%4bey%3DSECRET HTTP/1.1", "?%61PI_%4bey%3D[redacted] HTTP/1.1"),
     ('GET /s?api_key=SE"CRET" 200', 'api_key=[redacted]" 200'),
     ("< sec-websocket-protocol: rnnserve.key.SECRET, rnnserve",
      "rnnserve.key.[redacted], rnnserve"),

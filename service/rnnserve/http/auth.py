@@ -21,7 +21,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -58,6 +58,17 @@ def subprotocol_key(scope: Scope) -> str:
     for offered in scope.get("subprotocols", ()):
         if offered.startswith(KEY_SUBPROTOCOL):
             return str(offered[len(KEY_SUBPROTOCOL):])
+    return ""
+
+
+def query_key(scope: Scope) -> str:
+    """The value of the first `api_key=` in the query string ("" if none). Only that exact
+    spelling counts (no other case, no percent-encoded name); the log redaction (redact.py)
+    hides the value after every spelling anyway."""
+    for part in scope.get("query_string", b"").decode("latin-1").split("&"):
+        name, _, value = part.partition("=")
+        if name == "api_key":
+            return unquote_plus(value)
     return ""
 
 
@@ -157,8 +168,7 @@ class AuthAndRateLimit:
             if name == b"authorization":
                 given = ApiKeys.bearer(value.decode("latin-1"))
         if not given and scope["type"] == "websocket":
-            given = subprotocol_key(scope) or parse_qs(
-                scope.get("query_string", b"").decode("latin-1")).get("api_key", [""])[0]
+            given = subprotocol_key(scope) or query_key(scope)
         return self.keys.owner(given)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int,
