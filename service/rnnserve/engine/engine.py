@@ -12,6 +12,7 @@ store and the batchers inside the running event loop; `await aclose()` drains th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -118,6 +119,8 @@ class Engine:
         self.started = False
         if self._key_watch is not None:
             self._key_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._key_watch
             self._key_watch = None
         for batcher in self._batchers.values():
             await batcher.close()
