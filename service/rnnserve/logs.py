@@ -1,5 +1,10 @@
 """Logging set-up: plain text for people, or one JSON object per line for log pipelines, each
-line carrying the id of the request it belongs to (a context variable set per request)."""
+line carrying the id of the request it belongs to (a context variable set per request).
+
+Every line leaves through one of these formatters, rnnserve's and uvicorn's alike (uvicorn's
+loggers only propagate here: serve.py gives uvicorn no logging config of its own), and each
+formatter passes the finished text through `redact`: no API key reaches a log line, whether it
+came in the message, its arguments, an extra field or a traceback."""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import time
 from typing import Any
 
 import orjson
+
+from rnnserve.redact import redact
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
@@ -22,7 +29,7 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         rid = request_id.get()
         if rid:
@@ -30,10 +37,22 @@ class JsonFormatter(logging.Formatter):
         for key in ("method", "path", "status", "duration_ms", "model", "client"):
             value = record.__dict__.get(key)
             if value is not None:
-                entry[key] = value
+                entry[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = redact(self.formatException(record.exc_info))
+        if record.stack_info:
+            entry["stack"] = redact(self.formatStack(record.stack_info))
         return orjson.dumps(entry, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """`time level logger [request id]: message` (then any traceback), keys redacted."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s%(rid)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 class RequestIdFilter(logging.Filter):
@@ -50,12 +69,11 @@ def configure_logging(level: str, fmt: str) -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)s %(name)s%(rid)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
         handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

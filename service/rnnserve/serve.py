@@ -91,9 +91,13 @@ def serve_main(argv: list[str]) -> int:
     configure_logging(settings.log_level, settings.log_format)
     try:
         settings.key_set()
-    except OSError as exc:
-        print(f"rnnserve serve: --api-keys-file: {exc}", file=sys.stderr)
+    except (OSError, UnicodeDecodeError) as exc:
+        what = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc  # no key bytes
+        print(f"rnnserve serve: --api-keys-file: {what}", file=sys.stderr)
         return 2
+    # SIGHUP re-reads the keys file once serving (_reload_keys_on_sighup); until then it must
+    # not kill the process (its default), and the file is read at start anyway.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if not settings.models.is_dir():
         print(f"rnnserve serve: --models {settings.models} is not a directory", file=sys.stderr)
         return 2
@@ -123,6 +127,20 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+def _reload_keys_on_sighup(engine: Engine) -> None:
+    """SIGHUP re-reads --api-keys-file now (it is also polled: keyfile.py). Without a keys
+    file there is nothing to re-read, and SIGHUP must still not kill the server."""
+    log = logging.getLogger("rnnserve.keys")
+
+    def on_sighup() -> None:
+        if engine.key_file is None:
+            log.info("SIGHUP: no --api-keys-file to re-read")
+            return
+        engine.key_file.reload("SIGHUP")
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
+
+
 async def _serve(engine: Engine, settings: Settings) -> int:
     """HTTP (uvicorn) and gRPC in one event loop over one engine. On SIGTERM/SIGINT uvicorn
     stops accepting and finishes in-flight requests; then gRPC drains, then the engine."""
@@ -148,7 +166,9 @@ async def _serve(engine: Engine, settings: Settings) -> int:
                             TrustedProxies(settings.forwarded_allow_ips),
                             engine.metrics.connections_refused)
     http_protocol, ws_protocol = server_protocols(guard)
-    config = uvicorn.Config(app, http=http_protocol, host=settings.host, port=settings.port,
+    _reload_keys_on_sighup(engine)
+    config = uvicorn.Config(app, http=http_protocol, log_config=None,  # ours (logs.py): one
+                            host=settings.host, port=settings.port,  # format, keys redacted
                             log_level=settings.log_level, access_log=False,  # ours: RequestContext
                             timeout_graceful_shutdown=10, ws_max_size=settings.max_body_bytes,
                             ws_max_queue=settings.ws_max_queue, lifespan="on",

@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rnnserve.keyfile import flag_keys, parse_keys
+
 
 class Settings(BaseSettings):
     """Everything the server can be told; passed explicitly into the parts that use it."""
@@ -103,7 +105,13 @@ class Settings(BaseSettings):
         "health, metrics, docs and the console needs 'Authorization: Bearer <key>'.",
     )
     api_keys_file: Path | None = Field(
-        None, description="A file with one API key per line (# comments allowed)."
+        None, description="A file with one API key per line (# comments allowed), added to "
+        "api_keys. Re-read when it changes and on SIGHUP: removed keys stop working at once; "
+        "once given, keys stay required even if the file becomes empty."
+    )
+    api_keys_poll_s: float = Field(
+        1.0, ge=0, description="How often the API keys file is checked for changes (seconds; "
+        "0: only on SIGHUP)."
     )
     rate_limit_per_s: float = Field(
         0.0, ge=0, description="Requests per second per API key (or client address without "
@@ -168,10 +176,7 @@ class Settings(BaseSettings):
 
     def key_set(self) -> frozenset[str]:
         """Every accepted API key, from api_keys and api_keys_file."""
-        keys = {k.strip() for k in self.api_keys.split(",") if k.strip()}
+        keys = flag_keys(self.api_keys)
         if self.api_keys_file is not None:
-            for line in self.api_keys_file.read_text(encoding="utf-8").splitlines():
-                line = line.split("#", 1)[0].strip()
-                if line:
-                    keys.add(line)
-        return frozenset(keys)
+            keys |= parse_keys(self.api_keys_file.read_text(encoding="utf-8"))
+        return keys

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import COMMITTED_MODELS, ROOT, serving
+from tests.conftest import COMMITTED_MODELS, ROOT, ServerProcess, serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -45,11 +45,16 @@ from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The real `rnnserve serve` on the committed models, with an API key, on a free port."""
     with serving(["--models", str(COMMITTED_MODELS), "--api-keys", KEY],
                  tmp_path_factory.mktemp("console") / "server.log") as proc:
-        yield proc.url
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def server(server_process: ServerProcess) -> str:
+    return server_process.url
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +146,7 @@ def session_status(url: str, sid: str) -> int:
     return httpx.get(f"{url}/v1/sessions/{sid}", headers=AUTH, timeout=5).status_code
 
 
-def test_console_end_to_end(server: str, browser: Any) -> None:
+def test_console_end_to_end(server: str, server_process: ServerProcess, browser: Any) -> None:
     driver = browser
     started = time.monotonic()
     week = next(c for c in WEEKS["cities"] if c["id"] == CITY)
@@ -193,6 +198,13 @@ def test_console_end_to_end(server: str, browser: Any) -> None:
     wait_for(driver, "the end of the week", lambda d: "week done" in d.find_element(
         By.ID, "live-status").text)
 
+    # the stream carried the key as a subprotocol, not in its URL: uvicorn's line for the
+    # accepted WebSocket has no query string, and the key is in no log line
+    accepted = [line for line in server_process.log().splitlines()
+                if f'"WebSocket /v1/models/{MODEL}/stream' in line and "[accepted]" in line]
+    assert accepted and all("?" not in line for line in accepted), accepted
+    assert KEY not in server_process.log()
+
     drawn = chart(driver, "forecast")
     expected = rest_forecasts(server, week)
     assert len(drawn) == n
@@ -241,7 +253,7 @@ def test_console_end_to_end(server: str, browser: Any) -> None:
     assert "stream step → 404" in banner.text and sid2 in banner.text, banner.text
     driver.find_element(By.ID, "live-stop").click()
 
-    # -- the WebSocket carries the key as ?api_key=: without it the handshake is refused
+    # -- the WebSocket carries the key (as a subprotocol): without it the handshake is refused
     driver.find_element(By.ID, "key-clear").click()
     driver.find_element(By.ID, "live-play").click()
     wait_for(driver, "the refused stream", lambda d: "could not open a stream for "

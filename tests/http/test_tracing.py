@@ -89,6 +89,12 @@ def test_requests_and_batches_become_spans(collector: Collector, tiny_repo: Path
         assert span["rnnserve.model"] == "tiny-gru"
         batch = collector.wait_for(lambda s: s["name"] == "batch tiny-gru")
         assert batch["rnnserve.rows"] == 3
+        # a key in the query string is in no span (names and attributes hold the route)
+        httpx.get(server.url + "/v1/models?api_key=trace-secret-key",
+                  headers={"X-Request-Id": "trace-key"})
+        span = collector.wait_for(lambda s: s.get("rnnserve.request_id") == "trace-key")
+        assert span["http.route"] == "/v1/models"
+        assert "trace-secret-key" not in repr(collector.spans)
 
 
 def test_tracing_is_off_by_default() -> None:

@@ -491,6 +491,52 @@ def test_deploy_nginx_limits_slow_and_greedy_clients() -> None:
             assert service["environment"]["RNNSERVE_FORWARDED_ALLOW_IPS"] == "*", service_name
 
 
+KEY_CARRIERS = {"request", "request_uri", "args", "query_string", "arg_api_key", "request_line",
+                "http_authorization", "http_sec_websocket_protocol", "request_body"}
+"""nginx variables that hold an API key when a client sends one (?api_key=, Authorization, the
+rnnserve.key.<key> subprotocol): none may reach a log line."""
+
+
+def nginx_map_sources(text: str) -> dict[str, set[str]]:
+    """Each `map` of the template: the variable it sets → the variables it is made from (its
+    source string and its values)."""
+    maps: dict[str, set[str]] = {}
+    for m in re.finditer(r"^\s*map\s+(\"[^\"]*\"|\S+)\s+\$(\w+)\s*\{(.*?)^\s*\}", text,
+                         re.S | re.M):
+        source, variable, body = m.groups()
+        maps[variable] = set(re.findall(r"\$(\w+)", source + body))
+    return maps
+
+
+def logged_variables(text: str) -> set[str]:
+    """Every nginx variable a log line can be made from: those of each log_format, followed
+    through the maps that compute them."""
+    formats = re.findall(r"^\s*log_format\s+\w+\s+((?:'[^']*'\s*)+);", text, re.M)
+    assert formats, "no log_format in the template"
+    maps = nginx_map_sources(text)
+    todo = {v for f in formats for v in re.findall(r"\$(\w+)", f)}
+    seen: set[str] = set()
+    while todo:
+        variable = todo.pop()
+        seen.add(variable)
+        todo |= maps.get(variable, set()) - seen
+    return seen
+
+
+def test_deploy_nginx_access_log_cannot_hold_a_key() -> None:
+    """No query string, Authorization or subprotocol header in any access log line: the log
+    format's variables (through the maps they come from) are none of those that carry them,
+    and every access_log uses that format (nginx's default "combined" logs $request)."""
+    text = NGINX_TEMPLATE.read_text()
+    used = logged_variables(text)
+    assert "uri" in used and "status" in used, used  # it still says what was asked
+    assert not used & KEY_CARRIERS, f"the access log would hold {sorted(used & KEY_CARRIERS)}"
+    formats = set(re.findall(r"^\s*log_format\s+(\w+)", text, re.M))
+    for target in re.findall(r"^\s*access_log\s+([^;]+);", text, re.M):
+        parts = target.split()
+        assert parts == ["off"] or (len(parts) >= 2 and parts[1] in formats), target
+
+
 def wait_http(url: str, procs: list[LoggedProcess], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -649,8 +695,10 @@ def test_deploy_lb_websocket_streams_and_resumes(cluster: Cluster) -> None:
         for n in range(2, 12):
             ws.send(json.dumps(STEP))
             assert json.loads(ws.recv(timeout=10))["steps"] == n
-    assert len(set(cluster.upstreams(f"/v1/sessions/{sid}", count=2) +
-                   cluster.upstreams(f"stream?session_id={sid}", count=1))) == 1
+    # (the access log has no query strings: the stream's line names the session as sid=)
+    resumed = cluster.upstreams("/v1/models/temperature-lstm/stream ", count=1)
+    assert len(set(cluster.upstreams(f"/v1/sessions/{sid}", count=2) + resumed)) == 1
+    assert f"route=session-hash sid={sid} upstream={resumed[0]}" in cluster.nginx_log.read_text()
 
 
 def test_deploy_lb_grpc_through_nginx(cluster: Cluster) -> None:
@@ -680,3 +728,27 @@ def test_deploy_nginx_replaces_a_client_sent_forwarded_for() -> None:
     sets = re.findall(r"(?:proxy|grpc)_set_header\s+X-Forwarded-For\s+(\S+);", text)
     assert len(sets) == 2, "HTTP and gRPC both forward the client's address"
     assert set(sets) == {"$remote_addr"}
+
+
+def test_deploy_lb_logs_never_hold_an_api_key(cluster: Cluster) -> None:
+    """A key sent every way a client can (query parameter on HTTP and WebSocket, Bearer header,
+    WebSocket subprotocol) is in no line of nginx's log or the replicas' logs; the lines still
+    name the path."""
+    from websockets.sync.client import connect
+
+    secret = "lb-secret-7f3a9c"
+    with httpx.Client(base_url=cluster.url, timeout=10) as client:
+        assert client.get(f"/v1/models?api_key={secret}").status_code == 200
+        assert client.get("/v1/models", headers={"Authorization": f"Bearer {secret}"}
+                          ).status_code == 200
+    ws_url = f"ws://127.0.0.1:{cluster.http_port}/v1/models/temperature-gru/stream"
+    with connect(f"{ws_url}?api_key={secret}", open_timeout=10, close_timeout=5) as ws:
+        assert json.loads(ws.recv(timeout=10))["model"] == "temperature-gru"
+    with connect(ws_url, subprotocols=["rnnserve", f"rnnserve.key.{secret}"],
+                 open_timeout=10, close_timeout=5) as ws:
+        assert ws.subprotocol == "rnnserve"
+        assert json.loads(ws.recv(timeout=10))["model"] == "temperature-gru"
+    assert len(cluster.upstreams("/v1/models/temperature-gru/stream ", count=2)) == 2
+    assert len(cluster.upstreams('"GET /v1/models HTTP/1.1" 200', count=2)) >= 2
+    for proc in cluster.procs:  # nginx (access and error log) and both replicas
+        assert secret not in proc.log(), proc.log_path

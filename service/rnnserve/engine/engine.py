@@ -2,7 +2,8 @@
 inference and (through `sessions`) stateful steps; the KServe v2 data plane (v2.py) sits on
 it. It owns the loaded models, the worker pool, the state store and one batcher per model
 version, enforces the request limits (limits.py) and checks every tensor, so that REST,
-WebSocket, KServe v2 and gRPC behave and fail alike.
+WebSocket, KServe v2 and gRPC behave and fail alike. It holds the one API key ring (`keys`)
+both HTTP and gRPC authenticate against, so a rotated key is rotated for every transport.
 
 Lifecycle: `start()` loads the models (blocking, before serving); `await open()` starts the
 store and the batchers inside the running event loop; `await aclose()` drains them;
@@ -11,6 +12,7 @@ store and the batchers inside the running event loop; `await aclose()` drains th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from rnnserve.auth import ApiKeys
 from rnnserve.engine.batcher import Batcher, BatcherOptions
 from rnnserve.engine.jobs import Job
 from rnnserve.engine.limits import Limits
@@ -28,6 +31,7 @@ from rnnserve.engine.runner import Runner, RunnerOptions
 from rnnserve.engine.sessions import Sessions
 from rnnserve.engine.tensors import check_state, require_finite, require_sequence
 from rnnserve.errors import InvalidInput, Unavailable
+from rnnserve.keyfile import KeyFile, key_ring
 from rnnserve.metrics import Metrics
 from rnnserve.settings import Settings
 from rnnserve.state import StateStore
@@ -53,8 +57,16 @@ class Prediction:
 class Engine:
     """Loads the repository at `start()` and serves it until `close()`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, keys: ApiKeys | None = None) -> None:
+        """`keys`: the key ring every transport asks; by default the settings' keys, with
+        --api-keys-file watched while the engine is open (keyfile.py)."""
         self.settings = settings
+        self.key_file: KeyFile | None = None
+        if keys is None:
+            keys, self.key_file = key_ring(settings.api_keys, settings.api_keys_file,
+                                           settings.api_keys_poll_s)
+        self.keys = keys
+        self._key_watch: asyncio.Task[None] | None = None
         self.limits = Limits(settings)
         self.metrics = Metrics()
         self.tracing = Tracing(settings.otel_endpoint, settings.otel_service_name)
@@ -99,10 +111,17 @@ class Engine:
             for versions in self.models.versions.values() for runner in versions.values()
         }
         self._sessions = Sessions(s, store, self, self.limits)
+        if self.key_file is not None and self.key_file.poll_s > 0:
+            self._key_watch = asyncio.create_task(self.key_file.watch(), name="api-keys-file")
 
     async def aclose(self) -> None:
         """Finish queued and in-flight work, then stop the batchers and the store."""
         self.started = False
+        if self._key_watch is not None:
+            self._key_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._key_watch
+            self._key_watch = None
         for batcher in self._batchers.values():
             await batcher.close()
         if self._store is not None:

@@ -20,6 +20,7 @@ from rnnserve.proxies import TrustedProxies
 
 STREAM_WINDOW = 256
 """Most messages of one ModelStreamInfer stream in flight at once."""
+REVOKED = "the API key of this stream was removed; send a valid key on a new stream"
 
 
 class InferenceServicer:
@@ -29,7 +30,7 @@ class InferenceServicer:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._v2 = V2DataPlane(engine)
-        self._keys = ApiKeys(engine.settings.key_set())
+        self._keys = engine.keys  # the one key ring: a removed key is refused here at once
         self._proxies = TrustedProxies(engine.settings.forwarded_allow_ips)
 
     def _owner(self, context: Any) -> str:
@@ -100,7 +101,9 @@ class InferenceServicer:
                                context: Any) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """One response per request, as each completes; the steps of one sequence in
         arrival order. A failed request gets an in-band error and the stream goes on. A
-        missing or wrong key ends the stream with UNAUTHENTICATED before anything runs."""
+        missing or wrong key ends the stream with UNAUTHENTICATED before anything runs; a key
+        removed while the stream is open ends it (UNAUTHENTICATED) at its next response, and
+        no message starts running after the removal."""
         try:
             owner = self._owner(context)
         except Unauthenticated as exc:
@@ -109,6 +112,8 @@ class InferenceServicer:
 
         async def one(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
             try:
+                if not self._keys.holds(owner):
+                    raise Unauthenticated(REVOKED)
                 return pb.ModelStreamInferResponse(
                     infer_response=await self._infer(request, owner, client))
             except Exception as exc:
@@ -116,6 +121,8 @@ class InferenceServicer:
 
         stream = pipeline(requests, one, converters.sequence_key, STREAM_WINDOW)
         async for response in stream:
+            if not self._keys.holds(owner):
+                await context.abort(*status_of(Unauthenticated(REVOKED)))
             yield response
 
     async def _infer(self, request: pb.ModelInferRequest, owner: str, client: str

@@ -73,7 +73,7 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
     # a body.
     settings = engine.settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(AuthAndRateLimit, keys=settings.key_set(),
+    app.add_middleware(AuthAndRateLimit, keys=engine.keys,
                        rate=settings.rate_limit_per_s, burst=settings.rate_burst)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:

@@ -35,6 +35,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from rnnserve.engine import SessionStepper, StepOutcome
 from rnnserve.errors import InvalidInput, RnnServeError, StreamReplaced
+from rnnserve.http.auth import chosen_subprotocol
 from rnnserve.http.common import client_of, engine_of, owner_of, session_body
 from rnnserve.http.errors import error_fields
 from rnnserve.http.json_arrays import JSON_STEPS
@@ -200,7 +201,7 @@ async def stream(websocket: WebSocket, model: str, session_id: str | None = None
                  version: str | None = None) -> None:
     engine = engine_of(websocket)
     owner = owner_of(websocket)
-    await websocket.accept()
+    await websocket.accept(subprotocol=chosen_subprotocol(websocket.scope))  # never the key
     sessions = engine.sessions
     try:
         if session_id:

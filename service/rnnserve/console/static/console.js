@@ -1,7 +1,9 @@
 // rnnserve console: models, a live forecast over a WebSocket session, server metrics.
 // Plain browser JavaScript, no dependencies. API key: sent as "Authorization: Bearer <key>" on
-// fetches and as the "api_key" query parameter of the WebSocket URL (browsers cannot set headers
-// on a WebSocket); kept in sessionStorage, so it lives only as long as this tab.
+// fetches; a browser cannot set headers on a WebSocket, so the stream offers the subprotocols
+// "rnnserve" and "rnnserve.key.<key>" (the server selects "rnnserve" and never echoes the key,
+// and the key stays out of URLs, which logs and histories keep). Kept in sessionStorage, so it
+// lives only as long as this tab.
 'use strict';
 (() => {
   const KEY_STORE = 'rnnserve.apiKey';
@@ -46,10 +48,18 @@
     method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body),
   })).json();
 
-  function wsURL(path) {
+  // A subprotocol must be an HTTP token; a key with other characters (new WebSocket would throw)
+  // falls back to the ?api_key= query parameter, which the server also accepts.
+  const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+  // new WebSocket(...) for a path, carrying the key as a subprotocol.
+  function openWebSocket(path) {
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const url = `${scheme}//${location.host}${path}`;
     const key = apiKey();
-    return `${scheme}//${location.host}${path}${key ? '?api_key=' + enc(key) : ''}`;
+    if (!key) return new WebSocket(url);
+    if (!TOKEN.test(key)) return new WebSocket(`${url}?api_key=${enc(key)}`);
+    return new WebSocket(url, ['rnnserve', 'rnnserve.key.' + key]);
   }
 
   function el(tag, attrs = {}, ...children) {
@@ -261,7 +271,7 @@
     // Opens the WebSocket; resolves once the server's first message names the session.
     open(model) {
       return new Promise((resolve, reject) => {
-        const ws = new WebSocket(wsURL(`/v1/models/${enc(model)}/stream`));
+        const ws = openWebSocket(`/v1/models/${enc(model)}/stream`);
         let hello = false;
         ws.onmessage = (event) => {
           let msg;

@@ -1,0 +1,54 @@
+"""API keys out of every log line: `redact` replaces what follows each place a key can travel.
+
+A key reaches the server in three places, and each can end up in a log line: the query
+parameter `api_key=` (uvicorn logs a WebSocket's path with its query string at info; matched
+in any case and percent-encoding of the name), the subprotocol `rnnserve.key.<key>`, and the
+`Authorization` header (the websockets library logs every request header at debug). Each is
+matched case-insensitively, whatever text surrounds it (a message, its arguments, a
+traceback), and its value becomes `[redacted]`; the name stays, so a line still says how the
+client authenticated.
+
+A value ends where its context ends it: `&`, `#` or whitespace in a query, `,` or whitespace
+in a subprotocol list, the end of the line in a header; a quote closes a value only when the
+quoted text ends there too (a log line that quotes a path, the repr of a tuple), so a key that
+holds a quote is still redacted whole."""
+
+from __future__ import annotations
+
+import re
+
+_CLOSING_QUOTE = r"[\"'](?:[\s,)\]}]|$)"
+"""A quote that closes the quoted text around a value (a quoted path, a tuple's repr)."""
+
+
+def _spelled_any_way(name: str) -> str:
+    """A pattern for `name` in any case, each character also percent-encoded (a client may
+    spell `?%61pi_key=` and a server that decodes names reads api_key)."""
+    def one(c: str) -> str:
+        codes = {f"%{ord(v):02x}" for v in {c.lower(), c.upper()}}
+        return "(?:" + "|".join([re.escape(c), *sorted(codes)]) + ")"
+    return "".join(one(c) for c in name)
+
+
+_QUERY = re.compile(rf"(?i)({_spelled_any_way('api_key')}(?:=|%3d))"
+                    rf"[^\s&#]+?(?=[\s&#]|$|{_CLOSING_QUOTE})")
+_SUBPROTOCOL = re.compile(rf"(?i)(rnnserve\.key\.)[^\s,]+?(?=[\s,]|$|{_CLOSING_QUOTE})")
+_HEADER = re.compile(r"(?i)(\bauthorization[\"']?\s*[:=,]\s*[\"']?|\bbearer\s+)"
+                     rf"[^\r\n]+?(?=[\r\n]|$|{_CLOSING_QUOTE})")
+
+REDACTED = "[redacted]"
+
+
+def _keep_name(match: re.Match[str]) -> str:
+    return match.group(1) + REDACTED
+
+
+def redact(text: str) -> str:
+    """`text` with every API key that could be in it replaced by [redacted]."""
+    lowered = text.lower()  # most lines hold none of these: skip the regexes
+    if ("key" not in lowered and "bearer" not in lowered and "authorization" not in lowered
+            and "%" not in lowered):
+        return text
+    for pattern in (_QUERY, _SUBPROTOCOL, _HEADER):
+        text = pattern.sub(_keep_name, text)
+    return text
