@@ -6,10 +6,15 @@ wire format to a V2Request and a V2Response back.
 Sequences follow Triton's sequence batcher with implicit state: `sequence_id` (an unsigned
 64-bit integer or a string), `sequence_start` and `sequence_end`. The state inputs come from the
 server: a sequence is a session under an id derived from the model and the sequence id, so a
-sequence started over gRPC can be continued over HTTP and the other way round."""
+sequence started over gRPC can be continued over HTTP and the other way round. A sequence step
+may carry `step_id` (a string of 1 to 128 characters), with REST's rule: a repeat of the
+sequence's latest step id returns that step's recorded outputs (and the state after it) and is
+not applied again, so a step whose answer was lost (a gRPC deadline, a dead connection) can be
+sent again safely."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypedDict
@@ -18,8 +23,18 @@ import numpy as np
 
 from rnnserve import __version__
 from rnnserve.engine.engine import Engine
+from rnnserve.engine.pending import check_step_id
 from rnnserve.engine.runner import Runner
-from rnnserve.errors import InvalidInput, SequenceNotActive, SessionNotFound
+from rnnserve.errors import (
+    InvalidInput,
+    RnnServeError,
+    SequenceNotActive,
+    SessionNotFound,
+    Unavailable,
+    not_applied,
+)
+
+log = logging.getLogger("rnnserve.v2")
 
 DATATYPES = frozenset({"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
                        "INT64", "FP16", "FP32", "FP64", "BYTES", "BF16"})
@@ -31,6 +46,9 @@ V2_ADVICE = {
     "create-session": "; the first request of a sequence must set sequence_start=true",
     "free-session": "; end some sequences (sequence_end=true)",
     "start-sequence": "; the first request of a sequence must set sequence_start=true",
+    "retry-step-id": ": retry with the same step_id parameter (a repeat of the sequence's "
+    "latest step_id returns its recorded outputs and is never applied twice); without a "
+    "step_id, a retry may apply the step twice",
 }
 """What a KServe v2 client (HTTP or gRPC) is told to do about an error's `remedy`."""
 
@@ -161,18 +179,27 @@ class V2DataPlane:
         for name in request.outputs or ():
             if name not in known:
                 raise InvalidInput(f"unknown output {name!r}; the model gives {list(known)}")
+        step_id = request.parameters.get("step_id")
+        check_step_id(step_id)
         if sequence is None:
+            if step_id is not None:
+                raise InvalidInput("step_id is set without a sequence_id: it names a step of "
+                                   "a sequence (stateless inference changes nothing to retry)")
             runner, results = await self._engine.infer(request.model, request.inputs,
                                                        version=request.version)
         else:
-            runner, results = await self._sequence_step(request, *sequence, owner)
+            assert step_id is None or isinstance(step_id, str)
+            runner, results = await self._sequence_step(request, *sequence, owner, step_id)
         names = request.outputs or runner.signature.output_names
         return V2Response(runner.name, runner.version, {name: results[name] for name in names})
 
     async def _sequence_step(
         self, request: V2Request, sequence_id: SequenceId, start: bool, end: bool, owner: str,
+        step_id: str | None = None,
     ) -> tuple[Runner, dict[str, np.ndarray]]:
-        """`start` (re)starts the sequence from zeros; `end` frees it after this step."""
+        """`start` (re)starts the sequence from zeros; `end` frees it after this step. Until the
+        step is entered nothing of it is applied (a 503 says so); once it is applied its
+        outputs are answered, even if ending the sequence then fails (it expires instead)."""
         engine, model, version = self._engine, request.model, request.version
         sessions = engine.sessions
         session_id = sequence_session_id(model, sequence_id)
@@ -181,6 +208,8 @@ class V2DataPlane:
         else:
             try:
                 record, runner = await sessions.resolve(session_id, owner)
+            except Unavailable as exc:
+                raise not_applied(exc) from exc
             except SessionNotFound:
                 raise SequenceNotActive(
                     f"sequence {sequence_id!r} of model {model!r} is not active") from None
@@ -198,10 +227,18 @@ class V2DataPlane:
                                f"{sig.input_name!r} must have batch size 1, not {x.shape[0]}")
         engine.limits.check_step_length(int(x.shape[1]), sig.input_name)
         if start:
-            await sessions.open(runner, session_id, owner, replace=True)
-        result = await sessions.step_checked(runner, session_id, owner, x, with_states=True)
+            try:
+                await sessions.open(runner, session_id, owner, replace=True)
+            except Unavailable as exc:
+                raise not_applied(exc) from exc
+        result = await sessions.step_checked(runner, session_id, owner, x, with_states=True,
+                                             step_id=step_id)
         if end:
-            await sessions.end(session_id)
+            try:
+                await sessions.end(session_id)
+            except RnnServeError as exc:  # the step is applied: answer it; the session expires
+                log.warning("sequence %r was stepped but not ended: %s", sequence_id,
+                            exc.message)
         outputs = {sig.output_name: result.outputs[None]}
         outputs.update({s.output: result.states[s.input] for s in sig.states})
         return runner, outputs
