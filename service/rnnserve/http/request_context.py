@@ -78,7 +78,8 @@ class RequestContext:
     async def _timed_out(self, send: Send) -> None:
         await send_error(send, 504, f"the request took longer than {self.timeout_s:g} s "
                          "(--request-timeout-s) and was stopped before it changed anything "
-                         "(it applied no step): retrying it is safe; split it if it is large")
+                         "(no step was applied), so retrying it is safe; split it if it is "
+                         "large")
 
     def _record(self, scope: Scope, rid: str, status: int, seconds: float, span: Any) -> None:
         """Metrics by route template (raw paths would be unbounded labels), span, log line."""
