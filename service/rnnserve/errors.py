@@ -152,7 +152,8 @@ NOT_APPLIED = "the step was not applied, so retrying it is safe"
 
 def not_applied(exc: Unavailable) -> Unavailable:
     """`exc` (a 503 met on a step's way to its state write: a store read, a full queue or
-    store, a shutdown) saying that the step was not applied."""
-    if NOT_APPLIED in exc.message or isinstance(exc, StepMayBeApplied):
+    store, a shutdown) saying that the step was not applied, unless it says already whether
+    it was (the queue's, the entrance's, StepMayBeApplied)."""
+    if "applied" in exc.message:
         return exc
     return type(exc)(f"{exc.message}; {NOT_APPLIED}", retry_after_s=exc.retry_after_s)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import secrets
 import time
 from collections.abc import Mapping
@@ -45,6 +46,8 @@ from rnnserve.errors import (
 )
 from rnnserve.settings import Settings
 from rnnserve.state import SessionRecord, StateStore
+
+log = logging.getLogger("rnnserve.sessions")
 
 
 def new_session_id() -> str:
@@ -292,11 +295,16 @@ class Sessions:
             await self._store.delete(session_id)
 
     async def end(self, session_id: str) -> None:
-        """Free a session that may already be gone (a v2 sequence's end)."""
+        """Free a session that may already be gone (a v2 sequence's end, after its last step).
+        That step is applied, so it is answered even if the store fails here: the session
+        then expires after its idle timeout instead (logged)."""
         try:
             await self._store.delete(session_id)
         except SessionNotFound:
             pass
+        except Unavailable as exc:
+            log.warning("session %r was stepped but could not be ended (it will expire): %s",
+                        session_id, exc.message)
 
 
 def _valid_step_ids(step_ids: list[str | None]) -> bool:

@@ -18,7 +18,7 @@ arrival order, until that one is answered. Conflicts: a row whose session anothe
 stepped meanwhile (StepConflict) runs again on the new state, at most MAX_CONFLICT_RETRIES
 times; this is the only place that retries.
 
-Withdrawal: a caller that awaits a step with a deadline (sessions.py) may take it back
+Withdrawal: a caller that awaits a step with a deadline (step_waits.py) may take it back
 (`withdraw`) until the step reaches its commit point, the state write of its batch: while it
 waits here, while its job is queued, and while its batch gathers and runs. At the commit point
 the job's gate (`_JobAnswers.commit`) names the rows of withdrawn steps, which the batch marks

@@ -14,7 +14,6 @@ sent again safely."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypedDict
@@ -27,14 +26,11 @@ from rnnserve.engine.pending import check_step_id
 from rnnserve.engine.runner import Runner
 from rnnserve.errors import (
     InvalidInput,
-    RnnServeError,
     SequenceNotActive,
     SessionNotFound,
     Unavailable,
     not_applied,
 )
-
-log = logging.getLogger("rnnserve.v2")
 
 DATATYPES = frozenset({"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
                        "INT64", "FP16", "FP32", "FP64", "BYTES", "BF16"})
@@ -189,7 +185,10 @@ class V2DataPlane:
                                                        version=request.version)
         else:
             assert step_id is None or isinstance(step_id, str)
-            runner, results = await self._sequence_step(request, *sequence, owner, step_id)
+            try:
+                runner, results = await self._sequence_step(request, *sequence, owner, step_id)
+            except Unavailable as exc:  # a 503 before the step (store, start) or of the step
+                raise not_applied(exc) from exc  # itself, which says whether it was applied
         names = request.outputs or runner.signature.output_names
         return V2Response(runner.name, runner.version, {name: results[name] for name in names})
 
@@ -197,9 +196,7 @@ class V2DataPlane:
         self, request: V2Request, sequence_id: SequenceId, start: bool, end: bool, owner: str,
         step_id: str | None = None,
     ) -> tuple[Runner, dict[str, np.ndarray]]:
-        """`start` (re)starts the sequence from zeros; `end` frees it after this step. Until the
-        step is entered nothing of it is applied (a 503 says so); once it is applied its
-        outputs are answered, even if ending the sequence then fails (it expires instead)."""
+        """`start` (re)starts the sequence from zeros; `end` frees it after this step."""
         engine, model, version = self._engine, request.model, request.version
         sessions = engine.sessions
         session_id = sequence_session_id(model, sequence_id)
@@ -208,8 +205,6 @@ class V2DataPlane:
         else:
             try:
                 record, runner = await sessions.resolve(session_id, owner)
-            except Unavailable as exc:
-                raise not_applied(exc) from exc
             except SessionNotFound:
                 raise SequenceNotActive(
                     f"sequence {sequence_id!r} of model {model!r} is not active") from None
@@ -227,18 +222,11 @@ class V2DataPlane:
                                f"{sig.input_name!r} must have batch size 1, not {x.shape[0]}")
         engine.limits.check_step_length(int(x.shape[1]), sig.input_name)
         if start:
-            try:
-                await sessions.open(runner, session_id, owner, replace=True)
-            except Unavailable as exc:
-                raise not_applied(exc) from exc
+            await sessions.open(runner, session_id, owner, replace=True)
         result = await sessions.step_checked(runner, session_id, owner, x, with_states=True,
                                              step_id=step_id)
         if end:
-            try:
-                await sessions.end(session_id)
-            except RnnServeError as exc:  # the step is applied: answer it; the session expires
-                log.warning("sequence %r was stepped but not ended: %s", sequence_id,
-                            exc.message)
+            await sessions.end(session_id)
         outputs = {sig.output_name: result.outputs[None]}
         outputs.update({s.output: result.states[s.input] for s in sig.states})
         return runner, outputs
