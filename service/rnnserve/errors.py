@@ -17,13 +17,21 @@ they enter.
     │   └── SessionQuotaExceeded                               a key's live sessions
     ├── StreamReplaced                 409  ABORTED            a newer connection holds the session
     ├── Unavailable                    503  UNAVAILABLE        model not ready, server full
-    │   └── StepConflict                                       another replica stepped the session
+    │   ├── StepConflict                                       another replica stepped the session
+    │   └── StepMayBeApplied                                   the store failed writing a step
+    ├── RequestTimedOut                504  DEADLINE_EXCEEDED  stopped at its limit, unchanged
+    │   └── StepTimedOut                                       a step withdrawn, not applied
     └── InferenceFailed                500  INTERNAL           ONNX Runtime raised on valid input
 
 Messages name the problem in the engine's terms. What the client should do about it depends on
 its API (REST creates sessions with POST /v1/..., a KServe v2 client sets sequence_start), so an
 error that has a remedy names it by `remedy`, and each transport's error writer appends its own
-advice for it (http/errors.py, grpc/errors.py)."""
+advice for it (http/errors.py, grpc/errors.py).
+
+A 503 or 504 on a session step tells the truth about the step: before the state write it says
+the step was not applied (NOT_APPLIED: retrying is safe); where the store failed while writing
+and the server cannot know whether the write landed, StepMayBeApplied says so (retry with the
+same step_id, which is never applied twice). A step that was applied is never answered 504."""
 
 from __future__ import annotations
 
@@ -119,6 +127,42 @@ class StepConflict(Unavailable):
     step was not applied and may simply run again."""
 
 
+class StepMayBeApplied(Unavailable):
+    """The state store failed while writing a step (a Redis error during or after sending the
+    write): the server cannot tell whether the write landed. A retry with the same step_id is
+    safe (the session's latest step id is replayed, never applied twice); a retry without one
+    may apply the step twice."""
+
+    remedy = "retry-step-id"
+
+
+class RequestTimedOut(RnnServeError):
+    """The call ran past its time limit (--request-timeout-s, or a gRPC deadline) and was
+    stopped before it changed anything."""
+
+    http_status = 504
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
+class StepTimedOut(RequestTimedOut):
+    """A session step still waiting (behind its session's earlier steps, or in the queue) at
+    its call's deadline, withdrawn before its state write: it was not applied, so a retry is
+    safe. A step past that point is never withdrawn: its call gets the real result, late."""
+
+
 class InferenceFailed(RnnServeError):
     http_status = 500
     grpc_code = "INTERNAL"
+
+
+NOT_APPLIED = "the step was not applied, so retrying it is safe"
+"""The end of every 503/504 message about a step that was stopped before its state write."""
+
+
+def not_applied(exc: Unavailable) -> Unavailable:
+    """`exc` (a 503 met on a step's way to its state write: a store read, a full queue or
+    store, a shutdown) saying that the step was not applied, unless it says already whether
+    it was (the queue's, the entrance's, StepMayBeApplied)."""
+    if "applied" in exc.message:
+        return exc
+    return type(exc)(f"{exc.message}; {NOT_APPLIED}", retry_after_s=exc.retry_after_s)

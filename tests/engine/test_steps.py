@@ -12,13 +12,8 @@ from contextlib import asynccontextmanager
 import numpy as np
 from rnnserve.engine import Engine
 from rnnserve.engine.batcher import Batcher, BatcherOptions
-from rnnserve.engine.steps import (
-    MAX_CONFLICT_RETRIES,
-    PendingStep,
-    StepEntrance,
-    StepOutcome,
-    StepResult,
-)
+from rnnserve.engine.pending import PendingStep, StepOutcome, StepResult
+from rnnserve.engine.steps import MAX_CONFLICT_RETRIES, StepEntrance
 from rnnserve.errors import StepConflict
 from rnnserve.http.json_arrays import JSON_STEPS
 from rnnserve.state import Gathered, Written

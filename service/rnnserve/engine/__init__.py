@@ -3,10 +3,11 @@ import from `rnnserve.engine` only, never from the modules below it. Nothing in 
 knows about HTTP, JSON or protobuf: transports hand it float32 arrays, or undecoded step inputs
 with a StepDecoder of their own."""
 
+from rnnserve.engine.deadlines import TimeLimit
 from rnnserve.engine.engine import Engine, Prediction
+from rnnserve.engine.pending import StepDecoder, StepOutcome, StepResult
 from rnnserve.engine.providers import DeviceUnavailable
 from rnnserve.engine.sessions import Sessions, SessionStepper, new_session_id
-from rnnserve.engine.steps import StepDecoder, StepOutcome, StepResult
 from rnnserve.engine.v2 import (
     DATATYPES,
     EXTENSIONS,
@@ -40,6 +41,7 @@ __all__ = [
     "StepDecoder",
     "StepOutcome",
     "StepResult",
+    "TimeLimit",
     "V2DataPlane",
     "V2Request",
     "V2Response",

@@ -4,7 +4,13 @@ run ONNX Runtime, scatter the new states back, and answer each job with its rows
 The queue and the policy that decide what forms a batch live in batcher.py; this module only
 executes one. A row whose session another writer (replica) changed between gather and scatter
 is answered with StepConflict and was not applied: the step entrance (steps.py) runs it again.
-A row whose step id the store recognises as already applied gets its recorded outputs."""
+A row whose step id the store recognises as already applied gets its recorded outputs.
+
+The scatter is the steps' commit point: just before it, each job's gate names the rows of
+steps their callers withdrew (at a deadline), and those rows are marked as errors, so the store
+writes nothing for them. A store failure before the scatter (the gather) leaves every step
+unapplied and says so; a failure of the scatter itself cannot tell whether the write landed:
+StepMayBeApplied."""
 
 from __future__ import annotations
 
@@ -15,7 +21,15 @@ import numpy as np
 
 from rnnserve.engine.jobs import Job, JobResult
 from rnnserve.engine.runner import Runner, Tensors
-from rnnserve.errors import RnnServeError, StepConflict
+from rnnserve.errors import (
+    NOT_APPLIED,
+    RnnServeError,
+    StepConflict,
+    StepMayBeApplied,
+    StepTimedOut,
+    Unavailable,
+    not_applied,
+)
 from rnnserve.metrics import Metrics
 from rnnserve.state import Gathered, StateLayout, StateStore, Written
 
@@ -62,8 +76,9 @@ class BatchMechanics:
         self._batch_rows.observe(x.shape[0])
         written = None
         if gathered is not None:
+            _commit(stateful, gathered)
             written = await self._scatter(gathered, stateful, x, out)
-        self._answer(ordered, out, written)
+        self._answer(ordered, out, written, gathered)
 
     async def _gather(self, stateful: list[Job], started: float) -> Gathered:
         ids = [sid for j in stateful for sid in j.sessions or ()]
@@ -71,7 +86,10 @@ class BatchMechanics:
         holders = None
         if any(j.holders for j in stateful):  # streamed steps: fenced by their attach
             holders = [h for j in stateful for h in (j.holders or [None] * j.rows)]
-        gathered = await self.store.gather(self.layout, ids, owners, holders)
+        try:
+            gathered = await self.store.gather(self.layout, ids, owners, holders)
+        except Unavailable as exc:  # nothing is written before the scatter
+            raise not_applied(exc) from exc
         self._gather_seconds.observe(time.perf_counter() - started)
         return gathered
 
@@ -96,12 +114,19 @@ class BatchMechanics:
         new_states = {s.input: out[s.output][:, :k] for s in sig.states}
         step_ids = [t for j in stateful for t in (j.step_ids or [None] * j.rows)]
         scattering = time.perf_counter()
-        written = await self.store.scatter(gathered, new_states, [x.shape[1]] * k,
-                                           out[sig.output_name][:k], step_ids)
+        try:
+            written = await self.store.scatter(gathered, new_states, [x.shape[1]] * k,
+                                               out[sig.output_name][:k], step_ids)
+        except Exception as exc:  # sent, perhaps, and applied: nobody can tell
+            reason = exc.message if isinstance(exc, RnnServeError) else repr(exc)
+            raise StepMayBeApplied(f"{reason}; the state store failed while writing the "
+                                   "step, so it may have been applied", retry_after_s=1
+                                   ) from exc
         self._scatter_seconds.observe(time.perf_counter() - scattering)
         return written
 
-    def _answer(self, ordered: list[Job], out: Tensors, written: Written | None) -> None:
+    def _answer(self, ordered: list[Job], out: Tensors, written: Written | None,
+                gathered: Gathered | None) -> None:
         sig = self.runner.signature
         y = out[sig.output_name]
         offset = 0
@@ -113,20 +138,40 @@ class BatchMechanics:
             result = JobResult(y=y[rows], states={s.input: out[s.output][:, rows]
                                                   for s in sig.states} if job.keep_states else {})
             if job.sessions and written is not None:
-                _session_rows(result, written, rows)
+                _session_rows(result, written, rows, gathered)
             job.future.set_result(result)
 
 
-def _session_rows(result: JobResult, written: Written, rows: slice) -> None:
+def _commit(stateful: list[Job], gathered: Gathered) -> None:
+    """The commit point of the batch's steps: rows of withdrawn steps become errors (the
+    store skips rows with errors); every other step can no longer be withdrawn."""
+    row = 0
+    for job in stateful:
+        gate = job.gate
+        if gate is not None:
+            for i in gate.commit(job.offset, job.offset + job.rows):
+                gathered.errors[row + i] = StepTimedOut(f"withdrawn at its deadline; "
+                                                        f"{NOT_APPLIED}")
+        row += job.rows
+
+
+def _session_rows(result: JobResult, written: Written, rows: slice,
+                  gathered: Gathered | None) -> None:
     """A session job's rows of the scatter's outcome: steps, errors (a conflict becomes a
-    StepConflict), and the recorded outputs of replayed steps in place of the run's."""
-    result.errors = [e or (StepConflict("the session changed during this step (another "
-                                        "replica); retry it", retry_after_s=0) if c else None)
+    StepConflict), and the recorded outputs of replayed steps in place of the run's; their
+    states, if asked for, are the stored ones (the replayed step's: it is the latest)."""
+    result.errors = [e or (StepConflict("another replica kept changing the session between "
+                                        f"this step's read and write; {NOT_APPLIED}",
+                                        retry_after_s=0) if c else None)
                      for e, c in zip(written.errors[rows], written.conflict[rows], strict=True)]
     replayed = written.replayed[rows]
     if any(r is not None for r in replayed):
         result.y = result.y.copy()
+        result.states = {name: value.copy() for name, value in result.states.items()}
         for i, r in enumerate(replayed):
             if r is not None:  # applied before: its recorded outputs, not rerun
                 result.y[i] = r[0]
+                for name, value in result.states.items():
+                    assert gathered is not None
+                    value[:, i] = gathered.states[name][:, rows.start + i]
     result.steps = written.steps[rows]

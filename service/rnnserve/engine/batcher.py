@@ -102,9 +102,11 @@ class Batcher:
     def overloaded(self) -> Unavailable:
         """The 503 a caller gets when the queue has no room for its rows."""
         if self._closing:
-            return Unavailable("the server is shutting down", retry_after_s=1)
+            return Unavailable("the server is shutting down: nothing was run or applied; "
+                               "retry (another replica will answer)", retry_after_s=1)
         return Unavailable(f"model {self.runner.name!r} has {self._queued_rows} rows waiting "
-                           f"(limit {self.options.max_queue}); retry shortly", retry_after_s=1)
+                           f"(limit {self.options.max_queue}): nothing was run or applied; "
+                           "retry shortly", retry_after_s=1)
 
     def _split(self, job: Job) -> list[tuple[Job, int]]:
         """The job as parts of at most max_batch rows, each with its first row. Rows past the

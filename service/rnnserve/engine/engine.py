@@ -39,6 +39,7 @@ from rnnserve.state.factory import make_store
 from rnnserve.tracing import Tracing
 
 log = logging.getLogger("rnnserve.engine")
+STARTING_OR_STOPPING = "the server is starting or stopping: nothing was run or applied; retry"
 
 StateDict = dict[str, np.ndarray]
 """One sequence's state, keyed by state input name (h0, c0), each [layers, 1, hidden]."""
@@ -143,12 +144,12 @@ class Engine:
     @property
     def sessions(self) -> Sessions:
         if self._sessions is None:
-            raise Unavailable("the server is starting or stopping", retry_after_s=1)
+            raise Unavailable(STARTING_OR_STOPPING, retry_after_s=1)
         return self._sessions
 
     def runner(self, model: str, version: str | int | None = None) -> Runner:
         if not self.started:
-            raise Unavailable("the server is starting or stopping", retry_after_s=1)
+            raise Unavailable(STARTING_OR_STOPPING, retry_after_s=1)
         return self.models.get(model, version)
 
     def served_version(self, model: str, version: int) -> Runner | None:
@@ -158,7 +159,7 @@ class Engine:
     def batcher(self, runner: Runner) -> Batcher:
         batcher = self._batchers.get((runner.name, runner.version))
         if batcher is None:
-            raise Unavailable("the server is starting or stopping", retry_after_s=1)
+            raise Unavailable(STARTING_OR_STOPPING, retry_after_s=1)
         return batcher
 
     # -- metadata --------------------------------------------------------------------------

@@ -41,6 +41,15 @@ class Completion(Protocol):
     def set_exception(self, exc: BaseException, /) -> None: ...
 
 
+class CommitGate(Protocol):
+    """Where a session job's steps meet their commit point (the step entrance's answers):
+    `commit(start, stop)` is called once its rows start..stop (counted in the job as it was
+    enqueued, before any split) are about to be written, and returns those of them (counted
+    from `start`) whose steps were withdrawn: the store must write nothing for them."""
+
+    def commit(self, start: int, stop: int, /) -> list[int]: ...
+
+
 Outcome = JobResult | BaseException
 OnDone = Callable[[Outcome], None]
 OnPart = Callable[..., None]
@@ -91,6 +100,8 @@ class Job:
     holders: list[int | None] | None = None  # per row: the stream's attach (None: no check)
     initial: dict[str, np.ndarray] | None = None
     keep_states: bool = True  # False: the caller needs no final states (most session steps)
+    gate: CommitGate | None = None  # None: no step of the job can be withdrawn (the stream)
+    offset: int = 0  # a part's first row in the job its gate knows
     future: Completion = field(init=False)
     enqueued: float = field(default_factory=time.perf_counter)
 
@@ -109,7 +120,7 @@ class Job:
 
         return Job(self.x[start:stop], sessions=rows(self.sessions), owners=rows(self.owners),
                    step_ids=rows(self.step_ids), holders=rows(self.holders),
-                   keep_states=self.keep_states,
+                   keep_states=self.keep_states, gate=self.gate, offset=self.offset + start,
                    initial=None if self.initial is None else
                    {name: value[:, start:stop] for name, value in self.initial.items()})
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -17,20 +18,22 @@ from typing import Protocol
 
 import numpy as np
 
+from rnnserve.engine import deadlines
 from rnnserve.engine.attachments import Attachments, LetGo
 from rnnserve.engine.batcher import Batcher
 from rnnserve.engine.limits import Limits
-from rnnserve.engine.runner import Runner
-from rnnserve.engine.steps import (
+from rnnserve.engine.pending import (
     ARRAYS,
     PendingStep,
     StepDecoder,
-    StepEntrance,
     StepOutcome,
     StepResult,
     StepsDone,
     check_step_id,
 )
+from rnnserve.engine.runner import Runner
+from rnnserve.engine.step_waits import answered, one_step, unset
+from rnnserve.engine.steps import StepEntrance
 from rnnserve.engine.tensors import check_state
 from rnnserve.errors import (
     InvalidInput,
@@ -38,10 +41,14 @@ from rnnserve.errors import (
     SessionNotFound,
     SessionOnOtherVersion,
     SessionQuotaExceeded,
+    Unavailable,
     UnknownSession,
+    not_applied,
 )
 from rnnserve.settings import Settings
 from rnnserve.state import SessionRecord, StateStore
+
+log = logging.getLogger("rnnserve.sessions")
 
 
 def new_session_id() -> str:
@@ -86,9 +93,9 @@ class SessionStepper:
     async def step_async(self, inputs: object, step_id: str | None) -> StepResult:
         """`step`, awaited (one step at a time: the stream's plain ASGI path)."""
         check_step_id(step_id)
-        return await _one_step(self._entrance, PendingStep(
+        return await one_step(self._entrance, PendingStep(
             self._sessions, self._owner, inputs, None if step_id is None else [step_id],
-            _unset, self._decoder, holder=self._holder))
+            unset, self._decoder, holder=self._holder))
 
 
 class Sessions:
@@ -114,6 +121,13 @@ class Sessions:
         if record.owner != owner:
             raise UnknownSession(f"unknown session {session_id!r}")
         return record
+
+    async def _owned_to_step(self, session_id: str, owner: str) -> SessionRecord:
+        """`_owned`, where a step follows: a store that cannot answer means not applied."""
+        try:
+            return await self._owned(session_id, owner)
+        except Unavailable as exc:
+            raise not_applied(exc) from exc
 
     def _runner_of(self, record: SessionRecord) -> Runner:
         runner = self._served.served_version(record.model, record.version)
@@ -161,8 +175,9 @@ class Sessions:
         record = SessionRecord(id=session_id, model=runner.name, version=runner.version,
                                created=now, last_used=now, ttl_s=self._settings.session_ttl_s,
                                owner=owner, client=counted)
-        return await self._store.create(self._served.batcher(runner).layout, record, state,
-                                        replace=replace)
+        with deadlines.writing():
+            return await self._store.create(self._served.batcher(runner).layout, record,
+                                            state, replace=replace)
 
     async def attach(self, session_id: str, owner: str) -> SessionRecord:
         """A connection (a WebSocket resuming its session) takes the session over: the
@@ -188,17 +203,21 @@ class Sessions:
         idempotency key), a retry of the session's latest step, e.g. after a lost reply or a
         replica that died, returns the recorded outputs instead of applying it twice. The
         entrance checks the inputs together with the other steps of its turn (ARRAYS)."""
-        record = await self._owned(session_id, owner)
+        record = await self._owned_to_step(session_id, owner)
         check_step_id(step_id)
-        return await _one_step(self._entrance(self._runner_of(record)), PendingStep(
-            [session_id], owner, x, None if step_id is None else [step_id], _unset, ARRAYS))
+        return await one_step(self._entrance(self._runner_of(record)), PendingStep(
+            [session_id], owner, x, None if step_id is None else [step_id], unset, ARRAYS))
 
     async def step_checked(self, runner: Runner, session_id: str, owner: str, x3: np.ndarray,
-                           *, with_states: bool = False) -> StepResult:
+                           *, with_states: bool = False, step_id: str | None = None
+                           ) -> StepResult:
         """One step of checked timesteps [1, time, features] through the entrance; with
-        `with_states`, the result carries the session's new state."""
-        return await _one_step(self._entrance(runner), PendingStep(
-            [session_id], owner, x3, None, _unset, with_states=with_states))
+        `with_states`, the result carries the session's new state. `step_id` as in `step`
+        (a replayed step's state is the stored one: it is the session's latest)."""
+        check_step_id(step_id)
+        return await one_step(self._entrance(runner), PendingStep(
+            [session_id], owner, x3, None if step_id is None else [step_id], unset,
+            with_states=with_states))
 
     async def step_many(
         self, model: str, ids: list[str], inputs: np.ndarray | list[np.ndarray | RnnServeError],
@@ -242,8 +261,8 @@ class Sessions:
             rows = ids if everyone else [ids[i] for i in together]
             given = (step_ids if everyone else [step_ids[i] for i in together]) if any(
                 step_ids) else None
-            outcomes = await _entered(self._entrance(runner),
-                                      PendingStep(rows, owner, x, given, _unset))
+            outcomes = await answered(self._entrance(runner),
+                                       PendingStep(rows, owner, x, given, unset))
             if everyone:
                 out = list[StepOutcome | None](outcomes)
             else:
@@ -258,14 +277,14 @@ class Sessions:
             x = inputs[i]
             if isinstance(x, RnnServeError):
                 raise x
-            record = await self._owned(ids[i], owner)
+            record = await self._owned_to_step(ids[i], owner)
             if record.model != model:
                 raise InvalidInput(f"session {ids[i]!r} belongs to model {record.model!r}, "
                                    f"not {model!r}")
             check_step_id(step_ids[i])
             step_id = step_ids[i]
-            return await _one_step(self._entrance(self._runner_of(record)), PendingStep(
-                [ids[i]], owner, x, None if step_id is None else [step_id], _unset, ARRAYS))
+            return await one_step(self._entrance(self._runner_of(record)), PendingStep(
+                [ids[i]], owner, x, None if step_id is None else [step_id], unset, ARRAYS))
 
         late = await asyncio.gather(*(one(i) for i in alone), return_exceptions=True)
         for i, res in zip(alone, late, strict=True):
@@ -279,7 +298,8 @@ class Sessions:
     ) -> SessionRecord:
         record, runner = await self.resolve(session_id, owner)
         checked = check_state(runner.signature, state, "state")
-        return await self._store.reset(session_id, checked)
+        with deadlines.writing():
+            return await self._store.reset(session_id, checked)
 
     async def describe(self, session_id: str, *, owner: str = "") -> SessionRecord:
         return await self._owned(session_id, owner)
@@ -292,14 +312,20 @@ class Sessions:
 
     async def delete(self, session_id: str, *, owner: str = "") -> None:
         await self._owned(session_id, owner)
-        await self._store.delete(session_id)
+        with deadlines.writing():
+            await self._store.delete(session_id)
 
     async def end(self, session_id: str) -> None:
-        """Free a session that may already be gone (a v2 sequence's end)."""
+        """Free a session that may already be gone (a v2 sequence's end, after its last step).
+        That step is applied, so it is answered even if the store fails here: the session
+        then expires after its idle timeout instead (logged)."""
         try:
             await self._store.delete(session_id)
         except SessionNotFound:
             pass
+        except Unavailable as exc:
+            log.warning("session %r was stepped but could not be ended (it will expire): %s",
+                        session_id, exc.message)
 
 
 def _valid_step_ids(step_ids: list[str | None]) -> bool:
@@ -309,29 +335,3 @@ def _valid_step_ids(step_ids: list[str | None]) -> bool:
     except InvalidInput:
         return False
     return True
-
-
-def _unset(outcomes: list[StepOutcome]) -> None:
-    raise AssertionError("a PendingStep's done is set by _entered")
-
-
-def _entered(entrance: StepEntrance, step: PendingStep) -> asyncio.Future[list[StepOutcome]]:
-    """Enter a step; the future gets its outcomes, one per row. The caller may go (cancelled):
-    the step still runs."""
-    answer: asyncio.Future[list[StepOutcome]] = asyncio.get_running_loop().create_future()
-
-    def done(outcomes: list[StepOutcome]) -> None:
-        if not answer.done():
-            answer.set_result(outcomes)
-
-    step.done = done
-    entrance.add(step)
-    return answer
-
-
-async def _one_step(entrance: StepEntrance, step: PendingStep) -> StepResult:
-    """Enter a step of one row and await its result (or raise its error)."""
-    outcome = (await _entered(entrance, step))[0]
-    if isinstance(outcome, RnnServeError):
-        raise outcome
-    return outcome

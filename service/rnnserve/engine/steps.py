@@ -16,7 +16,14 @@ gets its own precise error and never fails its neighbours.
 Order: a session has at most one collected step in flight; its later steps wait here, in
 arrival order, until that one is answered. Conflicts: a row whose session another replica
 stepped meanwhile (StepConflict) runs again on the new state, at most MAX_CONFLICT_RETRIES
-times; this is the only place that retries."""
+times; this is the only place that retries.
+
+Withdrawal: a caller that awaits a step with a deadline (step_waits.py) may take it back
+(`withdraw`) until the step reaches its commit point, the state write of its batch: while it
+waits here, while its job is queued, and while its batch gathers and runs. At the commit point
+the job's gate (`_JobAnswers.commit`) names the rows of withdrawn steps, which the batch marks
+as errors so that the store writes nothing for them, and commits the others: from then on a
+step is applied unless the store says otherwise, and its caller gets the real outcome."""
 
 from __future__ import annotations
 
@@ -26,103 +33,36 @@ import itertools
 import logging
 import operator
 from collections import deque
-from collections.abc import Callable, Sized
-from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from collections.abc import Sized
 
 import numpy as np
 
 from rnnserve.engine.batcher import Batcher
 from rnnserve.engine.jobs import Job, Outcome
 from rnnserve.engine.limits import Limits
+from rnnserve.engine.pending import (
+    COMMITTED,
+    SUBMITTED,
+    WAITING,
+    WITHDRAWN,
+    PendingStep,
+    StepDecoder,
+    StepOutcome,
+    StepResult,
+)
 from rnnserve.engine.signature import Signature
-from rnnserve.errors import InferenceFailed, InvalidInput, RnnServeError, StepConflict
+from rnnserve.errors import InferenceFailed, RnnServeError, StepConflict
 
 log = logging.getLogger("rnnserve.steps")
 
 MAX_CONFLICT_RETRIES = 8
-
-
-class StepResult(NamedTuple):
-    """A step's outputs [time, out], the session's timesteps after it, and its state
-    [layers, 1, hidden] (empty when the step came through the entrance). A tuple: made for
-    every streamed step."""
-
-    outputs: np.ndarray
-    steps: int
-    states: dict[str, np.ndarray]
-
-
-StepOutcome = StepResult | RnnServeError
-StepsDone = Callable[[list[StepOutcome]], None]
-"""Called once, from the event loop, with one outcome per row of a PendingStep."""
-
 _NO_STATES: dict[str, np.ndarray] = {}  # an entrance step reports no states: one shared {}
-
-
-class StepDecoder(Protocol):
-    """A transport's way from its undecoded step inputs to float32 (the engine holds no wire
-    format). `decode_many` gets the inputs of every undecoded step of one turn at once."""
-
-    def decode_many(self, items: list[object]) -> tuple[np.ndarray | None, set[int]]:
-        """The items as one float32 array [items, ...] and the indexes of items that hold
-        something that is not a number; None (and every index) when they share no shape."""
-        ...
-
-    def decode_one(self, item: object, what: str) -> np.ndarray:
-        """One item as a float32 array, or InvalidInput saying what is wrong with it."""
-        ...
-
-
-class ArrayInputs:
-    """The StepDecoder of steps whose inputs are float32 arrays [time, features] already but
-    not yet checked (a REST step): stacking them is their decoding, and the entrance checks
-    shapes, limits and finiteness for the whole turn at once instead of per request."""
-
-    def decode_many(self, items: list[object]) -> tuple[np.ndarray | None, set[int]]:
-        try:
-            return np.stack(items).astype(np.float32, copy=False), set()  # type: ignore[arg-type]
-        except (ValueError, TypeError):  # not one shape
-            return None, set(range(len(items)))
-
-    def decode_one(self, item: object, what: str) -> np.ndarray:
-        return np.asarray(item, dtype=np.float32)
-
-
-ARRAYS = ArrayInputs()
-
-
-@dataclass(slots=True, eq=False)
-class PendingStep:
-    """One step for each of `sessions` (row i steps sessions[i]), entering together. `inputs`
-    is a checked float32 array [rows, time, features]; or, with a `decoder`, the one row's
-    inputs as they came off the wire. Results carry the new states only when asked: slicing
-    them costs a dict per step, and only a v2 sequence step returns them."""
-
-    sessions: list[str]
-    owner: str
-    inputs: object
-    step_ids: list[str | None] | None
-    done: StepsDone
-    decoder: StepDecoder | None = None
-    retries: int = 0
-    with_states: bool = False  # each result carries its session's new state (v2 sequences)
-    holder: int | None = None  # a streamed step: the attach its connection holds (one row)
-
-    @property
-    def rows(self) -> int:
-        return len(self.sessions)
-
-
-def check_step_id(step_id: object) -> None:
-    if step_id is not None and (not isinstance(step_id, str) or not 0 < len(step_id) <= 128):
-        raise InvalidInput("step_id must be a string of 1 to 128 characters")
-
 
 Piece = tuple[list[PendingStep], np.ndarray]  # steps and their rows' inputs, checked
 _OWNER = operator.attrgetter("owner")
 _WITH_STATES = operator.attrgetter("with_states")
 _HOLDER = operator.attrgetter("holder")
+_PHASE = operator.attrgetter("phase")  # non-zero: a watched step
 
 
 class StepEntrance:
@@ -140,6 +80,22 @@ class StepEntrance:
     def add(self, step: PendingStep) -> None:
         self._waiting.append(step)
         self._schedule()
+
+    def withdraw(self, step: PendingStep) -> bool:
+        """Take back a watched step before its commit point (the state write). True: it will
+        not be applied, and the caller answers it (the entrance's own answer for it, if any,
+        comes later and is to be dropped). False: it is committed or answered already, so
+        its real outcome comes (or came) as usual."""
+        phase = step.phase
+        if phase == WAITING:
+            try:
+                self._waiting.remove(step)  # rare (a deadline passed): a scan is fine
+            except ValueError:  # answered already, before it was submitted (bad inputs)
+                return False
+        elif phase != SUBMITTED:
+            return phase == WITHDRAWN
+        step.phase = WITHDRAWN
+        return True
 
     def _schedule(self) -> None:
         if not self._scheduled and self._waiting:
@@ -245,10 +201,12 @@ class StepEntrance:
             for s in steps:
                 owners.extend([s.owner] * s.rows)
                 step_ids.extend(s.step_ids or [None] * s.rows)
+        watched = any(map(_PHASE, steps))
+        answers = _JobAnswers(self, steps, x, watched)
         job = Job(x, sessions=sessions, owners=owners, step_ids=step_ids,
                   holders=holders if holders and holders.count(None) != len(holders) else None,
-                  keep_states=any(map(_WITH_STATES, steps)))
-        answers = _JobAnswers(self, steps, x)
+                  keep_states=any(map(_WITH_STATES, steps)),
+                  gate=answers if watched else None)
         try:
             self.batcher.enqueue(job, answers.part_done)
         except RnnServeError as exc:  # the queue is full or the server is stopping
@@ -308,16 +266,17 @@ class StepEntrance:
         self._waiting.appendleft(PendingStep(
             [step.sessions[i] for i in again], step.owner, x[again],
             None if ids is None else [ids[i] for i in again], merged, None, step.retries + 1,
-            step.with_states, step.holder))
+            step.with_states, holder=step.holder))
 
 
 class _JobAnswers:
     """The steps of one job, answered part by part as the batcher finishes each part (a job
     past max_batch runs as several): a step is answered once all its rows are."""
 
-    __slots__ = ("_entrance", "_steps", "_x", "_starts", "_buffers", "_left")
+    __slots__ = ("_entrance", "_steps", "_x", "_starts", "_buffers", "_left", "_watched")
 
-    def __init__(self, entrance: StepEntrance, steps: list[PendingStep], x: np.ndarray) -> None:
+    def __init__(self, entrance: StepEntrance, steps: list[PendingStep], x: np.ndarray,
+                 watched: bool = False) -> None:
         self._entrance = entrance
         self._steps = steps
         self._x = x
@@ -328,6 +287,30 @@ class _JobAnswers:
             self._starts = list(itertools.accumulate((s.rows for s in steps), initial=0))[:-1]
             self._buffers = [None] * len(steps)
             self._left = [s.rows for s in steps]
+        self._watched: list[int] = []  # the indexes of watched steps (the job's gate)
+        if watched:
+            self._watched = [i for i, s in enumerate(steps) if s.phase]
+            for i in self._watched:
+                steps[i].phase = SUBMITTED
+
+    def commit(self, start: int, stop: int) -> list[int]:
+        """The job's gate: rows start..stop reach their state write now. Returns the rows
+        (counted from `start`) of withdrawn steps, which must not be written; every other
+        watched step there is committed and can no longer be withdrawn. A step of several
+        rows split across parts is withdrawn whole or not at all."""
+        withdrawn: list[int] = []
+        starts, steps = self._starts, self._steps
+        for i in self._watched:
+            step = steps[i]
+            first = starts[i] if starts else i
+            last = first + step.rows
+            if first >= stop or last <= start:
+                continue
+            if step.phase == WITHDRAWN:
+                withdrawn.extend(range(max(first, start) - start, min(last, stop) - start))
+            else:
+                step.phase = COMMITTED
+        return withdrawn
 
     def part_done(self, outcome: Outcome, start: int, stop: int) -> None:
         entrance = self._entrance

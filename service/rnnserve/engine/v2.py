@@ -7,7 +7,11 @@ Sequences follow Triton's sequence batcher with implicit state: `sequence_id` (a
 64-bit integer or a string), `sequence_start` and `sequence_end`. The state inputs come from the
 server: a sequence is a session under an id derived from the model, the sequence id and the API
 key's identity (sequence ids are scoped by key), so a sequence started over gRPC can be
-continued over HTTP and the other way round, by the same key only."""
+continued over HTTP and the other way round, by the same key only. A sequence step may carry
+`step_id` (a string of 1 to 128 characters), with REST's rule: a repeat of the sequence's
+latest step id returns that step's recorded outputs (and the state after it) and is not applied
+again, so a step whose answer was lost (a gRPC deadline, a dead connection) can be sent again
+safely."""
 
 from __future__ import annotations
 
@@ -19,8 +23,15 @@ import numpy as np
 
 from rnnserve import __version__
 from rnnserve.engine.engine import Engine
+from rnnserve.engine.pending import check_step_id
 from rnnserve.engine.runner import Runner
-from rnnserve.errors import InvalidInput, SequenceNotActive, SessionNotFound
+from rnnserve.errors import (
+    InvalidInput,
+    SequenceNotActive,
+    SessionNotFound,
+    Unavailable,
+    not_applied,
+)
 
 DATATYPES = frozenset({"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
                        "INT64", "FP16", "FP32", "FP64", "BYTES", "BF16"})
@@ -32,6 +43,9 @@ V2_ADVICE = {
     "create-session": "; the first request of a sequence must set sequence_start=true",
     "free-session": "; end some sequences (sequence_end=true)",
     "start-sequence": "; the first request of a sequence must set sequence_start=true",
+    "retry-step-id": ": retry with the same step_id parameter (a repeat of the sequence's "
+    "latest step_id returns its recorded outputs and is never applied twice); without a "
+    "step_id, a retry may apply the step twice",
 }
 """What a KServe v2 client (HTTP or gRPC) is told to do about an error's `remedy`."""
 
@@ -168,17 +182,27 @@ class V2DataPlane:
         for name in request.outputs or ():
             if name not in known:
                 raise InvalidInput(f"unknown output {name!r}; the model gives {list(known)}")
+        step_id = request.parameters.get("step_id")
+        check_step_id(step_id)
         if sequence is None:
+            if step_id is not None:
+                raise InvalidInput("step_id is set without a sequence_id: it names a step of "
+                                   "a sequence (stateless inference changes nothing to retry)")
             runner, results = await self._engine.infer(request.model, request.inputs,
                                                        version=request.version)
         else:
-            runner, results = await self._sequence_step(request, *sequence, owner, client)
+            assert step_id is None or isinstance(step_id, str)
+            try:
+                runner, results = await self._sequence_step(request, *sequence, owner, client,
+                                                            step_id)
+            except Unavailable as exc:  # a 503 before the step (store, start) or of the step
+                raise not_applied(exc) from exc  # itself, which says whether it was applied
         names = request.outputs or runner.signature.output_names
         return V2Response(runner.name, runner.version, {name: results[name] for name in names})
 
     async def _sequence_step(
         self, request: V2Request, sequence_id: SequenceId, start: bool, end: bool, owner: str,
-        client: str = "",
+        client: str = "", step_id: str | None = None,
     ) -> tuple[Runner, dict[str, np.ndarray]]:
         """`start` (re)starts the sequence from zeros; `end` frees it after this step."""
         engine, model, version = self._engine, request.model, request.version
@@ -207,7 +231,8 @@ class V2DataPlane:
         engine.limits.check_step_length(int(x.shape[1]), sig.input_name)
         if start:
             await sessions.open(runner, session_id, owner, replace=True, client=client)
-        result = await sessions.step_checked(runner, session_id, owner, x, with_states=True)
+        result = await sessions.step_checked(runner, session_id, owner, x, with_states=True,
+                                             step_id=step_id)
         if end:
             await sessions.end(session_id)
         outputs = {sig.output_name: result.outputs[None]}

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import grpc
 
 from rnnserve.engine import V2_ADVICE
-from rnnserve.errors import RnnServeError
+from rnnserve.errors import RequestTimedOut, RnnServeError
 
 log = logging.getLogger("rnnserve.grpc")
 
@@ -25,7 +25,7 @@ Unary = Callable[[Servicer, Request, Any], Awaitable[Response]]
 
 def status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, RnnServeError):
-        if exc.http_status >= 500:
+        if exc.http_status >= 500 and not isinstance(exc, RequestTimedOut):  # a limit, no fault
             log.error("%s: %s", type(exc).__name__, exc.message)
         message = exc.message + V2_ADVICE.get(exc.remedy or "", "")
         return grpc.StatusCode[exc.grpc_code], message

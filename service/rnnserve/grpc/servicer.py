@@ -1,7 +1,14 @@
 """`inference.GRPCInferenceService` over the engine's KServe v2 data plane: each RPC converts,
 awaits the data plane and converts back. Stateful requests (the sequence parameters) step the
 same sessions as HTTP v2, so a sequence started over gRPC can be continued over HTTP and the
-other way round."""
+other way round.
+
+ModelInfer runs under a time limit, the least of --request-timeout-s and the client's deadline
+(engine.TimeLimit, as HTTP): a call that changed nothing is stopped there with
+DEADLINE_EXCEEDED; a sequence step is withdrawn if it has not reached its state write (then
+DEADLINE_EXCEEDED says it was not applied), else answered with its real result. A client whose
+own deadline passes first sees DEADLINE_EXCEEDED whatever happened: it retries with the same
+step_id parameter, which is never applied twice."""
 
 from __future__ import annotations
 
@@ -10,8 +17,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from rnnserve.auth import ApiKeys
-from rnnserve.engine import Engine, V2DataPlane
-from rnnserve.errors import NotFound, Unauthenticated
+from rnnserve.engine import Engine, TimeLimit, V2DataPlane
+from rnnserve.errors import NotFound, RequestTimedOut, Unauthenticated
 from rnnserve.grpc import converters
 from rnnserve.grpc.errors import aborts_on_error, status_of
 from rnnserve.grpc.generated import inference_pb2 as pb
@@ -95,7 +102,19 @@ class InferenceServicer:
     @aborts_on_error
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any
                          ) -> pb.ModelInferResponse:
-        return await self._infer(request, self._owner(context), self._client(context))
+        owner, client = self._owner(context), self._client(context)
+        limit = self._engine.settings.request_timeout_s
+        remaining = context.time_remaining()  # None: the client set no deadline
+        if remaining is not None:
+            limit = max(0.0, min(limit, remaining))
+        try:
+            async with TimeLimit(limit):
+                return await self._infer(request, owner, client)
+        except TimeoutError:
+            raise RequestTimedOut(f"the call took longer than {limit:g} s (the least of "
+                                  "--request-timeout-s and the client's deadline) and was "
+                                  "stopped before it changed anything: retrying it is safe"
+                                  ) from None
 
     async def ModelStreamInfer(self, requests: AsyncIterable[pb.ModelInferRequest],
                                context: Any) -> AsyncIterator[pb.ModelStreamInferResponse]:

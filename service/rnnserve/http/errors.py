@@ -21,7 +21,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Send
 
 from rnnserve.engine import V2_ADVICE
-from rnnserve.errors import RnnServeError
+from rnnserve.errors import RequestTimedOut, RnnServeError
 from rnnserve.http.responses import FastJSONResponse
 
 log = logging.getLogger("rnnserve.http")
@@ -29,6 +29,9 @@ log = logging.getLogger("rnnserve.http")
 REST_ADVICE = {
     "create-session": ": create one with POST /v1/models/{model}/sessions",
     "free-session": "; delete some (DELETE /v1/sessions/{id})",
+    "retry-step-id": ": retry with the same step_id (a repeat of the session's latest step_id "
+    "returns its recorded outputs and is never applied twice); without a step_id, read the "
+    "session's steps (GET /v1/sessions/{id}) before retrying",
 }
 """What a REST or WebSocket client is told to do about an error's `remedy` (/v2 routes get the
 KServe v2 advice, V2_ADVICE)."""
@@ -92,7 +95,8 @@ def _describe_validation(exc: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RnnServeError)
     async def domain_error(request: Request, exc: RnnServeError) -> Response:
-        if exc.http_status >= 500:
+        # a time limit reached is no fault of the server's: the access log line warns of it
+        if exc.http_status >= 500 and not isinstance(exc, RequestTimedOut):
             log.error("%s: %s", type(exc).__name__, exc.message)
         message = advised(exc, v2=request.url.path.startswith("/v2/"))
         return error_response(exc.http_status, message, exc.retry_after_s)

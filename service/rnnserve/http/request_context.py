@@ -1,11 +1,15 @@
 """Per-request context, in one middleware so each request is timed and its status read once:
 a request id (the client's X-Request-Id, or a new one) echoed in the response, the Prometheus
 request counter and latency by route template, an OpenTelemetry span when tracing is on, one
-log line per request at debug and per error at warning, and a time limit (504)."""
+log line per request at debug and per error at warning, and a time limit (504).
+
+The time limit is the engine's TimeLimit: it cancels a request that changed nothing, but a
+session step or write running at the limit owns it instead (rnnserve.engine.deadlines), so a
+step that was applied is answered with its result, and one withdrawn gets its own 504 saying
+it was not applied. The middleware's own 504 thus always means: nothing was changed."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import secrets
@@ -15,6 +19,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rnnserve.engine import TimeLimit
 from rnnserve.http.errors import CLIENT_CLOSED, send_error
 from rnnserve.logs import request_id
 from rnnserve.metrics import HTTP_METHODS, OTHER, Metrics
@@ -63,7 +68,7 @@ class RequestContext:
 
         with self.tracing.span(f"{scope['method']} {scope['path']}", server=True) as span:
             try:
-                async with asyncio.timeout(self.timeout_s):  # no extra task, unlike wait_for
+                async with TimeLimit(self.timeout_s):  # no extra task, unlike wait_for
                     await self.app(scope, receive, send_with_id)
             except TimeoutError:
                 if status == 0:
@@ -74,7 +79,9 @@ class RequestContext:
 
     async def _timed_out(self, send: Send) -> None:
         await send_error(send, 504, f"the request took longer than {self.timeout_s:g} s "
-                         "(--request-timeout-s); retry or split it")
+                         "(--request-timeout-s) and was stopped before it changed anything "
+                         "(no step was applied), so retrying it is safe; split it if it is "
+                         "large")
 
     def _record(self, scope: Scope, rid: str, status: int, seconds: float, span: Any) -> None:
         """Metrics by route template, served model and known method (a client picks paths,
