@@ -68,8 +68,9 @@ class StoppedOnce(RedisStateStore):
             process.send_signal(signal.SIGCONT)
 
     async def gather(self, layout: StateLayout, ids: list[str],
-                     owners: list[str | None]) -> Gathered:
-        call = super().gather(layout, ids, owners)
+                     owners: list[str | None], holders: list[int | None] | None = None
+                     ) -> Gathered:
+        call = super().gather(layout, ids, owners, holders)
         return await (self._stopped(call) if self.armed and self.at == "gather" else call)
 
     async def scatter(self, gathered: Gathered, states: dict[str, np.ndarray],
