@@ -48,9 +48,9 @@ class PausingStore(MemoryStateStore):
         self.after_gather.set()
         self.before_write.set()
 
-    async def gather(self, layout: StateLayout, ids: list[str], owners: list[str | None]
-                     ) -> Gathered:
-        gathered = await super().gather(layout, ids, owners)
+    async def gather(self, layout: StateLayout, ids: list[str], owners: list[str | None],
+                     holders: list[int | None] | None = None) -> Gathered:
+        gathered = await super().gather(layout, ids, owners, holders)
         self.gathered.set()
         await self.after_gather.wait()
         return gathered

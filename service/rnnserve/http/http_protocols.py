@@ -19,7 +19,7 @@ things uvicorn does not do, passed to it as `http=` by `rnnserve serve`:
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -38,8 +38,9 @@ except ImportError:  # pragma: no cover - uvicorn without httptools
 
 
 class HeadDeadline:
-    """What the two protocol classes below share; they call it from thin overrides of
-    uvicorn's methods (uvicorn's own attributes are declared here for the type checker)."""
+    """What the two protocol classes below share: it wraps uvicorn's connection_made,
+    connection_lost and on_response_complete (uvicorn's own attributes are declared here for
+    the type checker)."""
 
     guard: ClassVar[ConnectionGuard]
     transport: asyncio.Transport
@@ -47,6 +48,22 @@ class HeadDeadline:
     cycle: Any  # uvicorn's RequestResponseCycle of the latest request head; None before one
     _head_timer: asyncio.TimerHandle | None = None
     _armed_at_cycle: Any = None
+
+    # uvicorn's methods, wrapped: the mixin comes first, so super() is uvicorn's protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.guard.admit(cast(asyncio.Transport, transport)):  # else the guard answered 429
+            super().connection_made(transport)  # type: ignore[misc]
+            self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)  # type: ignore[misc]
+        self.guard.release(self.transport)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        self._rearm_after_response()
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -99,20 +116,6 @@ if HttpToolsProtocol is not None:
         """uvicorn's httptools protocol with the head time limit, the per-client cap and the
         JSON 400 for a malformed body."""
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            if self.guard.admit(transport):  # else the guard answered 429 and took it over
-                super().connection_made(transport)
-                self._arm_head_timer()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm_head_timer()
-            super().connection_lost(exc)
-            self.guard.release(self.transport)
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._rearm_after_response()
-
         def handle_websocket_upgrade(self) -> None:
             self._disarm_head_timer()  # the WebSocket protocol takes the connection over
             super().handle_websocket_upgrade()
@@ -130,20 +133,6 @@ if HttpToolsProtocol is not None:
 
 class GuardedH11Protocol(HeadDeadline, H11Protocol):
     """uvicorn's h11 protocol with the same additions (used where httptools is missing)."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        if self.guard.admit(transport):
-            super().connection_made(transport)
-            self._arm_head_timer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_head_timer()
-        super().connection_lost(exc)
-        self.guard.release(self.transport)
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._rearm_after_response()
 
     def handle_websocket_upgrade(self, event: Any) -> None:
         self._disarm_head_timer()
