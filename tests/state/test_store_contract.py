@@ -426,3 +426,15 @@ async def test_another_owner_cannot_attach(store: StateStore) -> None:
     with pytest.raises(SessionNotFound, match="unknown session"):
         await store.attach("nobody", "alice")
     assert (await store.get("s1")).holder == 0
+
+
+async def test_a_step_gathered_before_an_attach_is_not_written(store: StateStore) -> None:
+    """A streamed step in flight when a newer connection attaches does not land after the
+    attach (the new connection's greeting counts every step there will be of the old one)."""
+    await store.create(LSTM, rec("s1"), None)
+    in_flight = await store.gather(LSTM, ["s1"], ["alice"], [0])
+    assert in_flight.errors == [None]
+    await store.attach("s1", "alice")
+    written = await store.scatter(in_flight, random_state(LSTM, 5), *no_ids([1]))
+    assert written.conflict == [True] or type(written.errors[0]).__name__ == "StreamReplaced"
+    assert (await store.get("s1")).steps == 0

@@ -278,6 +278,7 @@ class MemoryStateStore:
             wanted = np.array([-1 if o is None else self._owner_ids.get(o, -2) for o in owners])
             ok &= (wanted == -1) | (slab.owner[slots] == wanted)
         errors: list[RnnServeError | None] = [None] * len(ids)
+        claimed = None
         if holders is not None:
             claimed = np.array([-1 if h is None else h for h in holders], np.int64)
             let_go = ok & (claimed >= 0) & (slab.holder[slots] != claimed)
@@ -291,7 +292,8 @@ class MemoryStateStore:
         if not ok.all():
             for arr in states.values():
                 arr[:, ~ok] = 0.0  # rows of missing sessions are zeros, not another's state
-        return Gathered(ids, states, errors, token=(slab_no, slots, slab.generation[slots]))
+        return Gathered(ids, states, errors,
+                        token=(slab_no, slots, slab.generation[slots], claimed))
 
     def _gather_error(self, session_id: str, owner: str | None, slab_no: int) -> RnnServeError:
         """Why a session cannot be gathered: unknown, expired (ended now), another owner's
@@ -320,15 +322,21 @@ class MemoryStateStore:
         self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
         outputs: np.ndarray, step_ids: list[str | None],
     ) -> Written:
-        slab_no, slots, generations = gathered.token
+        slab_no, slots, generations, claimed = gathered.token
         slab = self._slabs[slab_no]
         n = len(slots)
         ok = np.array([e is None for e in gathered.errors], np.bool_)
-        holders = [slab.ids[slot] if error is None else None
+        current = [slab.ids[slot] if error is None else None
                    for slot, error in zip(slots.tolist(), gathered.errors, strict=True)]
-        if holders != gathered.ids:  # some were deleted while their step ran
-            ok &= np.array([a == b for a, b in zip(holders, gathered.ids, strict=True)],
+        if current != gathered.ids:  # some were deleted while their step ran
+            ok &= np.array([a == b for a, b in zip(current, gathered.ids, strict=True)],
                            np.bool_)
+        let_go: set[int] = set()
+        if claimed is not None:  # a newer connection attached while the step ran: not written
+            moved = ok & (claimed >= 0) & (slab.holder[slots] != claimed)
+            if moved.any():
+                let_go = set(np.flatnonzero(moved).tolist())
+                ok &= ~moved
         replayed: list[tuple[np.ndarray, int] | None] = [None] * n
         if any(step_ids):
             for i in np.flatnonzero(ok).tolist():
@@ -357,8 +365,10 @@ class MemoryStateStore:
                     self._last.pop(gathered.ids[i], None)
         errors: list[RnnServeError | None] = [None] * n
         for i in np.flatnonzero(~ok).tolist():
-            errors[i] = gathered.errors[i] or SessionNotFound(
-                f"session {gathered.ids[i]!r} was deleted or reset during its step")
+            errors[i] = gathered.errors[i] or (replaced(gathered.ids[i]) if i in let_go else
+                                               SessionNotFound(f"session {gathered.ids[i]!r} "
+                                                               "was deleted or reset during "
+                                                               "its step"))
         return Written(slab.steps[slots].tolist(), [False] * n, errors, replayed)
 
     async def owned_sessions(self, owner: str) -> int:
