@@ -15,6 +15,7 @@ from rnnserve import __version__
 from rnnserve.console import router as console_router
 from rnnserve.engine import Engine, V2DataPlane
 from rnnserve.http import native, sessions, stream, v2
+from rnnserve.http.api_docs import install_api_docs
 from rnnserve.http.auth import AuthAndRateLimit
 from rnnserve.http.errors import install_error_handlers
 from rnnserve.http.limits import BodySizeLimit
@@ -52,8 +53,10 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
 
     # FastAPI's own OpenTelemetry layer is off: rnnserve's RequestContext makes the request
     # spans (service/tracing.py), and FastAPI's layer looked up the providers on every request.
+    # Its docs pages are off too: they load their scripts from a CDN; api_docs.py serves them
+    # from an installed package instead, so /docs and /redoc work offline.
     app = FastAPI(title="rnnserve", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan,
+                  lifespan=lifespan, docs_url=None, redoc_url=None,
                   telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.engine = engine
     app.state.v2 = V2DataPlane(engine)
@@ -63,6 +66,7 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
     app.include_router(stream.router)
     app.include_router(v2.router)
     app.include_router(console_router)
+    install_api_docs(app)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     async def prometheus() -> Response:

@@ -29,8 +29,9 @@ from rnnserve.auth import ApiKeys
 from rnnserve.http.errors import send_error
 
 OPEN_PATHS = ("/v2/health/", "/metrics", "/docs", "/openapi.json", "/redoc")
-"""Prefixes reachable without a key; also "/" and /console/<file>, the console's page and
-assets (its model reports under /console/models/... need a key)."""
+"""Prefixes reachable without a key (the API docs pages with their assets under /docs/assets/,
+http/api_docs.py); also "/" and /console/<file>, the console's page and assets (its model
+reports under /console/models/... need a key)."""
 
 SUBPROTOCOL = "rnnserve"
 """The one WebSocket subprotocol the server selects (when the client offers it)."""
