@@ -10,7 +10,6 @@ to test-artifacts/console/."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,12 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.chromium import require_chromium, start_chromium
 from tests.conftest import COMMITTED_MODELS, ROOT, ServerProcess, serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
-CHROMIUM = Path(os.environ.get("RNNSERVE_CHROMIUM", "/usr/bin/chromium"))
-CHROMEDRIVER = Path(os.environ.get("RNNSERVE_CHROMEDRIVER", "/usr/bin/chromedriver"))
 ARTIFACTS = ROOT / "test-artifacts" / "console"
 WEEKS = json.loads((ROOT / "service" / "rnnserve" / "console" / "static" / "weeks.json")
                    .read_text())
@@ -33,10 +31,7 @@ CITY = "seattle"
 KEY = "console-test-key"  # the server below requires it (a stand-in for API keys)
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
-if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-    pytest.skip(f"needs Chromium at {CHROMIUM} and chromedriver at {CHROMEDRIVER}: "
-                "apt-get install -y chromium chromium-driver", allow_module_level=True)
-webdriver = pytest.importorskip("selenium.webdriver", reason="needs PyPI selenium")
+require_chromium()
 
 from selenium.common.exceptions import TimeoutException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -59,21 +54,7 @@ def server(server_process: ServerProcess) -> str:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager download anything
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--window-size=1280,1000",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    try:
-        driver = webdriver.Chrome(options=options,
-                                  service=webdriver.ChromeService(str(CHROMEDRIVER)))
-    except Exception as exc:  # a broken install: say so rather than fail obscurely
-        pytest.skip(f"Chromium did not start ({exc}); reinstall chromium chromium-driver")
-    driver.set_page_load_timeout(20)
+    driver = start_chromium(tmp_path_factory.mktemp("chromium-profile"))
     try:
         yield driver
     finally:
