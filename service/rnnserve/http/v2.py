@@ -8,11 +8,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from rnnserve.engine import EXTENSIONS
+from rnnserve.http.body import read_body
 from rnnserve.http.common import client_of, engine_of, owner_of, v2_of
+from rnnserve.http.content_encoding import compress
 from rnnserve.http.errors import error_response
 from rnnserve.http.openapi import V2_INFER_EXAMPLE, V2_INFER_REQUEST, json_body
 from rnnserve.http.responses import FastJSONResponse
-from rnnserve.http.v2_codec import compress, decode_request, decompress, encode_response
+from rnnserve.http.v2_codec import decode_request, encode_response
 
 router = APIRouter(prefix="/v2", tags=["KServe v2"])
 
@@ -63,8 +65,7 @@ async def model_version_ready(request: Request, model: str, version: str) -> Fas
 
 
 async def _infer(request: Request, model: str, version: str | None) -> Response:
-    body = decompress(await request.body(), request.headers.get("content-encoding"),
-                      engine_of(request).settings.max_body_bytes)
+    body = await read_body(request)
     call = decode_request(body, request.headers.get("inference-header-content-length"),
                           model, version)
     answer = await v2_of(request).infer(call.request, owner_of(request), client_of(request))
