@@ -125,12 +125,17 @@ def split_items(items: list[Any]) -> Items:
     field a step does not take fails alone, as a single step would (its step ids are checked
     by the engine, item by item, with the single step's rule)."""
     try:
-        ids = [item["session_id"] for item in items]
+        ids = [item["session_id"] for item in items]  # every item is an object (JSON)
         raw = [item["inputs"] for item in items]
-        if all(type(sid) is str for sid in ids) and all(
-                item.keys() <= ITEM_FIELDS for item in items):
-            return ids, raw, [item.get("step_id") for item in items], {}
-    except (TypeError, KeyError, AttributeError):
+        if all(type(sid) is str for sid in ids):
+            step_ids = [item.get("step_id") for item in items]
+            with_step_id = len(items) - step_ids.count(None)
+            # no field but those two and the step ids counted: the fields add up (C loops);
+            # else (a "step_id": null, or an unknown field) look at each item's keys
+            if sum(map(len, items)) == 2 * len(items) + with_step_id or all(
+                    item.keys() <= ITEM_FIELDS for item in items):
+                return ids, raw, step_ids, {}
+    except (TypeError, KeyError):
         pass
     ids, raw, step_ids = [], [], []
     bad: dict[int, RnnServeError] = {}
