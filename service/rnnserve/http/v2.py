@@ -84,8 +84,9 @@ _INFER_DOC = dict(
     summary="Inference (JSON or binary tensors)",
     description="Inputs: `input` FP32 [batch, time, features] and optionally the state inputs "
     "(zeros when omitted). Binary tensors follow the JSON header; set "
-    "Inference-Header-Content-Length. With the parameters sequence_id (uint64 or string), "
-    "sequence_start and sequence_end, the server keeps the state between requests (batch 1, "
+    "Inference-Header-Content-Length. With the parameters sequence_id (uint64, or a string "
+    "of 1 to 256 printable characters), sequence_start and sequence_end, the server keeps "
+    "the state between requests (batch 1, "
     "no state inputs); a sequence step may carry step_id (1 to 128 characters): a repeat of "
     "the sequence's latest step_id returns that step's outputs instead of applying it again. "
     "504: the step was not applied (safe to retry).",
