@@ -100,6 +100,48 @@ async def test_unknown_session_or_model_closes_with_reason(server: ServerProcess
         assert "unknown model" in json.loads(await ws.recv())["error"]
 
 
+async def refusal_of(url: str) -> tuple[dict, int]:
+    """A connect the server refuses: its one error message and the close code after it."""
+    async with websockets.connect(url) as ws:
+        message = json.loads(await ws.recv())
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+        assert info.value.rcvd is not None
+        return message, info.value.rcvd.code
+
+
+async def test_a_version_of_other_digits_is_an_unknown_version(server: ServerProcess) -> None:
+    message, code = await refusal_of(ws_url(server, "tiny-lstm", "?version=%C2%B2"))  # ²
+    assert message["status"] == 404
+    assert "model 'tiny-lstm' has no version '²'" in message["error"] and code == 1008
+
+
+async def test_a_full_server_closes_a_new_stream_with_try_again_later(
+    tiny_repo: Path, start_server: Callable[..., ServerProcess],
+) -> None:
+    """At --max-sessions a new stream gets the 503 (with retry_after_s), then close code 1013
+    ("try again later"), not 1011 (a server error); resuming a session needs no room."""
+    full = start_server("--models", str(tiny_repo), "--max-sessions", "1")
+    held = httpx.post(f"{full.url}/v1/models/tiny-gru/sessions").json()["session_id"]
+    message, code = await refusal_of(ws_url(full, "tiny-gru"))
+    assert message["status"] == 503 and message["retry_after_s"] > 0
+    assert "maximum of 1 live sessions" in message["error"] and code == 1013
+    async with websockets.connect(ws_url(full, "tiny-gru", f"?session_id={held}")) as ws:
+        assert json.loads(await ws.recv())["session_id"] == held
+        assert (await send_step(ws, np.ones((1, 3), np.float32)))["steps"] == 1
+    assert httpx.delete(f"{full.url}/v1/sessions/{held}").status_code == 204
+    async with websockets.connect(ws_url(full, "tiny-gru")) as ws:
+        assert json.loads(await ws.recv())["steps"] == 0  # room again
+
+
+def test_refusal_close_codes() -> None:
+    """4xx → 1008 (policy violation), 503 → 1013 (try again later), other 5xx → 1011."""
+    from rnnserve.http.stream import refusal_close_code
+
+    assert [refusal_close_code(s) for s in (400, 404, 429, 500, 503, 504)] == [
+        1008, 1008, 1008, 1011, 1013, 1011]
+
+
 async def test_huge_frame_closes_the_connection_but_not_the_session(
     server: ServerProcess,
 ) -> None:

@@ -30,7 +30,7 @@ from rnnserve.engine.providers import choose_providers
 from rnnserve.engine.runner import Runner, RunnerOptions
 from rnnserve.engine.sessions import Sessions
 from rnnserve.engine.tensors import check_state, require_finite, require_sequence
-from rnnserve.errors import InvalidInput, Unavailable
+from rnnserve.errors import InvalidInput, ModelNotFound, Unavailable
 from rnnserve.keyfile import KeyFile, key_ring
 from rnnserve.metrics import Metrics
 from rnnserve.settings import Settings
@@ -148,8 +148,18 @@ class Engine:
         return self._sessions
 
     def runner(self, model: str, version: str | int | None = None) -> Runner:
+        """A model's version (the highest when none is asked), the one door every transport
+        takes to a model. A version is a whole number or its ASCII digits: a bool (JSON true,
+        which Python takes for 1) is refused, and a string of other digits ("²", "١", which
+        str.isdigit takes for digits) names no version: 404 like any unknown version."""
         if not self.started:
             raise Unavailable(STARTING_OR_STOPPING, retry_after_s=1)
+        if isinstance(version, bool):
+            raise InvalidInput("a model version is a whole number like 1, not true or false")
+        if isinstance(version, str) and not version.isascii():
+            known = self.models.get(model)  # an unknown model is reported as such first
+            raise ModelNotFound(f"model {model!r} has no version {version!r}; available "
+                                f"versions: {sorted(self.models.versions[known.name])}")
         return self.models.get(model, version)
 
     def served_version(self, model: str, version: int) -> Runner | None:

@@ -234,11 +234,12 @@ class Sessions:
         together: list[int] = []
         alone: list[int] = []
         whole = inputs if isinstance(inputs, np.ndarray) else None
+        given = step_ids.count(None) < n  # a step id "", 0 or false is given (and refused)
         if whole is not None:
             self._limits.check_step_input(runner.signature, whole[0], "steps[0].inputs")
             finite = np.isfinite(whole).all(axis=(1, 2))
             if finite.all() and len(set(ids)) == n and (
-                    not any(step_ids) or _valid_step_ids(step_ids)):
+                    not given or _valid_step_ids(step_ids)):
                 together = list(range(n))  # the common case: no per-item sorting at all
             else:
                 seen: set[str] = set()
@@ -259,10 +260,10 @@ class Sessions:
             everyone = len(together) == n
             x = whole if everyone else whole[together]
             rows = ids if everyone else [ids[i] for i in together]
-            given = (step_ids if everyone else [step_ids[i] for i in together]) if any(
-                step_ids) else None
+            rows_step_ids = (step_ids if everyone else [step_ids[i] for i in together]
+                             ) if given else None
             outcomes = await answered(self._entrance(runner),
-                                       PendingStep(rows, owner, x, given, unset))
+                                       PendingStep(rows, owner, x, rows_step_ids, unset))
             if everyone:
                 out = list[StepOutcome | None](outcomes)
             else:

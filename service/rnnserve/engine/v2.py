@@ -4,14 +4,14 @@ stateless inference or to a sequence step. The HTTP and gRPC adapters only trans
 wire format to a V2Request and a V2Response back.
 
 Sequences follow Triton's sequence batcher with implicit state: `sequence_id` (an unsigned
-64-bit integer or a string), `sequence_start` and `sequence_end`. The state inputs come from the
-server: a sequence is a session under an id derived from the model, the sequence id and the API
-key's identity (sequence ids are scoped by key), so a sequence started over gRPC can be
-continued over HTTP and the other way round, by the same key only. A sequence step may carry
-`step_id` (a string of 1 to 128 characters), with REST's rule: a repeat of the sequence's
-latest step id returns that step's recorded outputs (and the state after it) and is not applied
-again, so a step whose answer was lost (a gRPC deadline, a dead connection) can be sent again
-safely."""
+64-bit integer, or a string of 1 to 256 printable characters), `sequence_start` and
+`sequence_end`. The state inputs come from the server: a sequence is a session under an id
+derived from the model, the sequence id and the API key's identity (sequence ids are scoped by
+key), so a sequence started over gRPC can be continued over HTTP and the other way round, by
+the same key only. A sequence step may carry `step_id` (a string of 1 to 128 characters), with
+REST's rule: a repeat of the sequence's latest step id returns that step's recorded outputs
+(and the state after it) and is not applied again, so a step whose answer was lost (a gRPC
+deadline, a dead connection) can be sent again safely."""
 
 from __future__ import annotations
 
@@ -48,6 +48,11 @@ V2_ADVICE = {
     "step_id, a retry may apply the step twice",
 }
 """What a KServe v2 client (HTTP or gRPC) is told to do about an error's `remedy`."""
+
+MAX_SEQUENCE_ID_CHARS = 256
+"""The longest string sequence_id: it becomes part of a session id (store keys, the
+/v1/sessions/{id} path, log lines), so it is bounded like a step_id; an id that needs more is
+better hashed by the client."""
 
 SequenceId = int | str
 Sequence = tuple[SequenceId, bool, bool]
@@ -105,8 +110,9 @@ def check_datatype(name: str, datatype: object) -> None:
 
 def sequence_parameters(params: Mapping[str, object]) -> Sequence | None:
     """(sequence_id, start, end) when a request belongs to a sequence: an id is an unsigned
-    64-bit integer or a string; 0 and "" mean "no sequence"; start and end are booleans
-    (absent or null: false)."""
+    64-bit integer or a string of 1 to 256 printable characters (no control characters: an
+    id ends up in log lines); 0 and "" mean "no sequence"; start and end are booleans (absent
+    or null: false)."""
     sequence_id = params.get("sequence_id")
     if sequence_id is None or sequence_id == 0 or sequence_id == "":
         for key in ("sequence_start", "sequence_end"):
@@ -118,6 +124,8 @@ def sequence_parameters(params: Mapping[str, object]) -> Sequence | None:
                            f"{type(sequence_id).__name__}")
     if isinstance(sequence_id, int) and not 0 < sequence_id < 2**64:
         raise InvalidInput(f"sequence_id {sequence_id} is out of range: use 1 .. 2^64-1")
+    if isinstance(sequence_id, str):
+        check_string_sequence_id(sequence_id)
     flags = []
     for key in ("sequence_start", "sequence_end"):
         value = params.get(key)
@@ -125,6 +133,20 @@ def sequence_parameters(params: Mapping[str, object]) -> Sequence | None:
             raise InvalidInput(f"{key} must be true or false")
         flags.append(bool(value))
     return sequence_id, flags[0], flags[1]
+
+
+def check_string_sequence_id(sequence_id: str) -> None:
+    """A string sequence_id is 1 to MAX_SEQUENCE_ID_CHARS printable characters (str's
+    isprintable: no control, format or separator characters but the space). The refusal
+    never echoes the id: it may be 100,000 characters, or hold a line break."""
+    if len(sequence_id) > MAX_SEQUENCE_ID_CHARS:
+        raise InvalidInput(f"sequence_id has {len(sequence_id)} characters; a string "
+                           f"sequence_id has 1 to {MAX_SEQUENCE_ID_CHARS}: send a shorter id "
+                           "(a hash of a long one) or an unsigned 64-bit integer")
+    if not sequence_id.isprintable():
+        raise InvalidInput("sequence_id must be printable characters: no control characters "
+                           "(line breaks, tabs, NUL) and no format or separator characters "
+                           "other than the space")
 
 
 def sequence_session_id(model: str, sequence_id: SequenceId, owner: str = "") -> str:

@@ -1,4 +1,5 @@
-"""Read request bodies: content type, JSON decoding, and the state object of the contract
+"""Read request bodies: content coding (gzip and deflate are inflated, as on the KServe v2
+routes), content type, JSON decoding, and the state object of the contract
 ({"h0": {"shape": [...], "data": [...]}, ...}) in both directions."""
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import orjson
 from fastapi import Request
 
 from rnnserve.errors import InvalidInput, UnsupportedMediaType
+from rnnserve.http.common import engine_of
+from rnnserve.http.content_encoding import decompress
 from rnnserve.http.json_arrays import to_float32
 
 
@@ -31,15 +34,27 @@ def parse_json(raw: bytes) -> Any:
         ) from None
 
 
-async def read_json_object(request: Request) -> dict[str, Any]:
-    """The body as a JSON object; 415 for another content type, 400 for bad JSON."""
+async def read_body(request: Request) -> bytes:
+    """The request body as sent before any Content-Encoding: gzip or deflate is inflated,
+    never past --max-body-bytes (content_encoding.decompress: 413 beyond, 415 for another
+    coding, 400 for data that is not what the header says)."""
+    return decompress(await request.body(), request.headers.get("content-encoding"),
+                      engine_of(request).settings.max_body_bytes)
+
+
+async def read_json_object(request: Request, *, optional: bool = False) -> dict[str, Any]:
+    """The body as a JSON object; 415 for another content type, 400 for bad JSON. With
+    `optional`, no body at all is {} (create and reset take an optional body)."""
+    raw = await read_body(request)
+    if optional and not raw:
+        return {}
     content_type = request.headers.get("content-type", "")
     if not _is_json_type(content_type):
         raise UnsupportedMediaType(
             f"Content-Type {content_type!r} is not supported: send JSON with "
             "'Content-Type: application/json'"
         )
-    body = parse_json(await request.body())
+    body = parse_json(raw)
     if not isinstance(body, dict):
         raise InvalidInput(f"the body must be a JSON object, not {type(body).__name__}")
     return body

@@ -116,8 +116,11 @@ STEPS_REQUEST: dict[str, Any] = {
     "required": ["steps"],
     "additionalProperties": False,
     "properties": {"steps": {"type": "array", "items": {
-        "type": "object", "required": ["session_id", "inputs"],
-        "properties": {"session_id": {"type": "string"}, "inputs": _SEQUENCE}}}},
+        "type": "object", "required": ["session_id", "inputs"], "additionalProperties": False,
+        "description": "One session's step, with a single step's fields and rules; an item "
+        "that breaks them fails alone.",
+        "properties": {"session_id": {"type": "string"}, "inputs": _SEQUENCE,
+                       "step_id": STEP_REQUEST["properties"]["step_id"]}}}},
 }
 STEPS_EXAMPLE = {"steps": [{"session_id": "<id from POST /v1/models/temperature-lstm/sessions>",
                             "inputs": [EXAMPLE_SEQUENCE[0]]}]}

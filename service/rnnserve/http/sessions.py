@@ -3,9 +3,11 @@ gateway's many-sessions-in-one-request steps. Routes convert, await the engine, 
 
 from __future__ import annotations
 
+from collections.abc import Set
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from rnnserve.engine import StepResult
@@ -33,12 +35,10 @@ SESSION = Path(description="A session id returned by create")
 
 async def optional_json(request: Request) -> dict[str, Any]:
     """Create and reset take an optional body: none at all is {}."""
-    if not await request.body():
-        return {}
-    return await read_json_object(request)
+    return await read_json_object(request, optional=True)
 
 
-def only_fields(body: dict[str, Any], allowed: set[str], route: str) -> None:
+def only_fields(body: dict[str, Any], allowed: Set[str], route: str) -> None:
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise InvalidInput(f"unknown field(s) {unknown}; {route} takes {sorted(allowed)}")
@@ -61,8 +61,9 @@ async def create_session(request: Request, model: str = MODEL,
     body = await optional_json(request)
     only_fields(body, {"state", "version"}, "create")
     version = body.get("version", version)
-    if version is not None and not isinstance(version, int | str):
-        raise InvalidInput('"version" must be a version number')
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int | str)):
+        raise InvalidInput('"version" must be a version number like 1 or "1", not '
+                           f"{orjson.dumps(version).decode()[:40]}")
     record = await engine_of(request).sessions.create(
         model, version=version, state=decode_state(body.get("state"), "state"),
         owner=owner_of(request), client=client_of(request))
@@ -114,28 +115,43 @@ async def delete(request: Request, session_id: str = SESSION) -> Response:
 
 Items = tuple[list[str], list[Any], list[Any], dict[int, RnnServeError]]
 
+ITEM_FIELDS = frozenset({"session_id", "inputs", "step_id"})
+"""What a gateway item takes: a single step's fields and the session it steps."""
+
 
 def split_items(items: list[Any]) -> Items:
     """A gateway's items → (session ids, raw inputs, step ids, errors of malformed items),
-    with comprehensions in the common case where every item is well formed."""
+    with comprehensions in the common case where every item is well formed. An item with a
+    field a step does not take fails alone, as a single step would (its step ids are checked
+    by the engine, item by item, with the single step's rule)."""
     try:
-        ids = [item["session_id"] for item in items]
+        ids = [item["session_id"] for item in items]  # every item is an object (JSON)
         raw = [item["inputs"] for item in items]
         if all(type(sid) is str for sid in ids):
-            return ids, raw, [item.get("step_id") for item in items], {}
+            step_ids = [item.get("step_id") for item in items]
+            with_step_id = len(items) - step_ids.count(None)
+            # no field but those two and the step ids counted: the fields add up (C loops);
+            # else (a "step_id": null, or an unknown field) look at each item's keys
+            if sum(map(len, items)) == 2 * len(items) + with_step_id or all(
+                    item.keys() <= ITEM_FIELDS for item in items):
+                return ids, raw, step_ids, {}
     except (TypeError, KeyError):
         pass
     ids, raw, step_ids = [], [], []
     bad: dict[int, RnnServeError] = {}
     for i, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("session_id"), str) or (
-                "inputs" not in item):
+        session_id = item.get("session_id") if isinstance(item, dict) else None
+        if not isinstance(session_id, str) or "inputs" not in item:
             bad[i] = InvalidInput(f'steps[{i}] must be {{"session_id": "...", '
                                   '"inputs": [[...]]}')
-            item = {}
-        ids.append(item.get("session_id", ""))
-        step_ids.append(item.get("step_id"))
-        raw.append(item.get("inputs"))
+        else:
+            try:
+                only_fields(item, ITEM_FIELDS, f"steps[{i}]")
+            except InvalidInput as exc:
+                bad[i] = exc
+        ids.append(session_id if isinstance(session_id, str) else "")
+        step_ids.append(None if i in bad else item.get("step_id"))
+        raw.append(None if i in bad else item["inputs"])
     return ids, raw, step_ids, bad
 
 

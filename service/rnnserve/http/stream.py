@@ -5,7 +5,10 @@ each text message {"inputs": [[f, ...], ...]} gets one reply {"outputs": [...], 
 (with the message's "id" echoed if it had one), in order. A bad message gets {"error": ...}
 and the connection and the state survive. `?session_id=` attaches to an existing session, so a
 client reconnects after a dropped connection without losing state; the session outlives the
-connection until deleted or idle past its timeout. One stream holds a session at a time, and
+connection until deleted or idle past its timeout. A connect that cannot be served gets one
+{"error", "status"} message, then a close: 1008 for a 4xx, 1013 ("try again later") for a
+503 (the server holds its maximum of sessions, or is starting or stopping), 1011 for another
+5xx. One stream holds a session at a time, and
 the latest attach wins (a reconnecting device's old TCP connection may still look open): the
 older socket's steps in flight are answered, nothing it sends after the new socket's greeting
 is applied (the store fences its steps by attach number, across replicas too), and it is
@@ -48,6 +51,18 @@ _FIELDS = {"inputs", "id", "step_id"}
 REPLACED = 4409
 """Close code: a newer connection attached to this session (the latest attach wins). Final:
 the client must not reconnect, since that would take the session back from its successor."""
+POLICY_VIOLATION, INTERNAL_ERROR, TRY_AGAIN_LATER = 1008, 1011, 1013
+"""Close codes of a connect that failed (after its error message): the request was wrong (a
+4xx: unknown session or model, a cap, a revoked key), the server failed (a 5xx but 503), or
+the server is full or busy for now (503: reconnect after the message's retry_after_s)."""
+
+
+def refusal_close_code(http_status: int) -> int:
+    """The close code for a connect refused with this HTTP status (the status is in the error
+    message sent just before the close)."""
+    if http_status < 500:
+        return POLICY_VIOLATION
+    return TRY_AGAIN_LATER if http_status == 503 else INTERNAL_ERROR
 DRAIN_S = 0.5  # once replaced, how long the steps in flight may take before the close
 LET_GO = "a newer connection attached to this session; this step was not applied"
 
@@ -215,7 +230,7 @@ async def stream(websocket: WebSocket, model: str, session_id: str | None = None
         stepper = sessions.stepper(record, JSON_STEPS)  # resolved once: no lookup per step
     except RnnServeError as exc:
         await websocket.send_text(_text(error_fields(exc)))
-        await websocket.close(code=1008 if exc.http_status < 500 else 1011)
+        await websocket.close(code=refusal_close_code(exc.http_status))
         return
     replaced: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     release = sessions.hold(record, partial(_set, replaced))

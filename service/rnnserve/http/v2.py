@@ -8,11 +8,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from rnnserve.engine import EXTENSIONS
+from rnnserve.http.body import read_body
 from rnnserve.http.common import client_of, engine_of, owner_of, v2_of
+from rnnserve.http.content_encoding import compress
 from rnnserve.http.errors import error_response
 from rnnserve.http.openapi import V2_INFER_EXAMPLE, V2_INFER_REQUEST, json_body
 from rnnserve.http.responses import FastJSONResponse
-from rnnserve.http.v2_codec import compress, decode_request, decompress, encode_response
+from rnnserve.http.v2_codec import decode_request, encode_response
 
 router = APIRouter(prefix="/v2", tags=["KServe v2"])
 
@@ -63,8 +65,7 @@ async def model_version_ready(request: Request, model: str, version: str) -> Fas
 
 
 async def _infer(request: Request, model: str, version: str | None) -> Response:
-    body = decompress(await request.body(), request.headers.get("content-encoding"),
-                      engine_of(request).settings.max_body_bytes)
+    body = await read_body(request)
     call = decode_request(body, request.headers.get("inference-header-content-length"),
                           model, version)
     answer = await v2_of(request).infer(call.request, owner_of(request), client_of(request))
@@ -83,8 +84,9 @@ _INFER_DOC = dict(
     summary="Inference (JSON or binary tensors)",
     description="Inputs: `input` FP32 [batch, time, features] and optionally the state inputs "
     "(zeros when omitted). Binary tensors follow the JSON header; set "
-    "Inference-Header-Content-Length. With the parameters sequence_id (uint64 or string), "
-    "sequence_start and sequence_end, the server keeps the state between requests (batch 1, "
+    "Inference-Header-Content-Length. With the parameters sequence_id (uint64, or a string "
+    "of 1 to 256 printable characters), sequence_start and sequence_end, the server keeps "
+    "the state between requests (batch 1, "
     "no state inputs); a sequence step may carry step_id (1 to 128 characters): a repeat of "
     "the sequence's latest step_id returns that step's outputs instead of applying it again. "
     "504: the step was not applied (safe to retry).",

@@ -8,7 +8,6 @@ module only reads and writes the HTTP bodies."""
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +15,7 @@ import numpy as np
 import orjson
 
 from rnnserve.engine import V2Request, V2Response, check_datatype
-from rnnserve.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from rnnserve.errors import InvalidInput
 from rnnserve.http.body import parse_json
 from rnnserve.http.json_arrays import to_float32
 
@@ -35,35 +34,6 @@ class InferCall:
     id: str | None
     outputs: list[RequestedOutput] | None  # None: every output
     binary_output: bool  # default for outputs not listed (request-level binary_data_output)
-
-
-def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
-    """Undo Content-Encoding gzip/deflate (tritonclient's request_compression_algorithm),
-    never inflating past the body size limit."""
-    if not encoding or encoding == "identity":
-        return body
-    if encoding not in ("gzip", "deflate"):
-        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; "
-                                   "use gzip, deflate or none")
-    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise InvalidInput(f"the body is not valid {encoding} data: {exc}") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise PayloadTooLarge(f"the decompressed body exceeds the limit of {limit} bytes")
-    return out
-
-
-def compress(body: bytes, accept_encoding: str) -> tuple[bytes, str | None]:
-    """Compress the response if the client asked for gzip or deflate."""
-    accepted = {part.split(";")[0].strip().lower() for part in accept_encoding.split(",")}
-    if "gzip" in accepted:
-        packer = zlib.compressobj(wbits=31)
-        return packer.compress(body) + packer.flush(), "gzip"
-    if "deflate" in accepted:
-        return zlib.compress(body), "deflate"
-    return body, None
 
 
 def _shape(value: Any, name: str) -> list[int]:

@@ -1,0 +1,45 @@
+"""Content-Encoding of HTTP bodies, once for every route: a request body sent with gzip or
+deflate (tritonclient's request_compression_algorithm, or any client that compresses its JSON)
+is inflated, never past the body size limit, so that a small compressed body cannot become a
+huge one in memory; a KServe v2 response is compressed when the client accepts it."""
+
+from __future__ import annotations
+
+import zlib
+
+from rnnserve.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+
+
+def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """Undo Content-Encoding gzip or deflate (the zlib format, as HTTP defines it); identity
+    or none leaves the body as it is. 415 for another coding, 400 for data that is not what
+    the header says (or ends early), 413 when it inflates past `limit` bytes."""
+    coding = (encoding or "").strip().lower()
+    if not coding or coding == "identity" or not body:  # no body is no body, coded or not
+        return body
+    if coding not in ("gzip", "deflate"):
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; "
+                                   "use gzip, deflate or none")
+    inflater = zlib.decompressobj(wbits=31 if coding == "gzip" else 15)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidInput(f"the body is not valid {coding} data: {exc}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"the decompressed body exceeds the limit of {limit} bytes: "
+                              "split the request or raise --max-body-bytes")
+    if not inflater.eof:
+        raise InvalidInput(f"the body is not valid {coding} data: it ends before the "
+                           "compressed stream does")
+    return out
+
+
+def compress(body: bytes, accept_encoding: str) -> tuple[bytes, str | None]:
+    """Compress the response if the client asked for gzip or deflate."""
+    accepted = {part.split(";")[0].strip().lower() for part in accept_encoding.split(",")}
+    if "gzip" in accepted:
+        packer = zlib.compressobj(wbits=31)
+        return packer.compress(body) + packer.flush(), "gzip"
+    if "deflate" in accepted:
+        return zlib.compress(body), "deflate"
+    return body, None
