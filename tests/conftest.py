@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,10 +27,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+BIDIRECTIONAL = {"bi-gru": ("GRU", 2, 6), "bi-lstm": ("LSTM", 1, 7)}
+"""The tiny repository's bidirectional models: name -> (nn class, layers, seed)."""
+
+
+def bidirectional_modules(name: str) -> tuple[Any, Any]:
+    """The PyTorch recurrent layer and head (eval mode) exported as the tiny repository's
+    bidirectional model `name`: input 3, hidden 8 each way, head 16 -> 1."""
+    import torch
+    from torch import nn
+
+    kind, layers, seed = BIDIRECTIONAL[name]
+    torch.manual_seed(seed)
+    rnn = getattr(nn, kind)(3, 8, num_layers=layers, batch_first=True, bidirectional=True)
+    return rnn.eval(), nn.Linear(16, 1).eval()
+
+
 def build_tiny_repository(root: Path) -> Path:
     """tiny-lstm (versions 1 and 2, different weights), tiny-gru, tiny-rnn: input 3,
     hidden 8, 2 layers, head to 1; plus renamed-gru whose tensors have other names (declared in
-    model.json) and broken (a file that is not ONNX)."""
+    model.json), broken (a file that is not ONNX), bi-gru (2 layers) and bi-lstm (1 layer),
+    bidirectional, so predict only (bi-gru and plain-gru, a GRU, carry no ONNX metadata: only
+    their graphs say what they are)."""
     import onnx
     import torch
     from rnnserve.export.onnx_export import export_recurrent
@@ -42,10 +61,19 @@ def build_tiny_repository(root: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         return export_recurrent(rnn, head, folder / "model.onnx")
 
+    def strip_metadata(path: Path) -> None:
+        model = onnx.load(str(path))
+        del model.metadata_props[:]
+        onnx.save(model, str(path))
+
     export(nn.LSTM, root / "tiny-lstm" / "1", 1)
     export(nn.LSTM, root / "tiny-lstm" / "2", 2)
     export(nn.GRU, root / "tiny-gru", 3)
     export(nn.RNN, root / "tiny-rnn", 4)
+    for name in BIDIRECTIONAL:
+        export_recurrent(*bidirectional_modules(name), root / name / "model.onnx")
+    strip_metadata(root / "bi-gru" / "model.onnx")
+    strip_metadata(export(nn.GRU, root / "plain-gru", 8))
 
     path = export(nn.GRU, root / "renamed-gru", 5)
     model = onnx.load(str(path))

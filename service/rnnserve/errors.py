@@ -4,7 +4,8 @@ they enter.
 
     RnnServeError                      500  INTERNAL
     ├── InvalidInput                   400  INVALID_ARGUMENT   bad shape, NaN, wrong type, ...
-    │   └── SequenceNotActive                                  v2 sequence step without a start
+    │   ├── SequenceNotActive                                  v2 sequence step without a start
+    │   └── NotStreamable                                      a session on a model that cannot step
     ├── UnsupportedMediaType           415  INVALID_ARGUMENT   body is not JSON
     ├── PayloadTooLarge                413  RESOURCE_EXHAUSTED over a size limit
     ├── Unauthenticated                401  UNAUTHENTICATED    missing or wrong API key
@@ -58,6 +59,14 @@ class SequenceNotActive(InvalidInput):
     """A KServe v2 sequence step for a sequence that was never started, has ended or expired."""
 
     remedy = "start-sequence"
+
+
+class NotStreamable(InvalidInput):
+    """A session or KServe v2 sequence asked of a model that cannot be stepped: its output at
+    time t depends on later inputs (a bidirectional or reverse recurrence), or its state
+    outputs do not continue the sequence (runner.py checks at load). 400, not 409: nothing
+    the client or the server can change makes it work; the request itself does not fit the
+    model. Predict (whole sequences) serves the model; the message says so."""
 
 
 class UnsupportedMediaType(RnnServeError):

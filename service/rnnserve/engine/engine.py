@@ -175,7 +175,8 @@ class Engine:
     # -- metadata --------------------------------------------------------------------------
 
     def describe(self, model: str, version: str | int | None = None) -> dict[str, Any]:
-        """Everything a client needs to call a model, in plain types."""
+        """Everything a client needs to call a model, in plain types; `streamable` false
+        means predict only (the reason says why: a bidirectional model, say)."""
         runner = self.runner(model, version)
         sig, meta = runner.signature, runner.source.metadata
         return {
@@ -187,7 +188,10 @@ class Engine:
             "input_size": sig.input_size,
             "output_size": sig.output_size,
             "hidden_size": sig.states[0].hidden if sig.states else None,
-            "layers": sig.states[0].layers if sig.states else None,
+            "layers": sig.layers,  # the state's axis 0 is layers × directions
+            "directions": sig.directions,
+            "streamable": runner.streaming.streamable,  # sessions and v2 sequences allowed
+            "not_streamable_reason": runner.streaming.reason,
             "inputs": {"name": sig.input_name, "shape": [-1, -1, sig.input_size]},
             "outputs": {"name": sig.output_name, "shape": [-1, -1, sig.output_size]},
             "state": [

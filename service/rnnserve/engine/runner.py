@@ -14,9 +14,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import onnxruntime as ort
 
+from rnnserve.engine.graph import read_graph
 from rnnserve.engine.providers import check_session_providers
 from rnnserve.engine.repository import ModelSource
 from rnnserve.engine.signature import Signature, read_signature
+from rnnserve.engine.streaming import check_streaming
 from rnnserve.errors import InferenceFailed
 
 Tensors = dict[str, np.ndarray]
@@ -42,7 +44,8 @@ def _session_options(intra_op_threads: int) -> ort.SessionOptions:
 
 
 class Runner:
-    """A loaded, checked model version: its session, signature and provider."""
+    """A loaded, checked model version: its session, signature, provider, and whether it can
+    be stepped (`streaming`, checked by running it: streaming.py)."""
 
     def __init__(self, source: ModelSource, options: RunnerOptions, pool: ThreadPoolExecutor):
         started = time.perf_counter()
@@ -54,13 +57,21 @@ class Runner:
             providers=list(options.providers),
         )
         self.provider = check_session_providers(options.device, self.session)
+        graph = read_graph(source.onnx_path)
+        onnx_metadata = self.session.get_modelmeta().custom_metadata_map
         signature = read_signature(
             self.session.get_inputs(),
             self.session.get_outputs(),
             source.metadata,
-            self.session.get_modelmeta().custom_metadata_map,
+            onnx_metadata,
+            graph,
         )
         self.signature = self._warm_up(signature)
+        time_dim = next(i.shape[1] for i in self.session.get_inputs()
+                        if i.name == signature.input_name)
+        self.streaming = check_streaming(self.run_sync, self.signature, graph,
+                                         metadata=source.metadata, onnx_metadata=onnx_metadata,
+                                         fixed_time=isinstance(time_dim, int))
         self.load_seconds = time.perf_counter() - started
 
     @property

@@ -37,6 +37,7 @@ from rnnserve.engine.steps import StepEntrance
 from rnnserve.engine.tensors import check_state
 from rnnserve.errors import (
     InvalidInput,
+    NotStreamable,
     RnnServeError,
     SessionNotFound,
     SessionOnOtherVersion,
@@ -49,6 +50,19 @@ from rnnserve.settings import Settings
 from rnnserve.state import SessionRecord, StateStore
 
 log = logging.getLogger("rnnserve.sessions")
+
+
+def require_streamable(runner: Runner) -> None:
+    """Refuse (NotStreamable, 400) a session, a sequence or a step on a model version that
+    cannot be stepped (runner.streaming, checked at load): its steps would answer wrong numbers
+    silently. Predict runs the model on whole sequences and is never refused."""
+    if runner.streaming.streamable:
+        return
+    name = runner.name
+    raise NotStreamable(
+        f"model {name!r} version {runner.version} cannot be stepped in a session or a "
+        f"sequence: {runner.streaming.reason}; predict whole sequences instead (POST "
+        f"/v1/models/{name}/predict, or KServe v2 inference without sequence_id)")
 
 
 def new_session_id() -> str:
@@ -142,6 +156,9 @@ class Sessions:
         return record, self._runner_of(record)
 
     def _entrance(self, runner: Runner) -> StepEntrance:
+        """The version's step entrance: every step (REST, gateway, WebSocket, v2) goes
+        through here, so none reaches a model that cannot be stepped."""
+        require_streamable(runner)
         batcher = self._served.batcher(runner)
         key = (runner.name, runner.version)
         entrance = self._entrances.get(key)
@@ -165,7 +182,9 @@ class Sessions:
                    replace: bool = False, client: str = "") -> SessionRecord:
         """Store a new session under `session_id` (a v2 sequence's start replaces its
         session), within the key's quota; without keys, within the client address's (the
-        store counts and refuses it in one step, across replicas)."""
+        store counts and refuses it in one step, across replicas). A model that cannot be
+        stepped gets no session (NotStreamable)."""
+        require_streamable(runner)
         cap = self._settings.max_sessions_per_key
         if cap and owner and await self._store.owned_sessions(owner) >= cap:
             raise SessionQuotaExceeded(f"this API key holds its maximum of {cap} live sessions",
@@ -227,8 +246,11 @@ class Sessions:
         shape [sessions, time, features] enter as one PendingStep, checked at once; the rest
         (ragged inputs, a session listed again, sessions on another version of the model)
         enter one by one. Each item succeeds or fails alone; a failed item leaves its session
-        unchanged."""
+        unchanged. A model whose default version cannot be stepped fails the whole request
+        (NotStreamable): its sessions could only run on another version, which REST steps
+        and the WebSocket still reach."""
         runner = self._served.runner(model)  # 404 for an unknown model fails the whole request
+        require_streamable(runner)
         n = len(ids)
         out: list[StepOutcome | None] = [None] * n
         together: list[int] = []

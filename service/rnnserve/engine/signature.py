@@ -3,13 +3,17 @@ pairs of state tensors the server must carry between calls (h0→hn, c0→cn by 
 
 The contract (README.md, "Model repository"): `input` [batch, time, features] plus `h0` (and
 `c0`) [layers·directions, batch, hidden]; `output` [batch, time, out] plus `hn` (and `cn`).
-Batch and time are dynamic, everything else static. model.json may name other tensors and pairs."""
+Batch and time are dynamic, everything else static. model.json may name other tensors and pairs.
+The cell and the number of directions come from the graph's recurrent nodes (graph.py) where it
+has them: a bidirectional model's state holds both directions of every layer on axis 0."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from rnnserve.engine.graph import GraphFacts
 
 DEFAULT_STATE_PAIRS = (("h0", "hn"), ("c0", "cn"))
 STATE_BATCH_AXIS = 1
@@ -53,6 +57,15 @@ class Signature:
     input_size: int
     output_size: int
     states: tuple[StateTensor, ...]
+    directions: int = 1  # 2: bidirectional (the graph's nodes say so, else model.json)
+
+    @property
+    def layers(self) -> int | None:
+        """Stacked layers: the state's axis 0 is layers × directions (None without state)."""
+        if not self.states:
+            return None
+        both = self.states[0].layers
+        return both // self.directions if both % self.directions == 0 else both
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -91,13 +104,27 @@ def _require(
     return dims
 
 
+def _directions(graph: GraphFacts, metadata: Mapping[str, Any]) -> int:
+    """The graph's answer when it has recurrent nodes, else model.json's "directions"."""
+    if graph.cells:
+        return graph.directions
+    declared = metadata.get("directions", 1)
+    if declared not in (1, 2) or isinstance(declared, bool):
+        raise InvalidModel(f'model.json "directions" is {declared!r}; use 1 or 2')
+    return int(declared)
+
+
 def read_signature(
     inputs: Sequence[TensorInfo],
     outputs: Sequence[TensorInfo],
     metadata: Mapping[str, Any],
     onnx_metadata: Mapping[str, str],
+    graph: GraphFacts | None = None,
 ) -> Signature:
-    """Build the signature from the ONNX tensors, model.json and the ONNX metadata_props."""
+    """Build the signature from the ONNX tensors, model.json, the ONNX metadata_props and the
+    graph's recurrent nodes. The cell is model.json's, else the graph's, else the
+    metadata's, else guessed from the number of states."""
+    graph = graph or GraphFacts()
     ins = {t.name: t for t in inputs}
     outs = {t.name: t for t in outputs}
     input_name = str(metadata.get("sequence_input", "input"))
@@ -136,6 +163,7 @@ def read_signature(
 
     cell = str(
         metadata.get("cell")
+        or graph.cell
         or onnx_metadata.get("rnnserve.cell")
         or ("lstm" if len(states) == 2 else "recurrent")
     )
@@ -147,4 +175,5 @@ def read_signature(
         input_size=x_dims[2],
         output_size=y_dims[2] or 0,  # 0 = learned from the warm-up run
         states=tuple(states),
+        directions=_directions(graph, metadata),
     )

@@ -136,8 +136,9 @@
     const features = (m.features || []).map((f) => `${f.name}${f.unit ? ` (${f.unit})` : ''}`);
     const facts = el('dl', { class: 'facts' });
     const fact = (k, v) => facts.append(el('dt', {}, k), el('dd', {}, v));
-    fact('Cell', (m.cell || 'unknown').toUpperCase());
+    fact('Cell', (m.cell || 'unknown').toUpperCase() + (m.directions === 2 ? ', bidirectional' : ''));
     fact('Layers × hidden', `${m.layers ?? '–'} × ${m.hidden_size ?? '–'}`);
+    fact('Sessions', m.streamable === false ? `no, predict only: ${m.not_streamable_reason}` : 'yes');
     fact('Input → output', `${m.input_size} → ${m.output_size}`);
     fact('Features', features.join(', ') || '–');
     fact('State', state);
