@@ -9,7 +9,11 @@ We use PyTorch's legacy TorchScript exporter (`dynamo=False`, opset 17) because 
 layer as ONE native ONNX RNN/LSTM/GRU op with dynamic batch and time; the dynamo exporter (torch
 2.13) fixed the time axis at the example length for nn.RNN and stacked models. Every export is
 checked before it is written: native ops present, no Loop/Scan, and ONNX Runtime agrees with
-PyTorch on an input of a different batch size and length than the tracing example.
+PyTorch on an input of a different batch size and length than the tracing example. Every export
+is also run in chunks with its state carried, as a server session steps it, against one whole
+run: a model that passes (and is not bidirectional, whatever the run says) is streamable; one
+that does not is marked `rnnserve.streamable = false` in its ONNX metadata (and `"streamable":
+false` in the model.json we write), and the server serves it for predict only.
 
 Two entry points:
     export_recurrent(rnn, head, path)        any user's trained nn.RNN/LSTM/GRU (+ per-step head)
@@ -24,6 +28,7 @@ import hashlib
 import io
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +38,32 @@ import onnxruntime as ort
 import torch
 from rnnserve.export.errors import ExportInputError
 from rnnserve.export.model import TemperatureForecaster
+from rnnserve.export.ort_runs import (
+    STREAM_TOLERANCE,
+    chunked_difference,
+    graph_directions,
+    ort_session,
+)
 from torch import nn
 
 CELL_OPS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 METADATA_CELL_KEY = "rnnserve.cell"
+METADATA_STREAMABLE_KEY = "rnnserve.streamable"
+"""Written ("false") only on a model that cannot be stepped: absent means streamable, so the
+bytes of every streamable export stay what they were before the key existed."""
 _UNROLLED_OPS = {"Loop", "Scan"}
+
+
+@dataclass(frozen=True)
+class Exported:
+    """Checked ONNX bytes and what the checks found: `directions` from the graph's recurrent
+    nodes, `streamable` when chunks with the state carried equal one whole run (never for a
+    bidirectional model), `chunk_difference` the relative difference they showed."""
+
+    data: bytes
+    directions: int
+    streamable: bool
+    chunk_difference: float
 
 
 def cell_of(rnn: nn.Module) -> str:
@@ -90,6 +116,9 @@ def export_recurrent(
     mapping [batch, time, hidden·directions] -> [batch, time, out], e.g. nn.Linear. `path` is the
     model.onnx to write (an existing directory gets a model.onnx inside). The modules are copied,
     so the caller's are left untouched (mode, device, dtype). Returns the path written.
+    A bidirectional layer (or a head that mixes timesteps) makes a model that cannot be
+    stepped: the file then says `rnnserve.streamable = false` in its metadata, and the server
+    serves it for predict only.
     """
     cell = cell_of(rnn)
     if getattr(rnn, "proj_size", 0):
@@ -122,7 +151,7 @@ def export_recurrent(
     target = Path(path)
     if target.is_dir():
         target = target / "model.onnx"
-    data = export_stateful(
+    exported = export_stateful(
         wrapper,
         cell=cell,
         input_size=rnn.input_size,
@@ -131,7 +160,7 @@ def export_recurrent(
         output_size=output_size,
         opset=opset,
     )
-    _write_bytes(target, data)
+    _write_bytes(target, exported.data)
     return target
 
 
@@ -144,11 +173,13 @@ def export_stateful(
     hidden_size: int,
     output_size: int,
     opset: int = 17,
-) -> bytes:
+) -> Exported:
     """Trace `module(input, h0[, c0]) -> (output, hn[, cn])` to checked ONNX bytes.
 
     The bytes are a pure function of the weights and library versions (no timestamps, fixed
-    tracing example), which is what makes `rnnserve train` reproducible bit for bit.
+    tracing example, seeded check inputs), which is what makes `rnnserve train` reproducible
+    bit for bit. Checked: native ops, ONNX Runtime against PyTorch, and chunked against whole
+    (`Exported.streamable`; a model that is not is marked so in its metadata).
     """
     lstm = cell == "lstm"
     gen = torch.Generator().manual_seed(0)
@@ -191,16 +222,16 @@ def export_stateful(
     check_against_torch(module, data, batch=3, length=7, input_size=input_size,
                         state_layers=state_layers, hidden_size=hidden_size, lstm=lstm,
                         output_size=output_size)
-    return data
-
-
-def ort_session(model: str | Path | bytes) -> ort.InferenceSession:
-    """A CPU session with one intra-op thread (deterministic and kind to a shared machine)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    # Stepped as a session steps it, does it give what one whole run gives?
+    directions = graph_directions(proto)
+    difference = chunked_difference(data, input_size=input_size, state_layers=state_layers,
+                                    hidden_size=hidden_size, lstm=lstm)
+    streamable = directions == 1 and difference <= STREAM_TOLERANCE
+    if not streamable:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_STREAMABLE_KEY, "false"
+        data = proto.SerializeToString(deterministic=True)
+    return Exported(data, directions, streamable, difference)
 
 
 def check_against_torch(
@@ -270,7 +301,7 @@ def export_forecaster(
 ) -> Path:
     """Write out_dir/model.onnx (°F in, °F out) and out_dir/model.json; return the ONNX path."""
     cfg = model.config
-    data = export_stateful(
+    exported = export_stateful(
         model.eval(),
         cell=cfg.cell,
         input_size=cfg.input_size,
@@ -281,6 +312,7 @@ def export_forecaster(
     )
     out = Path(out_dir)
     onnx_path = out / "model.onnx"
+    data = exported.data
     _write_bytes(onnx_path, data)
     pairs = [{"input": "h0", "output": "hn"}]
     if cfg.cell == "lstm":
@@ -293,6 +325,7 @@ def export_forecaster(
         ),
         "cell": cfg.cell,
         "layers": cfg.num_layers,
+        "directions": exported.directions,
         "hidden_size": cfg.hidden_size,
         "input_size": cfg.input_size,
         "output_size": cfg.output_size,
@@ -301,6 +334,7 @@ def export_forecaster(
         "sequence_input": "input",
         "sequence_output": "output",
         "state_pairs": pairs,
+        "streamable": exported.streamable,
         "opset": opset,
         "normalization": {
             "temp_mean_f": cfg.temp_mean,

@@ -1,4 +1,5 @@
-"""Independent checks of exported models: contract, PyTorch parity, chunking, a NumPy reference.
+"""Independent checks of exported models: contract, PyTorch parity, chunking (a model called
+streamable must step as it runs whole), a NumPy reference.
 
 The NumPy reference re-implements the cell equations of docs/training.md ("The cells") from
 scratch and takes its weights from the ONNX file itself (W, R, B initializers of each
@@ -17,7 +18,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from rnnserve.export.onnx_export import CELL_OPS, METADATA_CELL_KEY, ort_session
+from rnnserve.export.onnx_export import CELL_OPS, METADATA_CELL_KEY, METADATA_STREAMABLE_KEY
+from rnnserve.export.ort_runs import (
+    STREAM_TOLERANCE,
+    chunked_difference,
+    chunked_run,
+    graph_directions,
+    run_onnx,
+)
+
+__all__ = ["chunked_run", "contract_problems", "forecaster_reference", "numpy_recurrent",
+           "recurrent_layers", "run_onnx", "streaming_problems", "verify_model_dir"]
 
 RECURRENT_OPS = set(CELL_OPS.values())
 
@@ -135,32 +146,6 @@ def forecaster_reference(
 # ----------------------------------------------------------------------------- runtime checks
 
 
-def run_onnx(path: str | Path | bytes, x: np.ndarray, *state: np.ndarray) -> list[np.ndarray]:
-    """One ONNX Runtime call with the contract's names: [output, hn(, cn)]."""
-    feeds = {"input": x.astype(np.float32), "h0": state[0].astype(np.float32)}
-    if len(state) > 1:
-        feeds["c0"] = state[1].astype(np.float32)
-    return ort_session(path).run(None, feeds)
-
-
-def chunked_run(
-    path: str | Path, x: np.ndarray, state: list[np.ndarray], cuts: list[int]
-) -> list[np.ndarray]:
-    """Feed x [B, T, F] in pieces split at `cuts`, carrying hn/cn, as a streaming session does."""
-    session = ort_session(path)
-    names = ["h0", "c0"][: len(state)]
-    outs = []
-    bounds = [0, *sorted(set(cuts)), x.shape[1]]
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        if a == b:
-            continue
-        feeds = {"input": x[:, a:b], **dict(zip(names, state, strict=True))}
-        result = session.run(None, feeds)
-        outs.append(result[0])
-        state = list(result[1:])
-    return [np.concatenate(outs, axis=1), *state]
-
-
 def contract_problems(path: str | Path) -> list[str]:
     """What, if anything, keeps this file from being served with no model.json."""
     proto = onnx.load(str(path))
@@ -198,15 +183,44 @@ def contract_problems(path: str | Path) -> list[str]:
     return problems
 
 
+def streaming_problems(path: str | Path, meta: dict) -> list[str]:
+    """Whether the file (metadata `rnnserve.streamable`) and its model.json ("streamable",
+    "directions") tell the truth about stepping it: a model called streamable must not be
+    bidirectional, and run in chunks with its state carried it must give what one whole run
+    gives. (A model called not streamable is believed: saying so is always safe.)"""
+    proto = onnx.load(str(path))
+    directions = graph_directions(proto)
+    problems = []
+    if meta.get("directions", directions) != directions:
+        problems.append(f"model.json says directions {meta['directions']}; the graph has "
+                        f"{directions}")
+    marked = {p.key: p.value for p in proto.metadata_props}.get(METADATA_STREAMABLE_KEY)
+    if not meta.get("streamable", marked != "false"):
+        return problems
+    if directions == 2:
+        return [*problems, "a bidirectional model is called streamable"]
+    ins = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in proto.graph.input}
+    difference = chunked_difference(path, input_size=ins["input"][2],
+                                    state_layers=ins["h0"][0], hidden_size=ins["h0"][2],
+                                    lstm="c0" in ins)
+    if difference > STREAM_TOLERANCE:
+        problems.append(f"called streamable, but run in chunks it differs from one whole run by "
+                        f"{difference:.2g} (relative)")
+    return problems
+
+
 def verify_model_dir(model_dir: str | Path) -> list[str]:
-    """Contract, model.json hash, and ONNX Runtime vs the NumPy reference on odd shapes."""
+    """Contract, streamability, model.json hash, and ONNX Runtime vs the NumPy reference on odd
+    shapes."""
     model_dir = Path(model_dir)
     onnx_path = model_dir / "model.onnx"
     problems = contract_problems(onnx_path)
     meta_path = model_dir / "model.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if not problems:  # the streaming check runs the contract's tensor names
+        problems = streaming_problems(onnx_path, meta)
     if not meta_path.is_file():
         return problems
-    meta = json.loads(meta_path.read_text())
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     if meta.get("onnx_sha256") != digest:
         problems.append("model.json onnx_sha256 does not match model.onnx")

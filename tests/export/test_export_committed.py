@@ -28,6 +28,8 @@ def test_committed_model_conforms(cell: str) -> None:
     for key in ("name", "layers", "hidden_size", "opset", "metrics", "data_source",
                 "library_versions", "state_pairs", "sequence_input", "sequence_output"):
         assert key in meta
+    # one direction, and stepped in chunks it gives what it gives whole (verify_model_dir ran it)
+    assert (meta["directions"], meta["streamable"]) == (1, True)
     for png in ("learning_curve.png", "forecast.png"):
         assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
