@@ -29,6 +29,8 @@ def test_serve_logs_one_line_per_model_and_reports_broken(
     assert "provider=CPUExecutionProvider" in log
     assert "falling back to CPU" in log
     assert "model broken version 1 failed to load" in log
+    assert ("model bi-gru version 1 serves predict only, no sessions or sequences: the model "
+            "is bidirectional") in log
     r = httpx.get(server.url + "/v1/models/tiny-gru")
     assert r.json()["provider"] == "CPUExecutionProvider"
 

@@ -40,10 +40,11 @@ class LoadedModels:
             loaded.versions.setdefault(source.name, {})[source.version] = runner
             sig = runner.signature
             states = ", ".join(f"{s.input}[{s.layers},B,{s.hidden}]" for s in sig.states)
-            log.info("loaded %s version %d: cell=%s directions=%d input=%d output=%d state=%s "
-                     "provider=%s streamable=%s (%.2f s)", source.name, source.version, sig.cell,
-                     sig.directions, sig.input_size, sig.output_size, states or "none",
-                     runner.provider, runner.streaming.streamable, runner.load_seconds)
+            log.info("loaded %s version %d: cell=%s input=%d output=%d state=%s provider=%s "
+                     "directions=%d streamable=%s (%.2f s)", source.name, source.version,
+                     sig.cell, sig.input_size, sig.output_size, states or "none",
+                     runner.provider, sig.directions, runner.streaming.streamable,
+                     runner.load_seconds)
             if not runner.streaming.streamable:
                 log.warning("model %s version %d serves predict only, no sessions or "
                             "sequences: %s", source.name, source.version,
