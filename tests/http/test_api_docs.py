@@ -88,3 +88,29 @@ async def test_unknown_docs_files_are_404_and_counted_under_one_route(
                     routes[route] = routes.get(route, 0) + sample.value
     assert routes.get("/docs/assets/{name}") == 8, routes
     assert not any(("swagger" in r or "nosuch" in r or "redoc." in r) for r in routes), routes
+
+
+@pytest.mark.parametrize("api_keys", ["", "docs-key"], ids=["keys off", "keys on"])
+async def test_the_document_declares_the_api_keys_when_they_are_on(
+        make_client: MakeClient, api_keys: str) -> None:
+    """With keys on, /openapi.json has a bearer scheme on every operation that needs a key
+    (Swagger UI's Authorize button, and "Try it out" sends the key); the open ones carry none.
+    Without keys the document declares nothing."""
+    async with await make_client(api_keys=api_keys) as client:
+        schema = (await client.get("/openapi.json")).json()
+        paths = schema["paths"]
+        step = paths["/v1/sessions/{session_id}/step"]["post"]
+        live = paths["/v2/health/live"]["get"]
+        if not api_keys:
+            assert "securitySchemes" not in schema.get("components", {})
+            assert "security" not in step
+            return
+        scheme = schema["components"]["securitySchemes"]["apiKey"]
+        assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+        assert step["security"] == [{"apiKey": []}]
+        assert "security" not in live and "security" not in paths["/metrics"]["get"]
+        every = [op for ops in paths.values() for op in ops.values()]
+        assert sum("security" in op for op in every) > len(every) // 2
+        # and the key the document asks for is the one the server takes
+        models = await client.get("/v1/models", headers={"Authorization": f"Bearer {api_keys}"})
+        assert models.status_code == 200

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 
 from rnnserve.errors import NotFound
+from rnnserve.http.auth import is_open
 
 ASSET_PACKAGE = "fastapi_offline"
 """The installed package whose `static/` folder holds the Swagger UI and ReDoc builds."""
@@ -107,6 +109,37 @@ def make_router(folder: Path) -> APIRouter:
     return router
 
 
-def install_api_docs(app: FastAPI) -> None:
-    """Serve the docs pages offline on an app made with `docs_url=None, redoc_url=None`."""
+BEARER = "apiKey"
+"""The OpenAPI security scheme of the API keys, when they are on."""
+
+
+def declare_api_keys(app: FastAPI) -> None:
+    """With API keys on, /openapi.json says so: a bearer scheme, required by every operation
+    but the open ones (health, metrics, docs, the console's page). Swagger UI then shows its
+    Authorize button and "Try it out" sends the key; without keys the document is unchanged."""
+    plain = app.openapi
+
+    def with_keys() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = plain()
+        schema.setdefault("components", {}).setdefault("securitySchemes", {})[BEARER] = {
+            "type": "http", "scheme": "bearer",
+            "description": "An API key: Authorization: Bearer <key> (--api-keys)"}
+        for path, operations in schema.get("paths", {}).items():
+            if is_open(path):
+                continue
+            for operation in operations.values():
+                operation["security"] = [{BEARER: []}]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = with_keys  # type: ignore[method-assign]
+
+
+def install_api_docs(app: FastAPI, *, api_keys: bool = False) -> None:
+    """Serve the docs pages offline on an app made with `docs_url=None, redoc_url=None`;
+    `api_keys`: the server requires keys, and the document declares them."""
     app.include_router(make_router(asset_folder()))
+    if api_keys:
+        declare_api_keys(app)

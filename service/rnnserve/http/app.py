@@ -66,7 +66,7 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
     app.include_router(stream.router)
     app.include_router(v2.router)
     app.include_router(console_router)
-    install_api_docs(app)
+    install_api_docs(app, api_keys=engine.keys.enabled)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     async def prometheus() -> Response:
