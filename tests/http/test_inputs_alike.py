@@ -188,3 +188,35 @@ async def test_bad_compressed_bodies_get_clear_errors(make_client: MakeClient) -
         r = await client.post(route, content=gzip.compress(body), headers={
             "content-type": "application/json", "content-encoding": "gzip"})
         assert r.status_code == 200, r.text
+
+
+# -- a session id longer than any the server makes is unknown, and not echoed back ----------------
+
+LONG_ID = "q" * 20_000  # (httpx refuses URLs past 64 KiB)
+
+
+@pytest.mark.parametrize("call", ["describe", "step", "state", "delete", "reset"])
+async def test_a_very_long_session_id_is_unknown_and_not_echoed(
+    client: httpx.AsyncClient, call: str,
+) -> None:
+    url = f"/v1/sessions/{LONG_ID}"
+    request = {"describe": ("GET", url), "step": ("POST", url + "/step"),
+               "state": ("GET", url + "/state"), "delete": ("DELETE", url),
+               "reset": ("POST", url + "/reset")}[call]
+    body = {"inputs": [[0.1, 0.2, 0.3]]} if call == "step" else None
+    r = await client.request(*request, json=body)
+    assert r.status_code == 404
+    assert "20000 characters" in r.json()["error"] and len(r.content) < 500
+
+
+async def test_a_gateway_item_with_a_very_long_session_id_fails_alone(
+    client: httpx.AsyncClient,
+) -> None:
+    sid = await create(client)
+    items = [{"session_id": sid, "inputs": [[0.1, 0.2, 0.3]]},
+             {"session_id": LONG_ID, "inputs": [[0.1, 0.2, 0.3]]}]
+    r = await client.post("/v1/models/tiny-gru/steps", json={"steps": items})
+    assert r.status_code == 200
+    ok, bad = r.json()["results"]
+    assert ok["steps"] == 1 and bad["status"] == 404 and "20000 characters" in bad["error"]
+    assert LONG_ID not in bad["error"]

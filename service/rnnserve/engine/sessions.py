@@ -65,6 +65,17 @@ def require_streamable(runner: Runner) -> None:
         f"/v1/models/{name}/predict, or KServe v2 inference without sequence_id)")
 
 
+MAX_SESSION_ID_CHARS = 1024
+"""Longer than any id the server makes (22 characters; a v2 sequence's id holds the key's
+hash, the model name and a sequence id of up to 256 characters): a longer one is unknown, and
+its error does not echo it back."""
+
+
+def too_long(session_id: str) -> UnknownSession:
+    return UnknownSession(f"unknown session: its id has {len(session_id)} characters, and no "
+                          f"session id has more than {MAX_SESSION_ID_CHARS}")
+
+
 def new_session_id() -> str:
     """128 random bits, URL-safe: unguessable, so an id is as good as a capability."""
     return secrets.token_urlsafe(16)
@@ -131,6 +142,8 @@ class Sessions:
     # -- lookups ---------------------------------------------------------------------------
 
     async def _owned(self, session_id: str, owner: str) -> SessionRecord:
+        if len(session_id) > MAX_SESSION_ID_CHARS:
+            raise too_long(session_id)
         record = await self._store.get(session_id)
         if record.owner != owner:
             raise UnknownSession(f"unknown session {session_id!r}")
@@ -261,7 +274,8 @@ class Sessions:
             self._limits.check_step_input(runner.signature, whole[0], "steps[0].inputs")
             finite = np.isfinite(whole).all(axis=(1, 2))
             if finite.all() and len(set(ids)) == n and (
-                    not given or _valid_step_ids(step_ids)):
+                    not given or _valid_step_ids(step_ids)) and (
+                    max(map(len, ids)) <= MAX_SESSION_ID_CHARS):
                 together = list(range(n))  # the common case: no per-item sorting at all
             else:
                 seen: set[str] = set()
@@ -269,6 +283,8 @@ class Sessions:
                     if not finite[i]:
                         out[i] = InvalidInput(f"steps[{i}].inputs: values must be finite "
                                               "float32 numbers (no NaN or Infinity)")
+                    elif len(sid) > MAX_SESSION_ID_CHARS:
+                        out[i] = too_long(sid)
                     elif not _valid_step_ids(step_ids[i:i + 1]):
                         out[i] = InvalidInput("step_id must be a string of 1 to 128 characters")
                     elif sid in seen:
