@@ -22,7 +22,6 @@ from rnnserve.http.app import create_app
 from rnnserve.http.connections import ConnectionGuard
 from rnnserve.http.http_protocols import server_protocols
 from rnnserve.logs import configure_logging
-from rnnserve.proxies import TrustedProxies
 from rnnserve.runtime import tune_for_serving
 from rnnserve.settings import Settings
 
@@ -163,7 +162,7 @@ async def _serve(engine: Engine, settings: Settings) -> int:
     app = create_app(engine, manage_engine=False)
     # uvicorn's protocols plus a request-head time limit and a per-client connection cap
     guard = ConnectionGuard(settings.header_timeout_s, settings.max_connections_per_client,
-                            TrustedProxies(settings.forwarded_allow_ips),
+                            engine.proxies,
                             engine.metrics.connections_refused)
     http_protocol, ws_protocol = server_protocols(guard)
     _reload_keys_on_sighup(engine)

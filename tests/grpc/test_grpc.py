@@ -38,13 +38,6 @@ def server(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory
         yield proc
 
 
-@pytest.fixture(scope="module")
-def triton(server: ServerProcess) -> Iterator[grpcclient.InferenceServerClient]:
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    yield client
-    client.close()
-
-
 def make_input(x: np.ndarray, name: str = "input", datatype: str = "FP32"
                ) -> grpcclient.InferInput:
     tensor = grpcclient.InferInput(name, list(x.shape), datatype)

@@ -32,13 +32,6 @@ def server(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory
         yield proc
 
 
-@pytest.fixture(scope="module")
-def triton(server: ServerProcess) -> Iterator[grpcclient.InferenceServerClient]:
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    yield client
-    client.close()
-
-
 class Refused(Exception):
     """A refused infer call: its status (HTTP status, or gRPC code name) and message."""
 

@@ -3,7 +3,8 @@ inference and (through `sessions`) stateful steps; the KServe v2 data plane (v2.
 it. It owns the loaded models, the worker pool, the state store and one batcher per model
 version, enforces the request limits (limits.py) and checks every tensor, so that REST,
 WebSocket, KServe v2 and gRPC behave and fail alike. It holds the one API key ring (`keys`)
-both HTTP and gRPC authenticate against, so a rotated key is rotated for every transport.
+both HTTP and gRPC authenticate against, so a rotated key is rotated for every transport, and
+the one parsed list of trusted proxies (`proxies`) every transport asks who its client is.
 
 Lifecycle: `start()` loads the models (blocking, before serving); `await open()` starts the
 store and the batchers inside the running event loop; `await aclose()` drains them;
@@ -33,6 +34,7 @@ from rnnserve.engine.tensors import check_state, require_finite, require_sequenc
 from rnnserve.errors import InvalidInput, ModelNotFound, Unavailable
 from rnnserve.keyfile import KeyFile, key_ring
 from rnnserve.metrics import Metrics
+from rnnserve.proxies import TrustedProxies
 from rnnserve.settings import Settings
 from rnnserve.state import StateStore
 from rnnserve.state.factory import make_store
@@ -67,6 +69,8 @@ class Engine:
             keys, self.key_file = key_ring(settings.api_keys, settings.api_keys_file,
                                            settings.api_keys_poll_s)
         self.keys = keys
+        # who the client of a call is (--forwarded-allow-ips): one parse, for every transport
+        self.proxies = TrustedProxies(settings.forwarded_allow_ips)
         self._key_watch: asyncio.Task[None] | None = None
         self.limits = Limits(settings)
         self.metrics = Metrics()

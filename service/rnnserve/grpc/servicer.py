@@ -23,7 +23,6 @@ from rnnserve.grpc import converters
 from rnnserve.grpc.errors import aborts_on_error, status_of
 from rnnserve.grpc.generated import inference_pb2 as pb
 from rnnserve.grpc.stream import pipeline
-from rnnserve.proxies import TrustedProxies
 
 STREAM_WINDOW = 256
 """Most messages of one ModelStreamInfer stream in flight at once."""
@@ -38,7 +37,7 @@ class InferenceServicer:
         self._engine = engine
         self._v2 = V2DataPlane(engine)
         self._keys = engine.keys  # the one key ring: a removed key is refused here at once
-        self._proxies = TrustedProxies(engine.settings.forwarded_allow_ips)
+        self._proxies = engine.proxies
 
     def _owner(self, context: Any) -> str:
         """The caller's owner id from `authorization: Bearer <key>` metadata (as HTTP: every

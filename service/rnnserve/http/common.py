@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 from fastapi import Request, WebSocket
 
 from rnnserve.engine import Engine, SessionRecord, V2DataPlane
-from rnnserve.proxies import TrustedProxies
 
 
 def engine_of(request: Request | WebSocket) -> Engine:
@@ -27,18 +25,13 @@ def owner_of(request: Request | WebSocket) -> str:
     return str(getattr(request.state, "owner", ""))
 
 
-@lru_cache(maxsize=4)
-def _trusted(spec: str) -> TrustedProxies:
-    return TrustedProxies(spec)
-
-
 def client_of(request: Request | WebSocket) -> str:
     """The caller's address as the per-client session cap counts it; "" for a trusted
     proxy's own request. uvicorn has put the forwarded address in scope["client"] already
     where the peer is a trusted proxy (--forwarded-allow-ips), and only there."""
     host = (request.scope.get("client") or ("",))[0] or ""
     forwarded = any(name == b"x-forwarded-for" for name, _ in request.scope["headers"])
-    return _trusted(engine_of(request).settings.forwarded_allow_ips).counted(host, forwarded)
+    return engine_of(request).proxies.counted(host, forwarded)
 
 
 def iso(timestamp: float) -> str:
