@@ -1,6 +1,6 @@
 """The per-client-address cap on live sessions while API keys are off (--max-sessions-per-client),
 against real servers: over REST, the WebSocket stream and KServe v2 HTTP the session past the
-cap gets 429 with Retry-After (the WebSocket: the error, then close 1008) and deleting one makes
+cap gets 429 with Retry-After (the WebSocket: the error, then close 1013) and deleting one makes
 room; behind a trusted proxy (--forwarded-allow-ips) each forwarded address has its own count
 and the proxy's own requests have none; without that trust X-Forwarded-For changes nothing; with
 keys on only the per-key cap applies. gRPC: tests/grpc/test_grpc_client_cap.py."""
@@ -106,12 +106,12 @@ async def ws_session(server: ServerProcess, address: str | None = None,
     return first
 
 
-async def test_websocket_past_the_cap_gets_the_error_and_close_1008(
+async def test_websocket_past_the_cap_gets_the_error_and_close_1013(
         capped: ServerProcess, sessions: list[str]) -> None:
     for _ in range(CAP):  # every connect without a session_id creates one
         sessions.append((await ws_session(capped))["session_id"])
     refused = await ws_session(capped)
-    assert refused["status"] == 429 and refused["close_code"] == 1008
+    assert refused["status"] == 429 and refused["close_code"] == 1013
     assert refused["retry_after_s"] > 0
     assert "client address 127.0.0.1 holds its maximum of 3" in refused["error"]
     resumed = await ws_session(capped, query=f"?session_id={sessions[0]}")
@@ -166,7 +166,7 @@ async def test_behind_a_trusted_proxy_each_forwarded_address_has_its_own_cap(
     for _ in range(CAP):  # over the WebSocket, forwarded alike
         sessions.append((await ws_session(proxied, "10.0.0.3"))["session_id"])
     refused = await ws_session(proxied, "10.0.0.3")
-    assert refused["status"] == 429 and refused["close_code"] == 1008
+    assert refused["status"] == 429 and refused["close_code"] == 1013
     assert "client address 10.0.0.3" in refused["error"]
     for sequence_id in (81, 82, 83):  # and KServe v2 HTTP
         assert v2_step(proxied, sequence_id, start=True, address="10.0.0.4").status_code == 200

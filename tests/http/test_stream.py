@@ -135,11 +135,12 @@ async def test_a_full_server_closes_a_new_stream_with_try_again_later(
 
 
 def test_refusal_close_codes() -> None:
-    """4xx → 1008 (policy violation), 503 → 1013 (try again later), other 5xx → 1011."""
+    """429 and 503 → 1013 (try again later), other 4xx → 1008 (policy violation), other 5xx →
+    1011."""
     from rnnserve.http.stream import refusal_close_code
 
     assert [refusal_close_code(s) for s in (400, 404, 429, 500, 503, 504)] == [
-        1008, 1008, 1008, 1011, 1013, 1011]
+        1008, 1008, 1013, 1011, 1013, 1011]
 
 
 async def test_huge_frame_closes_the_connection_but_not_the_session(

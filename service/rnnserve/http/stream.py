@@ -59,10 +59,11 @@ the server is full or busy for now (503: reconnect after the message's retry_aft
 
 def refusal_close_code(http_status: int) -> int:
     """The close code for a connect refused with this HTTP status (the status is in the error
-    message sent just before the close)."""
-    if http_status < 500:
-        return POLICY_VIOLATION
-    return TRY_AGAIN_LATER if http_status == 503 else INTERNAL_ERROR
+    message sent just before the close): 1013 "try again later" for what passes with time (a
+    cap, 429, or a full or busy server, 503), 1008 for another 4xx, 1011 for another 5xx."""
+    if http_status in (429, 503):
+        return TRY_AGAIN_LATER
+    return POLICY_VIOLATION if http_status < 500 else INTERNAL_ERROR
 DRAIN_S = 0.5  # once replaced, how long the steps in flight may take before the close
 LET_GO = "a newer connection attached to this session; this step was not applied"
 
