@@ -22,23 +22,23 @@ FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
+# binutils for `strip`: the compiled extensions of some wheels keep their symbol tables (uvloop's
+# alone is 13 MB); stripped they load and run the same. Only this stage has it.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends binutils \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-RUN python -m venv /opt/rnnserve
-# Dependencies first (from pyproject.toml only), so editing the code does not reinstall them.
-# The placeholder package and setuptools' build/ copy of it are removed afterwards: left behind,
-# that copy (newer than the real files) would be what the next install packs.
+# The install steps live in one script (deploy/docker/install-venv.sh) that the CUDA builder and
+# a test run too. Dependencies first (from pyproject.toml only), so that editing the code does
+# not reinstall them; then the package, checked by importing it from outside /src and trimmed
+# of pip, setuptools and test data.
+COPY deploy/docker/install-venv.sh /usr/local/bin/rnnserve-install-venv
 COPY pyproject.toml ./
-RUN for p in "" /console /engine /grpc /grpc/generated /http /state; do \
-        mkdir -p "service/rnnserve$p" && touch "service/rnnserve$p/__init__.py"; done \
-    && mkdir -p export && touch export/__init__.py README.md \
-    && /opt/rnnserve/bin/pip install ".[redis]" \
-    && /opt/rnnserve/bin/pip uninstall -y rnnserve \
-    && rm -rf build service export ./*.egg-info
+RUN rnnserve-install-venv deps /opt/rnnserve redis
 COPY service ./service
 COPY export ./export
-RUN /opt/rnnserve/bin/pip install --no-deps . \
-    && /opt/rnnserve/bin/python -c "import rnnserve.serve, onnxruntime" \
-    && find /opt/rnnserve -name '__pycache__' -type d -prune -exec rm -rf {} +
+RUN rnnserve-install-venv project /opt/rnnserve
 
 
 # ---------------------------------------------------------------------------------------------
@@ -53,25 +53,15 @@ ENV PIP_NO_CACHE_DIR=1 \
 # drops superseded ones, which would break every rebuild.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && apt-get install -y --no-install-recommends python3 python3-venv binutils \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-RUN python3 -m venv /opt/rnnserve
+COPY deploy/docker/install-venv.sh /usr/local/bin/rnnserve-install-venv
 COPY pyproject.toml ./
-SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-RUN for p in "" /console /engine /grpc /grpc/generated /http /state; do \
-        mkdir -p "service/rnnserve$p" && touch "service/rnnserve$p/__init__.py"; done \
-    && mkdir -p export && touch export/__init__.py README.md \
-    && /opt/rnnserve/bin/pip install ".[redis,cuda]" \
-    && ort_gpu="$(/opt/rnnserve/bin/pip show onnxruntime-gpu | sed -n 's/^Version: //p')" \
-    && /opt/rnnserve/bin/pip uninstall -y rnnserve onnxruntime onnxruntime-gpu \
-    && /opt/rnnserve/bin/pip install --no-deps "onnxruntime-gpu==${ort_gpu}" \
-    && rm -rf build service export ./*.egg-info
+RUN rnnserve-install-venv deps /opt/rnnserve redis,cuda gpu
 COPY service ./service
 COPY export ./export
-RUN /opt/rnnserve/bin/pip install --no-deps . \
-    && /opt/rnnserve/bin/python -c "import rnnserve.serve, onnxruntime" \
-    && find /opt/rnnserve -name '__pycache__' -type d -prune -exec rm -rf {} +
+RUN rnnserve-install-venv project /opt/rnnserve
 
 
 # ---------------------------------------------------------------------------------------------
