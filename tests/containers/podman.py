@@ -37,13 +37,11 @@ DEBIAN_BASE = "localhost/rnnserve-standin/debian:bookworm"
 IMAGE_PREFIX = "localhost/rnnserve-test"
 
 
-def podman(*args: str, timeout: float = 120, check: bool = True,
-           input_bytes: bytes | None = None) -> subprocess.CompletedProcess[str]:
+def podman(*args: str, timeout: float = 120, check: bool = True
+           ) -> subprocess.CompletedProcess[str]:
     """Run one podman command; on failure the error carries its output."""
-    result = subprocess.run(
-        ["podman", *args], input=input_bytes.decode() if input_bytes else None,
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )
+    result = subprocess.run(["podman", *args], capture_output=True, text=True,
+                            timeout=timeout, check=False)
     if check and result.returncode != 0:
         raise RuntimeError(f"podman {' '.join(args)} exited {result.returncode}:\n"
                            f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
@@ -147,8 +145,9 @@ def build_image(target: str = "runtime", *, base_arg: str = "PYTHON_IMAGE",
     base = base or standin("python")
     tag = f"{IMAGE_PREFIX}/rnnserve:{target}"
     started = time.monotonic()
-    podman("build", "--network", "host", "--build-arg", f"{base_arg}={base}",
-           "--target", target, "-t", tag, "-f", str(ROOT / "Dockerfile"), str(ROOT),
+    # --format docker: the OCI image format has no HEALTHCHECK, and podman's default drops it
+    podman("build", "--format", "docker", "--network", "host",
+           "--build-arg", f"{base_arg}={base}", "--target", target, "-t", tag, "-f", str(ROOT / "Dockerfile"), str(ROOT),
            timeout=1200)
     return BuiltImage(tag, time.monotonic() - started, image_size(tag), image_size(base))
 
