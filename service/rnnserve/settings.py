@@ -164,7 +164,21 @@ class Settings(BaseSettings):
         description="If true, /v2/health/ready is false while any model in the repository "
         "failed to load; by default it reflects only the models that loaded.",
     )
+    address_file: Path | None = Field(
+        None, description="Once listening, write the real HTTP and gRPC addresses as JSON "
+        "({\"http\": \"http://127.0.0.1:8000\", \"grpc\": \"127.0.0.1:8001\", \"pid\": N}; "
+        "a wildcard host as loopback, port 0 as the port given) to this file, replaced "
+        "atomically and removed at shutdown; the container's health check reads it. Its "
+        "folder is created; if it cannot be written the server warns and serves on. Unset "
+        "or empty: no file."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+
+    @field_validator("address_file", mode="before")
+    @classmethod
+    def _empty_means_no_file(cls, path: object) -> object:
+        """RNNSERVE_ADDRESS_FILE= (empty) turns the file off rather than naming the cwd."""
+        return None if isinstance(path, str) and not path.strip() else path
 
     @field_validator("state_store")
     @classmethod
