@@ -19,7 +19,8 @@ they enter.
     ├── StreamReplaced                 409  ABORTED            a newer connection holds the session
     ├── Unavailable                    503  UNAVAILABLE        model not ready, server full
     │   ├── StepConflict                                       another replica stepped the session
-    │   └── StepMayBeApplied                                   the store failed writing a step
+    │   ├── StepMayBeApplied                                   the store failed writing a step
+    │   └── StoreUnreachable                                   no connection to the state store
     ├── RequestTimedOut                504  DEADLINE_EXCEEDED  stopped at its limit, unchanged
     │   └── StepTimedOut                                       a step withdrawn, not applied
     └── InferenceFailed                500  INTERNAL           ONNX Runtime raised on valid input
@@ -143,6 +144,13 @@ class StepMayBeApplied(Unavailable):
     may apply the step twice."""
 
     remedy = "retry-step-id"
+
+
+class StoreUnreachable(Unavailable):
+    """The state store's backend cannot be reached (refused, timed out, dropped the connection,
+    still loading): an outage, as opposed to a store that answered no (full, a taken id).
+    The engine counts these towards readiness (`--store-unready-after-s`); each request that
+    meets one is answered 503 with Retry-After."""
 
 
 class RequestTimedOut(RnnServeError):

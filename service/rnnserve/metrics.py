@@ -60,6 +60,11 @@ class Metrics:
         self.store_seconds = Histogram(
             "rnnserve_state_store_seconds", "State store round trips of the batcher",
             ["store", "operation"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.store_reachable = Gauge(
+            "rnnserve_state_store_reachable",
+            "1 while the state store answers, 0 from its first unanswered call or probe "
+            "(readiness turns false once it has been 0 for --store-unready-after-s)",
+            ["store"], registry=self.registry)
         # sessions
         self.live_sessions = Gauge(
             "rnnserve_sessions_live", "Live sessions (in this process's view of the store)",

@@ -11,11 +11,15 @@ client authenticated.
 A value ends where its context ends it: `&`, `#` or whitespace in a query, `,` or whitespace
 in a subprotocol list, the end of the line in a header; a quote closes a value only when the
 quoted text ends there too (a log line that quotes a path, the repr of a tuple), so a key that
-holds a quote is still redacted whole."""
+holds a quote is still redacted whole.
+
+A state store's URL may carry a password (redis://:secret@host): `safe_url` is the URL every
+message and log line shows instead."""
 
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 _CLOSING_QUOTE = r"[\"'](?:[\s,)\]}]|$)"
 """A quote that closes the quoted text around a value (a quoted path, a tuple's repr)."""
@@ -52,3 +56,17 @@ def redact(text: str) -> str:
     for pattern in (_QUERY, _SUBPROTOCOL, _HEADER):
         text = pattern.sub(_keep_name, text)
     return text
+
+
+def safe_url(url: str) -> str:
+    """A store's URL without credentials (user, password) or query, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return f"unix://{parts.path}"
+    if not parts.scheme:
+        return url  # "memory": a name, not a URL
+    host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"

@@ -9,14 +9,16 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
 
+from rnnserve.address_file import AddressFile, addresses, bound_address
 from rnnserve.engine import DeviceUnavailable, Engine
 from rnnserve.http.app import create_app
 from rnnserve.http.connections import ConnectionGuard
@@ -29,12 +31,20 @@ from rnnserve.settings import Settings
 class DrainingServer(uvicorn.Server):
     """uvicorn, but on SIGTERM/SIGINT readiness goes false first: /v2/health/ready answers
     503 for `delay_s` while requests are still served, so load balancers stop routing here
-    before the listeners close; then uvicorn finishes the in-flight requests as usual."""
+    before the listeners close; then uvicorn finishes the in-flight requests as usual.
+    `on_listening` hears the bound sockets once the listener is up (the address file)."""
 
-    def __init__(self, config: uvicorn.Config, engine: Engine, delay_s: float) -> None:
+    def __init__(self, config: uvicorn.Config, engine: Engine, delay_s: float,
+                 on_listening: Callable[[Sequence[socket.socket]], None] | None = None) -> None:
         super().__init__(config)
         self.engine = engine
         self.delay_s = delay_s
+        self.on_listening = on_listening
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)  # a port that cannot be bound exits here
+        if self.started and self.on_listening is not None:
+            self.on_listening([s for server in self.servers for s in server.sockets])
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.engine.draining or self.delay_s <= 0:
@@ -182,9 +192,19 @@ async def _serve(engine: Engine, settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     tune_for_serving(settings.gil_switch_interval_ms / 1000)
+    address_file = AddressFile(settings.address_file) if settings.address_file else None
+
+    def listening(sockets: Sequence[socket.socket]) -> None:
+        """Both listeners are bound now (gRPC first, on the port asked for: 0 turns it off)."""
+        bound = bound_address(sockets)
+        if address_file is not None and bound is not None:
+            address_file.write(addresses(bound, settings.grpc_port))
+
     try:
-        await DrainingServer(config, engine, settings.shutdown_delay_s).serve()
+        await DrainingServer(config, engine, settings.shutdown_delay_s, listening).serve()
     finally:
+        if address_file is not None:  # the HTTP listener is closed: the address is no more
+            address_file.remove()
         if grpc_server is not None:
             log.info("stopping gRPC: in-flight calls finish (up to 10 s)")
             await grpc_server.stop(grace=10)

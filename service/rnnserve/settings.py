@@ -164,7 +164,28 @@ class Settings(BaseSettings):
         description="If true, /v2/health/ready is false while any model in the repository "
         "failed to load; by default it reflects only the models that loaded.",
     )
+    address_file: Path | None = Field(
+        None, description="Once listening, write the real HTTP and gRPC addresses as JSON "
+        "({\"http\": \"http://127.0.0.1:8000\", \"grpc\": \"127.0.0.1:8001\", \"pid\": N}; "
+        "a wildcard host as loopback; with --port 0 the port the system chose) to this file, "
+        "replaced atomically and removed at shutdown; the container's health check reads it. Its "
+        "folder is created; if it cannot be written the server warns and serves on. Unset "
+        "or empty: no file."
+    )
+    store_unready_after_s: float = Field(
+        15.0, ge=0, description="Readiness (/v2/health/ready, gRPC health and ServerReady) "
+        "turns false once the state store has been unreachable this long without a break "
+        "(seconds; longer than a Redis Sentinel failover); a shorter outage only fails the "
+        "requests that need the store (503 with Retry-After). 0: readiness never depends on "
+        "the store. Liveness never does."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+
+    @field_validator("address_file", mode="before")
+    @classmethod
+    def _empty_means_no_file(cls, path: object) -> object:
+        """RNNSERVE_ADDRESS_FILE= (empty) turns the file off rather than naming the cwd."""
+        return None if isinstance(path, str) and not path.strip() else path
 
     @field_validator("state_store")
     @classmethod

@@ -7,8 +7,10 @@ both HTTP and gRPC authenticate against, so a rotated key is rotated for every t
 the one parsed list of trusted proxies (`proxies`) every transport asks who its client is.
 
 Lifecycle: `start()` loads the models (blocking, before serving); `await open()` starts the
-store and the batchers inside the running event loop; `await aclose()` drains them;
-`close()` releases the worker threads."""
+store, its probe and the batchers inside the running event loop; `await aclose()` drains
+them; `close()` releases the worker threads. Readiness (`ready`, `not_ready_reason`) also
+asks `store_health` (store_health.py): false once the store has been unreachable longer than
+--store-unready-after-s."""
 
 from __future__ import annotations
 
@@ -27,14 +29,17 @@ from rnnserve.engine.batcher import Batcher, BatcherOptions
 from rnnserve.engine.jobs import Job
 from rnnserve.engine.limits import Limits
 from rnnserve.engine.models import LoadedModels
+from rnnserve.engine.observed_store import ObservedStore
 from rnnserve.engine.providers import choose_providers
 from rnnserve.engine.runner import Runner, RunnerOptions
 from rnnserve.engine.sessions import Sessions
+from rnnserve.engine.store_health import StoreHealth
 from rnnserve.engine.tensors import check_state, require_finite, require_sequence
 from rnnserve.errors import InvalidInput, ModelNotFound, Unavailable
 from rnnserve.keyfile import KeyFile, key_ring
 from rnnserve.metrics import Metrics
 from rnnserve.proxies import TrustedProxies
+from rnnserve.redact import safe_url
 from rnnserve.settings import Settings
 from rnnserve.state import StateStore
 from rnnserve.state.factory import make_store
@@ -79,6 +84,10 @@ class Engine:
         self._pool: ThreadPoolExecutor | None = None
         self._batchers: dict[tuple[str, int], Batcher] = {}
         self._store: StateStore | None = None
+        self._store_probe: asyncio.Task[None] | None = None
+        self.store_health = StoreHealth(safe_url(settings.state_store),
+                                        settings.store_unready_after_s,
+                                        on_change=self._store_reachable)
         self._sessions: Sessions | None = None
         self.started = False
         self.draining = False  # set at SIGTERM: readiness goes false before the listeners close
@@ -105,9 +114,12 @@ class Engine:
         if self._store is not None:
             return
         s = self.settings
-        store = make_store(s, self.metrics.session_event)
-        await store.start()
-        self._store = store
+        raw_store = make_store(s, self.metrics.session_event)
+        await raw_store.start()
+        store = self._store = ObservedStore(raw_store, self.store_health)
+        self._store_reachable(True)
+        self._store_probe = asyncio.create_task(self.store_health.probe_forever(raw_store),
+                                                name="state-store-probe")
         slots = asyncio.Semaphore(s.inference_workers)
         options = BatcherOptions(s.max_batch, s.max_delay_ms / 1000, s.max_queue)
         self._batchers = {
@@ -127,6 +139,11 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._key_watch
             self._key_watch = None
+        if self._store_probe is not None:
+            self._store_probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._store_probe
+            self._store_probe = None
         for batcher in self._batchers.values():
             await batcher.close()
         if self._store is not None:
@@ -141,9 +158,25 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        if not self.started or self._store is None or self.draining:
-            return False
-        return not (self.settings.strict_readiness and self.models.problems)
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """Why the server is not ready (None when it is): what /v2/health/ready answers."""
+        if self.draining:
+            return "the server is shutting down"
+        if not self.started or self._store is None:
+            return "the server is starting (models loading, state store opening) or stopping"
+        if self.settings.strict_readiness and self.models.problems:
+            return ("a model failed to load and --strict-readiness is on; see /v1/models "
+                    "(unavailable)")
+        if self.store_health.unready:
+            return self.store_health.reason()
+        return None
+
+    def _store_reachable(self, reachable: bool) -> None:
+        """The metrics gauge follows the store's reachability (StoreHealth's on_change)."""
+        if self._store is not None:
+            self.metrics.store_reachable.labels(self._store.name).set(1 if reachable else 0)
 
     @property
     def sessions(self) -> Sessions:

@@ -1,6 +1,7 @@
 """The standard gRPC health checking service (grpc.health.v1.Health), answered from the
 engine's readiness at each call, so that it turns NOT_SERVING as soon as the engine does (a
-failed model under strict readiness, or draining at shutdown), like GET /v2/health/ready."""
+failed model under strict readiness, draining at shutdown, or the state store unreachable for
+longer than --store-unready-after-s), like GET /v2/health/ready."""
 
 from __future__ import annotations
 

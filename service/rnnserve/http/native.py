@@ -48,6 +48,7 @@ async def list_models(request: Request) -> FastJSONResponse:
             {"name": p.name, "version": p.version, "reason": p.reason}
             for p in engine.models.problems
         ],
+        "state_store": engine.store_health.describe(),
     })
 
 

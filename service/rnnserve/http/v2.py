@@ -21,17 +21,19 @@ router = APIRouter(prefix="/v2", tags=["KServe v2"])
 HTTP_EXTENSIONS = ("binary_tensor_data", *EXTENSIONS)
 
 
-@router.get("/health/live", summary="Server liveness")
+@router.get("/health/live", summary="Server liveness: the process answers (never asks the "
+            "state store)")
 async def live() -> FastJSONResponse:
     return FastJSONResponse({"live": True})
 
 
-@router.get("/health/ready", summary="Server readiness: every loaded model can serve")
+@router.get("/health/ready", summary="Server readiness: the models loaded and the state store "
+            "not unreachable for longer than --store-unready-after-s")
 async def ready(request: Request) -> Response:
-    if engine_of(request).ready:
+    reason = engine_of(request).not_ready_reason()
+    if reason is None:
         return FastJSONResponse({"ready": True})
-    return error_response(503, "not ready: models are loading, or (strict readiness) a model "
-                          "failed to load; see /v1/models")
+    return error_response(503, f"not ready: {reason}")
 
 
 @router.get("", summary="Server metadata")

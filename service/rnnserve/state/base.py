@@ -101,6 +101,11 @@ class StateStore(Protocol):
     async def start(self) -> None: ...
     async def close(self) -> None: ...
 
+    async def ping(self) -> None:
+        """One light round trip to the backend (the engine probes the store with it every
+        second); StoreUnreachable when the backend cannot be reached."""
+        ...
+
     async def create(
         self, layout: StateLayout, record: SessionRecord, state: dict[str, np.ndarray] | None,
         *, replace: bool = False,

@@ -78,6 +78,9 @@ class MemoryStateStore:
     async def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="session-sweeper")
 
+    async def ping(self) -> None:
+        """In this process: always reachable."""
+
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()

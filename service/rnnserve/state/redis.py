@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from rnnserve.errors import (
     RnnServeError,
@@ -127,13 +126,16 @@ class RedisStateStore:
     async def start(self) -> None:
         """Connect and PING, so a server pointed at a dead Redis fails at start, clearly."""
         try:
-            await self._client.ping()
-        except (RedisError, OSError) as exc:
-            raise Unavailable(f"cannot start the Redis state store: Redis at {self._where} "
-                              f"does not answer ({exc}); start Redis or fix --state-store",
-                              retry_after_s=1) from exc
+            await self.ping()
+        except Unavailable as exc:
+            raise Unavailable(f"cannot start the Redis state store: {exc.message}; start "
+                              "Redis or fix --state-store", retry_after_s=1) from exc
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="redis-session-sweeper")
         await self._attachments.start()
+
+    async def ping(self) -> None:
+        async with guard(self._where):
+            await self._client.ping()
 
     async def close(self) -> None:
         self._closing = True

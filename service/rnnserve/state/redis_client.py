@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from typing import NoReturn
-from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -18,7 +17,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from rnnserve.errors import Unavailable
+from rnnserve.errors import StoreUnreachable, Unavailable
+from rnnserve.redact import safe_url
+
+__all__ = ["connect", "guard", "safe_url"]
 
 
 def connect(url: str, connect_timeout_s: float, command_timeout_s: float) -> aioredis.Redis:
@@ -30,20 +32,10 @@ def connect(url: str, connect_timeout_s: float, command_timeout_s: float) -> aio
     )
 
 
-def safe_url(url: str) -> str:
-    """The URL without credentials, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return f"unix://{parts.path}"
-    host = parts.hostname or "localhost"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
 def _unavailable(where: str, exc: RedisError) -> NoReturn:
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
-        raise Unavailable(f"the state store (Redis at {where}) is unreachable: "
-                          f"{exc}", retry_after_s=1) from exc
+        raise StoreUnreachable(f"the state store (Redis at {where}) is unreachable: "
+                               f"{exc}", retry_after_s=1) from exc
     raise Unavailable(f"the state store (Redis at {where}) failed: {exc}",
                       retry_after_s=1) from exc
 
@@ -57,5 +49,5 @@ async def guard(where: str) -> AsyncIterator[None]:
     except RedisError as exc:
         _unavailable(where, exc)
     except OSError as exc:  # a socket error redis-py did not wrap
-        raise Unavailable(f"the state store (Redis at {where}) is unreachable: "
-                          f"{exc}", retry_after_s=1) from exc
+        raise StoreUnreachable(f"the state store (Redis at {where}) is unreachable: "
+                               f"{exc}", retry_after_s=1) from exc
