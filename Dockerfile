@@ -86,6 +86,7 @@ ENV PATH=/opt/rnnserve/bin:$PATH \
     RNNSERVE_HOST=0.0.0.0 \
     RNNSERVE_PORT=8000 \
     RNNSERVE_GRPC_PORT=8001 \
+    RNNSERVE_ADDRESS_FILE=/tmp/rnnserve/address.json \
     RNNSERVE_DEVICE=cuda \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
@@ -112,7 +113,8 @@ ENV PATH=/opt/rnnserve/bin:$PATH \
     RNNSERVE_MODELS=/models \
     RNNSERVE_HOST=0.0.0.0 \
     RNNSERVE_PORT=8000 \
-    RNNSERVE_GRPC_PORT=8001
+    RNNSERVE_GRPC_PORT=8001 \
+    RNNSERVE_ADDRESS_FILE=/tmp/rnnserve/address.json
 # The committed models are the volume's initial content; mount a model repository here to
 # serve your own (models/<name>/model.onnx or models/<name>/<N>/model.onnx).
 VOLUME ["/models"]

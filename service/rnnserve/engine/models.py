@@ -1,5 +1,7 @@
 """The loaded models: every version's Runner, keyed by name and version, plus the folders that
-failed to load and why. Loading one model never stops the others."""
+failed to load and why. Loading one model never stops the others; a device that cannot be
+used (`--device cuda` without a usable GPU) stops them all, since no model would run where it
+was asked to."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rnnserve.engine.providers import DeviceUnavailable
 from rnnserve.engine.repository import SourceProblem, discover
 from rnnserve.engine.runner import Runner, RunnerOptions
 from rnnserve.errors import ModelNotFound
@@ -32,6 +35,8 @@ class LoadedModels:
         for source in sources:
             try:
                 runner = Runner(source, options, pool)
+            except DeviceUnavailable:
+                raise  # the server's fault, not the file's: `rnnserve serve` exits 2
             except Exception as exc:  # any reason a file cannot be served: report, go on
                 loaded.problems.append(SourceProblem(source.name, source.version, str(exc)))
                 log.error("model %s version %d failed to load from %s: %s",

@@ -12,6 +12,22 @@ log = logging.getLogger("rnnserve.providers")
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+# What onnxruntime-gpu from PyPI is built against (its `cuda` extra names
+# nvidia-cuda-runtime~=13.0, its `cudnn` extra nvidia-cudnn-cu13~=9.0); the CUDA image's base
+# (Dockerfile: CUDA_IMAGE) matches it. An installed GPU build says its own version instead.
+DEFAULT_CUDA = "13"
+CUDNN = "9"
+
+
+def cuda_requirement() -> str:
+    """The CUDA and cuDNN the installed onnxruntime needs, for messages that say what to
+    install: the version a GPU build records about itself, else what PyPI's wheel needs."""
+    try:
+        from onnxruntime.capi import build_and_package_info as info
+    except ImportError:  # pragma: no cover - every onnxruntime wheel ships it
+        info = None
+    version = str(getattr(info, "cuda_version", "") or DEFAULT_CUDA)
+    return f"CUDA {version.split('.')[0]} and cuDNN {CUDNN}"
 
 
 class DeviceUnavailable(RuntimeError):
@@ -28,7 +44,7 @@ def choose_providers(device: str) -> list[str]:
     reason = (
         f"onnxruntime {ort.__version__} offers {available}, not {CUDA}: install "
         "onnxruntime-gpu (pip install '.[cuda]', in place of onnxruntime) on a machine with "
-        "an NVIDIA GPU and CUDA 12"
+        f"an NVIDIA GPU and {cuda_requirement()}"
     )
     if device == "cuda":
         raise DeviceUnavailable(f"--device cuda: {reason}")
@@ -42,6 +58,10 @@ def check_session_providers(device: str, session: ort.InferenceSession) -> str:
     if device == "cuda" and (not used or used[0] != CUDA):
         raise DeviceUnavailable(
             f"--device cuda: ONNX Runtime created the session on {used}; is a GPU visible "
-            "(nvidia-smi) and are the CUDA 12 / cuDNN 9 libraries on the library path?"
+            f"(nvidia-smi) and are the {cuda_requirement()} libraries on the library path?"
         )
+    if device == "auto" and used and used[0] != CUDA and CUDA in ort.get_available_providers():
+        log.warning("device auto: falling back to CPU (ONNX Runtime created the session on %s; "
+                    "is a GPU visible (nvidia-smi) and are the %s libraries on the library "
+                    "path?)", used, cuda_requirement())
     return used[0] if used else CPU
