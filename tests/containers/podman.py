@@ -147,8 +147,8 @@ def build_image(target: str = "runtime", *, base_arg: str = "PYTHON_IMAGE",
     started = time.monotonic()
     # --format docker: the OCI image format has no HEALTHCHECK, and podman's default drops it
     podman("build", "--format", "docker", "--network", "host",
-           "--build-arg", f"{base_arg}={base}", "--target", target, "-t", tag, "-f", str(ROOT / "Dockerfile"), str(ROOT),
-           timeout=1200)
+           "--build-arg", f"{base_arg}={base}", "--target", target, "-t", tag,
+           "-f", str(ROOT / "Dockerfile"), str(ROOT), timeout=1200)
     return BuiltImage(tag, time.monotonic() - started, image_size(tag), image_size(base))
 
 
