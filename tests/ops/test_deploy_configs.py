@@ -142,8 +142,16 @@ def test_deploy_dockerfile_runtime_images_are_slim_non_root_and_healthy() -> Non
     assert "HEALTHCHECK" in DOCKERFILE.read_text()
     builders = " ".join(a for s in stages.values() if s["name"].endswith("builder")
                         for _, a in s["instructions"])
-    assert "torch" not in builders and ".[redis" in builders and "redis,cuda]" in builders
-    assert "pip uninstall -y rnnserve onnxruntime onnxruntime-gpu" in builders
+    # Both builders run the one install script (deploy/docker/install-venv.sh): the CPU one
+    # with the redis extra, the CUDA one adding the cuda extra and swapping in the GPU wheel.
+    assert "torch" not in builders
+    assert "rnnserve-install-venv deps /opt/rnnserve redis " in builders
+    assert "rnnserve-install-venv deps /opt/rnnserve redis,cuda gpu " in builders
+    assert builders.count("rnnserve-install-venv project /opt/rnnserve") == 2
+    script = (ROOT / "deploy" / "docker" / "install-venv.sh").read_text()
+    assert "torch" not in script
+    assert "$pip uninstall -y onnxruntime onnxruntime-gpu" in script
+    assert "cd / &&" in script  # the build's import check runs outside the source tree
 
 
 def dockerignore_included(path: str, patterns: list[str]) -> bool:
