@@ -600,9 +600,13 @@ class Cluster:
         self.nginx = LoggedProcess(nginx_cmd(nginx, tmp / "nginx", conf), self.nginx_log)
         self.procs.append(self.nginx)
         self.url = f"http://127.0.0.1:{self.http_port}"
-        for replica in self.replicas:
-            wait_http(f"http://{replica}/v2/health/ready", self.procs)
-        wait_http(self.url + "/lb/health", self.procs, timeout=20)
+        try:
+            for replica in self.replicas:
+                wait_http(f"http://{replica}/v2/health/ready", self.procs)
+            wait_http(self.url + "/lb/health", self.procs, timeout=20)
+        except BaseException:  # e.g. nginx refused its configuration: no replica left behind
+            self.stop()
+            raise
 
     def upstreams(self, path_part: str, count: int = 1) -> list[str]:
         """The replica nginx sent each logged request whose line contains path_part to,
