@@ -32,7 +32,11 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE = ROOT / "docker-compose.yml"
 K8S = ROOT / "deploy" / "k8s"
-NGINX_TEMPLATE = ROOT / "deploy" / "nginx" / "templates" / "nginx.conf.template"
+NGINX_TEMPLATES = ROOT / "deploy" / "nginx" / "templates"
+NGINX_TEMPLATE = NGINX_TEMPLATES / "nginx.conf.template"
+NGINX_ROUTES = sorted((NGINX_TEMPLATES / "rnnserve").glob("*.conf.template"))
+"""The server blocks' shared routes, included by nginx.conf (and the TLS servers); templates
+without ${NAME}s, written next to nginx.conf the way the official image's envsubst step does."""
 HEALTHCHECK = ROOT / "deploy" / "docker" / "healthcheck.py"
 TEMPLATE_NAMES = ("RNNSERVE_HTTP_LISTEN", "RNNSERVE_GRPC_LISTEN", "RNNSERVE_HTTP_SERVERS",
                   "RNNSERVE_GRPC_SERVERS", "NGINX_STATE_DIR")
@@ -58,6 +62,22 @@ def render_nginx(values: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], text)
 
 
+def write_nginx_routes(folder: Path) -> None:
+    """The routes templates as the official image renders them: rnnserve/*.conf next to the
+    nginx.conf in `folder` (they have no ${NAME}s, so rendering leaves them as they are)."""
+    (folder / "rnnserve").mkdir(parents=True, exist_ok=True)
+    for template in NGINX_ROUTES:
+        text = template.read_text()
+        assert not re.findall(r"\$\{(\w+)\}", text), template
+        (folder / "rnnserve" / template.name.removesuffix(".template")).write_text(text)
+
+
+def nginx_template_text() -> str:
+    """The main template and the routes it includes, one after the other (for the checks of
+    what any server block does)."""
+    return "\n".join(p.read_text() for p in [NGINX_TEMPLATE, *NGINX_ROUTES])
+
+
 def nginx_cmd(nginx: str, prefix: Path, conf: Path, *extra: str) -> list[str]:
     """nginx on a private prefix: nothing under /etc or /var, no root ports. As root, workers
     stay root (the default `nobody` could not enter pytest's 0700 temporary folders)."""
@@ -78,6 +98,7 @@ def write_nginx_conf(tmp: Path, http_listen: str, grpc_listen: str, http_servers
         "RNNSERVE_GRPC_SERVERS": " ".join(f"server {a};" for a in grpc_servers),
         "NGINX_STATE_DIR": str(state),
     }))
+    write_nginx_routes(tmp)
     return conf
 
 
@@ -339,7 +360,8 @@ def test_deploy_compose_wires_redis_replicas_and_nginx() -> None:
         assert "rnnserve-healthcheck" in " ".join(service["healthcheck"]["test"])
         assert "ports" not in service, "only nginx is published"
     nginx = services["nginx"]
-    assert {"8000:8000", "8001:8001"} <= set(nginx["ports"])
+    assert {"${RNNSERVE_HTTP_PUBLISH:-8000}:8000", "${RNNSERVE_GRPC_PUBLISH:-8001}:8001"} <= set(
+        nginx["ports"]), "published where the user says (the compose test uses free ports)"
     for name in replicas:
         assert nginx["depends_on"][name]["condition"] == "service_healthy"
         assert f"server {name}:8000" in nginx["environment"]["RNNSERVE_HTTP_SERVERS"]
@@ -446,6 +468,7 @@ def test_deploy_nginx_template_with_the_compose_environment(tmp_path: Path) -> N
         values[name] = re.sub(r"rnnserve-\d+:", "127.0.0.1:", values[name])
     conf = tmp_path / "nginx.conf"
     conf.write_text(render_nginx(values))
+    write_nginx_routes(tmp_path)
     result = subprocess.run(nginx_cmd(nginx, tmp_path, conf, "-t"), capture_output=True,
                             text=True, timeout=30)
     assert result.returncode == 0, result.stderr
@@ -480,6 +503,7 @@ def test_deploy_nginx_limits_slow_and_greedy_clients() -> None:
     the replicas see every connection come from nginx and cannot tell clients apart), and the
     Compose replicas trust nginx, so their own per-client caps count clients, not nginx."""
     text = render_nginx({name: "127.0.0.1:1" for name in TEMPLATE_NAMES})
+    text += "\n".join(p.read_text() for p in NGINX_ROUTES)  # (their server-level lines)
     directives = nginx_directives(text)
     top = {name: args for blocks, name, args in directives if blocks == ("http",)}
     key, zone = top["limit_conn_zone"]
@@ -535,7 +559,7 @@ def test_deploy_nginx_access_log_cannot_hold_a_key() -> None:
     """No query string, Authorization or subprotocol header in any access log line: the log
     format's variables (through the maps they come from) are none of those that carry them,
     and every access_log uses that format (nginx's default "combined" logs $request)."""
-    text = NGINX_TEMPLATE.read_text()
+    text = nginx_template_text()
     used = logged_variables(text)
     assert "uri" in used and "status" in used, used  # it still says what was asked
     assert not used & KEY_CARRIERS, f"the access log would hold {sorted(used & KEY_CARRIERS)}"
@@ -584,9 +608,13 @@ class Cluster:
         self.nginx = LoggedProcess(nginx_cmd(nginx, tmp / "nginx", conf), self.nginx_log)
         self.procs.append(self.nginx)
         self.url = f"http://127.0.0.1:{self.http_port}"
-        for replica in self.replicas:
-            wait_http(f"http://{replica}/v2/health/ready", self.procs)
-        wait_http(self.url + "/lb/health", self.procs, timeout=20)
+        try:
+            for replica in self.replicas:
+                wait_http(f"http://{replica}/v2/health/ready", self.procs)
+            wait_http(self.url + "/lb/health", self.procs, timeout=20)
+        except BaseException:  # e.g. nginx refused its configuration: no replica left behind
+            self.stop()
+            raise
 
     def upstreams(self, path_part: str, count: int = 1) -> list[str]:
         """The replica nginx sent each logged request whose line contains path_part to,
@@ -732,7 +760,7 @@ def test_deploy_nginx_replaces_a_client_sent_forwarded_for() -> None:
     """The replicas trust nginx's X-Forwarded-For (compose sets RNNSERVE_FORWARDED_ALLOW_IPS),
     so nginx, the edge, must replace whatever the client sent: appended to, a made-up address
     would pass for the client's and dodge every per-client cap and rate limit."""
-    text = NGINX_TEMPLATE.read_text()
+    text = nginx_template_text()
     sets = re.findall(r"(?:proxy|grpc)_set_header\s+X-Forwarded-For\s+(\S+);", text)
     assert len(sets) == 2, "HTTP and gRPC both forward the client's address"
     assert set(sets) == {"$remote_addr"}
