@@ -14,8 +14,9 @@ command -v chromedriver >/dev/null || need+=(chromium-driver)
 # Containers (tests/containers: the image built and started, the Compose stack up): podman with
 # runc (crun fails on this kind of machine), netavark and aardvark-dns for networks where
 # containers reach each other by name, debootstrap for the Debian base images the tests make
-# (no registry serves images here), openssl for the TLS test's certificate.
-for tool in podman runc debootstrap netavark aardvark-dns openssl; do
+# (no registry serves images here), openssl for the TLS test's certificate, shellcheck for the
+# deploy scripts.
+for tool in podman runc debootstrap netavark aardvark-dns openssl shellcheck; do
     command -v "$tool" >/dev/null || [ -x "/usr/lib/podman/$tool" ] || need+=("$tool")
 done
 if [ ${#need[@]} -gt 0 ]; then
