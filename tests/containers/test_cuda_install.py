@@ -7,6 +7,7 @@ Dockerfile's base image; `--device auto` must serve on the CPU."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -105,3 +106,21 @@ def test_device_auto_without_a_gpu_serves_on_the_cpu(gpu_venv: Path, tmp_path: P
         server.stop()
     assert "falling back to CPU" in server.log()
     assert "provider=CPUExecutionProvider" in server.log()
+
+
+def test_the_cuda_provider_runs_full_float32_unless_tf32_is_asked_for(gpu_venv: Path) -> None:
+    """ONNX Runtime's CUDA provider uses TF32 by default, and then a GPU's outputs differ from
+    the CPU's by about 1e-3 (seen on an H200); the server must ask for full float32 unless
+    --cuda-tf32 says otherwise. Checked on what the engine hands ONNX Runtime, from the
+    installed package with the GPU wheel (which offers the CUDA provider even with no GPU)."""
+    probe = subprocess.run([str(gpu_venv / "bin" / "python"), "-c", """
+import json
+from rnnserve.engine.providers import choose_providers
+from rnnserve.settings import Settings
+default, asked = Settings(), Settings(cuda_tf32=True)
+print(json.dumps([choose_providers("cuda", tf32=default.cuda_tf32),
+                  choose_providers("auto", tf32=asked.cuda_tf32)]))
+"""], capture_output=True, text=True, timeout=60, check=True, cwd="/")
+    default, asked = json.loads(probe.stdout)
+    assert default == [["CUDAExecutionProvider", {"use_tf32": "0"}], "CPUExecutionProvider"]
+    assert asked == [["CUDAExecutionProvider", {"use_tf32": "1"}], "CPUExecutionProvider"]

@@ -98,7 +98,8 @@ class Engine:
         """Create the worker pool and load every model (blocking: call before serving)."""
         s = self.settings
         self._pool = ThreadPoolExecutor(s.inference_workers, thread_name_prefix="onnxruntime")
-        options = RunnerOptions(s.device, tuple(choose_providers(s.device)), s.intra_op_threads)
+        options = RunnerOptions(s.device, tuple(choose_providers(s.device, tf32=s.cuda_tf32)),
+                                s.intra_op_threads)
         self.models = LoadedModels.load(s.models, options, self._pool)
         for name, versions in self.models.versions.items():
             for version in versions:

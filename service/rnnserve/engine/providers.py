@@ -34,13 +34,25 @@ class DeviceUnavailable(RuntimeError):
     """`--device cuda` was asked for and cannot be had."""
 
 
-def choose_providers(device: str) -> list[str]:
+ProviderSpec = str | tuple[str, dict[str, str]]
+"""A provider as InferenceSession takes it: a name, or a name and its options."""
+
+
+def cuda_provider(tf32: bool) -> tuple[str, dict[str, str]]:
+    """The CUDA provider with TF32 as asked. ONNX Runtime turns TF32 on by default, and then a
+    GPU's outputs differ from the CPU's by about 1e-3 and a session's from predict's by up to
+    1e-3 (measured on an H200); off, both agree within 1e-5 at no measurable cost for these
+    models."""
+    return CUDA, {"use_tf32": "1" if tf32 else "0"}
+
+
+def choose_providers(device: str, *, tf32: bool = False) -> list[ProviderSpec]:
     """Providers to pass to every InferenceSession, best first."""
     if device == "cpu":
         return [CPU]
     available = ort.get_available_providers()
     if CUDA in available:
-        return [CUDA, CPU]
+        return [cuda_provider(tf32), CPU]
     reason = (
         f"onnxruntime {ort.__version__} offers {available}, not {CUDA}: install "
         "onnxruntime-gpu (pip install '.[cuda]', in place of onnxruntime) on a machine with "

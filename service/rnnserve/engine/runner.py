@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from rnnserve.engine.graph import read_graph
-from rnnserve.engine.providers import check_session_providers
+from rnnserve.engine.providers import ProviderSpec, check_session_providers
 from rnnserve.engine.repository import ModelSource
 from rnnserve.engine.signature import Signature, read_signature
 from rnnserve.engine.streaming import check_streaming
@@ -29,7 +29,7 @@ class RunnerOptions:
     """How sessions are built (from Settings)."""
 
     device: str
-    providers: tuple[str, ...]
+    providers: tuple[ProviderSpec, ...]
     intra_op_threads: int
 
 
