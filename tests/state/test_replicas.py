@@ -28,14 +28,6 @@ RNG = np.random.default_rng(29)
 
 
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis", aof=True)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def replicas(redis: RedisServer, tiny_repo: Path, tmp_path: Path) -> Iterator[list[ServerProcess]]:
     procs = [ServerProcess(["--models", str(tiny_repo), "--state-store", redis.url],
                            tmp_path / f"replica-{i}.log") for i in range(3)]

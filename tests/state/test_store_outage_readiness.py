@@ -38,14 +38,6 @@ STEP = [[0.1, 0.2, 0.3]]
 
 
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis", aof=True)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def server(redis: RedisServer, tiny_repo: Path, tmp_path: Path) -> Iterator[ServerProcess]:
     proc = ServerProcess(["--models", str(tiny_repo), "--state-store", redis.url,
                           "--store-unready-after-s", str(GRACE_S)],
