@@ -181,9 +181,10 @@ def wait_healthy(name: str, timeout_s: float = 90) -> float:
 
 
 def remove(*names: str) -> None:
-    """Remove containers whatever state they are in (tests clean up after themselves)."""
+    """Remove containers whatever state they are in, with their anonymous volumes (the
+    image declares /models one): tests clean up after themselves."""
     if names:
-        podman("rm", "-f", "-t", "0", *names, check=False, timeout=60)
+        podman("rm", "-f", "-v", "-t", "0", *names, check=False, timeout=60)
 
 
 def env_without_proxies() -> dict[str, str]:

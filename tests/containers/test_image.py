@@ -67,8 +67,11 @@ def start_container(built_image: BuiltImage) -> Iterator[Any]:
         wait_healthy(container.name)
         return container
 
+    volumes_before = set(podman("volume", "ls", "-q").stdout.split())
     yield start
     remove(*(c.name for c in started))
+    # each run made an anonymous volume for /models (the image's VOLUME): none may be left
+    assert set(podman("volume", "ls", "-q").stdout.split()) <= volumes_before
 
 
 @pytest.fixture(scope="module")
