@@ -18,7 +18,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import NoBackoff
 
 from rnnserve.state.redis_url import SentinelTarget
@@ -36,6 +36,22 @@ class SentinelMaster(aioredis.Redis):
             await self.sentinels.aclose()
 
 
+class _Sentinels(Sentinel):
+    """redis-py's Sentinel, whose "no master" error says where it asked in a short line
+    (its own holds the repr of every sentinel's client and connection options)."""
+
+    _addresses: tuple[tuple[str, int], ...] = ()
+
+    async def discover_master(self, service_name: str) -> Any:
+        try:
+            return await super().discover_master(service_name)
+        except MasterNotFoundError as exc:
+            asked = ",".join(f"{h}:{p}" for h, p in self._addresses)
+            raise MasterNotFoundError(
+                f"no sentinel of {asked} names a master {service_name!r} that is up (none "
+                f"answered, none monitors that name, or a failover is under way)") from exc
+
+
 def connect_sentinel(target: SentinelTarget, connect_timeout_s: float,
                      command_timeout_s: float, health_check_interval_s: int
                      ) -> aioredis.Redis:
@@ -43,7 +59,8 @@ def connect_sentinel(target: SentinelTarget, connect_timeout_s: float,
     asked: dict[str, Any] = {"socket_connect_timeout": connect_timeout_s,
                              "socket_timeout": command_timeout_s,
                              "retry": Retry(NoBackoff(), 0)}
-    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=asked)  # type: ignore[no-untyped-call]
+    sentinel = _Sentinels(list(target.sentinels), sentinel_kwargs=asked)  # type: ignore[no-untyped-call]
+    sentinel._addresses = target.sentinels
     client = sentinel.master_for(
         target.master_name, redis_class=SentinelMaster, db=target.db,
         username=target.username, password=target.password, decode_responses=False,
