@@ -4,10 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the suite starts for real: redis-server (state store, replicas), nginx (the
+# Debian packages the suite starts for real: redis-server (state store, replicas) and
+# redis-sentinel (the failover test's three sentinels), nginx (the
 # load balancer config, checked and run), chromium and its driver (the console's browser test).
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)

@@ -13,8 +13,8 @@ in a subprotocol list, the end of the line in a header; a quote closes a value o
 quoted text ends there too (a log line that quotes a path, the repr of a tuple), so a key that
 holds a quote is still redacted whole.
 
-A state store's URL may carry a password (redis://:secret@host): `safe_url` is the URL every
-message and log line shows instead."""
+A state store's URL may carry a password (redis://:secret@host, also redis+sentinel://): `safe_url`
+is the URL every message and log line shows instead."""
 
 from __future__ import annotations
 
@@ -60,6 +60,10 @@ def redact(text: str) -> str:
 
 def safe_url(url: str) -> str:
     """A store's URL without credentials (user, password) or query, for messages and logs."""
+    if "+sentinel://" in url.lower():  # many hosts: urlsplit would take "h1:1,h2:2" as one
+        scheme, _, rest = url.partition("://")
+        authority, slash, path = rest.partition("/")
+        return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path.split('?')[0]}"
     parts = urlsplit(url)
     if parts.scheme == "unix":
         return f"unix://{parts.path}"

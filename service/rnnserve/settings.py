@@ -11,6 +11,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rnnserve.keyfile import flag_keys, parse_keys
+from rnnserve.state.redis_url import FORM as SENTINEL_FORM
+from rnnserve.state.redis_url import is_sentinel_url, parse_sentinel_url, without_credentials
 
 
 class Settings(BaseSettings):
@@ -33,7 +35,9 @@ class Settings(BaseSettings):
         "full float32, equal to the CPU's within 1e-5, and a session's outputs equal predict's).",
     )
     state_store: str = Field(
-        "memory", description="Session state store: memory, or redis://HOST:PORT/DB."
+        "memory", description="Session state store: memory, redis://[:PASSWORD@]HOST:PORT/DB "
+        "(one Redis), or redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB] "
+        "(the master that those Redis Sentinels name, followed across failovers)."
     )
     intra_op_threads: int = Field(
         1,
@@ -197,8 +201,12 @@ class Settings(BaseSettings):
     @classmethod
     def _known_state_store(cls, url: str) -> str:
         """The one check of --state-store: the factory trusts it and only dispatches."""
+        if is_sentinel_url(url):
+            parse_sentinel_url(url)  # BadSentinelUrl says what is wrong, without the password
+            return url
         if url != "memory" and not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"--state-store {url!r}: use memory or redis://HOST:PORT/DB")
+            raise ValueError(f"--state-store {without_credentials(url)!r}: use memory, "
+                             f"redis://HOST:PORT/DB or {SENTINEL_FORM}")
         return url
 
     def key_set(self) -> frozenset[str]:

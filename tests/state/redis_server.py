@@ -18,7 +18,8 @@ REDIS_SERVER = shutil.which("redis-server")
 class RedisServer:
     """`start()` launches redis-server and waits until it answers PING; `stop()` ends it."""
 
-    def __init__(self, directory: Path, port: int | None = None, *, aof: bool = False) -> None:
+    def __init__(self, directory: Path, port: int | None = None, *, aof: bool = False,
+                 password: str | None = None, extra_args: tuple[str, ...] = ()) -> None:
         if REDIS_SERVER is None:
             raise RuntimeError("redis-server is not installed")
         self.directory = directory
@@ -28,6 +29,8 @@ class RedisServer:
         # and restarted Redis has every acknowledged write
         self.persistence = (["--appendonly", "yes", "--appendfsync", "always"] if aof
                             else ["--appendonly", "no"])
+        self.password = password  # requirepass and masterauth (a replica's), when given
+        self.extra_args = extra_args  # e.g. ("--replicaof", "127.0.0.1", "6379")
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -39,7 +42,7 @@ class RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             *self.persistence, "--dir", str(self.directory)],
+             *self.persistence, "--dir", str(self.directory), *self._auth(), *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -58,11 +61,23 @@ class RedisServer:
         self.stop()
         raise RuntimeError(f"redis-server on port {self.port} did not answer in {timeout_s} s")
 
+    def _auth(self) -> list[str]:
+        if self.password is None:
+            return []
+        return ["--requirepass", self.password, "--masterauth", self.password]
+
     def ping(self) -> bool:
+        auth = f"AUTH {self.password}\r\n".encode() if self.password is not None else b""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(64).startswith(b"+PONG")
+                s.sendall(auth + b"PING\r\n")
+                answer = b""
+                while answer.count(b"\r\n") < (2 if auth else 1):  # AUTH's +OK, then PING's
+                    chunk = s.recv(64)
+                    if not chunk:
+                        return False
+                    answer += chunk
+                return answer.endswith(b"+PONG\r\n")
         except OSError:
             return False
 

@@ -19,12 +19,18 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rnnserve.errors import StoreUnreachable, Unavailable
 from rnnserve.redact import safe_url
+from rnnserve.state.redis_sentinel import connect_sentinel
+from rnnserve.state.redis_url import is_sentinel_url, parse_sentinel_url
 
 __all__ = ["connect", "guard", "safe_url"]
 
 
 def connect(url: str, connect_timeout_s: float, command_timeout_s: float) -> aioredis.Redis:
-    """A client for `url` that never retries a command (see above)."""
+    """A client for `url` that never retries a command (see above): one Redis, or with
+    redis+sentinel:// whichever node the sentinels name master now (redis_sentinel)."""
+    if is_sentinel_url(url):
+        return connect_sentinel(parse_sentinel_url(url), connect_timeout_s,
+                                command_timeout_s, health_check_interval_s=10)
     return aioredis.from_url(
         url, decode_responses=False, socket_connect_timeout=connect_timeout_s,
         socket_timeout=command_timeout_s, retry=Retry(NoBackoff(), 0),
