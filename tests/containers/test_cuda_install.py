@@ -8,6 +8,7 @@ Dockerfile's base image; `--device auto` must serve on the CPU."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -20,6 +21,9 @@ import pytest
 from tests.conftest import ROOT, LoggedProcess, free_port
 
 INSTALL = ROOT / "deploy" / "docker" / "install-venv.sh"
+# The installed environment must import its own copy of rnnserve, not a source tree named by
+# the test run's PYTHONPATH (a worktree's, say).
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +36,7 @@ def gpu_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
     def install(*step: str) -> None:
         done = subprocess.run(["sh", str(INSTALL), *step], cwd=src, capture_output=True,
-                              text=True, timeout=900, check=False)
+                              text=True, timeout=900, check=False, env=CLEAN_ENV)
         assert done.returncode == 0, (f"install-venv.sh {step[0]}:\n{done.stdout[-3000:]}\n"
                                       f"{done.stderr[-3000:]}")
 
@@ -62,7 +66,7 @@ names = {d.metadata["Name"].lower() for d in md.distributions()}
 print("onnxruntime" in names, "onnxruntime-gpu" in names, "torch" in names)
 print("CUDAExecutionProvider" in ort.get_available_providers())
 print(info.cuda_version)
-"""], capture_output=True, text=True, timeout=60, check=True, cwd="/")
+"""], capture_output=True, text=True, timeout=60, check=True, cwd="/", env=CLEAN_ENV)
     cpu_wheel, gpu_wheel, torch, cuda_provider, cuda_version = probe.stdout.split()
     assert (cpu_wheel, gpu_wheel, torch) == ("False", "True", "False"), probe.stdout
     assert cuda_provider == "True"
@@ -76,7 +80,7 @@ def test_device_cuda_without_a_gpu_fails_with_the_documented_message(gpu_venv: P
         [str(gpu_venv / "bin" / "rnnserve"), "serve", "--device", "cuda", "--models",
          str(ROOT / "models"), "--host", "127.0.0.1", "--port", str(free_port()),
          "--grpc-port", "0"],
-        capture_output=True, text=True, timeout=120, check=False, cwd="/")
+        capture_output=True, text=True, timeout=120, check=False, cwd="/", env=CLEAN_ENV)
     assert done.returncode == 2, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("rnnserve serve: --device cuda: "), last
@@ -120,7 +124,7 @@ from rnnserve.settings import Settings
 default, asked = Settings(), Settings(cuda_tf32=True)
 print(json.dumps([choose_providers("cuda", tf32=default.cuda_tf32),
                   choose_providers("auto", tf32=asked.cuda_tf32)]))
-"""], capture_output=True, text=True, timeout=60, check=True, cwd="/")
+"""], capture_output=True, text=True, timeout=60, check=True, cwd="/", env=CLEAN_ENV)
     default, asked = json.loads(probe.stdout)
     assert default == [["CUDAExecutionProvider", {"use_tf32": "0"}], "CPUExecutionProvider"]
     assert asked == [["CUDAExecutionProvider", {"use_tf32": "1"}], "CPUExecutionProvider"]
