@@ -7,7 +7,7 @@
 local cur = redis.call('HMGET', KEYS[1], 'gen', 'owner', 'wid', 'holder')
 if not cur[1] then return {'missing', redis.call('GET', KEYS[2]) or ''} end
 if (cur[2] or '') ~= ARGV[1] then return {'other'} end
-local holder = cur[4]
+local holder = cur[4] or '0'
 if cur[3] ~= ARGV[4] then
   holder = redis.call('HINCRBY', KEYS[1], 'holder', 1)
   redis.call('HSET', KEYS[1], 'gen', tostring(redis.call('INCR', KEYS[3])), 'wid', ARGV[4])
