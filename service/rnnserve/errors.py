@@ -146,6 +146,13 @@ class StepMayBeApplied(Unavailable):
     remedy = "retry-step-id"
 
 
+class StepNotReplicated(StepMayBeApplied):
+    """The step was applied on the Redis master, but fewer replicas than --redis-wait-replicas
+    acknowledged it within --redis-wait-timeout-s (Redis WAIT): a failover now could lose it.
+    A retry with the same step_id replays the recorded outputs and waits for the replicas
+    again; it never applies the step twice."""
+
+
 class StoreUnreachable(Unavailable):
     """The state store's backend cannot be reached (refused, timed out, dropped the connection,
     still loading): an outage, as opposed to a store that answered no (full, a taken id).

@@ -39,6 +39,17 @@ class Settings(BaseSettings):
         "(one Redis), or redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB] "
         "(the master that those Redis Sentinels name, followed across failovers)."
     )
+    redis_wait_replicas: int = Field(
+        0, ge=0, description="With a Redis state store: acknowledge a step only once this many "
+        "Redis replicas have it (Redis WAIT after each batch's write, on the same connection). "
+        "If fewer acknowledge within --redis-wait-timeout-s the step is answered 503 'applied, "
+        "not yet replicated': a retry with the same step_id replays it, never twice. A "
+        "replica's acknowledgement means its memory, not its disk. 0: no WAIT."
+    )
+    redis_wait_timeout_s: float = Field(
+        1.0, gt=0, description="How long a batch's write waits for --redis-wait-replicas "
+        "replicas to acknowledge it (seconds, rounded up to whole ms)."
+    )
     intra_op_threads: int = Field(
         1,
         ge=0,

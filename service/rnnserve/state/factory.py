@@ -18,4 +18,6 @@ def make_store(settings: Settings, on_event: SessionEvent) -> StateStore:
 
     return RedisStateStore(url, ttl_s=settings.session_ttl_s,
                            max_sessions=settings.max_sessions, on_event=on_event,
-                           max_sessions_per_client=settings.max_sessions_per_client)
+                           max_sessions_per_client=settings.max_sessions_per_client,
+                           wait_replicas=settings.redis_wait_replicas,
+                           wait_timeout_s=settings.redis_wait_timeout_s)

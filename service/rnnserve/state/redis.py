@@ -5,15 +5,17 @@ that write them are redis_*.lua, loaded by redis_scripts; the connection is redi
 
 Every write is one Lua script, so it is atomic and one round trip: scatter checks each row's
 gen against the gathered one and writes only unchanged sessions (the others come back as
-conflicts for the batcher to re-run), whatever the batch size. Reads (gather, get, read) are
-one non-transactional pipeline. The scripts touch keys they derive from arguments
+conflicts for the batcher to re-run), whatever the batch size. Each call carries a write id
+of its own, stored with what it wrote, so a script resent after a lost reply answers as its
+first run did (redis_client retries once on a fresh connection: see there). Reads (gather,
+get, read) are one non-transactional pipeline. The scripts touch keys they derive from arguments
 (rnnserve:live:{model}), which standalone Redis and Sentinel allow but Redis Cluster does not:
 this store targets a single Redis (primary) by design; all sessions' keys share its memory.
 
 Clocks: TTLs and `last_used` come from Redis's TIME inside the scripts, so replicas with
 skewed clocks agree on when a session expires. `created` is the caller's timestamp.
 
-Delivery is at-least-once, and Redis errors surface as Unavailable: see redis_client."""
+Redis errors that remain after that retry surface as Unavailable: see redis_client."""
 
 from __future__ import annotations
 
@@ -29,7 +31,6 @@ import redis.asyncio as aioredis
 
 from rnnserve.errors import (
     RnnServeError,
-    SessionNotFound,
     SessionOnOtherVersion,
     Unavailable,
     UnknownSession,
@@ -54,17 +55,20 @@ from rnnserve.state.redis_format import (
     META,
     MODELS,
     OWNER,
+    RECEIPT,
+    RECEIPT_MS,
     SESSION,
     GatherToken,
     from_bytes,
     layout_json,
     not_found,
-    outputs_bytes,
     outputs_from,
     record_from,
     state_bytes,
     text,
+    write_id,
 )
+from rnnserve.state.redis_scatter import ScatterWriter
 
 log = logging.getLogger("rnnserve.state.redis")
 
@@ -98,6 +102,8 @@ class RedisStateStore:
         command_timeout_s: float = 5.0,
         sweep_interval_s: float | None = None,
         max_sessions_per_client: int = 0,
+        wait_replicas: int = 0,
+        wait_timeout_s: float = 1.0,
     ) -> None:
         self.url = url
         self.ttl_s = ttl_s
@@ -111,7 +117,10 @@ class RedisStateStore:
                                 else max(0.05, min(5.0, ttl_s / 4)))
         self._client: aioredis.Redis = connect(url, connect_timeout_s, command_timeout_s)
         self._create = self._client.register_script(redis_scripts.CREATE)
-        self._scatter = self._client.register_script(redis_scripts.SCATTER)
+        self._writer = ScatterWriter(self._client, self._where, ttl_ms=self._ttl_ms,
+                                     marker_ttl_ms=self._marker_ttl_ms,
+                                     ttl_label=self._ttl_label, wait_replicas=wait_replicas,
+                                     wait_timeout_s=wait_timeout_s)
         self._reset = self._client.register_script(redis_scripts.RESET)
         self._delete = self._client.register_script(redis_scripts.DELETE)
         self._sweep = self._client.register_script(redis_scripts.SWEEP)
@@ -208,7 +217,7 @@ class RedisStateStore:
                       OWNER + record.owner, *self.clients.keys(record.client)],
                 args=[int(replace), self.max_sessions, self._ttl_ms, self._marker_ttl_ms,
                       self._ttl_label, record.id, layout.model, LIVE, OWNER,
-                      *self.clients.args(record.client), *fields])
+                      *self.clients.args(record.client), write_id(), *fields])
         status = text(out[0])
         if status == "taken":
             raise Unavailable(f"session id {record.id!r} is taken", retry_after_s=0)
@@ -253,7 +262,7 @@ class RedisStateStore:
                 out = await self._reset(
                     keys=[SESSION + session_id, MARKER + session_id, GEN],
                     args=[fields[b"gen"], self._ttl_ms, self._marker_ttl_ms, self._ttl_label,
-                          LIVE, session_id, OWNER, *pairs])
+                          LIVE, session_id, OWNER, write_id(), *pairs])
             status = text(out[0])
             if status == "missing":
                 raise not_found(session_id, out[1])
@@ -265,8 +274,9 @@ class RedisStateStore:
 
     async def delete(self, session_id: str) -> None:
         async with guard(self._where):
-            out = await self._delete(keys=[SESSION + session_id, MARKER + session_id],
-                                     args=[LIVE, session_id, OWNER, self.clients.prefix])
+            out = await self._delete(
+                keys=[SESSION + session_id, MARKER + session_id, RECEIPT + write_id()],
+                args=[LIVE, session_id, OWNER, self.clients.prefix, RECEIPT_MS])
         if text(out[0]) == "missing":
             raise not_found(session_id, out[1])
         self._on_event("deleted", text(out[1]), int(out[2]))
@@ -339,51 +349,8 @@ class RedisStateStore:
         self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
         outputs: np.ndarray, step_ids: list[str | None],
     ) -> Written:
-        """One script call for the batch: each row is written only if its gen is still the
-        gathered one; a changed gen is a conflict (another writer came first: run again), a
-        missing hash an error (deleted or expired meanwhile). A row whose step id is already
-        the session's last one is replayed, never applied twice."""
-        token: GatherToken = gathered.token
-        layout = token.layout
-        rows = [i for i, error in enumerate(gathered.errors) if error is None]
-        n = len(gathered.ids)
-        after = [0] * n
-        conflict = [False] * n
-        errors: list[RnnServeError | None] = list(gathered.errors)
-        replayed: list[tuple[np.ndarray, int] | None] = [None] * n
-        if not rows:
-            return Written(after, conflict, errors, replayed)
-        keys: list[str] = [GEN, LIVE + layout.model]
-        args: list[Any] = [self._ttl_ms, self._marker_ttl_ms, self._ttl_label, layout.model,
-                           len(layout.tensors), *("t:" + name for name, _, _ in layout.tensors),
-                           OWNER]
-        per_tensor = {name: np.ascontiguousarray(states[name].transpose(1, 0, 2), dtype="<f4")
-                      for name, _, _ in layout.tensors}
-        for i in rows:
-            session_id, before = gathered.ids[i], token.records[i]
-            assert before is not None  # gather made a record for every row without error
-            keys += [SESSION + session_id, MARKER + session_id]
-            step_id = step_ids[i] or ""
-            args += [session_id, token.gens[i], int(steps[i]), before.owner, step_id,
-                     outputs_bytes(outputs[i]) if step_id else b"",
-                     *(per_tensor[name][i].tobytes() for name, _, _ in layout.tensors)]
-        async with guard(self._where):
-            out = await self._scatter(keys=keys, args=args)
-        for j, i in enumerate(rows):
-            status, value = text(out[1 + 3 * j]), out[2 + 3 * j]
-            if status == "replay":
-                replayed[i] = (outputs_from(bytes(out[3 + 3 * j])), int(text(value)))
-                after[i] = replayed[i][1]  # type: ignore[index]
-            elif status == "ok":
-                after[i] = int(text(value))
-            elif status == "conflict":
-                conflict[i] = True
-            elif value:
-                errors[i] = not_found(gathered.ids[i], value)
-            else:
-                errors[i] = SessionNotFound(f"session {gathered.ids[i]!r} was deleted during "
-                                            "its step")
-        return Written(after, conflict, errors, replayed)
+        """The batch's write, and its WAIT when replicas must acknowledge it: redis_scatter."""
+        return await self._writer.scatter(gathered, states, steps, outputs, step_ids)
 
     async def owned_sessions(self, owner: str) -> int:
         """Live sessions created by `owner`, across replicas: the size of its sorted set once

@@ -21,7 +21,15 @@ from rnnserve.errors import UnknownSession
 from rnnserve.state import redis_scripts
 from rnnserve.state.base import AttachEvent, SessionRecord
 from rnnserve.state.redis_client import guard
-from rnnserve.state.redis_format import GEN, MARKER, PREFIX, SESSION, not_found, text
+from rnnserve.state.redis_format import (
+    GEN,
+    MARKER,
+    PREFIX,
+    SESSION,
+    not_found,
+    text,
+    write_id,
+)
 
 log = logging.getLogger("rnnserve.state.redis")
 
@@ -47,7 +55,7 @@ class RedisAttachments:
         """Run the attach script; the record as it stands after the attach."""
         async with guard(self._where):
             out = await self._attach(keys=[SESSION + session_id, MARKER + session_id, GEN],
-                                     args=[owner, CHANNEL, session_id])
+                                     args=[owner, CHANNEL, session_id, write_id()])
         status = text(out[0])
         if status == "other":  # another key's session: unknown to this one, left as it was
             raise UnknownSession(f"unknown session {session_id!r}")

@@ -1,8 +1,13 @@
 """The Redis store's connection: how it is opened, and its errors as Unavailable.
 
-Delivery is at-least-once: redis-py is told not to retry, because a scatter whose reply was
-lost may have been applied; a retried one would then fail its gen check and the step would
-run twice. A connection error surfaces as Unavailable (503, retry after 1 s) instead."""
+A command is retried once, at once, on a fresh connection, when its pooled connection fails
+with a connection error or a timeout (after a Redis restart or failover every pooled
+connection is closed by the server, and the first command on each finds out only then).
+That is safe for writes because every write script carries a write id of its own, stored
+with what it wrote: a script resent after a lost reply whose first run landed finds its id
+and answers as that run did (redis_scatter: 'landed', written once), never a conflict that
+would run the step again. Reads just read again. What still fails after that one retry
+surfaces as Unavailable (503, retry after 1 s): StoreUnreachable for a connection error."""
 
 from __future__ import annotations
 
@@ -25,15 +30,21 @@ from rnnserve.state.redis_url import is_sentinel_url, parse_sentinel_url
 __all__ = ["connect", "guard", "safe_url"]
 
 
+def retry_once() -> Retry:
+    """Each command once more on a fresh connection after a connection error or timeout."""
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError, RedisTimeoutError))
+
+
 def connect(url: str, connect_timeout_s: float, command_timeout_s: float) -> aioredis.Redis:
-    """A client for `url` that never retries a command (see above): one Redis, or with
+    """A client for `url` that retries a command once (see above): one Redis, or with
     redis+sentinel:// whichever node the sentinels name master now (redis_sentinel)."""
     if is_sentinel_url(url):
         return connect_sentinel(parse_sentinel_url(url), connect_timeout_s,
-                                command_timeout_s, health_check_interval_s=10)
+                                command_timeout_s, health_check_interval_s=10,
+                                retry=retry_once())
     return aioredis.from_url(
         url, decode_responses=False, socket_connect_timeout=connect_timeout_s,
-        socket_timeout=command_timeout_s, retry=Retry(NoBackoff(), 0),
+        socket_timeout=command_timeout_s, retry=retry_once(),
         health_check_interval=10,
     )
 

@@ -2,11 +2,14 @@
 --       client set, clients index.
 -- ARGV: replace (0/1), max_sessions, ttl_ms, marker_ttl_ms, ttl label, id, model, live prefix,
 --       owner prefix, client address ('' if not counted), max per client (0: no cap),
---       session prefix, client prefix, then field, value pairs (without gen and last_used).
+--       session prefix, client prefix, write id, then field, value pairs (without gen,
+--       last_used and wid).
 -- -> {'taken'} | {'full', n} | {'client-full', n} | {'ok', now, replaced_model,
 --    replaced_steps, expired_model, expired_steps} (empty strings where nothing was replaced
---    or found expired)
-local old = redis.call('HMGET', KEYS[1], 'model', 'steps', 'owner', 'client')
+--    or found expired; also for a resend of a create that landed: its write id is stored)
+local old = redis.call('HMGET', KEYS[1], 'model', 'steps', 'owner', 'client', 'wid',
+                       'last_used')
+if old[5] == ARGV[14] then return {'ok', old[6], '', '', '', ''} end
 local client = ARGV[10]
 if client ~= '' and tonumber(ARGV[11]) > 0 then  -- the address's cap, before any write
   prune_client(KEYS[7], client, ARGV[12], -1)
@@ -38,8 +41,9 @@ else
   end
   if total >= tonumber(ARGV[2]) then return {'full', tostring(total)} end
 end
-local args = {'gen', tostring(redis.call('INCR', KEYS[3])), 'last_used', now}
-for i = 14, #ARGV do args[#args + 1] = ARGV[i] end
+local args = {'gen', tostring(redis.call('INCR', KEYS[3])), 'last_used', now,
+              'wid', ARGV[14]}
+for i = 15, #ARGV do args[#args + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(args))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('SET', KEYS[2], ARGV[5] .. ' 0 ' .. ARGV[7], 'PX', ARGV[4])

@@ -1,8 +1,19 @@
--- KEYS: hash, marker. ARGV: live prefix, id, owner prefix, client prefix.
+-- KEYS: hash, marker, receipt (rnnserve:w:{write id}). ARGV: live prefix, id, owner prefix,
+-- client prefix, receipt ms.
 -- -> {'missing', marker} | {'deleted', model, steps}
+-- The hash is gone after a delete, so its write id cannot live there: a receipt key holds
+-- "{steps} {model}" for a while, and a resend of a delete that landed answers from it.
 local v = redis.call('HMGET', KEYS[1], 'model', 'steps', 'owner', 'client')
-if not v[1] then return {'missing', redis.call('GET', KEYS[2]) or ''} end
+if not v[1] then
+  local receipt = redis.call('GET', KEYS[3])
+  if receipt then
+    local steps, model = string.match(receipt, '^(%S+) (.*)$')
+    return {'deleted', model, steps}
+  end
+  return {'missing', redis.call('GET', KEYS[2]) or ''}
+end
 redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('SET', KEYS[3], (v[2] or '0') .. ' ' .. v[1], 'PX', ARGV[5])
 redis.call('ZREM', ARGV[1] .. v[1], ARGV[2])
 redis.call('ZREM', ARGV[3] .. (v[3] or ''), ARGV[2])
 if v[4] and v[4] ~= '' then redis.call('ZREM', ARGV[4] .. v[4], ARGV[2]) end

@@ -13,11 +13,17 @@ Key layout (PREFIX is `rnnserve:`):
         gen                the optimistic-concurrency stamp; every write takes a fresh value
                            from rnnserve:gen, so a gathered gen can never match a later
                            incarnation of the same id (no ABA after delete + create)
+        wid                the write id of the last script that wrote the hash: a random
+                           128-bit hex the server makes per call, so a script resent after a
+                           lost reply finds its own id and answers as its first run did
+                           (scatter: 'landed', written) instead of failing its gen check
         layout             JSON [[name, layers, hidden], ...] of the state tensors
         t:{name}           raw float32 little-endian bytes of that tensor, [layers, hidden]
     rnnserve:k:{id}        string "{ttl_s} {steps} {model}", TTL = idle timeout + 1 day. It
                            outlives the hash, so a missing hash with a marker means "expired"
                            (and says after how long) rather than "unknown"; delete removes it
+    rnnserve:w:{wid}       a delete's receipt "{steps} {model}", for a minute: the hash that
+                           would hold its write id is gone, and a resent delete answers from it
     rnnserve:gen           counter behind every gen
     rnnserve:models        set of model names that have (or had) live sessions
     rnnserve:live:{model}  sorted set: session id -> expiry in epoch ms (Redis clock). It is
@@ -32,6 +38,7 @@ Key layout (PREFIX is `rnnserve:`):
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,12 +57,20 @@ GEN = PREFIX + "gen"
 OWNER = PREFIX + "owner:"
 CLIENT = PREFIX + "client:"
 CLIENTS = PREFIX + "clients"
+RECEIPT = PREFIX + "w:"
+RECEIPT_MS = 60_000  # how long a delete's receipt answers a resend of that delete
 META = (b"model", b"version", b"gen", b"steps", b"created", b"last_used", b"owner", b"layout",
         b"holder")
 
 
 def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def write_id() -> str:
+    """A fresh write id for one script call: made here, with no round trip, and random enough
+    (128 bits) that no two calls of any replica share one."""
+    return secrets.token_hex(16)
 
 
 def layout_json(tensors: Sequence[tuple[str, int, int]]) -> str:

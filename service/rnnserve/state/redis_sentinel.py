@@ -5,8 +5,9 @@ connection, and drops idle connections to an address that is no longer the maste
 connection to a demoted master that answers READONLY is closed and reported as a connection
 error. So after a failover the store's next connections, its pub/sub listener's included,
 reach the promoted replica, while a command that was in flight on the dead master fails
-(Unavailable, 503: the client retries with the same step_id). The command options are those
-of redis_client.connect: no silent retry of a command (see its docstring).
+unless redis_client's one retry on a fresh connection (safe: every write carries a write id,
+see its docstring) reaches the new master; otherwise Unavailable, 503, and the client retries
+with the same step_id. The command options, that retry included, are redis_client.connect's.
 
 The sentinels are asked with the same timeouts and no retry: the pool tries each sentinel
 in turn anyway, and a connect to a master that is not there yet fails at once and is
@@ -53,9 +54,10 @@ class _Sentinels(Sentinel):
 
 
 def connect_sentinel(target: SentinelTarget, connect_timeout_s: float,
-                     command_timeout_s: float, health_check_interval_s: int
+                     command_timeout_s: float, health_check_interval_s: int, retry: Retry
                      ) -> aioredis.Redis:
-    """A client of `target`'s master, found through its sentinels (no I/O until used)."""
+    """A client of `target`'s master, found through its sentinels (no I/O until used);
+    `retry` is the master's commands' (redis_client.retry_once)."""
     asked: dict[str, Any] = {"socket_connect_timeout": connect_timeout_s,
                              "socket_timeout": command_timeout_s,
                              "retry": Retry(NoBackoff(), 0)}
@@ -65,7 +67,7 @@ def connect_sentinel(target: SentinelTarget, connect_timeout_s: float,
         target.master_name, redis_class=SentinelMaster, db=target.db,
         username=target.username, password=target.password, decode_responses=False,
         socket_connect_timeout=connect_timeout_s, socket_timeout=command_timeout_s,
-        retry=Retry(NoBackoff(), 0), health_check_interval=health_check_interval_s,
+        retry=retry, health_check_interval=health_check_interval_s,
     )
     assert isinstance(client, SentinelMaster)
     client.sentinels = sentinel
