@@ -2,9 +2,9 @@
 
 Real processes only: a Redis master with two replicas and three sentinels (password set on
 every data node), two rnnserve servers pointed at them with
-`--state-store redis+sentinel://:PASSWORD@S1,S2,S3/NAME/0`, and a few concurrent clients that
-step their sessions one step at a time, each step with a step_id and retried (same step_id,
-alternating servers) on a 503 or a lost connection until acknowledged. Mid-stream the master
+`--state-store redis+sentinel://:PASSWORD@S1,S2,S3/NAME/0 --redis-wait-replicas 1`, and a few
+concurrent clients that step their sessions one step at a time, each step with a step_id and
+retried (same step_id, alternating servers) on a 503 or a lost connection until acknowledged. Mid-stream the master
 is SIGKILLed (the network stays up); the sentinels promote a replica and the servers follow it.
 
 Afterwards every session's step count must equal the distinct step_ids acknowledged for it
@@ -55,7 +55,10 @@ def cluster(tmp_path: Path) -> Iterator[SentinelCluster]:
 @pytest.fixture
 def servers(cluster: SentinelCluster, tiny_repo: Path, tmp_path: Path
             ) -> Iterator[list[ServerProcess]]:
-    procs = [ServerProcess(["--models", str(tiny_repo), "--state-store", cluster.url],
+    # a step is acknowledged only once a replica has it (WAIT 1 after each batch's write):
+    # the replica Sentinel promotes then holds every acknowledged step
+    procs = [ServerProcess(["--models", str(tiny_repo), "--state-store", cluster.url,
+                            "--redis-wait-replicas", "1"],
                            tmp_path / f"server-{i}.log") for i in range(2)]
     try:
         for proc in procs:
