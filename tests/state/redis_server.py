@@ -18,7 +18,8 @@ REDIS_SERVER = shutil.which("redis-server")
 class RedisServer:
     """`start()` launches redis-server and waits until it answers PING; `stop()` ends it."""
 
-    def __init__(self, directory: Path, port: int | None = None, *, aof: bool = False) -> None:
+    def __init__(self, directory: Path, port: int | None = None, *, aof: bool = False,
+                 password: str = "", extra_args: tuple[str, ...] = ()) -> None:
         if REDIS_SERVER is None:
             raise RuntimeError("redis-server is not installed")
         self.directory = directory
@@ -28,18 +29,23 @@ class RedisServer:
         # and restarted Redis has every acknowledged write
         self.persistence = (["--appendonly", "yes", "--appendfsync", "always"] if aof
                             else ["--appendonly", "no"])
+        # password: Redis's requirepass (the url carries it); extra_args: more redis-server
+        # flags (--maxmemory ...)
+        self.password = password
+        self.extra_args = [*(["--requirepass", password] if password else []), *extra_args]
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> None:
         assert REDIS_SERVER is not None
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             *self.persistence, "--dir", str(self.directory)],
+             *self.persistence, "--dir", str(self.directory), *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -61,8 +67,15 @@ class RedisServer:
     def ping(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(64).startswith(b"+PONG")
+                auth = f"AUTH {self.password}\r\n".encode() if self.password else b""
+                s.sendall(auth + b"PING\r\n")
+                reply = b""
+                while reply.count(b"\r\n") < (2 if auth else 1):
+                    chunk = s.recv(64)
+                    if not chunk:
+                        break
+                    reply += chunk
+                return reply.endswith(b"+PONG\r\n")
         except OSError:
             return False
 
