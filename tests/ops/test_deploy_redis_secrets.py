@@ -62,9 +62,13 @@ def test_k8s_redis_and_pods_take_the_password_from_a_secret() -> None:
     assert flags["requirepass"] == "$(REDIS_PASSWORD)"  # expanded by Kubernetes
     assert flags["maxmemory-policy"] == "noeviction"
     assert flags["appendfsync"] == "always"
-    maxmemory = int(flags["maxmemory"].removesuffix("mb")) * 2**20
+    maxmemory = int(flags["maxmemory"].removesuffix("gb")) * 2**30
     limit = redis["resources"]["limits"]["memory"]
-    assert limit.endswith("Gi") and maxmemory < int(limit[:-2]) * 2**30 * 0.8  # headroom
+    assert limit.endswith("Gi") and 2 * maxmemory <= int(limit[:-2]) * 2**30  # fork room
+    assert redis["resources"]["requests"]["memory"] == limit
+    (claim,) = docs[("StatefulSet", "rnnserve-redis")]["spec"]["volumeClaimTemplates"]
+    storage = claim["spec"]["resources"]["requests"]["storage"]
+    assert storage.endswith("Gi") and int(storage[:-2]) * 2**30 >= 3 * maxmemory  # the AOF
     assert redis["readinessProbe"]["exec"]["command"] == ["redis-cli", "ping"]
 
     (pod,) = docs[("Deployment", "rnnserve")]["spec"]["template"]["spec"]["containers"]
@@ -81,7 +85,8 @@ def test_k8s_redis_and_pods_take_the_password_from_a_secret() -> None:
 def test_k8s_pod_memory_is_sized_for_100k_sessions() -> None:
     """The figures in deployment.yaml's comment come from bench/server_memory.py."""
     text = (K8S / "deployment.yaml").read_text()
-    assert "bench.server_memory" in text and "100,000 sessions" in text
+    assert "bench.server_memory" in text and "100,000 live sessions" in text
+    assert "bench.server_memory" in (K8S / "redis.yaml").read_text()
     docs = {(d["kind"], d["metadata"]["name"]): d for _, d in k8s_documents()}
     (pod,) = docs[("Deployment", "rnnserve")]["spec"]["template"]["spec"]["containers"]
     requests, limits = pod["resources"]["requests"], pod["resources"]["limits"]
