@@ -20,7 +20,8 @@ they enter.
     ├── Unavailable                    503  UNAVAILABLE        model not ready, server full
     │   ├── StepConflict                                       another replica stepped the session
     │   ├── StepMayBeApplied                                   the store failed writing a step
-    │   └── StoreUnreachable                                   no connection to the state store
+    │   ├── StoreUnreachable                                   no connection to the state store
+    │   └── StoreFull                                          Redis at maxmemory refused a write
     ├── RequestTimedOut                504  DEADLINE_EXCEEDED  stopped at its limit, unchanged
     │   └── StepTimedOut                                       a step withdrawn, not applied
     └── InferenceFailed                500  INTERNAL           ONNX Runtime raised on valid input
@@ -158,6 +159,13 @@ class StoreUnreachable(Unavailable):
     still loading): an outage, as opposed to a store that answered no (full, a taken id).
     The engine counts these towards readiness (`--store-unready-after-s`); each request that
     meets one is answered 503 with Retry-After."""
+
+
+class StoreFull(Unavailable):
+    """Redis reached its `maxmemory` and, with `maxmemory-policy noeviction`, refuses writes
+    instead of evicting sessions. Redis refuses a script before its first write, so nothing
+    was written: a refused step was not applied. Not an outage (readiness stays true: reads,
+    deletes and expiry still work, and they are what frees memory)."""
 
 
 class RequestTimedOut(RnnServeError):

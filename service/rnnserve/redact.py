@@ -69,6 +69,9 @@ def safe_url(url: str) -> str:
         return f"unix://{parts.path}"
     if not parts.scheme:
         return url  # "memory": a name, not a URL
+    hosts = parts.netloc.rpartition("@")[2]
+    if "," in hosts:  # redis+sentinel://[:PASSWORD@]HOST:PORT,HOST:PORT/MASTER: no one port
+        return f"{parts.scheme}://{hosts}{parts.path}"
     host = parts.hostname or "localhost"
     if ":" in host:
         host = f"[{host}]"

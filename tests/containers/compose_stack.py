@@ -246,7 +246,8 @@ def compose_stack(workdir: Path) -> Iterator[ComposeStack]:
         env = {k: v for k, v in pm.env_without_proxies().items()
                if not k.startswith(("COMPOSE_", "DOCKER_"))}
         env.update({name: f"127.0.0.1:{port}" for name, port in ports.items()})
-        env.update(DOCKER_HOST=docker_host, RNNSERVE_TLS_DIR=str(ca_file.parent))
+        env.update(DOCKER_HOST=docker_host, RNNSERVE_TLS_DIR=str(ca_file.parent),
+                   RNNSERVE_REDIS_PASSWORD=uuid.uuid4().hex)  # required by the compose file
         stack = ComposeStack(project, env, ports, ca_file)
         try:
             stack.up()

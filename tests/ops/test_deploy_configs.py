@@ -329,6 +329,7 @@ def test_deploy_compose_cli_loads_the_file(tmp_path: Path) -> None:
     cross-references such as depends_on); `config` needs no Docker engine."""
     compose = tool("docker-compose")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_"))}
+    env["RNNSERVE_REDIS_PASSWORD"] = "test-only-pw"  # required: `up` refuses to run without
     result = subprocess.run([compose, "-f", str(COMPOSE), "config", "--format", "json"],
                             capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr
@@ -355,7 +356,9 @@ def test_deploy_compose_wires_redis_replicas_and_nginx() -> None:
     replicas = {n: s for n, s in services.items() if n.startswith("rnnserve-")}
     assert len(replicas) >= 2
     for service in replicas.values():
-        assert service["environment"]["RNNSERVE_STATE_STORE"] == "redis://redis:6379/0"
+        assert service["environment"]["RNNSERVE_STATE_STORE"] == (
+            "redis://:${RNNSERVE_REDIS_PASSWORD:?set RNNSERVE_REDIS_PASSWORD (see the top of "
+            "docker-compose.yml)}@redis:6379/0")  # tests/ops/test_deploy_redis_secrets.py
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
         assert "rnnserve-healthcheck" in " ".join(service["healthcheck"]["test"])
         assert "ports" not in service, "only nginx is published"
@@ -419,7 +422,8 @@ def test_deploy_k8s_deployment_probes_config_and_scaling() -> None:
     config_ref, secret_ref = container["envFrom"]
     assert secret_ref["secretRef"]["optional"] is True
     config = docs[("ConfigMap", config_ref["configMapRef"]["name"])]["data"]
-    assert config["RNNSERVE_STATE_STORE"] == "redis://rnnserve-redis:6379/0"
+    env = {e["name"]: e for e in container["env"]}  # the store URL holds a Secret's password
+    assert env["RNNSERVE_STATE_STORE"]["value"].endswith("@rnnserve-redis:6379/0")
     assert config["RNNSERVE_HOST"] == "0.0.0.0"
     from rnnserve.settings import Settings
 

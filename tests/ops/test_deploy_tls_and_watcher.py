@@ -37,7 +37,8 @@ def compose_config(*files: Path, **env: str) -> subprocess.CompletedProcess[str]
     for file in files:
         command += ["-f", str(file)]
     return subprocess.run([*command, "config", "--format", "json"], capture_output=True,
-                          text=True, timeout=60, cwd=ROOT, env={**clean, **env})
+                          text=True, timeout=60, cwd=ROOT,
+                          env={**clean, "RNNSERVE_REDIS_PASSWORD": "test-only-pw", **env})
 
 
 def tls_nginx_conf(tmp: Path, with_certificate: bool = True) -> Path:

@@ -4,8 +4,9 @@ Real processes only: a Redis master with two replicas and three sentinels (passw
 every data node), two rnnserve servers pointed at them with
 `--state-store redis+sentinel://:PASSWORD@S1,S2,S3/NAME/0 --redis-wait-replicas 1`, and a few
 concurrent clients that step their sessions one step at a time, each step with a step_id and
-retried (same step_id, alternating servers) on a 503 or a lost connection until acknowledged. Mid-stream the master
-is SIGKILLed (the network stays up); the sentinels promote a replica and the servers follow it.
+retried (same step_id, alternating servers) on a 503 or a lost connection until acknowledged.
+Mid-stream the master is SIGKILLed (the network stays up); the sentinels promote a replica and
+the servers follow it.
 
 Afterwards every session's step count must equal the distinct step_ids acknowledged for it
 (none lost, none doubled) and its joined outputs must equal a stateless predict of its whole

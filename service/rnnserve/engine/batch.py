@@ -27,6 +27,7 @@ from rnnserve.errors import (
     StepConflict,
     StepMayBeApplied,
     StepTimedOut,
+    StoreFull,
     Unavailable,
     not_applied,
 )
@@ -117,6 +118,8 @@ class BatchMechanics:
         try:
             written = await self.store.scatter(gathered, new_states, [x.shape[1]] * k,
                                                out[sig.output_name][:k], step_ids)
+        except StoreFull as exc:  # Redis refuses a script before its first write
+            raise not_applied(exc) from exc
         except Exception as exc:  # sent, perhaps, and applied: nobody can tell
             reason = exc.message if isinstance(exc, RnnServeError) else repr(exc)
             raise StepMayBeApplied(f"{reason}; the state store failed while writing the "

@@ -1,4 +1,5 @@
-"""The Redis store's connection: how it is opened, and its errors as Unavailable.
+"""The Redis store's connection: how it is opened, and its errors as Unavailable (a refused
+password and a full Redis, at maxmemory with noeviction, each with its own message).
 
 A command is retried once, at once, on a fresh connection, when its pooled connection fails
 with a connection error or a timeout (after a Redis restart or failover every pooled
@@ -18,11 +19,11 @@ from typing import NoReturn
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, OutOfMemoryError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from rnnserve.errors import StoreUnreachable, Unavailable
+from rnnserve.errors import StoreFull, StoreUnreachable, Unavailable
 from rnnserve.redact import safe_url
 from rnnserve.state.redis_sentinel import connect_sentinel
 from rnnserve.state.redis_url import is_sentinel_url, parse_sentinel_url
@@ -49,7 +50,21 @@ def connect(url: str, connect_timeout_s: float, command_timeout_s: float) -> aio
     )
 
 
+FULL_ADVICE = ("Redis reached its maxmemory and refuses writes (maxmemory-policy noeviction "
+               "keeps every session instead of evicting one); sessions can still be read and "
+               "deleted: delete sessions you no longer need, wait for idle ones to expire, or "
+               "raise Redis's maxmemory (docs/deploy.md, Redis: password, memory, sizing)")
+"""Why a write was refused and what frees room: what the client and the operator read."""
+
+
 def _unavailable(where: str, exc: RedisError) -> NoReturn:
+    if isinstance(exc, AuthenticationError):  # wrong, missing or unexpected password
+        raise StoreUnreachable(f"the state store (Redis at {where}) refused the connection's "
+                               f"credentials ({exc}): put Redis's password in the store URL, "
+                               "redis://:PASSWORD@HOST:PORT/DB", retry_after_s=1) from exc
+    if isinstance(exc, OutOfMemoryError) or str(exc).startswith("OOM "):
+        raise StoreFull(f"the state store (Redis at {where}) is full: {FULL_ADVICE}",
+                        retry_after_s=5) from exc
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
         raise StoreUnreachable(f"the state store (Redis at {where}) is unreachable: "
                                f"{exc}", retry_after_s=1) from exc
