@@ -227,6 +227,21 @@ def serving(args: list[str], log_path: Path, *, grpc: bool = False
         server.stop()
 
 
+@contextmanager
+def serving_replicas(args: list[str], log_dir: Path, count: int, name: str = "replica"
+                     ) -> Iterator[list[ServerProcess]]:
+    """`count` ready servers with the same arguments (replicas sharing one state store), each
+    logging to log_dir/{name}-{i}.log, all stopped after the `with`."""
+    servers = [ServerProcess(args, log_dir / f"{name}-{i}.log") for i in range(count)]
+    try:
+        for server in servers:
+            server.wait_ready()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     servers: list[ServerProcess] = []

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def test_device_auto_without_a_gpu_serves_on_the_cpu(gpu_venv: Path, tmp_path: P
             except httpx.HTTPError:
                 pass
             assert server.proc.poll() is None, server.log()
-            subprocess.run(["sleep", "0.2"], check=True)
+            time.sleep(0.2)
         predict = httpx.post(f"{url}/v1/models/temperature-gru/predict",
                              json={"inputs": [[[48.2, 0.0, 1.0]]]}, timeout=10)
         assert predict.status_code == 200, predict.text

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import free_port
-from tests.state.redis_server import RedisServer
+from tests.state.redis_server import RedisServer, end_process
 
 REDIS_SENTINEL = shutil.which("redis-sentinel")
 MASTER_NAME = "rnnserve-test"
@@ -44,14 +44,7 @@ class SentinelProcess:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        end_process(self.process)
         self.process = None
 
 

@@ -15,6 +15,18 @@ from tests.conftest import free_port
 REDIS_SERVER = shutil.which("redis-server")
 
 
+def end_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 10 s."""
+    if process is None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class RedisServer:
     """`start()` launches redis-server and waits until it answers PING; `stop()` ends it."""
 
@@ -91,12 +103,5 @@ class RedisServer:
             self.process = None
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        end_process(self.process)
         self.process = None

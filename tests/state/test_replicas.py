@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, serving_replicas
 from tests.state.redis_server import REDIS_SERVER, RedisServer
 
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="needs redis-server (apt-get)")
@@ -29,15 +29,9 @@ RNG = np.random.default_rng(29)
 
 @pytest.fixture
 def replicas(redis: RedisServer, tiny_repo: Path, tmp_path: Path) -> Iterator[list[ServerProcess]]:
-    procs = [ServerProcess(["--models", str(tiny_repo), "--state-store", redis.url],
-                           tmp_path / f"replica-{i}.log") for i in range(3)]
-    try:
-        for proc in procs:
-            proc.wait_ready()
+    with serving_replicas(["--models", str(tiny_repo), "--state-store", redis.url],
+                          tmp_path, 3) as procs:
         yield procs
-    finally:
-        for proc in procs:
-            proc.stop()
 
 
 class Client:

@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, ServerProcess
+from tests.conftest import ROOT, ServerProcess, serving_replicas
 from tests.state.redis_sentinel_cluster import REDIS_SENTINEL, SentinelCluster
 from tests.state.redis_server import REDIS_SERVER
 
@@ -58,16 +58,10 @@ def servers(cluster: SentinelCluster, tiny_repo: Path, tmp_path: Path
             ) -> Iterator[list[ServerProcess]]:
     # a step is acknowledged only once a replica has it (WAIT 1 after each batch's write):
     # the replica Sentinel promotes then holds every acknowledged step
-    procs = [ServerProcess(["--models", str(tiny_repo), "--state-store", cluster.url,
-                            "--redis-wait-replicas", "1"],
-                           tmp_path / f"server-{i}.log") for i in range(2)]
-    try:
-        for proc in procs:
-            proc.wait_ready()
+    args = ["--models", str(tiny_repo), "--state-store", cluster.url,
+            "--redis-wait-replicas", "1"]
+    with serving_replicas(args, tmp_path, 2, name="server") as procs:
         yield procs
-    finally:
-        for proc in procs:
-            proc.stop()
 
 
 @dataclass
