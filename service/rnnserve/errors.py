@@ -21,7 +21,8 @@ they enter.
     │   ├── StepConflict                                       another replica stepped the session
     │   ├── StepMayBeApplied                                   the store failed writing a step
     │   ├── StoreUnreachable                                   no connection to the state store
-    │   └── StoreFull                                          Redis at maxmemory refused a write
+    │   ├── StoreFull                                          Redis at maxmemory refused a write
+    │   └── SessionFormatTooNew                                stored by a newer release's format
     ├── RequestTimedOut                504  DEADLINE_EXCEEDED  stopped at its limit, unchanged
     │   └── StepTimedOut                                       a step withdrawn, not applied
     └── InferenceFailed                500  INTERNAL           ONNX Runtime raised on valid input
@@ -152,6 +153,12 @@ class StepNotReplicated(StepMayBeApplied):
     acknowledged it within --redis-wait-timeout-s (Redis WAIT): a failover now could lose it.
     A retry with the same step_id replays the recorded outputs and waits for the replicas
     again; it never applies the step twice."""
+
+
+class SessionFormatTooNew(Unavailable):
+    """The session's Redis record is in a format newer than this replica reads: a replica of a
+    newer release wrote it (a rolling upgrade whose record format was switched on before every
+    replica ran that release). Nothing was read or written; another replica may serve it."""
 
 
 class StoreUnreachable(Unavailable):

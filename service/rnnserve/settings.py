@@ -46,6 +46,13 @@ class Settings(BaseSettings):
         "not yet replicated': a retry with the same step_id replays it, never twice. A "
         "replica's acknowledgement means its memory, not its disk. 0: no WAIT."
     )
+    redis_record_format: int = Field(
+        1, ge=1, le=2, description="With a Redis state store: the record format this "
+        "replica writes sessions in (it reads both). 1 is what every release reads; 2 keeps a "
+        "session's state in one field (less Redis memory). Switch to 2 only once every replica on "
+        "that Redis runs this release or newer: an older replica cannot step a format 2 "
+        "session. Each write converts the record it writes."
+    )
     redis_wait_timeout_s: float = Field(
         1.0, gt=0, description="How long a batch's write waits for --redis-wait-replicas "
         "replicas to acknowledge it (seconds, rounded up to whole ms)."

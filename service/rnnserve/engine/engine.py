@@ -42,7 +42,7 @@ from rnnserve.proxies import TrustedProxies
 from rnnserve.redact import safe_url
 from rnnserve.settings import Settings
 from rnnserve.state import StateStore
-from rnnserve.state.factory import make_store
+from rnnserve.state.factory import make_store, store_details
 from rnnserve.tracing import Tracing
 
 log = logging.getLogger("rnnserve.engine")
@@ -87,7 +87,8 @@ class Engine:
         self._store_probe: asyncio.Task[None] | None = None
         self.store_health = StoreHealth(safe_url(settings.state_store),
                                         settings.store_unready_after_s,
-                                        on_change=self._store_reachable)
+                                        on_change=self._store_reachable,
+                                        details=store_details(settings))
         self._sessions: Sessions | None = None
         self.started = False
         self.draining = False  # set at SIGTERM: readiness goes false before the listeners close

@@ -38,10 +38,12 @@ class StoreHealth:
 
     def __init__(self, where: str, unready_after_s: float,
                  on_change: Callable[[bool], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 details: dict[str, Any] | None = None) -> None:
         """`where`: the store's URL without credentials; `on_change(reachable)` hears each
-        change (the metrics gauge)."""
+        change (the metrics gauge); `details`: what describe() adds about the store."""
         self.where = where
+        self.details = details or {}
         self.unready_after_s = unready_after_s
         self.clock = clock
         self._on_change = on_change or (lambda reachable: None)
@@ -102,7 +104,7 @@ class StoreHealth:
         return {"url": self.where, "reachable": not down,
                 "unreachable_for_s": round(self.down_for_s(), 1) if down else None,
                 "last_error": self._last_error if down else None,
-                "unready_after_s": self.unready_after_s}
+                "unready_after_s": self.unready_after_s, **self.details}
 
     async def probe_forever(self, store: StateStore) -> None:
         """Ping `store` every PROBE_INTERVAL_S until cancelled; log when readiness turns

@@ -1,6 +1,7 @@
 """The Redis state store: sessions shared by every replica that points at one Redis.
 
-The keys and the bytes stored under them are laid out in redis_format; the Lua scripts
+The keys and the bytes stored under them are laid out in redis_format, the numbered formats
+of a session's record (and which one this store writes) in redis_records; the Lua scripts
 that write them are redis_*.lua, loaded by redis_scripts; the connection is redis_client's.
 
 Every write is one Lua script, so it is atomic and one round trip: scatter checks each row's
@@ -30,12 +31,9 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from rnnserve.errors import (
-    RnnServeError,
-    SessionOnOtherVersion,
     Unavailable,
-    UnknownSession,
 )
-from rnnserve.state import redis_scripts
+from rnnserve.state import redis_records, redis_scripts
 from rnnserve.state.base import (
     AttachEvent,
     Gathered,
@@ -43,7 +41,6 @@ from rnnserve.state.base import (
     SessionRecord,
     StateLayout,
     Written,
-    replaced,
 )
 from rnnserve.state.redis_attach import RedisAttachments
 from rnnserve.state.redis_client import connect, guard, safe_url
@@ -52,22 +49,20 @@ from rnnserve.state.redis_format import (
     GEN,
     LIVE,
     MARKER,
-    META,
     MODELS,
     OWNER,
     RECEIPT,
     RECEIPT_MS,
     SESSION,
-    GatherToken,
-    from_bytes,
     layout_json,
     not_found,
     outputs_from,
     record_from,
-    state_bytes,
     text,
     write_id,
 )
+from rnnserve.state.redis_gather import gather
+from rnnserve.state.redis_records import NEWEST, record_format, too_new
 from rnnserve.state.redis_scatter import ScatterWriter
 
 log = logging.getLogger("rnnserve.state.redis")
@@ -104,8 +99,15 @@ class RedisStateStore:
         max_sessions_per_client: int = 0,
         wait_replicas: int = 0,
         wait_timeout_s: float = 1.0,
+        record_format: int = 1,
     ) -> None:
+        """`record_format`: the format every write uses (redis_records.FORMATS); 1 until every
+        replica on this Redis runs a release that reads the newer one."""
+        if record_format not in redis_records.FORMATS:
+            raise ValueError(f"record format {record_format} is not one of "
+                             f"{redis_records.FORMATS}")
         self.url = url
+        self.record_format = record_format
         self.ttl_s = ttl_s
         self.max_sessions = max_sessions
         self._where = safe_url(url)
@@ -120,7 +122,8 @@ class RedisStateStore:
         self._writer = ScatterWriter(self._client, self._where, ttl_ms=self._ttl_ms,
                                      marker_ttl_ms=self._marker_ttl_ms,
                                      ttl_label=self._ttl_label, wait_replicas=wait_replicas,
-                                     wait_timeout_s=wait_timeout_s)
+                                     wait_timeout_s=wait_timeout_s,
+                                     record_format=record_format)
         self._reset = self._client.register_script(redis_scripts.RESET)
         self._delete = self._client.register_script(redis_scripts.DELETE)
         self._sweep = self._client.register_script(redis_scripts.SWEEP)
@@ -187,15 +190,25 @@ class RedisStateStore:
         return record_from(session_id, meta, self.ttl_s)
 
     async def _fetch(self, session_id: str) -> dict[bytes, Any]:
-        """The whole hash, or SessionNotFound saying unknown or expired: one round trip."""
+        """The whole hash, or SessionNotFound saying unknown or expired: one round trip.
+        A record of a format newer than this release reads is refused here (too_new)."""
+        return (await self._fetch_with_state(session_id, state=False))[0]
+
+    async def _fetch_with_state(self, session_id: str,
+                                state: bool = True) -> tuple[dict[bytes, Any], Any]:
+        """The hash and (with `state`) format 2's state key, read in one MULTI so that the
+        two agree; SessionNotFound or too_new as _fetch."""
         async with guard(self._where):
-            async with self._client.pipeline(transaction=False) as pipe:
+            async with self._client.pipeline(transaction=state) as pipe:
                 pipe.hgetall(SESSION + session_id)
                 pipe.get(MARKER + session_id)
-                fields, marker = await pipe.execute()
+                if state:
+                    pipe.get(redis_records.STATE + session_id)
+                fields, marker, *whole = await pipe.execute()
         if not fields:
             raise not_found(session_id, marker)
-        return dict(fields)
+        record_format(session_id, fields.get(redis_records.FORMAT))
+        return dict(fields), whole[0] if whole else None
 
     # -- the interface ---------------------------------------------------------------------
 
@@ -205,20 +218,22 @@ class RedisStateStore:
     ) -> SessionRecord:
         """One script: refuse a taken id (unless `replace`) or a full store, then write the
         hash, its marker and its live-set entry together."""
+        pairs, whole = redis_records.state_fields(layout.tensors, state, self.record_format)
         fields: list[Any] = [
             "model", layout.model, "version", layout.version, "created", repr(record.created),
-            "steps", 0, "owner", record.owner, "layout", layout_json(layout.tensors)]
-        for (name, _, _), raw in zip(layout.tensors, state_bytes(layout.tensors, state),
-                                     strict=True):
-            fields += ["t:" + name, raw]
+            "steps", 0, "owner", record.owner, "layout", layout_json(layout.tensors), *pairs]
         async with guard(self._where):
             out = await self._create(
                 keys=[SESSION + record.id, MARKER + record.id, GEN, MODELS, LIVE + layout.model,
-                      OWNER + record.owner, *self.clients.keys(record.client)],
+                      OWNER + record.owner, *self.clients.keys(record.client),
+                      redis_records.STATE + record.id],
                 args=[int(replace), self.max_sessions, self._ttl_ms, self._marker_ttl_ms,
                       self._ttl_label, record.id, layout.model, LIVE, OWNER,
-                      *self.clients.args(record.client), write_id(), *fields])
+                      *self.clients.args(record.client), write_id(), NEWEST,
+                      self.record_format, whole, *fields])
         status = text(out[0])
+        if status == "format":
+            raise too_new(record.id, out[1])
         if status == "taken":
             raise Unavailable(f"session id {record.id!r} is taken", retry_after_s=0)
         if status == "full":
@@ -241,10 +256,14 @@ class RedisStateStore:
 
     async def read(self, session_id: str) -> tuple[SessionRecord, dict[str, np.ndarray]]:
         """The record and the state, each tensor [layers, 1, hidden]."""
-        fields = await self._fetch(session_id)
-        state = {name: from_bytes(fields[b"t:" + name.encode()], layers, hidden)[:, None, :]
-                 for name, layers, hidden in json.loads(fields[b"layout"])}
-        return self._record(session_id, fields), state
+        fields, whole = await self._fetch_with_state(session_id)
+        tensors = [(str(n), int(layers), int(hidden))
+                   for n, layers, hidden in json.loads(fields[b"layout"])]
+        fmt = record_format(session_id, fields.get(redis_records.FORMAT))
+        wanted = redis_records.read_fields(tensors)
+        row = redis_records.row_bytes(session_id, fmt, whole,
+                                      [fields.get(f) for f in wanted[1:]], tensors)
+        return self._record(session_id, fields), redis_records.unstack([row], tensors)
 
     async def reset(
         self, session_id: str, state: dict[str, np.ndarray] | None
@@ -255,17 +274,20 @@ class RedisStateStore:
             fields = await self._fetch(session_id)
             tensors = [(str(n), int(layers), int(hidden))
                        for n, layers, hidden in json.loads(fields[b"layout"])]
-            pairs: list[Any] = []
-            for (name, _, _), raw in zip(tensors, state_bytes(tensors, state), strict=True):
-                pairs += ["t:" + name, raw]
+            pairs, whole = redis_records.state_fields(tensors, state, self.record_format)
+            names = redis_records.tensor_fields(tensors)
             async with guard(self._where):
                 out = await self._reset(
-                    keys=[SESSION + session_id, MARKER + session_id, GEN],
+                    keys=[SESSION + session_id, MARKER + session_id, GEN,
+                          redis_records.STATE + session_id],
                     args=[fields[b"gen"], self._ttl_ms, self._marker_ttl_ms, self._ttl_label,
-                          LIVE, session_id, OWNER, write_id(), *pairs])
+                          LIVE, session_id, OWNER, write_id(), NEWEST, self.record_format,
+                          whole, len(names), *names, *pairs[1::2]])
             status = text(out[0])
             if status == "missing":
                 raise not_found(session_id, out[1])
+            if status == "format":
+                raise too_new(session_id, out[1])
             if status == "ok":
                 fields.update({b"last_used": out[1], b"steps": b"0"})
                 return self._record(session_id, fields)
@@ -275,10 +297,13 @@ class RedisStateStore:
     async def delete(self, session_id: str) -> None:
         async with guard(self._where):
             out = await self._delete(
-                keys=[SESSION + session_id, MARKER + session_id, RECEIPT + write_id()],
-                args=[LIVE, session_id, OWNER, self.clients.prefix, RECEIPT_MS])
+                keys=[SESSION + session_id, MARKER + session_id, RECEIPT + write_id(),
+                      redis_records.STATE + session_id],
+                args=[LIVE, session_id, OWNER, self.clients.prefix, RECEIPT_MS, NEWEST])
         if text(out[0]) == "missing":
             raise not_found(session_id, out[1])
+        if text(out[0]) == "format":
+            raise too_new(session_id, out[1])
         self._on_event("deleted", text(out[1]), int(out[2]))
 
     async def attach(self, session_id: str, owner: str) -> SessionRecord:
@@ -291,54 +316,19 @@ class RedisStateStore:
         self, layout: StateLayout, ids: list[str], owners: list[str | None],
         holders: list[int | None] | None = None,
     ) -> Gathered:
-        """One pipelined round trip (HMGET of the fields this layout needs, and the marker
-        to tell expired from unknown), stacked into [layers, batch, hidden] per tensor."""
-        names = [b"t:" + name.encode() for name, _, _ in layout.tensors]
-        expected_layout = layout_json(layout.tensors).encode()
-        version = str(layout.version).encode()
-        async with guard(self._where):
-            async with self._client.pipeline(transaction=False) as pipe:
-                for session_id in ids:
-                    pipe.hmget(SESSION + session_id, [*META, *names])
-                    pipe.get(MARKER + session_id)
-                replies = await pipe.execute() if ids else []
-        states = layout.zeros(len(ids))
-        errors: list[RnnServeError | None] = [None] * len(ids)
-        gens: list[bytes | None] = [None] * len(ids)
-        records: list[SessionRecord | None] = [None] * len(ids)
-        for i, session_id in enumerate(ids):
-            values, marker = replies[2 * i], replies[2 * i + 1]
-            meta = dict(zip(META, values[: len(META)], strict=True))
-            if meta[b"gen"] is None:
-                errors[i] = not_found(session_id, marker)
-                continue
-            owner = owners[i]
-            if owner is not None and text(meta.get(b"owner") or b"") != owner:
-                errors[i] = UnknownSession(f"unknown session {session_id!r}")
-                continue
-            claimed = holders[i] if holders is not None else None
-            if claimed is not None and int(meta[b"holder"] or 0) != claimed:
-                errors[i] = replaced(session_id)
-                continue
-            if (meta[b"model"] != layout.model.encode() or meta[b"version"] != version
-                    or meta[b"layout"] != expected_layout):
-                errors[i] = SessionOnOtherVersion(f"session {session_id!r} belongs to another "
-                                            "model or version")
-                continue
-            for (name, layers, hidden), raw in zip(layout.tensors, values[len(META):],
-                                                   strict=True):
-                states[name][:, i, :] = from_bytes(raw, layers, hidden)
-            gens[i] = meta[b"gen"]
-            records[i] = self._record(session_id, meta)
-        return Gathered(ids, states, errors, token=GatherToken(layout, gens, records))
+        """A batch's sessions in one round trip: redis_gather."""
+        return await gather(self._client, self._where, self.ttl_s, layout, ids, owners, holders)
 
     async def replay(
         self, session_id: str, step_id: str, owner: str
     ) -> tuple[np.ndarray, int] | None:
         """One round trip: the recorded outputs if `step_id` is the session's last step."""
         async with guard(self._where):
-            last_id, last_out, steps, who = await self._client.hmget(
-                SESSION + session_id, [b"last_id", b"last_out", b"steps", b"owner"])
+            last_id, last_out, steps, who, fmt = await self._client.hmget(
+                SESSION + session_id,
+                [b"last_id", b"last_out", b"steps", b"owner", redis_records.FORMAT])
+        if steps is not None:
+            record_format(session_id, fmt)
         if last_id is None or text(last_id) != step_id or not isinstance(last_out, bytes):
             return None
         if text(who or b"") != owner:

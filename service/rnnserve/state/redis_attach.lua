@@ -1,11 +1,13 @@
--- KEYS: hash, marker, gen counter. ARGV: owner, channel, id, write id.
--- -> {'missing', marker} | {'other'} | {'ok', holder, model, version, created, last_used, steps}
+-- KEYS: hash, marker, gen counter. ARGV: owner, channel, id, write id, newest record format.
+-- -> {'missing', marker} | {'format', fmt} | {'other'} |
+--    {'ok', holder, model, version, created, last_used, steps}
 -- A connection takes the session over: holder + 1, and a fresh gen so that a step gathered
 -- before this attach conflicts at its scatter (and is gathered again, under the new holder).
 -- Every replica hears of it on the channel ("{id} {holder}"). A resend of an attach that
 -- landed (its write id is stored) answers the same holder, not a second takeover.
-local cur = redis.call('HMGET', KEYS[1], 'gen', 'owner', 'wid', 'holder')
+local cur = redis.call('HMGET', KEYS[1], 'gen', 'owner', 'wid', 'holder', 'fmt')
 if not cur[1] then return {'missing', redis.call('GET', KEYS[2]) or ''} end
+if too_new(cur[5], tonumber(ARGV[5])) then return {'format', cur[5]} end
 if (cur[2] or '') ~= ARGV[1] then return {'other'} end
 local holder = cur[4] or '0'
 if cur[3] ~= ARGV[4] then

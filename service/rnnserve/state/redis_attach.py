@@ -30,6 +30,7 @@ from rnnserve.state.redis_format import (
     text,
     write_id,
 )
+from rnnserve.state.redis_records import NEWEST, too_new
 
 log = logging.getLogger("rnnserve.state.redis")
 
@@ -55,8 +56,10 @@ class RedisAttachments:
         """Run the attach script; the record as it stands after the attach."""
         async with guard(self._where):
             out = await self._attach(keys=[SESSION + session_id, MARKER + session_id, GEN],
-                                     args=[owner, CHANNEL, session_id, write_id()])
+                                     args=[owner, CHANNEL, session_id, write_id(), NEWEST])
         status = text(out[0])
+        if status == "format":
+            raise too_new(session_id, out[1])
         if status == "other":  # another key's session: unknown to this one, left as it was
             raise UnknownSession(f"unknown session {session_id!r}")
         if status == "missing":

@@ -1,14 +1,17 @@
 -- KEYS: hash, marker, gen counter, models set, live zset of the model, owner zset,
---       client set, clients index.
+--       client set, clients index, state key.
 -- ARGV: replace (0/1), max_sessions, ttl_ms, marker_ttl_ms, ttl label, id, model, live prefix,
 --       owner prefix, client address ('' if not counted), max per client (0: no cap),
---       session prefix, client prefix, write id, then field, value pairs (without gen,
---       last_used and wid).
--- -> {'taken'} | {'full', n} | {'client-full', n} | {'ok', now, replaced_model,
+--       session prefix, client prefix, write id, newest record format read, record format
+--       written, the whole state (format 2; '' for format 1), then field, value pairs
+--       (without gen, last_used, wid and fmt; format 1's tensor fields among them).
+-- -> {'taken'} | {'full', n} | {'client-full', n} | {'format', fmt} | {'ok', now, replaced_model,
 --    replaced_steps, expired_model, expired_steps} (empty strings where nothing was replaced
 --    or found expired; also for a resend of a create that landed: its write id is stored)
+-- 'format': the id is held by a record of a newer format than this release reads, which a
+-- replace would delete unread: refused, left as it was.
 local old = redis.call('HMGET', KEYS[1], 'model', 'steps', 'owner', 'client', 'wid',
-                       'last_used')
+                       'last_used', 'fmt')
 if old[5] == ARGV[14] then return {'ok', old[6], '', '', '', ''} end
 local client = ARGV[10]
 if client ~= '' and tonumber(ARGV[11]) > 0 then  -- the address's cap, before any write
@@ -22,6 +25,7 @@ end
 local rmodel, rsteps, emodel, esteps = '', '', '', ''
 if old[1] then
   if ARGV[1] ~= '1' then return {'taken'} end
+  if too_new(old[7], tonumber(ARGV[15])) then return {'format', old[7]} end
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', ARGV[8] .. old[1], ARGV[6])
   redis.call('ZREM', ARGV[9] .. (old[3] or ''), ARGV[6])
@@ -43,7 +47,8 @@ else
 end
 local args = {'gen', tostring(redis.call('INCR', KEYS[3])), 'last_used', now,
               'wid', ARGV[14]}
-for i = 15, #ARGV do args[#args + 1] = ARGV[i] end
+for i = 18, #ARGV do args[#args + 1] = ARGV[i] end
+put_state(KEYS[1], KEYS[9], ARGV[16], 'new', ARGV[17], ARGV[3], {}, args)
 redis.call('HSET', KEYS[1], unpack(args))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('SET', KEYS[2], ARGV[5] .. ' 0 ' .. ARGV[7], 'PX', ARGV[4])

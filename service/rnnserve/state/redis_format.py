@@ -18,7 +18,13 @@ Key layout (PREFIX is `rnnserve:`):
                            lost reply finds its own id and answers as its first run did
                            (scatter: 'landed', written) instead of failing its gen check
         layout             JSON [[name, layers, hidden], ...] of the state tensors
-        t:{name}           raw float32 little-endian bytes of that tensor, [layers, hidden]
+        fmt                the record format (absent: 1), which says where the state is
+                           (redis_records):
+        t:{name}           format 1: raw float32 little-endian bytes of that tensor,
+                           [layers, hidden], one field per tensor
+        last_id, last_out  the latest step id and its outputs (outputs_bytes), for a replay
+    rnnserve:t:{id}        format 2: string, the state tensors' bytes back to back in layout
+                           order; the hash's TTL, set by the same scripts
     rnnserve:k:{id}        string "{ttl_s} {steps} {model}", TTL = idle timeout + 1 day. It
                            outlives the hash, so a missing hash with a marker means "expired"
                            (and says after how long) rather than "unknown"; delete removes it
@@ -45,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnserve.errors import InvalidInput, RnnServeError, SessionNotFound, UnknownSession
+from rnnserve.errors import InvalidInput, SessionNotFound, UnknownSession
 from rnnserve.state.base import SessionRecord, StateLayout
 
 PREFIX = "rnnserve:"
@@ -105,13 +111,6 @@ def outputs_bytes(outputs: np.ndarray) -> bytes:
 def outputs_from(raw: bytes) -> np.ndarray:
     shape = tuple(int(d) for d in np.frombuffer(raw[:8], "<u4"))
     return np.frombuffer(raw[8:], "<f4").reshape(shape).copy()
-
-
-def from_bytes(raw: bytes, layers: int, hidden: int) -> np.ndarray:
-    if len(raw) != 4 * layers * hidden:
-        raise RnnServeError(f"a stored state has {len(raw)} bytes; expected "
-                            f"{4 * layers * hidden} ([{layers}, {hidden}] float32)")
-    return np.frombuffer(raw, dtype="<f4").reshape(layers, hidden).astype(np.float32)
 
 
 def not_found(session_id: str, marker: Any) -> SessionNotFound:

@@ -1,33 +1,45 @@
--- KEYS: gen counter, live zset of the model, then hash, marker per row.
--- ARGV: ttl_ms, marker_ttl_ms, ttl label, model, k (tensors), k field names, owner prefix,
---       write id, then per row: id, gathered gen, steps to add, owner, step id ('' for none),
---       outputs bytes, k state byte strings.
--- -> {now, then per row: status ('ok' | 'conflict' | 'missing' | 'replay' | 'landed'),
---     steps or marker, recorded outputs (replay only, else '')}
+-- KEYS: gen counter, live zset of the model, then hash, marker, state key per row.
+-- ARGV: ttl_ms, marker_ttl_ms, ttl label, model, newest record format read, record format
+--       written, n, the n format 1 tensor fields (t:{name}), owner prefix, write id, then per
+--       row: id, gathered gen, steps to add, owner, step id ('' for none), outputs bytes,
+--       then the state: format 1, n tensor byte strings; format 2, one string of them all.
+-- -> {now, then per row: status ('ok' | 'conflict' | 'missing' | 'replay' | 'landed' |
+--     'format'), steps or marker or the unread format, recorded outputs (replay only, else '')}
+-- 'format': a record of a format newer than this release reads; left as it was.
 -- 'landed': this very call (its write id) wrote the row before: a resend after a lost reply.
 -- It counts as written; its PEXPIRE is a write, so a WAIT after it covers the first run too.
 local ttl_ms, marker_ttl_ms = tonumber(ARGV[1]), ARGV[2]
-local k = tonumber(ARGV[5])
-local owners = ARGV[6 + k]
-local write_id = ARGV[7 + k]
-local stride = 6 + k
+local newest, fmt = tonumber(ARGV[5]), ARGV[6]
+local n = tonumber(ARGV[7])
+local tensor_fields = {unpack(ARGV, 8, 7 + n)}
+local owners = ARGV[8 + n]
+local write_id = ARGV[9 + n]
+local head = 9 + n
+local values = fmt == '1' and n or 1
+local stride = 6 + values
 local out = {now}
-for r = 0, (#KEYS - 2) / 2 - 1 do
-  local hash, marker = KEYS[3 + 2 * r], KEYS[4 + 2 * r]
-  local base = 7 + k + r * stride
+for r = 0, (#KEYS - 2) / 3 - 1 do
+  local hash, marker, state_key = KEYS[3 + 3 * r], KEYS[4 + 3 * r], KEYS[5 + 3 * r]
+  local base = head + r * stride
   local step_id = ARGV[base + 5]
-  local cur = redis.call('HMGET', hash, 'gen', 'last_id', 'last_out', 'steps', 'wid')
+  local cur = redis.call('HMGET', hash, 'gen', 'last_id', 'last_out', 'steps', 'wid', 'fmt')
   if not cur[1] then
     out[#out + 1] = 'missing'
     out[#out + 1] = redis.call('GET', marker) or ''
     out[#out + 1] = ''
+  elseif too_new(cur[6], newest) then
+    out[#out + 1] = 'format'
+    out[#out + 1] = cur[6]
+    out[#out + 1] = ''
   elseif cur[5] == write_id then
     redis.call('PEXPIRE', hash, ttl_ms)
+    redis.call('PEXPIRE', state_key, ttl_ms)
     out[#out + 1] = 'landed'
     out[#out + 1] = cur[4]
     out[#out + 1] = ''
   elseif step_id ~= '' and cur[2] == step_id then
     redis.call('PEXPIRE', hash, ttl_ms)  -- a write, so that a WAIT after it covers the step
+    redis.call('PEXPIRE', state_key, ttl_ms)
     out[#out + 1] = 'replay'
     out[#out + 1] = cur[4]
     out[#out + 1] = cur[3]
@@ -38,9 +50,11 @@ for r = 0, (#KEYS - 2) / 2 - 1 do
   else
     local args = {'last_used', now, 'gen', tostring(redis.call('INCR', KEYS[1])),
                   'wid', write_id}
-    for j = 1, k do
-      args[#args + 1] = ARGV[5 + j]
-      args[#args + 1] = ARGV[base + 6 + j]
+    if fmt == '1' then
+      for j = 1, n do
+        args[#args + 1] = tensor_fields[j]
+        args[#args + 1] = ARGV[base + 6 + j]
+      end
     end
     if step_id ~= '' then
       args[#args + 1] = 'last_id'
@@ -50,6 +64,7 @@ for r = 0, (#KEYS - 2) / 2 - 1 do
     elseif cur[2] then
       redis.call('HDEL', hash, 'last_id', 'last_out')
     end
+    put_state(hash, state_key, fmt, cur[6] or '1', ARGV[base + 7], ttl_ms, tensor_fields, args)
     redis.call('HSET', hash, unpack(args))
     local steps = redis.call('HINCRBY', hash, 'steps', ARGV[base + 3])
     redis.call('PEXPIRE', hash, ttl_ms)

@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from rnnserve.errors import RnnServeError, SessionNotFound, StepNotReplicated
-from rnnserve.state import redis_scripts
+from rnnserve.state import redis_records, redis_scripts
 from rnnserve.state.base import Gathered, Written
 from rnnserve.state.redis_client import guard
 from rnnserve.state.redis_format import (
@@ -47,13 +47,14 @@ class ScatterWriter:
 
     def __init__(self, client: aioredis.Redis, where: str, *, ttl_ms: int,
                  marker_ttl_ms: int, ttl_label: str, wait_replicas: int = 0,
-                 wait_timeout_s: float = 1.0) -> None:
+                 wait_timeout_s: float = 1.0, record_format: int = 1) -> None:
         self._client = client
         self._where = where
         self._script = client.register_script(redis_scripts.SCATTER)
         self._head: list[Any] = [ttl_ms, marker_ttl_ms, ttl_label]
         self.wait_replicas = wait_replicas
         self._wait_ms = max(1, math.ceil(wait_timeout_s * 1000))
+        self.record_format = record_format
 
     async def scatter(
         self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
@@ -63,7 +64,8 @@ class ScatterWriter:
         gathered one; a changed gen is a conflict (another writer came first: run again), a
         missing hash an error (deleted or expired meanwhile). A row whose step id is already
         the session's last one is replayed, never applied twice; one this call's write id
-        wrote already (a resend) counts as written."""
+        wrote already (a resend) counts as written. The state goes out in the store's record
+        format (redis_records); a record in the other one is converted by this write."""
         token: GatherToken = gathered.token
         layout = token.layout
         rows = [i for i, error in enumerate(gathered.errors) if error is None]
@@ -74,19 +76,21 @@ class ScatterWriter:
         replayed: list[tuple[np.ndarray, int] | None] = [None] * n
         if not rows:
             return Written(after, conflict, errors, replayed)
+        fmt = self.record_format
+        fields = redis_records.tensor_fields(layout.tensors)
         keys: list[str] = [GEN, LIVE + layout.model]
-        args: list[Any] = [*self._head, layout.model, len(layout.tensors),
-                           *("t:" + name for name, _, _ in layout.tensors), OWNER, write_id()]
-        per_tensor = {name: np.ascontiguousarray(states[name].transpose(1, 0, 2), dtype="<f4")
-                      for name, _, _ in layout.tensors}
+        args: list[Any] = [*self._head, layout.model, redis_records.NEWEST, fmt, len(fields),
+                           *fields, OWNER, write_id()]
+        per_value = redis_records.stack_rows(states, layout.tensors, fmt)
         for i in rows:
             session_id, before = gathered.ids[i], token.records[i]
             assert before is not None  # gather made a record for every row without error
-            keys += [SESSION + session_id, MARKER + session_id]
+            keys += [SESSION + session_id, MARKER + session_id,
+                     redis_records.STATE + session_id]
             step_id = step_ids[i] or ""
             args += [session_id, token.gens[i], int(steps[i]), before.owner, step_id,
                      outputs_bytes(outputs[i]) if step_id else b"",
-                     *(per_tensor[name][i].tobytes() for name, _, _ in layout.tensors)]
+                     *(rows[i].tobytes() for rows in per_value)]
         out, acked = await self.run(keys, args)
         short = acked is not None and acked < self.wait_replicas
         for j, i in enumerate(rows):
@@ -98,6 +102,8 @@ class ScatterWriter:
                 after[i] = int(text(value))
             elif status == "conflict":
                 conflict[i] = True
+            elif status == "format":
+                errors[i] = redis_records.too_new(gathered.ids[i], value)
             elif value:
                 errors[i] = not_found(gathered.ids[i], value)
             else:
