@@ -40,21 +40,23 @@ def events() -> Events:
     return []
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-format2"])
 async def store(request: pytest.FixtureRequest, events: Events) -> AsyncIterator[StateStore]:
     """A started store of each kind: ttl_s 60 and max_sessions 1000 unless the test's
-    `@pytest.mark.store(...)` says otherwise. The Redis one skips without redis-py or
-    redis-server (and only it)."""
+    `@pytest.mark.store(...)` says otherwise. Redis twice: writing record format 1 (the
+    default) and 2. The Redis ones skip without redis-py or redis-server (and only they)."""
     marker = request.node.get_closest_marker("store")
     options: dict[str, Any] = {"ttl_s": 60, "max_sessions": 1000}
     options.update(marker.kwargs if marker else {})
     made: StateStore
-    if request.param == "redis":
+    if request.param.startswith("redis"):
         pytest.importorskip("redis", reason=NO_REDIS_PY)
         from rnnserve.state.redis import RedisStateStore
 
         url = request.getfixturevalue("redis_url")
-        made = RedisStateStore(url, **options, on_event=recorder(events))
+        record_format = 2 if request.param == "redis-format2" else 1
+        made = RedisStateStore(url, **options, on_event=recorder(events),
+                               record_format=record_format)
     else:
         made = MemoryStateStore(**options, on_event=recorder(events))
     await made.start()
