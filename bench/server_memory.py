@@ -6,6 +6,7 @@ keep-alive connections), read the RSS again and, with Redis, `INFO memory` used_
 
     python -m bench.server_memory --store memory --sessions 100000
     python -m bench.server_memory --store redis --sessions 100000
+    python -m bench.server_memory --store redis --sessions 100000 --record-format 2
 
 Bounded: N creates to 127.0.0.1, then everything it started is stopped."""
 
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", choices=["memory", "redis"], default="memory")
     parser.add_argument("--sessions", type=int, default=100_000)
     parser.add_argument("--model", default="temperature-lstm")
+    parser.add_argument("--record-format", type=int, choices=[1, 2], default=1,
+                        help="with --store redis: the record format the server writes")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="rnnserve-mem-"))
     started: list[subprocess.Popen[bytes]] = []
@@ -116,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         server = subprocess.Popen(
             [sys.executable, "-m", "rnnserve", "serve", "--host", "127.0.0.1", "--port",
              str(port), "--grpc-port", "0", "--state-store", store, "--log-level", "warning",
-             "--max-sessions-per-client", "0", "--max-sessions", str(args.sessions + 1000)],
+             "--max-sessions-per-client", "0", "--max-sessions", str(args.sessions + 1000),
+             "--redis-record-format", str(args.record_format)],
             stdout=log, stderr=subprocess.STDOUT)
         started.append(server)
         url = f"http://127.0.0.1:{port}"
@@ -135,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             used = redis_used_memory(redis_port)
             row["redis_used_memory_mib"] = round(used / 2**20, 1)
             row["redis_bytes_per_session"] = round((used - redis_before) / args.sessions)
+            row["record_format"] = args.record_format
         print(json.dumps(row))
     finally:
         for proc in reversed(started):
