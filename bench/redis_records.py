@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import redis
-
-from bench.server_memory import free_port
 from rnnserve.state.base import SessionRecord, StateLayout
 from rnnserve.state.redis import RedisStateStore
+
+from bench.server_memory import free_port
 
 ROUNDS = 200
 
