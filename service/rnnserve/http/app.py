@@ -18,6 +18,7 @@ from rnnserve.http import native, sessions, stream, v2
 from rnnserve.http.api_docs import install_api_docs
 from rnnserve.http.auth import AuthAndRateLimit
 from rnnserve.http.errors import install_error_handlers
+from rnnserve.http.hot_routes import HotRoutes
 from rnnserve.http.limits import BodySizeLimit
 from rnnserve.http.request_context import RequestContext
 from rnnserve.metrics import OTHER
@@ -76,6 +77,7 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
     # everything, so 401/413/429 answers are counted; auth runs before the size limit reads
     # a body.
     settings = engine.settings
+    app.add_middleware(HotRoutes, fastapi_app=app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AuthAndRateLimit, keys=engine.keys,
                        rate=settings.rate_limit_per_s, burst=settings.rate_burst)
