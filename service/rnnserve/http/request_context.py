@@ -44,6 +44,10 @@ class RequestContext:
         self.metrics = metrics
         self.tracing = tracing
         self.model_label = model_label  # a served model's name, else OTHER (bounded labels)
+        # each label set's counter and histogram, looked up once: prometheus_client's
+        # labels() validates, locks and hashes on every call; the sets are bounded (above)
+        self._counted: dict[tuple[str, str, str, str], Any] = {}
+        self._timed: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,9 +94,16 @@ class RequestContext:
         route = getattr(scope.get("route"), "path", None)
         model = scope.get("path_params", {}).get("model", "")
         method_label = method if method in HTTP_METHODS else OTHER
-        self.metrics.requests.labels(method_label, route or "unmatched", self.model_label(model),
-                                     str(status)).inc()
-        self.metrics.latency.labels(method_label, route or "unmatched").observe(seconds)
+        counted = (method_label, route or "unmatched", self.model_label(model), str(status))
+        counter = self._counted.get(counted)
+        if counter is None:
+            counter = self._counted[counted] = self.metrics.requests.labels(*counted)
+        counter.inc()
+        timed = counted[:2]
+        histogram = self._timed.get(timed)
+        if histogram is None:
+            histogram = self._timed[timed] = self.metrics.latency.labels(*timed)
+        histogram.observe(seconds)
         if span is not None:
             span.update_name(f"{method} {route or scope['path']}")
             span.set_attribute("http.request.method", method)
