@@ -13,7 +13,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -21,6 +21,7 @@ import numpy as np
 from rnnserve.engine import deadlines
 from rnnserve.engine.attachments import Attachments, LetGo
 from rnnserve.engine.batcher import Batcher
+from rnnserve.engine.bulk_create import CreateOutcome, NewSession, create_many
 from rnnserve.engine.limits import Limits
 from rnnserve.engine.pending import (
     ARRAYS,
@@ -189,6 +190,16 @@ class Sessions:
         runner = self._served.runner(model, version)
         checked = check_state(runner.signature, state, "state")
         return await self.open(runner, new_session_id(), owner, checked, client=client)
+
+    async def create_many(
+        self, model: str, items: Sequence[NewSession | RnnServeError], *, owner: str = "",
+        client: str = "",
+    ) -> list[CreateOutcome]:
+        """Many new sessions of `model` at once, each under a single create's rules, each
+        succeeding or failing alone (bulk_create)."""
+        return await create_many(self._settings, self._store, self._served, model, items,
+                                 owner=owner, client=client, new_id=new_session_id,
+                                 streamable=require_streamable)
 
     async def open(self, runner: Runner, session_id: str, owner: str,
                    state: dict[str, np.ndarray] | None = None, *,

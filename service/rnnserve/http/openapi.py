@@ -98,6 +98,18 @@ CREATE_REQUEST: dict[str, Any] = {
 }
 CREATE_EXAMPLE: dict[str, Any] = {}
 
+CREATE_MANY_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "required": ["sessions"],
+    "additionalProperties": False,
+    "description": "Bulk create: one session per item (at most --max-sessions-per-request, "
+    "1024 by default), each under a single create's rules; the answer is 200 with "
+    '{"results": [...]} in the same order, each a session (as a single create returns it) '
+    'or {"error", "status", "retry_after_s"?} for an item that failed alone.',
+    "properties": {"sessions": {"type": "array", "minItems": 1, "items": CREATE_REQUEST}},
+}
+CREATE_MANY_EXAMPLE: dict[str, Any] = {"sessions": [{}, {}, {"version": 1}]}
+
 STEP_REQUEST: dict[str, Any] = {
     "type": "object",
     "required": ["inputs"],
@@ -130,3 +142,17 @@ def json_body(schema: dict[str, Any], example: Any, *, required: bool = True) ->
     """openapi_extra for a route that reads its JSON body itself."""
     return {"requestBody": {"required": required, "content": {
         "application/json": {"schema": schema, "example": example}}}}
+
+
+def create_body() -> dict[str, Any]:
+    """openapi_extra of the session create route: one session's optional body, or a bulk
+    create's, with the bulk answer (200) beside the single one (201)."""
+    return {
+        "requestBody": {"required": False, "content": {"application/json": {
+            "schema": {"oneOf": [CREATE_REQUEST, CREATE_MANY_REQUEST]},
+            "examples": {"one": {"summary": "one session", "value": CREATE_EXAMPLE},
+                         "bulk": {"summary": "sessions in bulk",
+                                  "value": CREATE_MANY_EXAMPLE}}}}},
+        "responses": {"200": {"description": "Bulk create: one result per item, in order: "
+                              "the session, or the item's error and status."}},
+    }
