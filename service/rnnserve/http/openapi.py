@@ -156,3 +156,20 @@ def create_body() -> dict[str, Any]:
         "responses": {"200": {"description": "Bulk create: one result per item, in order: "
                               "the session, or the item's error and status."}},
     }
+
+
+def steps_body() -> dict[str, Any]:
+    """openapi_extra of the gateway's bulk steps: the JSON body, and the binary one
+    (http/binary_steps.py) with its framing header."""
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": STEPS_REQUEST, "example": STEPS_EXAMPLE},
+        "application/octet-stream": {"schema": {
+            "type": "string", "format": "binary",
+            "description": "A JSON header {\"session_ids\": [...], \"shape\": [sessions, "
+            "timesteps, features], \"datatype\": \"FP32\", \"step_ids\"?: [...]} of "
+            "Inference-Header-Content-Length bytes, then sessions × timesteps × features "
+            "float32 values, little-endian, row-major. The reply has the same framing."}}}},
+        "parameters": [{"name": "Inference-Header-Content-Length", "in": "header",
+                        "required": False, "schema": {"type": "integer", "minimum": 1},
+                        "description": "With a binary body: the byte length of its JSON "
+                        "header."}]}
