@@ -46,7 +46,7 @@ class Versions(Protocol):
 async def create_many(
     settings: Settings, store: StateStore, served: Versions, model: str,
     items: Sequence[NewSession | RnnServeError], *, owner: str, client: str,
-    new_id: Callable[[], str], streamable: Callable[[Runner], None],
+    new_ids: Callable[[int], list[str]], streamable: Callable[[Runner], None],
 ) -> list[CreateOutcome]:
     """One outcome per item, in order: its session's record, or the error a single create
     of it would have raised. An item given as an error (the transport could not read it)
@@ -87,9 +87,10 @@ async def create_many(
     for runner, indexes, states in groups.values():
         if not indexes:
             continue
-        records = [SessionRecord(id=new_id(), model=runner.name, version=runner.version,
-                                 created=now, last_used=now, ttl_s=settings.session_ttl_s,
-                                 owner=owner, client=counted) for _ in indexes]
+        name, version, ttl_s = runner.name, runner.version, settings.session_ttl_s
+        records = [SessionRecord(id=session_id, model=name, version=version, created=now,
+                                 last_used=now, ttl_s=ttl_s, owner=owner, client=counted)
+                   for session_id in new_ids(len(indexes))]
         with deadlines.writing():
             made = await store.create_many(served.batcher(runner).layout, records, states)
         for i, outcome in zip(indexes, made, strict=True):

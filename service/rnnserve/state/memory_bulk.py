@@ -59,9 +59,12 @@ class BulkCreate:
         kept, evicting = self._admit(records, out)
         if kept:
             self._store(layout, [records[i] for i in kept], [states[i] for i in kept])
-            for i in kept:
+            for i in kept:  # as stored: the caller's record, unless its fields differ
                 record = records[i]
-                out[i] = SessionRecord(
+                out[i] = record if (
+                    record.created == record.last_used and record.ttl_s == self.ttl_s
+                    and record.model == layout.model and record.version == layout.version
+                    and not record.steps and not record.holder) else SessionRecord(
                     id=record.id, model=layout.model, version=layout.version,
                     created=record.last_used, last_used=record.last_used, ttl_s=self.ttl_s,
                     owner=record.owner, client=record.client)

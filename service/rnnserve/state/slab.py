@@ -111,8 +111,13 @@ class Slab:
         """`write` for many slots: zeros with one fancy-indexed store per tensor, then the
         given states (only the items that have one) row by row."""
         self.generation[slots] += 1
+        first, count = int(slots[0]), len(slots)
+        rows: slice | np.ndarray = slots
+        if int(slots[-1]) == first + count - 1 and (count < 3 or bool(
+                (np.diff(slots) == 1).all())):
+            rows = slice(first, first + count)  # fresh slots: a plain block, no fancy index
         for arr in self.arrays.values():
-            arr[:, slots] = 0.0
+            arr[:, rows] = 0.0
         for slot, state in zip(slots.tolist(), states, strict=True):
             if state:
                 for name, arr in self.arrays.items():
