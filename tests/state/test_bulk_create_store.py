@@ -121,3 +121,32 @@ async def test_a_resent_redis_call_creates_nothing_twice(
     monkeypatch.setattr("rnnserve.state.redis_bulk.write_id", lambda: "another call")
     taken = await store.create_many(LSTM, records[:1], [None])
     assert isinstance(taken[0], Unavailable) and "taken" in taken[0].message
+
+
+async def test_a_redis_failure_after_a_chunk_landed_is_answered_per_item(
+        store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis gone between two chunks (a fault caused by a stand-in: the second script call
+    fails): the first chunk's sessions exist and are answered as made, the rest as failed,
+    rather than the whole call failing with sessions left behind unanswered."""
+    if isinstance(store, MemoryStateStore):
+        pytest.skip("the memory store has no chunks")
+    monkeypatch.setattr("rnnserve.state.redis_bulk.CHUNK", 2)
+    bulk: Any = store._bulk  # type: ignore[attr-defined]
+    real = bulk._chunk
+    calls: list[int] = []
+
+    async def second_fails(*args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise Unavailable("the state store cannot be reached")
+        return await real(*args)
+
+    monkeypatch.setattr(bulk, "_chunk", second_fails)
+    out = await store.create_many(LSTM, recs("f1", "f2", "f3", "f4"), [None] * 4)
+    assert [isinstance(o, SessionRecord) for o in out] == [True, True, False, False]
+    assert isinstance(out[2], Unavailable)
+    assert (await store.get("f2")).id == "f2"
+    calls.clear()
+    calls.append(1)  # the next call is the "second": it fails before anything is written
+    with pytest.raises(Unavailable):
+        await store.create_many(LSTM, recs("g1"), [None])

@@ -91,8 +91,13 @@ async def create_many(
         records = [SessionRecord(id=session_id, model=name, version=version, created=now,
                                  last_used=now, ttl_s=ttl_s, owner=owner, client=counted)
                    for session_id in new_ids(len(indexes))]
-        with deadlines.writing():
-            made = await store.create_many(served.batcher(runner).layout, records, states)
+        try:
+            with deadlines.writing():
+                made = await store.create_many(served.batcher(runner).layout, records, states)
+        except RnnServeError as exc:
+            if not any(isinstance(o, SessionRecord) for o in out):
+                raise  # nothing created: the request fails as a single create would
+            made = [exc] * len(records)  # other versions' sessions exist: answer them
         for i, outcome in zip(indexes, made, strict=True):
             out[i] = outcome
     return [o if o is not None else RnnServeError("not created") for o in out]

@@ -61,8 +61,13 @@ class RedisBulkCreate:
     ) -> list[SessionRecord | RnnServeError]:
         out: list[SessionRecord | RnnServeError] = []
         for start in range(0, len(records), CHUNK):
-            out += await self._chunk(layout, records[start:start + CHUNK],
-                                     states[start:start + CHUNK])
+            part = records[start:start + CHUNK]
+            try:
+                out += await self._chunk(layout, part, states[start:start + CHUNK])
+            except RnnServeError as exc:
+                if not start:
+                    raise  # nothing written: the whole call fails
+                out += [exc] * len(part)  # earlier chunks' sessions exist: say so, per item
         return out
 
     def _state_values(self, layout: StateLayout,
