@@ -150,3 +150,17 @@ async def test_a_redis_failure_after_a_chunk_landed_is_answered_per_item(
     calls.append(1)  # the next call is the "second": it fails before anything is written
     with pytest.raises(Unavailable):
         await store.create_many(LSTM, recs("g1"), [None])
+
+
+async def test_a_full_lru_memory_store_evicts_one_per_session_past_its_room(
+        events: Events) -> None:
+    store = MemoryStateStore(ttl_s=60, max_sessions=3, when_full="lru",
+                             on_event=recorder(events))
+    for sid in ("old1", "old2"):
+        await store.create(LSTM, rec(sid), None)
+    out = await store.create_many(LSTM, recs("n1", "n2", "n3"), [None] * 3)
+    assert all(isinstance(o, SessionRecord) for o in out)
+    assert await store.live_sessions() == {"lstm": 3}
+    assert [e[0] for e in events].count("evicted") == 2
+    for sid in ("n1", "n2", "n3"):
+        assert (await store.get(sid)).id == sid
