@@ -5,6 +5,8 @@ servers in one process (tests) keep separate counts."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -75,15 +77,22 @@ class Metrics:
         self.session_steps = Histogram(
             "rnnserve_session_steps", "Timesteps a session had taken when it ended",
             ["model"], buckets=STEP_BUCKETS, registry=self.registry)
+        self._created: dict[str, tuple[Any, Any]] = {}
 
     def session_event(self, event: str, model: str, steps: int) -> None:
-        """The state store's callback: count the event, track live sessions."""
-        self.session_events.labels(model, event).inc()
+        """The state store's callback: count the event, track live sessions. A create's two
+        series are looked up once per model (a bulk create calls this per session)."""
         if event == "created":
-            self.live_sessions.labels(model).inc()
-        else:
-            self.live_sessions.labels(model).dec()
-            self.session_steps.labels(model).observe(steps)
+            series = self._created.get(model)
+            if series is None:
+                series = self._created[model] = (self.session_events.labels(model, event),
+                                                  self.live_sessions.labels(model))
+            series[0].inc()
+            series[1].inc()
+            return
+        self.session_events.labels(model, event).inc()
+        self.live_sessions.labels(model).dec()
+        self.session_steps.labels(model).observe(steps)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

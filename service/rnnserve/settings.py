@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     max_sessions: int = Field(
         500_000, ge=1, description="Most live sessions (503 with Retry-After when full)."
     )
+    max_sessions_per_request: int = Field(
+        1024,
+        ge=1,
+        description="Most sessions one bulk create (POST /v1/models/{m}/sessions with "
+        '{"sessions": [...]}) may open (413 above).',
+    )
     when_full: Literal["reject", "lru"] = Field(
         "reject",
         description="At max_sessions: reject new sessions (503), or evict the least recently "

@@ -3,6 +3,7 @@ import from `rnnserve.engine` only, never from the modules below it. Nothing in 
 knows about HTTP, JSON or protobuf: transports hand it float32 arrays, or undecoded step inputs
 with a StepDecoder of their own."""
 
+from rnnserve.engine.bulk_create import CreateOutcome, NewSession
 from rnnserve.engine.deadlines import TimeLimit
 from rnnserve.engine.engine import Engine, Prediction
 from rnnserve.engine.pending import StepDecoder, StepOutcome, StepResult
@@ -30,9 +31,11 @@ __all__ = [
     "PLATFORM",
     "Sequence",
     "V2_ADVICE",
+    "CreateOutcome",
     "DeviceUnavailable",
     "Engine",
     "ModelMetadata",
+    "NewSession",
     "Prediction",
     "SessionRecord",
     "SessionStepper",

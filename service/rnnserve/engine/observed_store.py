@@ -63,6 +63,12 @@ class ObservedStore:
     ) -> SessionRecord:
         return await self._observed(self.inner.create(layout, record, state, replace=replace))
 
+    async def create_many(
+        self, layout: StateLayout, records: list[SessionRecord],
+        states: list[dict[str, np.ndarray] | None],
+    ) -> list[SessionRecord | RnnServeError]:
+        return await self._observed(self.inner.create_many(layout, records, states))
+
     async def get(self, session_id: str) -> SessionRecord:
         return await self._observed(self.inner.get(session_id))
 

@@ -98,6 +98,18 @@ CREATE_REQUEST: dict[str, Any] = {
 }
 CREATE_EXAMPLE: dict[str, Any] = {}
 
+CREATE_MANY_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "required": ["sessions"],
+    "additionalProperties": False,
+    "description": "Bulk create: one session per item (at most --max-sessions-per-request, "
+    "1024 by default), each under a single create's rules; the answer is 200 with "
+    '{"results": [...]} in the same order, each a session (as a single create returns it) '
+    'or {"error", "status", "retry_after_s"?} for an item that failed alone.',
+    "properties": {"sessions": {"type": "array", "minItems": 1, "items": CREATE_REQUEST}},
+}
+CREATE_MANY_EXAMPLE: dict[str, Any] = {"sessions": [{}, {}, {"version": 1}]}
+
 STEP_REQUEST: dict[str, Any] = {
     "type": "object",
     "required": ["inputs"],
@@ -130,3 +142,34 @@ def json_body(schema: dict[str, Any], example: Any, *, required: bool = True) ->
     """openapi_extra for a route that reads its JSON body itself."""
     return {"requestBody": {"required": required, "content": {
         "application/json": {"schema": schema, "example": example}}}}
+
+
+def create_body() -> dict[str, Any]:
+    """openapi_extra of the session create route: one session's optional body, or a bulk
+    create's, with the bulk answer (200) beside the single one (201)."""
+    return {
+        "requestBody": {"required": False, "content": {"application/json": {
+            "schema": {"oneOf": [CREATE_REQUEST, CREATE_MANY_REQUEST]},
+            "examples": {"one": {"summary": "one session", "value": CREATE_EXAMPLE},
+                         "bulk": {"summary": "sessions in bulk",
+                                  "value": CREATE_MANY_EXAMPLE}}}}},
+        "responses": {"200": {"description": "Bulk create: one result per item, in order: "
+                              "the session, or the item's error and status."}},
+    }
+
+
+def steps_body() -> dict[str, Any]:
+    """openapi_extra of the gateway's bulk steps: the JSON body, and the binary one
+    (http/binary_steps.py) with its framing header."""
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": STEPS_REQUEST, "example": STEPS_EXAMPLE},
+        "application/octet-stream": {"schema": {
+            "type": "string", "format": "binary",
+            "description": "A JSON header {\"session_ids\": [...], \"shape\": [sessions, "
+            "timesteps, features], \"datatype\": \"FP32\", \"step_ids\"?: [...]} of "
+            "Inference-Header-Content-Length bytes, then sessions × timesteps × features "
+            "float32 values, little-endian, row-major. The reply has the same framing."}}}},
+        "parameters": [{"name": "Inference-Header-Content-Length", "in": "header",
+                        "required": False, "schema": {"type": "integer", "minimum": 1},
+                        "description": "With a binary body: the byte length of its JSON "
+                        "header."}]}

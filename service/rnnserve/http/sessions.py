@@ -12,18 +12,19 @@ from fastapi import APIRouter, Path, Query, Request, Response
 
 from rnnserve.engine import StepResult
 from rnnserve.errors import InvalidInput, PayloadTooLarge, RnnServeError
+from rnnserve.http.binary_steps import is_binary, step_many_binary
 from rnnserve.http.body import decode_state, encode_state, read_json_object
+from rnnserve.http.bulk_sessions import create_many, is_bulk
 from rnnserve.http.common import client_of, engine_of, owner_of, session_body
 from rnnserve.http.errors import error_fields
 from rnnserve.http.json_arrays import to_float32
 from rnnserve.http.openapi import (
-    CREATE_EXAMPLE,
     CREATE_REQUEST,
     STEP_EXAMPLE,
     STEP_REQUEST,
-    STEPS_EXAMPLE,
-    STEPS_REQUEST,
+    create_body,
     json_body,
+    steps_body,
 )
 from rnnserve.http.responses import FastJSONResponse
 
@@ -51,14 +52,20 @@ def step_inputs(body: Any, what: str = "inputs") -> Any:
     return to_float32(body["inputs"], what)
 
 
-@router.post("/models/{model}/sessions", status_code=201, summary="Open a session",
+@router.post("/models/{model}/sessions", status_code=201, summary="Open a session (or many)",
              description="The server keeps the session's hidden state between steps. Optional "
              "body: a starting `state` (as returned by GET /v1/sessions/{id}/state) and a "
-             "`version` to pin.", openapi_extra=json_body(CREATE_REQUEST, CREATE_EXAMPLE,
-                                                         required=False))
+             "`version` to pin; 201 with the session. Bulk: `{\"sessions\": [{\"state\"?, "
+             "\"version\"?}, ...]}` (at most --max-sessions-per-request, 1024 by default) "
+             "opens one session per item, each under the single create's rules, and answers "
+             "200 `{\"results\": [...]}` in order: each the session as a single create returns "
+             "it, or `{\"error\", \"status\"}` for an item that failed alone (`version` in the "
+             "query is every item's default).", openapi_extra=create_body())
 async def create_session(request: Request, model: str = MODEL,
                          version: str | None = Query(None)) -> FastJSONResponse:
     body = await optional_json(request)
+    if is_bulk(body):
+        return await create_many(request, model, body, version)
     only_fields(body, {"state", "version"}, "create")
     version = body.get("version", version)
     if version is not None and (isinstance(version, bool) or not isinstance(version, int | str)):
@@ -180,9 +187,18 @@ def parse_gateway_inputs(raw: list[Any], bad: dict[int, RnnServeError]
 
 @router.post("/models/{model}/steps", summary="Step many sessions in one request (gateways)",
              description="One step for each listed session, run as one batch. Results come in "
-             "the same order; a bad item gets its own error and leaves its session unchanged.",
-             openapi_extra=json_body(STEPS_REQUEST, STEPS_EXAMPLE))
-async def step_many(request: Request, model: str = MODEL) -> FastJSONResponse:
+             "the same order; a bad item gets its own error and leaves its session unchanged. "
+             "Besides JSON, a binary body (`application/octet-stream`): a JSON header "
+             "`{\"session_ids\", \"shape\": [sessions, timesteps, features], \"datatype\": "
+             "\"FP32\", \"step_ids\"?}` of `Inference-Header-Content-Length` bytes, then the "
+             "float32 values; the reply is binary too: a JSON header `{\"steps\", "
+             "\"errors\": [{\"index\", \"session_id\", \"error\", \"status\"}], "
+             "\"shape\", \"datatype\"}` of the length its `Inference-Header-Content-Length` "
+             "says, then the outputs as float32 (zeros in failed items' rows).",
+             openapi_extra=steps_body())
+async def step_many(request: Request, model: str = MODEL) -> Response:
+    if is_binary(request):
+        return await step_many_binary(request, model)
     engine = engine_of(request)
     body = await read_json_object(request)
     only_fields(body, {"steps"}, "steps")

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rnnserve.errors import RnnServeError, SessionQuotaExceeded, StreamReplaced
+from rnnserve.errors import RnnServeError, SessionQuotaExceeded, StreamReplaced, Unavailable
 
 SessionEvent = Callable[[str, str, int], None]
 """(event, model, steps): event is created, deleted, expired or evicted (evicted: the memory
@@ -114,6 +114,17 @@ class StateStore(Protocol):
         `replace`, an existing session of that id is overwritten (v2 sequence_start)."""
         ...
 
+    async def create_many(
+        self, layout: StateLayout, records: list[SessionRecord],
+        states: list[dict[str, np.ndarray] | None],
+    ) -> list[SessionRecord | RnnServeError]:
+        """`create` (never replacing) for many sessions of one version in one call, of one
+        caller (the records share an owner, a client address and a creation time): each
+        record is stored or gets the error its own create would raise (id taken, the
+        client address's cap, the store full), in order; the store's other failures
+        (Unavailable: unreachable) fail the whole call."""
+        ...
+
     async def get(self, session_id: str) -> SessionRecord: ...
 
     async def read(self, session_id: str) -> tuple[SessionRecord, dict[str, np.ndarray]]:
@@ -186,6 +197,12 @@ def replaced(session_id: str) -> StreamReplaced:
     """The error of a streamed step whose connection no longer holds its session."""
     return StreamReplaced(f"session {session_id!r} was attached by a newer connection; this "
                           "step was not applied")
+
+
+def store_full(max_sessions: int) -> Unavailable:
+    """The refusal of a session past --max-sessions (503: retry once sessions end)."""
+    return Unavailable(f"the server holds its maximum of {max_sessions} live sessions; delete "
+                       "idle ones or retry later", retry_after_s=5)
 
 
 def client_quota_exceeded(client: str, cap: int) -> SessionQuotaExceeded:

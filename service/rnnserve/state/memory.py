@@ -31,17 +31,19 @@ from rnnserve.state.base import (
     StateLayout,
     Written,
     replaced,
+    store_full,
 )
 from rnnserve.state.client_counts import ClientCounts
+from rnnserve.state.memory_bulk import SLOT_BITS, BulkCreate
 from rnnserve.state.slab import Slab, reserved_rows
 
 log = logging.getLogger("rnnserve.state.memory")
 
-SLOT_BITS = 40  # a session's code in the index: slab number << SLOT_BITS | slot
 RECENTLY_ENDED = 100_000  # how many expired/evicted ids are remembered, to say why they're gone
 
-class MemoryStateStore:
-    """Sessions of this process, with an idle timeout and a cap on live sessions."""
+class MemoryStateStore(BulkCreate):
+    """Sessions of this process, with an idle timeout and a cap on live sessions (bulk
+    creates: memory_bulk)."""
 
     name = "memory"
 
@@ -173,8 +175,7 @@ class MemoryStateStore:
         if len(self._index) < self.max_sessions:
             return
         if self.when_full != "lru":
-            raise Unavailable(f"the server holds its maximum of {self.max_sessions} live "
-                              "sessions; delete idle ones or retry later", retry_after_s=5)
+            raise store_full(self.max_sessions)
         best: tuple[float, int, int] | None = None
         for slab_no, slab in enumerate(self._slabs):
             n = slab.high_water

@@ -31,6 +31,7 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from rnnserve.errors import (
+    RnnServeError,
     Unavailable,
 )
 from rnnserve.state import redis_records, redis_scripts
@@ -43,6 +44,7 @@ from rnnserve.state.base import (
     Written,
 )
 from rnnserve.state.redis_attach import RedisAttachments
+from rnnserve.state.redis_bulk import RedisBulkCreate
 from rnnserve.state.redis_client import connect, guard, safe_url
 from rnnserve.state.redis_client_sets import ClientSets
 from rnnserve.state.redis_format import (
@@ -132,6 +134,11 @@ class RedisStateStore:
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
         self._attachments = RedisAttachments(self._client, self._where)
+        self._bulk = RedisBulkCreate(
+            self._client, self._where, max_sessions=max_sessions, ttl_s=ttl_s,
+            ttl_ms=self._ttl_ms, marker_ttl_ms=self._marker_ttl_ms, ttl_label=self._ttl_label,
+            record_format=record_format, clients=self.clients,
+            on_event=lambda event, model, steps: self._on_event(event, model, steps))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -250,6 +257,13 @@ class RedisStateStore:
         return SessionRecord(id=record.id, model=layout.model, version=layout.version,
                              created=record.created, last_used=float(now), ttl_s=self.ttl_s,
                              steps=0, owner=record.owner, client=record.client)
+
+    async def create_many(
+        self, layout: StateLayout, records: list[SessionRecord],
+        states: list[dict[str, np.ndarray] | None],
+    ) -> list[SessionRecord | RnnServeError]:
+        """One script per chunk of sessions: redis_bulk."""
+        return await self._bulk.create_many(layout, records, states)
 
     async def get(self, session_id: str) -> SessionRecord:
         return self._record(session_id, await self._fetch(session_id))

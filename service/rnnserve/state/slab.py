@@ -78,6 +78,22 @@ class Slab:
         self.live += 1
         return slot
 
+    def allocate_many(self, count: int) -> np.ndarray:
+        """`count` slots at once (a bulk create): freed ones first, then fresh ones above the
+        high water mark, growing once if need be. No loop per slot."""
+        reused_count = min(count, len(self.free))
+        reused = self.free[len(self.free) - reused_count:]
+        del self.free[len(self.free) - reused_count:]
+        fresh = count - reused_count
+        while self.high_water + fresh > self.capacity:
+            self._grow()
+        start = self.high_water
+        self.high_water += fresh
+        self.ids.extend([None] * fresh)
+        self.live += count
+        return np.concatenate([np.array(reused[::-1], np.int64),
+                               np.arange(start, start + fresh, dtype=np.int64)])
+
     def release(self, slot: int) -> None:
         self.alive[slot] = False
         self.ids[slot] = None
@@ -89,3 +105,22 @@ class Slab:
         for name, arr in self.arrays.items():
             value = None if state is None else state.get(name)
             arr[:, slot] = 0.0 if value is None else value[:, 0, :]
+
+    def write_many(self, slots: np.ndarray,
+                   states: list[dict[str, np.ndarray] | None]) -> None:
+        """`write` for many slots: zeros with one fancy-indexed store per tensor, then the
+        given states (only the items that have one) row by row."""
+        self.generation[slots] += 1
+        first, count = int(slots[0]), len(slots)
+        rows: slice | np.ndarray = slots
+        if int(slots[-1]) == first + count - 1 and (count < 3 or bool(
+                (np.diff(slots) == 1).all())):
+            rows = slice(first, first + count)  # fresh slots: a plain block, no fancy index
+        for arr in self.arrays.values():
+            arr[:, rows] = 0.0
+        for slot, state in zip(slots.tolist(), states, strict=True):
+            if state:
+                for name, arr in self.arrays.items():
+                    value = state.get(name)
+                    if value is not None:
+                        arr[:, slot] = value[:, 0, :]
