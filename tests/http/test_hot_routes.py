@@ -58,6 +58,9 @@ async def test_hot_routes_do_not_reach_the_router(app_client: tuple[Any, Any]) -
     for path in ("/v2/models/tiny-lstm/infer", "/v2/models/tiny-lstm/versions/1/infer"):
         answer = await client.post(path, json=body)
         assert answer.status_code == 200, answer.text
+    bulk = await client.post("/v1/models/tiny-lstm/steps",
+                             json={"steps": [{"session_id": sid, "inputs": [[0.1, 0.2, 0.3]]}]})
+    assert bulk.status_code == 200 and bulk.json()["results"][0]["steps"] == 2, bulk.text
     assert calls.paths == ["/v1/models/tiny-lstm/sessions"]
     # a GET on the same path, a trailing slash: the router's, as before
     assert (await client.get(f"/v1/sessions/{sid}/step")).status_code == 405
@@ -91,6 +94,12 @@ async def answers(client: httpx.AsyncClient, sid: str) -> list[tuple[int, str, s
         (f"/v1/sessions/{sid}/step", {"content": b"inputs=1",
                                       "headers": {"content-type": "text/plain"}}),
         ("/v1/sessions/no-such-session/step", {"json": {"inputs": [[0.5, -1.0, 2.0]]}}),
+        ("/v1/models/tiny-lstm/steps", {"json": {"steps": [
+            {"session_id": sid, "inputs": [[0.5, -1.0, 2.0]]},
+            {"session_id": "no-such-session", "inputs": [[0.5, -1.0, 2.0]]},
+            {"session_id": sid, "inputs": [[0.5]]}]}}),
+        ("/v1/models/tiny-lstm/steps", {"json": {"steps": "all"}}),
+        ("/v1/models/no-such-model/steps", {"json": {"steps": []}}),
         ("/v2/models/no-such-model/infer", {"json": {"inputs": []}}),
         ("/v2/models/tiny-lstm/versions/9/infer", {"json": {"inputs": []}}),
         ("/v2/models/tiny-lstm/infer", {"content": binary, "headers": binary_headers}),
@@ -120,4 +129,5 @@ async def test_hot_routes_answer_as_the_router_does(app_client: tuple[Any, Any],
     hot = [(s, text.replace(sids[0], "SID"), h) for s, text, h in hot]
     routed = [(s, text.replace(sids[1], "SID"), h) for s, text, h in routed]
     assert hot == routed
-    assert [s for s, _, _ in hot] == [200, 200, 400, 400, 400, 415, 404, 400, 400, 400, 400]
+    assert [s for s, _, _ in hot] == [200, 200, 400, 400, 400, 415, 404,
+                                      200, 400, 400, 400, 400, 400, 400]

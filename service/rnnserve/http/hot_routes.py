@@ -1,11 +1,12 @@
 """The hottest POST routes, reached without FastAPI's router: a session step
-(`/v1/sessions/{id}/step`) and KServe v2 infer (`/v2/models/{m}[/versions/{v}]/infer`).
+(`/v1/sessions/{id}/step`), a gateway's bulk steps (`/v1/models/{m}/steps`) and KServe v2
+infer (`/v2/models/{m}[/versions/{v}]/infer`).
 
 Measured on a session step, FastAPI's part of a request (matching the path against every
 route in turn, solving the route's dependencies, building its Request) cost more server CPU
 than the step itself. This ASGI layer sits where FastAPI's router would be reached, inside
 every middleware (request id, metrics, traces, time limit, CORS, API keys, rate limits, body
-limit all still apply), and, for those three paths only, calls the very route functions the
+limit all still apply), and, for those paths only, calls the very route functions the
 router would call, with the same Request, and answers their errors through the application's
 own exception handlers (http/errors.py). So nothing about those routes is written twice: this
 is the same path with less around it. Every other request goes on to FastAPI unchanged.
@@ -42,10 +43,12 @@ class HotRoutes:
         """(route template, route function, path parameters) of a hot route, else None.
         The parts must be non-empty and contain no '/', as the router's `{param}` requires."""
         parts = path.split("/")
-        if len(parts) == 5 and parts[:3] == ["", "v1", "sessions"] and parts[4] == "step":
-            if parts[3]:
+        if len(parts) == 5 and parts[1] == "v1" and parts[3]:
+            if parts[2] == "sessions" and parts[4] == "step":
                 return ("/v1/sessions/{session_id}/step", sessions.step,
                         {"session_id": parts[3]})
+            if parts[2] == "models" and parts[4] == "steps":
+                return "/v1/models/{model}/steps", sessions.step_many, {"model": parts[3]}
         elif parts[:3] == ["", "v2", "models"] and parts[-1] == "infer" and parts[3]:
             if len(parts) == 5:
                 return "/v2/models/{model}/infer", v2.infer, {"model": parts[3]}
