@@ -1,0 +1,5 @@
+"""`python -m bench.peers [options]`."""
+
+from bench.peers.run import main
+
+raise SystemExit(main())

@@ -1,0 +1,211 @@
+"""The run: servers up (Triton set up on the way), correctness, then rounds in which every
+row's systems take turns with short phases, then one table of every target with its ratio and
+verdict, and the JSON."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bench.medium_model import (
+    MediumConfig,
+    load_state,
+    reference_outputs,
+    sample_sequences,
+    write_model_files,
+)
+from bench.peers.checks import check_peers
+from bench.peers.plan import Plan, parse_plan
+from bench.peers.rows import Rounds, System, median_round, systems_of, targets_of
+from bench.peers.servers import start_grpc_echo, start_named, start_rnnserve_and_echo
+from bench.peers.triton import start_triton
+from bench.procs import ServerProcess
+from bench.report import environment
+from bench.sessions.plan import raise_fd_limit
+from bench.sessions.tables import text_table
+
+PEER_UNAVAILABLE = "peer unavailable"
+
+
+def main(argv: list[str] | None = None) -> int:
+    plan = parse_plan(argv)
+    report: dict[str, Any] = {
+        "benchmark": "peers",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "plan": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(plan).items()},
+        "environment_before": environment(),
+        "fd_limit": raise_fd_limit(4 * plan.sessions + 512),
+        "unavailable": {},
+    }
+    env = report["environment_before"]
+    print(
+        f"code: commit {env['git_commit']}; load average {env['load_average']}; "
+        f"{plan.sessions} sessions, {plan.rounds} round(s) of {plan.duration_s:g} s phases",
+        flush=True,
+    )
+    rounds: Rounds = {}
+    layout: dict[str, list[System]] = {}
+    with tempfile.TemporaryDirectory(prefix="rnnserve-peers-") as tmp, ExitStack() as stack:
+        workdir = Path(tmp)
+        config = MediumConfig()
+        files = write_model_files(workdir, config)
+        unavailable: dict[str, str] = report["unavailable"]
+        servers = start_rnnserve_and_echo(files.repository, workdir, stack, unavailable)
+        if plan.peer:
+            start_named(
+                "triton",
+                lambda: start_triton(files.onnx, workdir, plan.triton_venv),
+                stack,
+                servers,
+                unavailable,
+            )
+        else:
+            unavailable["triton"] = "left out (--no-peer)"
+        sequences = sample_sequences(3, config)[:, :12]
+        expected = reference_outputs(load_state(files.state), sequences)
+        report["correctness"], sample = check_peers(servers, sequences, expected)
+        if "grpc" in plan.rows:
+            start_named(
+                "grpc-echo", lambda: start_grpc_echo(workdir, sample), stack, servers, unavailable
+            )
+        layout = {
+            row: systems for row, systems in systems_of(plan, files).items() if row in plan.rows
+        }
+        rounds = measure(plan, layout, servers, unavailable)
+        report["server_logs_tail"] = {n: p.log_tail(1500) for n, p in servers.items()}
+    report["environment_after"] = environment()
+    report["rounds"] = rounds
+    report["targets"] = verdicts(plan, rounds, report["unavailable"])
+    print("\n" + figures_table(layout, rounds, report["unavailable"]))
+    print("\n" + targets_table(report["targets"]))
+    if plan.bulk_binary:
+        print("bulk binary: not measured (no binary bulk body on this server's main code yet)")
+    print(
+        f"\nload average before {env['load_average']}, after "
+        f"{report['environment_after']['load_average']}"
+    )
+    if plan.json_out:
+        plan.json_out.parent.mkdir(parents=True, exist_ok=True)
+        plan.json_out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        print(f"results: {plan.json_out}")
+    return 0
+
+
+def measure(
+    plan: Plan,
+    layout: dict[str, list[System]],
+    servers: dict[str, ServerProcess],
+    unavailable: dict[str, str],
+) -> Rounds:
+    """Round after round, row after row, each system one phase; a phase that fails is printed
+    and that system sits out the later rounds (the others go on)."""
+    phases = {}
+    for systems in layout.values():
+        for system in systems:
+            server = servers.get(system.server)
+            if server is not None:
+                phases[system.key] = system.make(server)
+    rounds: Rounds = {}
+    failed: dict[str, str] = {}
+    for number in range(1, plan.rounds + 1):
+        print(f"\nround {number} of {plan.rounds}:", flush=True)
+        for key, phase in phases.items():
+            if key in failed:
+                continue
+            try:
+                summary = phase()
+            except Exception as exc:  # reported; the other systems go on
+                failed[key] = f"{type(exc).__name__}: {str(exc)[:400]}"
+                unavailable[key] = failed[key]
+                print(f"  {key:<24} FAILED {failed[key]}", flush=True)
+                continue
+            summary["round"] = number
+            rounds.setdefault(key, []).append(summary)
+            cpu = summary["cpu_ms_per_request"]
+            print(
+                f"  {key:<24} {summary['sequences_per_s']:>9.0f} steps/s  p50 "
+                f"{summary['p50_ms']} ms  p99 {summary['p99_ms']} ms  server "
+                f"{cpu.get('server')} ms/request  errors {summary['errors']}",
+                flush=True,
+            )
+            if summary["errors"]:
+                print(f"    errors: {summary['error_samples']}", flush=True)
+    return rounds
+
+
+def verdicts(plan: Plan, rounds: Rounds, unavailable: dict[str, str]) -> list[dict[str, Any]]:
+    out = []
+    for row, targets in targets_of(plan).items():
+        if row not in plan.rows:
+            continue
+        for target in targets:
+            value = target.value(rounds)
+            if value is None:
+                peer_row = "Triton" in target.label and "triton" in unavailable
+                verdict = PEER_UNAVAILABLE if peer_row else "no figures"
+            elif target.ok is None:
+                verdict = "reported"
+            else:
+                verdict = "PASS" if target.ok(value) else "MISS"
+            out.append(
+                {
+                    "row": row,
+                    "target": target.label,
+                    "value": value,
+                    "goal": target.goal,
+                    "verdict": verdict,
+                }
+            )
+    return out
+
+
+def figures_table(
+    layout: dict[str, list[System]], rounds: Rounds, unavailable: dict[str, str]
+) -> str:
+    cols = ["row", "system", "steps/s", "p50 ms", "p99 ms", "server CPU ms/req", "errors"]
+    body = []
+    for row, systems in layout.items():
+        for system in systems:
+            key, label, server = system.key, system.label, system.server
+            if not rounds.get(key):
+                why = (
+                    PEER_UNAVAILABLE
+                    if server == "triton" and "triton" in unavailable
+                    else ("unavailable")
+                )
+                body.append([row, label, why, "-", "-", "-", "-"])
+                continue
+            one = median_round(rounds[key])
+            cpu = one["cpu_ms_per_request"].get("server")
+            body.append(
+                [
+                    row,
+                    label,
+                    f"{one['sequences_per_s']:.0f}",
+                    f"{one['p50_ms']}",
+                    f"{one['p99_ms']}",
+                    "-" if cpu is None else f"{cpu:.3f}",
+                    str(one["errors"]),
+                ]
+            )
+    return text_table(cols, body, markdown=False)
+
+
+def targets_table(targets: list[dict[str, Any]], markdown: bool = False) -> str:
+    cols = ["row", "target", "measured", "goal", "verdict"]
+    body = [
+        [
+            t["row"],
+            t["target"],
+            "-" if t["value"] is None else str(t["value"]),
+            t["goal"],
+            t["verdict"],
+        ]
+        for t in targets
+    ]
+    return text_table(cols, body, markdown)
