@@ -25,7 +25,7 @@ class Plan:
     max_requests: int
     peer: bool  # start Triton
     triton_venv: Path
-    bulk_binary: bool
+    bulk_binary: str  # auto, yes, no
     json_out: Path | None
 
     def window(self, warmup_s: float | None = None) -> dict[str, Any]:
@@ -78,8 +78,10 @@ def parse_plan(argv: list[str] | None) -> Plan:
     )
     parser.add_argument(
         "--bulk-binary",
-        action="store_true",
-        help="also bulk steps with a binary body (when the server has them)",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="bulk steps with a binary body too: auto (when the server takes them, asked with "
+        "one request), yes, no",
     )
     parser.add_argument("--sessions", type=int, default=256)
     parser.add_argument("--small-sessions", type=int, default=64)

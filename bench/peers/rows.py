@@ -18,6 +18,7 @@ from bench.procs import ServerProcess
 
 Rounds = dict[str, list[dict[str, Any]]]  # system -> one summary per round
 RATE = "sequences_per_s"
+BULK_BINARY = "bulk/rnnserve-binary"  # measured only where the server takes binary bulk bodies
 
 
 @dataclass(frozen=True)
@@ -85,16 +86,28 @@ def systems_of(plan: Plan, files: ModelFiles) -> dict[str, list[System]]:
     n, small = plan.sessions, plan.small_sessions
     bulk: list[System] = [
         System(
+            BULK_BINARY,
+            f"rnnserve bulk steps, binary, {plan.bulk_sessions} a request",
+            "rnnserve",
+            lambda srv: s.bulk(srv, plan, binary=True),
+        ),
+        System(
             "bulk/rnnserve-json",
             f"rnnserve bulk steps, JSON, {plan.bulk_sessions} a request",
             "rnnserve",
-            lambda srv: s.bulk_json(srv, plan),
+            lambda srv: s.bulk(srv, plan, binary=False),
         ),
         System(
             "bulk/in-process",
             "in-process ONNX Runtime (default threads), same states",
             "rnnserve",
             lambda srv: s.in_process_steps(files.onnx, plan),
+        ),
+        System(
+            "bulk/in-process-1t",
+            "in-process ONNX Runtime, 1 intra-op thread, same states",
+            "rnnserve",
+            lambda srv: s.in_process_steps(files.onnx, plan, 1),
         ),
     ]
     return {
@@ -242,10 +255,22 @@ def targets_of(plan: Plan) -> dict[str, list[Target]]:
         ],
         "bulk": [
             Target(
-                "bulk JSON ÷ in-process ORT",
-                ratio("bulk/rnnserve-json", "bulk/in-process"),
+                "bulk binary ÷ in-process ORT",
+                ratio(BULK_BINARY, "bulk/in-process"),
                 ">= 0.40",
                 at_least(0.40),
+            ),
+            Target(
+                "bulk JSON ÷ in-process ORT",
+                ratio("bulk/rnnserve-json", "bulk/in-process"),
+                "reported",
+                None,
+            ),
+            Target(
+                "bulk binary ÷ in-process ORT, 1 thread",
+                ratio(BULK_BINARY, "bulk/in-process-1t"),
+                "reported",
+                None,
             ),
         ],
         "ws": [

@@ -21,8 +21,16 @@ from bench.medium_model import (
 )
 from bench.peers.checks import check_peers
 from bench.peers.plan import Plan, parse_plan
-from bench.peers.rows import Rounds, System, median_round, systems_of, targets_of
+from bench.peers.rows import (
+    BULK_BINARY,
+    Rounds,
+    System,
+    median_round,
+    systems_of,
+    targets_of,
+)
 from bench.peers.servers import start_grpc_echo, start_named, start_rnnserve_and_echo
+from bench.peers.systems import bulk_binary_supported
 from bench.peers.triton import start_triton
 from bench.procs import ServerProcess
 from bench.report import environment
@@ -73,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             start_named(
                 "grpc-echo", lambda: start_grpc_echo(workdir, sample), stack, servers, unavailable
             )
+        drop_bulk_binary(plan, servers, unavailable)
         layout = {
             row: systems for row, systems in systems_of(plan, files).items() if row in plan.rows
         }
@@ -83,8 +92,6 @@ def main(argv: list[str] | None = None) -> int:
     report["targets"] = verdicts(plan, rounds, report["unavailable"])
     print("\n" + figures_table(layout, rounds, report["unavailable"]))
     print("\n" + targets_table(report["targets"]))
-    if plan.bulk_binary:
-        print("bulk binary: not measured (no binary bulk body on this server's main code yet)")
     print(
         f"\nload average before {env['load_average']}, after "
         f"{report['environment_after']['load_average']}"
@@ -94,6 +101,21 @@ def main(argv: list[str] | None = None) -> int:
         plan.json_out.write_text(json.dumps(report, indent=2, default=str) + "\n")
         print(f"results: {plan.json_out}")
     return 0
+
+
+def drop_bulk_binary(
+    plan: Plan, servers: dict[str, ServerProcess], unavailable: dict[str, str]
+) -> None:
+    """Leave the binary bulk system out where the server takes no binary bulk body (or
+    --bulk-binary no); --bulk-binary yes measures it regardless."""
+    if "bulk" not in plan.rows or plan.bulk_binary == "yes" or "rnnserve" not in servers:
+        return
+    if plan.bulk_binary == "no":
+        unavailable[BULK_BINARY] = "left out (--bulk-binary no)"
+    elif not bulk_binary_supported(servers["rnnserve"]):
+        unavailable[BULK_BINARY] = "not on this server (no binary bulk body)"
+    if BULK_BINARY in unavailable:
+        print(f"{BULK_BINARY}: {unavailable[BULK_BINARY]}", flush=True)
 
 
 def measure(
@@ -108,7 +130,7 @@ def measure(
     for systems in layout.values():
         for system in systems:
             server = servers.get(system.server)
-            if server is not None:
+            if server is not None and system.key not in unavailable:
                 phases[system.key] = system.make(server)
     rounds: Rounds = {}
     failed: dict[str, str] = {}
@@ -148,6 +170,8 @@ def verdicts(plan: Plan, rounds: Rounds, unavailable: dict[str, str]) -> list[di
             if value is None:
                 peer_row = "Triton" in target.label and "triton" in unavailable
                 verdict = PEER_UNAVAILABLE if peer_row else "no figures"
+                if "binary" in target.label and BULK_BINARY in unavailable:
+                    verdict = unavailable[BULK_BINARY]
             elif target.ok is None:
                 verdict = "reported"
             else:
@@ -167,18 +191,16 @@ def verdicts(plan: Plan, rounds: Rounds, unavailable: dict[str, str]) -> list[di
 def figures_table(
     layout: dict[str, list[System]], rounds: Rounds, unavailable: dict[str, str]
 ) -> str:
-    cols = ["row", "system", "steps/s", "p50 ms", "p99 ms", "server CPU ms/req", "errors"]
+    cols = ["row", "system", "steps/s", "p50 ms", "p99 ms", "server CPU ms/req", "errors", "note"]
     body = []
     for row, systems in layout.items():
         for system in systems:
             key, label, server = system.key, system.label, system.server
             if not rounds.get(key):
-                why = (
-                    PEER_UNAVAILABLE
-                    if server == "triton" and "triton" in unavailable
-                    else ("unavailable")
-                )
-                body.append([row, label, why, "-", "-", "-", "-"])
+                why = unavailable.get(key, "unavailable")
+                if server == "triton" and "triton" in unavailable:
+                    why = PEER_UNAVAILABLE
+                body.append([row, label, "-", "-", "-", "-", "-", why])
                 continue
             one = median_round(rounds[key])
             cpu = one["cpu_ms_per_request"].get("server")
@@ -191,6 +213,7 @@ def figures_table(
                     f"{one['p99_ms']}",
                     "-" if cpu is None else f"{cpu:.3f}",
                     str(one["errors"]),
+                    "in-process: CPU is this process's" if key.endswith("in-process") else "",
                 ]
             )
     return text_table(cols, body, markdown=False)

@@ -113,15 +113,16 @@ def ws(server: ServerProcess, plan: Plan, sessions: int) -> Phase:
     return lambda: point(sessions)
 
 
-def in_process_steps(onnx: Any, plan: Plan) -> Phase:
-    """ONNX Runtime in this process, library default threads, stepping `bulk_sessions` states
-    [layers, N, hidden] one timestep per session.run, fed back each call: the work of one bulk
-    request with nothing around it. Steps/s counts sessions stepped."""
+def in_process_steps(onnx: Any, plan: Plan, intra_op_threads: int = 0) -> Phase:
+    """ONNX Runtime in this process, library default threads (0) or as many as given, stepping
+    `bulk_sessions` states [layers, N, hidden] one timestep per session.run, fed back each
+    call: the work of one bulk request with nothing around it. Steps/s counts sessions
+    stepped."""
     from bench import ceiling
     from bench.inprocess import run_threads
 
     config = MediumConfig()
-    session = ceiling.ort_session(onnx, intra_op_threads=0)
+    session = ceiling.ort_session(onnx, intra_op_threads)
     n = plan.bulk_sessions
     rng = np.random.default_rng(config.seed + 3)
     xs = rng.standard_normal((4, n, 1, config.input_size)).astype(np.float32)
@@ -140,58 +141,82 @@ def in_process_steps(onnx: Any, plan: Plan) -> Phase:
     return phase
 
 
-def bulk_json(server: ServerProcess, plan: Plan) -> Phase:
-    """`POST /v1/models/{m}/steps` with `bulk_sessions` sessions' steps per JSON request, one
-    client closed loop (as bench.sessions' gateway), the sessions made on the first phase."""
-    import orjson
-
+def bulk(server: ServerProcess, plan: Plan, binary: bool) -> Phase:
+    """`POST /v1/models/{m}/steps` with `bulk_sessions` sessions' steps per request, one
+    client closed loop (as bench.sessions' gateway), the sessions made on the first phase.
+    JSON bodies, or `binary`: raw float32 after a JSON header of
+    Inference-Header-Content-Length bytes ({"session_ids", "shape", "datatype"})."""
     from bench.loadgen import Request, run_load
     from bench.wsload import create_sessions
 
-    config = MediumConfig()
     n = plan.bulk_sessions
-    made: list[list[bytes]] = []
-    headers = {"content-type": "application/json"}
+    made: list[list[Request]] = []
     path = f"/v1/models/{MODEL_NAME}/steps"
 
-    def bodies() -> list[bytes]:
+    def requests() -> list[Request]:
         if not made:
             sids = create_sessions(base_url(server), MODEL_NAME, n)
-            rng = np.random.default_rng(config.seed + 3)
-            xs = rng.standard_normal((4, n, 1, config.input_size)).astype(np.float32)
-            made.append(
-                [
-                    orjson.dumps(
-                        {
-                            "steps": [
-                                {"session_id": s, "inputs": x}
-                                for s, x in zip(sids, batch, strict=True)
-                            ]
-                        },
-                        option=orjson.OPT_SERIALIZE_NUMPY,
-                    )
-                    for batch in xs
-                ]
-            )
+            rng = np.random.default_rng(MediumConfig().seed + 3)
+            xs = rng.standard_normal((4, n, 1, MediumConfig().input_size)).astype(np.float32)
+            made.append([Request("POST", path, *bulk_body(sids, x, binary)) for x in xs])
         return made[0]
 
     def check(status: int, body: bytes) -> str | None:
         if status != 200:
             return f"HTTP {status}: {body[:200]!r}"
-        return f"item error: {body[:300]!r}" if b'"error"' in body else None
+        failed = b'"errors":[]' not in body if binary else b'"error"' in body
+        return f"item error: {body[:300]!r}" if failed else None
 
     def phase() -> dict[str, Any]:
-        encoded = bodies()
+        encoded = requests()
         result = run_load(
             base_url(server),
-            lambda client, number: Request("POST", path, encoded[number % 4], headers),
+            lambda client, number: encoded[number % 4],
             concurrency=1,
             **plan.window(),
             validate=check,
             cpu_probes={"server": tree_cpu(server.pid)},
         )
         summary = result.summary(items_per_request=n)
-        summary["request_bytes"] = len(encoded[0])
+        summary["request_bytes"] = len(encoded[0].body or b"")
         return summary
 
     return phase
+
+
+def bulk_body(session_ids: list[str], x: np.ndarray, binary: bool) -> tuple[bytes, dict[str, str]]:
+    """A bulk request's body and headers: x [sessions, 1, features] for `session_ids`."""
+    import orjson
+
+    if not binary:
+        steps = [{"session_id": s, "inputs": xi} for s, xi in zip(session_ids, x, strict=True)]
+        body = orjson.dumps({"steps": steps}, option=orjson.OPT_SERIALIZE_NUMPY)
+        return body, {"content-type": "application/json"}
+    header = orjson.dumps({"session_ids": session_ids, "shape": list(x.shape), "datatype": "FP32"})
+    return header + np.asarray(x, "<f4").tobytes(), {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": str(len(header)),
+    }
+
+
+def bulk_binary_supported(server: ServerProcess) -> bool:
+    """Whether the server takes binary bulk bodies: one session stepped with one (a server
+    without them refuses the body, 4xx)."""
+    import urllib.error
+    import urllib.request
+
+    from bench.wsload import create_sessions, delete_sessions
+
+    url = base_url(server)
+    sids = create_sessions(url, MODEL_NAME, 1)
+    body, headers = bulk_body(sids, np.zeros((1, 1, MediumConfig().input_size), np.float32), True)
+    request = urllib.request.Request(
+        f"{url}/v1/models/{MODEL_NAME}/steps", data=body, method="POST", headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            supported = response.status == 200 and b'"errors":[]' in response.read()
+    except urllib.error.HTTPError:
+        supported = False
+    delete_sessions(url, sids)
+    return supported

@@ -24,7 +24,7 @@ from bench.procs import HOST, READY_PATH, ServerProcess, free_port
 
 DEFAULT_VENV = Path.home() / ".cache" / "rnnserve-bench" / "triton-venv"
 PACKAGES = ("nvidia-pytriton", "onnxruntime", "numpy")
-STUB_PYTHON = "3.11"  # the python backend stub must match the venv's Python
+STUB_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"  # the venv's Python
 _COMPLETE = ".rnnserve-bench-complete"  # written once pip succeeded: a half install is redone
 
 MODEL_PY = '''"""The medium LSTM for rnnserve's bench: one ONNX Runtime run per dynamic batch."""

@@ -23,10 +23,29 @@ ROWS = ("v2-http", "grpc", "rest", "bulk", "ws")
 def test_every_row_prints_figures_and_a_verdict_without_the_peer(tmp_path: Path) -> None:
     out = tmp_path / "peers.json"
     done = subprocess.run(
-        [sys.executable, "-m", "bench.peers", "--no-peer", "--quick", "--duration", "0.4",
-         "--warmup", "0.2", "--sessions", "8", "--small-sessions", "4", "--bulk-sessions", "32",
-         "--json", str(out)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "bench.peers",
+            "--no-peer",
+            "--quick",
+            "--duration",
+            "0.4",
+            "--warmup",
+            "0.2",
+            "--sessions",
+            "8",
+            "--small-sessions",
+            "4",
+            "--bulk-sessions",
+            "32",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -35,7 +54,8 @@ def test_every_row_prints_figures_and_a_verdict_without_the_peer(tmp_path: Path)
     for check, verdict in report["correctness"].items():
         assert verdict["ok"], (check, verdict)
     assert {"rnnserve http steps vs predict", "rnnserve grpc steps vs predict"} <= set(
-        report["correctness"])
+        report["correctness"]
+    )
 
     assert {t["row"] for t in report["targets"]} == set(ROWS)
     for target in report["targets"]:
