@@ -170,7 +170,7 @@ def verdicts(plan: Plan, rounds: Rounds, unavailable: dict[str, str]) -> list[di
             if value is None:
                 peer_row = "Triton" in target.label and "triton" in unavailable
                 verdict = PEER_UNAVAILABLE if peer_row else "no figures"
-                if "binary" in target.label and BULK_BINARY in unavailable:
+                if row == "bulk" and "binary" in target.label and BULK_BINARY in unavailable:
                     verdict = unavailable[BULK_BINARY]
             elif target.ok is None:
                 verdict = "reported"
