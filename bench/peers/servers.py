@@ -60,8 +60,10 @@ def start_named(
     """Start one server into `servers`, or note in `unavailable` why it could not start."""
     try:
         servers[name] = stack.enter_context(start())
-        where = getattr(servers[name], "grpc_target", "") or base_url(servers[name])
-        print(f"{name}: ready at {where}", flush=True)
+        server = servers[name]
+        where = [base_url(server)] if server.ready_url else []
+        where += [f"gRPC {server.grpc_target}"] if server.grpc_target else []
+        print(f"{name}: ready at {', '.join(where)}", flush=True)
     except Exception as exc:  # reported; the rows of the others go on
         unavailable[name] = f"{type(exc).__name__}: {str(exc)[-1500:]}"
         print(f"{name}: UNAVAILABLE ({unavailable[name]})", file=sys.stderr, flush=True)
