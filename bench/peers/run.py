@@ -90,7 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     report["environment_after"] = environment()
     report["rounds"] = rounds
     report["targets"] = verdicts(plan, rounds, report["unavailable"])
-    print("\n" + figures_table(layout, rounds, report["unavailable"]))
+    report["layout"] = [
+        {"row": row, "key": x.key, "label": x.label, "server": x.server}
+        for row, systems in layout.items()
+        for x in systems
+    ]
+    print("\n" + figures_table(report["layout"], rounds, report["unavailable"]))
     print("\n" + targets_table(report["targets"]))
     print(
         f"\nload average before {env['load_average']}, after "
@@ -189,34 +194,36 @@ def verdicts(plan: Plan, rounds: Rounds, unavailable: dict[str, str]) -> list[di
 
 
 def figures_table(
-    layout: dict[str, list[System]], rounds: Rounds, unavailable: dict[str, str]
+    layout: list[dict[str, str]],
+    rounds: Rounds,
+    unavailable: dict[str, str],
+    markdown: bool = False,
 ) -> str:
     cols = ["row", "system", "steps/s", "p50 ms", "p99 ms", "server CPU ms/req", "errors", "note"]
     body = []
-    for row, systems in layout.items():
-        for system in systems:
-            key, label, server = system.key, system.label, system.server
-            if not rounds.get(key):
-                why = unavailable.get(key, "unavailable")
-                if server == "triton" and "triton" in unavailable:
-                    why = PEER_UNAVAILABLE
-                body.append([row, label, "-", "-", "-", "-", "-", why])
-                continue
-            one = median_round(rounds[key])
-            cpu = one["cpu_ms_per_request"].get("server")
-            body.append(
-                [
-                    row,
-                    label,
-                    f"{one['sequences_per_s']:.0f}",
-                    f"{one['p50_ms']}",
-                    f"{one['p99_ms']}",
-                    "-" if cpu is None else f"{cpu:.3f}",
-                    str(one["errors"]),
-                    "in-process: CPU is this process's" if key.endswith("in-process") else "",
-                ]
-            )
-    return text_table(cols, body, markdown=False)
+    for system in layout:
+        row, key, label, server = system["row"], system["key"], system["label"], system["server"]
+        if not rounds.get(key):
+            why = unavailable.get(key, "unavailable")
+            if server == "triton" and "triton" in unavailable:
+                why = PEER_UNAVAILABLE
+            body.append([row, label, "-", "-", "-", "-", "-", why])
+            continue
+        one = median_round(rounds[key])
+        cpu = one["cpu_ms_per_request"].get("server")
+        body.append(
+            [
+                row,
+                label,
+                f"{one['sequences_per_s']:.0f}",
+                f"{one['p50_ms']}",
+                f"{one['p99_ms']}",
+                "-" if cpu is None else f"{cpu:.3f}",
+                str(one["errors"]),
+                "in-process: CPU is this process's" if key.endswith("in-process") else "",
+            ]
+        )
+    return text_table(cols, body, markdown)
 
 
 def targets_table(targets: list[dict[str, Any]], markdown: bool = False) -> str:
@@ -232,3 +239,22 @@ def targets_table(targets: list[dict[str, Any]], markdown: bool = False) -> str:
         for t in targets
     ]
     return text_table(cols, body, markdown)
+
+
+def markdown(path: Path) -> str:
+    """The tables of a saved run (`--json`) as Markdown: `python -m bench.peers --markdown F`."""
+    report = json.loads(path.read_text())
+    if "layout" not in report:  # saved before the layout was: the default rows' systems
+        from bench.medium_model import ModelFiles
+
+        report["layout"] = [
+            {"row": row, "key": x.key, "label": x.label, "server": x.server}
+            for row, systems in systems_of(parse_plan([]), ModelFiles(*[Path()] * 3)).items()
+            for x in systems
+        ]
+    return "\n\n".join(
+        (
+            figures_table(report["layout"], report["rounds"], report["unavailable"], True),
+            targets_table(report["targets"], True),
+        )
+    )
