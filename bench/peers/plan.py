@@ -27,6 +27,7 @@ class Plan:
     triton_venv: Path
     bulk_binary: str  # auto, yes, no
     json_out: Path | None
+    plot: Path | None = None
 
     def window(self, warmup_s: float | None = None) -> dict[str, Any]:
         return {
@@ -83,6 +84,7 @@ def parse_plan(argv: list[str] | None) -> Plan:
         help="bulk steps with a binary body too: auto (when the server takes them, asked with "
         "one request), yes, no",
     )
+    parser.add_argument("--plot", type=Path, help="PNG of the ratios against their goals")
     parser.add_argument("--sessions", type=int, default=256)
     parser.add_argument("--small-sessions", type=int, default=64)
     parser.add_argument("--bulk-sessions", type=int, default=1024)
@@ -104,4 +106,5 @@ def parse_plan(argv: list[str] | None) -> Plan:
         triton_venv=args.triton_venv,
         bulk_binary=args.bulk_binary,
         json_out=args.json,
+        plot=args.plot,
     )

@@ -101,6 +101,14 @@ def main(argv: list[str] | None = None) -> int:
         f"\nload average before {env['load_average']}, after "
         f"{report['environment_after']['load_average']}"
     )
+    if plan.plot:
+        plot(
+            report["targets"],
+            plan.plot,
+            f"rnnserve beside its peers, {plan.sessions} sessions; "
+            f"commit {env['git_commit']}, 2 shared cores",
+        )
+        print(f"plot: {plan.plot}")
     if plan.json_out:
         plan.json_out.parent.mkdir(parents=True, exist_ok=True)
         plan.json_out.write_text(json.dumps(report, indent=2, default=str) + "\n")
@@ -258,3 +266,35 @@ def markdown(path: Path) -> str:
             targets_table(report["targets"], True),
         )
     )
+
+
+def plot(targets: list[dict[str, Any]], path: Path, title: str) -> None:
+    """The ratio targets as bars, each with its goal marked (latency targets left out)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [t for t in targets if "÷" in t["target"] and "p99" not in t["target"]]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(shown) + 1.2))
+    for y, target in enumerate(reversed(shown)):
+        value = target["value"] or 0.0
+        color = {"PASS": "C2", "MISS": "C3"}.get(target["verdict"], "C7")
+        ax.barh(y, value, color=color)
+        ax.text(
+            value,
+            y,
+            f" {target['value'] if target['value'] is not None else target['verdict']}",
+            va="center",
+            fontsize=8,
+        )
+        goal = target["goal"].removeprefix(">= ")
+        if goal.replace(".", "").isdigit():
+            ax.plot([float(goal)] * 2, [y - 0.4, y + 0.4], "k-", linewidth=2)
+    ax.set_yticks(range(len(shown)), [t["target"] for t in reversed(shown)], fontsize=8)
+    ax.set_xlabel("ratio, same round (black mark: the goal; green PASS, red MISS, grey reported)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
