@@ -207,7 +207,17 @@ def figures_table(
     unavailable: dict[str, str],
     markdown: bool = False,
 ) -> str:
-    cols = ["row", "system", "steps/s", "p50 ms", "p99 ms", "server CPU ms/req", "errors", "note"]
+    cols = [
+        "row",
+        "system",
+        "steps/s",
+        "p50 ms",
+        "p99 ms",
+        "server CPU ms/req",
+        "client CPU ms/req",
+        "errors",
+        "note",
+    ]
     body = []
     for system in layout:
         row, key, label, server = system["row"], system["key"], system["label"], system["server"]
@@ -215,10 +225,11 @@ def figures_table(
             why = unavailable.get(key, "unavailable")
             if server == "triton" and "triton" in unavailable:
                 why = PEER_UNAVAILABLE
-            body.append([row, label, "-", "-", "-", "-", "-", why])
+            body.append([row, label, "-", "-", "-", "-", "-", "-", why])
             continue
         one = median_round(rounds[key])
         cpu = one["cpu_ms_per_request"].get("server")
+        client = one["cpu_ms_per_request"].get("client")
         body.append(
             [
                 row,
@@ -227,8 +238,9 @@ def figures_table(
                 f"{one['p50_ms']}",
                 f"{one['p99_ms']}",
                 "-" if cpu is None else f"{cpu:.3f}",
+                "-" if client is None else f"{client:.3f}",
                 str(one["errors"]),
-                "in-process: CPU is this process's" if key.endswith("in-process") else "",
+                "in-process: its CPU is the client's" if "in-process" in key else "",
             ]
         )
     return text_table(cols, body, markdown)
