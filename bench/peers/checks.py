@@ -15,11 +15,10 @@ import orjson
 
 from bench.medium_model import MODEL_NAME, agreement
 from bench.peers.closedloop import Codec, Link, State
+from bench.peers.systems import STATE_SHAPE
 from bench.peers.v2grpc import GrpcChannel, GrpcCodec
 from bench.peers.v2http import BinaryCodec, HttpLink, read_reply
 from bench.procs import HOST, ServerProcess, base_url
-
-STATE_SHAPE = (2, 128)  # medium LSTM: layers, hidden
 
 
 def _port(server: ServerProcess) -> int:

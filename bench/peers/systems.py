@@ -27,7 +27,7 @@ from bench.stats import LoadResult
 from bench.wsload import run_uv
 
 Phase = Callable[[], dict[str, Any]]
-STATE_SHAPE = (2, 128)
+STATE_SHAPE = (MediumConfig().num_layers, MediumConfig().hidden_size)  # per session
 _sequence_ids = itertools.count(1_000_000, 100_000)  # a fresh block of ids for every phase
 
 
