@@ -103,6 +103,10 @@ class ServerProcess:
                 )
             time.sleep(0.1)
 
+    def exit_code(self) -> int | None:
+        """The exit code once the process has ended, else None (still running or not started)."""
+        return None if self._popen is None else self._popen.poll()
+
     def is_ready(self) -> bool:
         """Whether the server answers yet: `ready_url` answers 200 (a subclass may check
         otherwise, e.g. a gRPC-only server)."""

@@ -37,17 +37,24 @@ class Target:
     ok: Callable[[float], bool] | None  # None: reported, no verdict
 
 
+def clean(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rounds without failed requests, or all of them when every round had some (a
+    phase with errors, e.g. a server that crashed in it, does not stand for a system)."""
+    return [r for r in rounds if not r["errors"]] or rounds
+
+
 def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    ordered = sorted(rounds, key=lambda r: r[RATE])
+    ordered = sorted(clean(rounds), key=lambda r: r[RATE])
     return ordered[(len(ordered) - 1) // 2]
 
 
 def ratio(a: str, b: str, key: str = RATE) -> Callable[[Rounds], float | None]:
     """Median over rounds of a[key] / b[key], both from the same round (the phases of one
-    round ran back to back, under the same neighbours)."""
+    round ran back to back, under the same neighbours); rounds with errors left out."""
 
     def value(rounds: Rounds) -> float | None:
-        pairs = zip(rounds.get(a, []), rounds.get(b, []), strict=False)
+        theirs = {r["round"]: r for r in clean(rounds.get(b, []))}
+        pairs = [(x, theirs[x["round"]]) for x in clean(rounds.get(a, [])) if x["round"] in theirs]
         values = sorted(x[key] / y[key] for x, y in pairs if x[key] and y[key])
         return round(values[(len(values) - 1) // 2], 3) if values else None
 

@@ -140,17 +140,25 @@ def measure(
     """Round after round, row after row, each system one phase; a phase that fails is printed
     and that system sits out the later rounds (the others go on)."""
     phases = {}
+    server_of: dict[str, ServerProcess] = {}
     for systems in layout.values():
         for system in systems:
             server = servers.get(system.server)
             if server is not None and system.key not in unavailable:
                 phases[system.key] = system.make(server)
+                server_of[system.key] = server
     rounds: Rounds = {}
     failed: dict[str, str] = {}
     for number in range(1, plan.rounds + 1):
         print(f"\nround {number} of {plan.rounds}:", flush=True)
         for key, phase in phases.items():
             if key in failed:
+                continue
+            code = server_of[key].exit_code()
+            if code is not None:  # e.g. the peer crashed in an earlier phase: no 60 s waits
+                failed[key] = f"{server_of[key].name} exited with code {code}"
+                unavailable[key] = f"{failed[key]}; its log ends: {server_of[key].log_tail(300)}"
+                print(f"  {key:<24} SKIPPED: {server_of[key].name} exited, code {code}", flush=True)
                 continue
             try:
                 summary = phase()
@@ -264,18 +272,31 @@ def targets_table(targets: list[dict[str, Any]], markdown: bool = False) -> str:
 def markdown(path: Path) -> str:
     """The tables of a saved run (`--json`) as Markdown: `python -m bench.peers --markdown F`."""
     report = json.loads(path.read_text())
+    saved = report["plan"]  # the verdicts again, by this code's rules, for the saved rows
+    plan = parse_plan(
+        [
+            "--only",
+            *saved["rows"],
+            "--sessions",
+            str(saved["sessions"]),
+            "--small-sessions",
+            str(saved["small_sessions"]),
+            "--bulk-sessions",
+            str(saved["bulk_sessions"]),
+        ]
+    )
     if "layout" not in report:  # saved before the layout was: the default rows' systems
         from bench.medium_model import ModelFiles
 
         report["layout"] = [
             {"row": row, "key": x.key, "label": x.label, "server": x.server}
-            for row, systems in systems_of(parse_plan([]), ModelFiles(*[Path()] * 3)).items()
+            for row, systems in systems_of(plan, ModelFiles(*[Path()] * 3)).items()
             for x in systems
         ]
     return "\n\n".join(
         (
             figures_table(report["layout"], report["rounds"], report["unavailable"], True),
-            targets_table(report["targets"], True),
+            targets_table(verdicts(plan, report["rounds"], report["unavailable"]), True),
         )
     )
 
