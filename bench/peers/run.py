@@ -193,6 +193,9 @@ def verdicts(plan: Plan, rounds: Rounds, unavailable: dict[str, str]) -> list[di
                 verdict = PEER_UNAVAILABLE if peer_row else "no figures"
                 if row == "bulk" and "binary" in target.label and BULK_BINARY in unavailable:
                     verdict = unavailable[BULK_BINARY]
+                failed = [k for k in unavailable if k.startswith(f"{row}/")]
+                if verdict == "no figures" and failed:
+                    verdict = f"no figures: {', '.join(failed)} failed (see the table's note)"
             elif target.ok is None:
                 verdict = "reported"
             else:
