@@ -47,6 +47,8 @@ class ServerProcess:
     """One server subprocess with a readiness URL; use as a context manager so that it is
     always stopped (SIGTERM, then SIGKILL after `stop_grace_s`)."""
 
+    grpc_target = ""  # host:port of its gRPC server; "" when it has none
+
     def __init__(
         self,
         name: str,
@@ -91,7 +93,7 @@ class ServerProcess:
                 raise RuntimeError(
                     f"{self.name} exited with code {code} before it was ready:\n{self.log_tail()}"
                 )
-            if _answers_200(self.ready_url):
+            if self.is_ready():
                 return
             if time.monotonic() > deadline:
                 self.stop()
@@ -100,6 +102,15 @@ class ServerProcess:
                     f"{self.log_tail()}"
                 )
             time.sleep(0.1)
+
+    def exit_code(self) -> int | None:
+        """The exit code once the process has ended, else None (still running or not started)."""
+        return None if self._popen is None else self._popen.poll()
+
+    def is_ready(self) -> bool:
+        """Whether the server answers yet: `ready_url` answers 200 (a subclass may check
+        otherwise, e.g. a gRPC-only server)."""
+        return _answers_200(self.ready_url)
 
     def stop(self) -> int | None:
         """SIGTERM, wait up to `stop_grace_s`, then SIGKILL. Returns the exit code."""

@@ -99,7 +99,7 @@ def gateway_table(gateway: dict[str, Any], markdown: bool = False) -> str:
 
 def text_table(cols: list[str], rows: list[list[str]], markdown: bool) -> str:
     if markdown:
-        text = {"system", "target", "goal", "verdict", "note"}
+        text = {"row", "system", "target", "goal", "verdict", "note"}
         lines = [
             "| " + " | ".join(cols) + " |",
             "|" + "|".join("---" if c in text else "---:" for c in cols) + "|",

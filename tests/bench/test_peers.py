@@ -1,0 +1,82 @@
+"""`python -m bench.peers`, the side-by-side benchmark of issue 17, in its smallest form: every
+row against rnnserve and the echo servers it starts itself, the Triton peer left out
+(`--no-peer`: no install, no network), a fraction of a second per phase and a few sessions.
+What a reader of the benchmark relies on: each row prints figures and every target a verdict,
+Triton's rows say "peer unavailable" instead of crashing the run, and the correctness check
+of rnnserve's sequence paths passes. No figure is judged (speed is the benchmark's job)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+ROWS = ("v2-http", "grpc", "rest", "bulk", "ws")
+
+
+@pytest.mark.slow
+def test_every_row_prints_figures_and_a_verdict_without_the_peer(tmp_path: Path) -> None:
+    out = tmp_path / "peers.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.peers",
+            "--no-peer",
+            "--quick",
+            "--duration",
+            "0.4",
+            "--warmup",
+            "0.2",
+            "--sessions",
+            "8",
+            "--small-sessions",
+            "4",
+            "--bulk-sessions",
+            "32",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(out.read_text())
+
+    assert report["unavailable"]["triton"] == "left out (--no-peer)"
+    for check, verdict in report["correctness"].items():
+        assert verdict["ok"], (check, verdict)
+    assert {"rnnserve http steps vs predict", "rnnserve grpc steps vs predict"} <= set(
+        report["correctness"]
+    )
+
+    assert {t["row"] for t in report["targets"]} == set(ROWS)
+    for target in report["targets"]:
+        if "Triton" in target["target"]:
+            assert target["verdict"] == "peer unavailable", target
+        elif target["row"] == "bulk" and "binary" in target["target"] and target["value"] is None:
+            assert target["verdict"].startswith("not on this server"), target  # before binary
+        else:
+            assert isinstance(target["value"], float | int), target
+            assert target["verdict"] in ("PASS", "MISS", "reported"), target
+    measured = {key for key, rounds in report["rounds"].items() if rounds}
+    assert not any(key.startswith(("v2-http/triton", "grpc/triton")) for key in measured)
+    for key in measured:
+        (summary,) = report["rounds"][key]
+        assert summary["requests"] > 0 and summary["errors"] == 0, (key, summary)
+
+    lines = [line.strip() for line in done.stdout.splitlines()]
+    verdicts = ("PASS", "MISS", "reported", "peer unavailable")
+    for row in ROWS:
+        mine = [line for line in lines if line.startswith(row + " ")]
+        assert any(line.endswith(verdicts) for line in mine), f"no verdict for {row}:\n{lines}"
+        steps_p50_p99 = re.compile(r"rnnserve.*\s\d+\s+\d+\.?\d*\s+\d+\.?\d*\s")
+        assert any(steps_p50_p99.search(line) for line in mine), f"no figures for {row}: {mine}"
