@@ -7,6 +7,7 @@ from rnnserve.engine.deadlines import TimeLimit
 from rnnserve.engine.engine import Engine, Prediction
 from rnnserve.engine.pending import StepDecoder, StepOutcome, StepResult
 from rnnserve.engine.providers import DeviceUnavailable
+from rnnserve.engine.runner import Runner
 from rnnserve.engine.sessions import Sessions, SessionStepper, new_session_id
 from rnnserve.engine.v2 import (
     DATATYPES,
@@ -21,6 +22,7 @@ from rnnserve.engine.v2 import (
     V2Response,
     check_datatype,
     sequence_parameters,
+    sequence_session_id,
 )
 from rnnserve.state import SessionRecord
 
@@ -34,6 +36,7 @@ __all__ = [
     "Engine",
     "ModelMetadata",
     "Prediction",
+    "Runner",
     "SessionRecord",
     "SessionStepper",
     "ServerMetadata",
@@ -48,4 +51,5 @@ __all__ = [
     "check_datatype",
     "new_session_id",
     "sequence_parameters",
+    "sequence_session_id",
 ]
