@@ -60,10 +60,16 @@ class Replies:
         return reply
 
 
-async def serve(host: str, port: int, replies: Replies) -> None:
-    async def model_stream_infer(requests: Any, context: Any) -> AsyncIterator[bytes]:
+async def serve(host: str, port: int, replies: Replies, writes: str = "yield") -> None:
+    async def yielding(requests: Any, context: Any) -> AsyncIterator[bytes]:
         async for raw in requests:
             yield replies.stream(raw)
+
+    async def writing(requests: Any, context: Any) -> None:
+        async for raw in requests:
+            await context.write(replies.stream(raw))
+
+    model_stream_infer = yielding if writes == "yield" else writing
 
     async def model_infer(raw: bytes, context: Any) -> bytes:
         return replies.unary(raw)
@@ -87,9 +93,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="medium-lstm")
     parser.add_argument("--output", default="output", help="the output tensor's name")
     parser.add_argument("--output-size", type=int, default=1, help="FP32 values per reply")
+    parser.add_argument("--writes", choices=["yield", "write"], default="yield",
+                        help="stream replies from an async generator (yield) or with "
+                        "context.write (as rnnserve writes them)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(serve(args.host, args.port, Replies(args.model, args.output, args.output_size)))
+    asyncio.run(serve(args.host, args.port, Replies(args.model, args.output, args.output_size),
+                      args.writes))
 
 
 if __name__ == "__main__":

@@ -70,6 +70,9 @@ class _Sequence:
     owner: str
     version: str  # the runner's version, as a request's model_version names it
     states_of: dict[str, str]  # state output name -> state input name
+    output_name: str  # the sequence output; the others are the states
+    output_names: tuple[str, ...]  # every output, in the model's order
+    known: frozenset[str]  # the same, to check requested outputs
     steppers: dict[bool, SessionStepper] = field(default_factory=dict)  # by with_states
 
 
@@ -143,9 +146,11 @@ class StreamCall:
         if len(self._active) >= MAX_ACTIVE:
             self._active.clear()
         sig = runner.signature
+        names = sig.output_names
         self._active[key] = _Sequence(runner, sequence_session_id(model, sequence_id, self._owner),
                                       self._owner, str(version),
-                                      {s.output: s.input for s in sig.states})
+                                      {s.output: s.input for s in sig.states},
+                                      sig.output_name, names, frozenset(names))
 
     def _step(self, request: pb.ModelInferRequest, key: Hashable) -> bool:
         """Enter a plain step of a sequence this stream is stepping; False: go the whole way."""
@@ -162,10 +167,12 @@ class StreamCall:
         if not plain:
             return False
         sig = runner.signature
-        names = sig.output_names
-        if request.outputs:
-            names = tuple(o.name for o in request.outputs)
-            if len(set(names)) != len(names) or not set(names) <= set(sig.output_names):
+        names = sequence.output_names
+        outputs = request.outputs
+        if outputs:
+            names = tuple([o.name for o in outputs])
+            if len(names) != 1 and len(set(names)) != len(names) or not (
+                    sequence.known.issuperset(names)):
                 return False
         x = _sequence_input(request, sig.input_name, sig.input_size)
         if x is None:
@@ -176,7 +183,7 @@ class StreamCall:
             limits.check_step_length(int(x.shape[1]), sig.input_name)
         except RnnServeError:
             return False
-        with_states = names != (sig.output_name,)
+        with_states = len(names) != 1 or names[0] != sequence.output_name
         stepper = sequence.steppers.get(with_states)
         if stepper is None:
             stepper = sequence.steppers[with_states] = self._engine.sessions.sequence_stepper(
@@ -188,11 +195,10 @@ class StreamCall:
                  names: tuple[str, ...], outcomes: list[StepOutcome]) -> None:
         outcome = outcomes[0]
         if isinstance(outcome, StepResult):
-            runner = sequence.runner
-            output_name = runner.signature.output_name
+            output_name = sequence.output_name
             states_of = sequence.states_of
             reply = self._writer.stream_reply(
-                runner.name, sequence.version, request.id,
+                sequence.runner.name, sequence.version, request.id,
                 [(name, outcome.outputs[None] if name == output_name
                   else outcome.states[states_of[name]]) for name in names])
             self._lanes.finish(key, reply)

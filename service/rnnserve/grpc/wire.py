@@ -20,7 +20,12 @@ _CACHE_LIMIT = 4096  # cached heads and tensor metadata; cleared past it (a clie
 #                     ever new model names or shapes must not grow memory without bound)
 
 
+_SMALL = [bytes([n]) for n in range(0x80)]  # one-byte varints: most lengths here
+
+
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL[value]
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
