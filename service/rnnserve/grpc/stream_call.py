@@ -111,10 +111,17 @@ class StreamCall:
     def _start(self, request: pb.ModelInferRequest, key: Key) -> None:
         if not self._keys.holds(self._owner):  # no message starts after the key's removal
             self._lanes.finish(key, self._error(request, Unauthenticated(REVOKED)))
-        elif key is None or not self._step(request, key):
+        elif key is None or not self._short_way(request, key):
             task = asyncio.create_task(self._whole_way(request, key))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _short_way(self, request: pb.ModelInferRequest, key: Hashable) -> bool:
+        try:
+            return self._step(request, key)
+        except RnnServeError:  # the whole way meets it too, and answers it
+            self._active.pop(key, None)
+            return False
 
     async def _whole_way(self, request: pb.ModelInferRequest, key: Key) -> None:
         try:
