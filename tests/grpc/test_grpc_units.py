@@ -15,7 +15,7 @@ import pytest
 from rnnserve.errors import InvalidInput
 from rnnserve.grpc import converters
 from rnnserve.grpc.generated import inference_pb2 as pb
-from rnnserve.grpc.stream import pipeline
+from rnnserve.grpc.stream import StreamLanes
 
 
 def request(x: np.ndarray | None = None, raw: bool = True, **params: Any) -> pb.ModelInferRequest:
@@ -131,49 +131,87 @@ def test_sequence_key() -> None:
     assert seven == also != text
 
 
-async def test_pipeline_keeps_order_per_key_and_runs_keys_concurrently() -> None:
-    """Random delays: each key's items finish in sending order, keys overlap, and at most
-    `window` items are in flight."""
-    items = [(key, n) for n in range(20) for key in "abcdef"]
-    running, most, finished = 0, 0, []
+async def run_lanes(items: list[Any], key_of: Any, window: int, delay: Any
+                    ) -> tuple[list[Any], int]:
+    """Items through StreamLanes whose `start` answers each after `delay()` seconds (a timer,
+    as a batch's completion calls back): the replies in the order written, and the most
+    items that ran at once."""
+    loop = asyncio.get_running_loop()
+    running, most, written = 0, 0, []
 
-    async def source() -> AsyncIterator[tuple[str, int]]:
+    async def source() -> AsyncIterator[Any]:
         for item in items:
             yield item
 
-    async def handle(item: tuple[str, int]) -> tuple[str, int]:
+    def start(item: Any, key: Any) -> None:
         nonlocal running, most
         running += 1
         most = max(most, running)
-        await asyncio.sleep(random.random() / 500)
-        running -= 1
-        finished.append(item)
-        return item
 
-    out = [r async for r in pipeline(source(), handle, lambda item: item[0], window=8)]
-    assert sorted(out) == sorted(items) and out == finished
+        def done() -> None:
+            nonlocal running
+            running -= 1
+            lanes.finish(key, item)
+        loop.call_later(delay(), done)
+
+    async def write(reply: Any) -> None:
+        await asyncio.sleep(0)  # a write yields, as grpc's does
+        written.append(reply)
+
+    lanes: StreamLanes[Any, Any] = StreamLanes(start, key_of, window)
+    await lanes.run(source(), write)
+    return written, most
+
+
+async def test_lanes_keep_order_per_key_and_run_keys_concurrently() -> None:
+    """Random delays: each key's items are answered in sending order, keys overlap, and at
+    most `window` items are in flight."""
+    items = [(key, n) for n in range(20) for key in "abcdef"]
+    out, most = await run_lanes(items, lambda item: item[0], 8, lambda: random.random() / 500)
+    assert sorted(out) == sorted(items)
     for key in "abcdef":
         assert [n for k, n in out if k == key] == list(range(20))
     assert 1 < most <= 6  # concurrent across keys, never two of one key
 
 
-async def test_pipeline_without_keys_is_bounded_by_the_window() -> None:
-    running, most = 0, 0
-
-    async def source() -> AsyncIterator[int]:
-        for n in range(50):
-            yield n
-
-    async def handle(n: int) -> int:
-        nonlocal running, most
-        running += 1
-        most = max(most, running)
-        await asyncio.sleep(0.001)
-        running -= 1
-        return n
-
-    out = [r async for r in pipeline(source(), handle, lambda _: None, window=5)]
+async def test_lanes_without_keys_are_bounded_by_the_window() -> None:
+    out, most = await run_lanes(list(range(50)), lambda _: None, 5, lambda: 0.001)
     assert sorted(out) == list(range(50)) and most == 5
+
+
+async def test_lanes_answer_an_item_answered_at_once_and_go_on() -> None:
+    """A start that answers at once (an error reply, a revoked key) inside the reader's own
+    call: the key's later items still run, in order, and the stream ends when all are out."""
+    items = [("k", n) for n in range(300)]  # more than a window of one key, all immediate
+    written: list[Any] = []
+
+    async def source() -> AsyncIterator[Any]:
+        for item in items:
+            yield item
+
+    def start(item: Any, key: Any) -> None:
+        lanes.finish(key, item)
+
+    async def write(reply: Any) -> None:
+        written.append(reply)
+
+    lanes: StreamLanes[Any, Any] = StreamLanes(start, lambda item: item[0], 256)
+    await asyncio.wait_for(lanes.run(source(), write), 10)
+    assert written == items
+
+
+async def test_lanes_raise_the_request_streams_error() -> None:
+    async def source() -> AsyncIterator[int]:
+        yield 1
+        raise ConnectionError("client gone")
+
+    async def write(reply: Any) -> None:
+        pass
+
+    lanes: StreamLanes[Any, Any] = StreamLanes(lambda item, key: lanes.finish(key, item),
+                                               lambda _: None, 4)
+    with pytest.raises(ConnectionError):
+        await asyncio.wait_for(lanes.run(source(), write), 10)
 
 
 def test_committed_stubs_are_current(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from rnnserve.engine.deadlines import TimeLimit
 from rnnserve.engine.engine import Engine, Prediction
 from rnnserve.engine.pending import StepDecoder, StepOutcome, StepResult
 from rnnserve.engine.providers import DeviceUnavailable
+from rnnserve.engine.runner import Runner
 from rnnserve.engine.sessions import Sessions, SessionStepper, new_session_id
 from rnnserve.engine.v2 import (
     DATATYPES,
@@ -22,6 +23,7 @@ from rnnserve.engine.v2 import (
     V2Response,
     check_datatype,
     sequence_parameters,
+    sequence_session_id,
 )
 from rnnserve.state import SessionRecord
 
@@ -37,6 +39,7 @@ __all__ = [
     "ModelMetadata",
     "NewSession",
     "Prediction",
+    "Runner",
     "SessionRecord",
     "SessionStepper",
     "ServerMetadata",
@@ -51,4 +54,5 @@ __all__ = [
     "check_datatype",
     "new_session_id",
     "sequence_parameters",
+    "sequence_session_id",
 ]

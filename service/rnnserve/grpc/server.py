@@ -5,6 +5,7 @@ open and stops it (with grace) before the engine closes."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import grpc
 from google.protobuf.descriptor_pool import DescriptorPool
@@ -12,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from rnnserve.engine import Engine
-from rnnserve.grpc.generated import inference_pb2, inference_pb2_grpc
+from rnnserve.grpc.generated import inference_pb2
 from rnnserve.grpc.health import HealthServicer
 from rnnserve.grpc.servicer import InferenceServicer
 from rnnserve.settings import Settings
@@ -39,6 +40,33 @@ def reflection_pool() -> DescriptorPool:
     return pool
 
 
+UNARY_METHODS: dict[str, tuple[Any, Any]] = {  # name: (request, response) classes
+    "ServerLive": (inference_pb2.ServerLiveRequest, inference_pb2.ServerLiveResponse),
+    "ServerReady": (inference_pb2.ServerReadyRequest, inference_pb2.ServerReadyResponse),
+    "ModelReady": (inference_pb2.ModelReadyRequest, inference_pb2.ModelReadyResponse),
+    "ServerMetadata": (inference_pb2.ServerMetadataRequest,
+                       inference_pb2.ServerMetadataResponse),
+    "ModelMetadata": (inference_pb2.ModelMetadataRequest, inference_pb2.ModelMetadataResponse),
+    "ModelInfer": (inference_pb2.ModelInferRequest, inference_pb2.ModelInferResponse),
+}
+
+
+def add_inference_service(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
+    """The generated `add_GRPCInferenceServiceServicer_to_server`, but ModelStreamInfer's
+    replies go out as the bytes the servicer encodes (grpc/wire.py): no response serializer,
+    so no message object per reply."""
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, name), request_deserializer=request.FromString,
+            response_serializer=response.SerializeToString)
+        for name, (request, response) in UNARY_METHODS.items()}
+    handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+        servicer.ModelStreamInfer,
+        request_deserializer=inference_pb2.ModelInferRequest.FromString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
+
+
 async def start_grpc_server(engine: Engine, settings: Settings) -> grpc.aio.Server:
     """Listen on settings.host:settings.grpc_port; messages up to settings.max_body_bytes
     (grpcio's default is 4 MiB; tritonclient allows 2 GiB on its side)."""
@@ -48,8 +76,7 @@ async def start_grpc_server(engine: Engine, settings: Settings) -> grpc.aio.Serv
         ("grpc.max_receive_message_length", limit),
         ("grpc.so_reuseport", 0),  # a port in use is an error, not a silently shared port
     ])
-    inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceServicer(engine), server)
+    add_inference_service(InferenceServicer(engine), server)
 
     health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(engine, (SERVICE,)), server)
     names = (SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME)

@@ -12,7 +12,7 @@ step_id parameter, which is never applied twice."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable
 from typing import Any
 from urllib.parse import unquote
 
@@ -22,11 +22,8 @@ from rnnserve.errors import NotFound, RequestTimedOut, Unauthenticated
 from rnnserve.grpc import converters
 from rnnserve.grpc.errors import aborts_on_error, status_of
 from rnnserve.grpc.generated import inference_pb2 as pb
-from rnnserve.grpc.stream import pipeline
-
-STREAM_WINDOW = 256
-"""Most messages of one ModelStreamInfer stream in flight at once."""
-REVOKED = "the API key of this stream was removed; send a valid key on a new stream"
+from rnnserve.grpc.stream_call import StreamCall
+from rnnserve.grpc.wire import ReplyWriter
 
 
 class InferenceServicer:
@@ -38,6 +35,7 @@ class InferenceServicer:
         self._v2 = V2DataPlane(engine)
         self._keys = engine.keys  # the one key ring: a removed key is refused here at once
         self._proxies = engine.proxies
+        self._replies = ReplyWriter()  # ModelStreamInfer's replies, encoded to bytes
 
     def _owner(self, context: Any) -> str:
         """The caller's owner id from `authorization: Bearer <key>` metadata (as HTTP: every
@@ -116,32 +114,20 @@ class InferenceServicer:
                                   ) from None
 
     async def ModelStreamInfer(self, requests: AsyncIterable[pb.ModelInferRequest],
-                               context: Any) -> AsyncIterator[pb.ModelStreamInferResponse]:
+                               context: Any) -> None:
         """One response per request, as each completes; the steps of one sequence in
-        arrival order. A failed request gets an in-band error and the stream goes on. A
-        missing or wrong key ends the stream with UNAUTHENTICATED before anything runs; a key
-        removed while the stream is open ends it (UNAUTHENTICATED) at its next response, and
-        no message starts running after the removal."""
+        arrival order (grpc/stream_call.py). A failed request gets an in-band error and the
+        stream goes on. A missing or wrong key ends the stream with UNAUTHENTICATED before
+        anything runs; a key removed while the stream is open ends it (UNAUTHENTICATED) at
+        its next response, and no message starts running after the removal. Replies are
+        written as bytes (server.py registers this method without a response serializer)."""
         try:
             owner = self._owner(context)
         except Unauthenticated as exc:
             await context.abort(*status_of(exc))
-        client = self._client(context)
-
-        async def one(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
-            try:
-                if not self._keys.holds(owner):
-                    raise Unauthenticated(REVOKED)
-                return pb.ModelStreamInferResponse(
-                    infer_response=await self._infer(request, owner, client))
-            except Exception as exc:
-                return converters.stream_error(request, status_of(exc)[1])
-
-        stream = pipeline(requests, one, converters.sequence_key, STREAM_WINDOW)
-        async for response in stream:
-            if not self._keys.holds(owner):
-                await context.abort(*status_of(Unauthenticated(REVOKED)))
-            yield response
+        call = StreamCall(self._engine, self._v2, self._keys, self._replies, owner,
+                          self._client(context))
+        await call.run(requests, context)
 
     async def _infer(self, request: pb.ModelInferRequest, owner: str, client: str
                      ) -> pb.ModelInferResponse:
