@@ -17,14 +17,13 @@ import asyncio
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import orjson
 
-from bench.server_memory import create, free_port, rss_bytes, wait_ready
+from bench.server_memory import create, rss_bytes, start_redis, start_server
 
 BULK_CONCURRENCY = 4
 
@@ -77,27 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     store = "memory"
     try:
         if args.store == "redis":
-            redis_server = shutil.which("redis-server")
-            if redis_server is None:
-                raise SystemExit("redis-server is not installed")
-            redis_port = free_port()
-            started.append(subprocess.Popen(
-                [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", str(work)], stdout=subprocess.DEVNULL))
-            time.sleep(0.5)
+            proc, redis_port = start_redis(work)
+            started.append(proc)
             store = f"redis://127.0.0.1:{redis_port}/0"
-        port = free_port()
-        log = open(work / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
-        server = subprocess.Popen(
-            [sys.executable, "-m", "rnnserve", "serve", "--host", "127.0.0.1", "--port",
-             str(port), "--grpc-port", "0", "--state-store", store, "--log-level", "warning",
-             "--max-sessions-per-client", "0",
-             "--max-sessions", str(args.single + args.bulk + 1000),
-             "--max-sessions-per-request", str(args.per_request),
-             "--redis-record-format", str(args.record_format)],
-            stdout=log, stderr=subprocess.STDOUT)
+        server, port = start_server(
+            work, store, "--max-sessions", str(args.single + args.bulk + 1000),
+            "--max-sessions-per-request", str(args.per_request),
+            "--redis-record-format", str(args.record_format))
         started.append(server)
-        wait_ready(f"http://127.0.0.1:{port}", server)
         began = time.perf_counter()
         asyncio.run(create(port, args.model, args.single))
         single_s = time.perf_counter() - began

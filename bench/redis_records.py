@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ import redis
 from rnnserve.state.base import SessionRecord, StateLayout
 from rnnserve.state.redis import RedisStateStore
 
-from bench.server_memory import free_port
+from bench.server_memory import start_redis
 
 ROUNDS = 200
 
@@ -95,14 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = ("h0", "c0") if args.lstm else ("h0",)
     layout = StateLayout("bench", 1, tuple((n, args.layers, args.hidden) for n in names))
-    server = shutil.which("redis-server")
-    if server is None:
-        raise SystemExit("redis-server is not installed")
     work = Path(tempfile.mkdtemp(prefix="rnnserve-records-"))
-    port = free_port()
-    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(work)],
-                            stdout=subprocess.DEVNULL)
+    proc, port = start_redis(work)
     url = f"redis://127.0.0.1:{port}/0"
     try:
         deadline = time.monotonic() + 10

@@ -91,6 +91,38 @@ def redis_used_memory(port: int) -> int:
     return int(line.split(":")[1])
 
 
+def start_redis(work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A throwaway redis-server on a free loopback port (no persistence, its files in
+    `work`), and that port; SystemExit when the binary is missing."""
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        raise SystemExit("redis-server is not installed")
+    port = free_port()
+    proc = subprocess.Popen(
+        [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(work)], stdout=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return proc, port
+
+
+def start_server(work: Path, store: str, *flags: str) -> tuple[subprocess.Popen[bytes], int]:
+    """`rnnserve serve` on a free loopback port with that state store, no per-client cap,
+    and `flags`; its log in `work`. Returns once it is ready."""
+    port = free_port()
+    log = open(work / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
+    server = subprocess.Popen(
+        [sys.executable, "-m", "rnnserve", "serve", "--host", "127.0.0.1", "--port",
+         str(port), "--grpc-port", "0", "--state-store", store, "--log-level", "warning",
+         "--max-sessions-per-client", "0", *flags],
+        stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", server)
+    except BaseException:
+        server.kill()
+        raise
+    return server, port
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", choices=["memory", "redis"], default="memory")
@@ -105,26 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     store = "memory"
     try:
         if args.store == "redis":
-            redis_server = shutil.which("redis-server")
-            if redis_server is None:
-                raise SystemExit("redis-server is not installed")
-            redis_port = free_port()
-            started.append(subprocess.Popen(
-                [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", str(work)], stdout=subprocess.DEVNULL))
-            time.sleep(0.5)
+            proc, redis_port = start_redis(work)
+            started.append(proc)
             store = f"redis://127.0.0.1:{redis_port}/0"
-        port = free_port()
-        log = open(work / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
-        server = subprocess.Popen(
-            [sys.executable, "-m", "rnnserve", "serve", "--host", "127.0.0.1", "--port",
-             str(port), "--grpc-port", "0", "--state-store", store, "--log-level", "warning",
-             "--max-sessions-per-client", "0", "--max-sessions", str(args.sessions + 1000),
-             "--redis-record-format", str(args.record_format)],
-            stdout=log, stderr=subprocess.STDOUT)
+        server, port = start_server(work, store, "--max-sessions", str(args.sessions + 1000),
+                                    "--redis-record-format", str(args.record_format))
         started.append(server)
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url, server)
         rss_before = rss_bytes(server.pid)
         redis_before = redis_used_memory(redis_port) if redis_port else 0
         began = time.perf_counter()
