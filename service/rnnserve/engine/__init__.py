@@ -9,7 +9,8 @@ from rnnserve.engine.engine import Engine, Prediction
 from rnnserve.engine.pending import StepDecoder, StepOutcome, StepResult
 from rnnserve.engine.providers import DeviceUnavailable
 from rnnserve.engine.runner import Runner
-from rnnserve.engine.sessions import Sessions, SessionStepper, new_session_id
+from rnnserve.engine.session_stepper import SessionStepper
+from rnnserve.engine.sessions import Sessions, new_session_id
 from rnnserve.engine.v2 import (
     DATATYPES,
     EXTENSIONS,
