@@ -181,10 +181,18 @@ def test_sigterm_mid_stream_answers_in_flight_work_and_exits_0_in_grace(
     results: list[int | str] = []
     done = threading.Event()
 
+    connected = threading.Semaphore(0)
+
     def call() -> None:
+        """A predict on a connection opened beforehand (a health check on the same keep-alive
+        client), so that on a loaded machine a caller's connect cannot land after SIGTERM
+        closed the listener: the request goes out as soon as the connection is there."""
         try:
-            results.append(httpx.post(f"{container.url}/v1/models/{MODEL}/predict",
-                                      json={"inputs": big}, timeout=60).status_code)
+            with httpx.Client(base_url=container.url, timeout=60) as client:
+                client.get("/v2/health/live")
+                connected.release()
+                results.append(client.post(f"/v1/models/{MODEL}/predict",
+                                           json={"inputs": big}).status_code)
         except httpx.HTTPError as exc:
             results.append(repr(exc))
 
@@ -211,6 +219,8 @@ def test_sigterm_mid_stream_answers_in_flight_work_and_exits_0_in_grace(
     callers = [threading.Thread(target=call) for _ in range(4)]
     for thread in callers:
         thread.start()
+    for _ in callers:
+        assert connected.acquire(timeout=30), "a caller could not connect"
     time.sleep(0.3)
     in_flight = 4 - len(results)
     started = time.monotonic()
