@@ -64,10 +64,6 @@ def too_new(session_id: str, value: Any) -> SessionFormatTooNew:
         "release can serve it) or upgrade this replica", retry_after_s=5)
 
 
-def tensor_field(name: str) -> str:
-    return "t:" + name
-
-
 def tensor_fields(tensors: Tensors) -> list[str]:
     """Format 1's state fields, in layout order."""
     return ["t:" + name for name, _, _ in tensors]
