@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import subprocess
 import tempfile
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.server_memory import create, rss_bytes, start_redis, start_server
+from bench.server_memory import create, rss_bytes, start_redis, start_server, stop_all
 
 BULK_CONCURRENCY = 4
 
@@ -99,13 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             "server_rss_mib": round(rss_bytes(server.pid) / 2**20, 1),
             **({"record_format": args.record_format} if args.store == "redis" else {})}))
     finally:
-        for proc in reversed(started):
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        stop_all(started, work)
     return 0
 
 

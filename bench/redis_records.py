@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import redis
 from rnnserve.state.base import SessionRecord, StateLayout
 from rnnserve.state.redis import RedisStateStore
 
-from bench.server_memory import start_redis
+from bench.server_memory import start_redis, stop_all
 
 ROUNDS = 200
 
@@ -116,9 +115,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{two['redis_bytes_per_session'] / one['redis_bytes_per_session']:.3f}, "
               f"store steps/s {two['store_steps_per_s'] / one['store_steps_per_s']:.2f}")
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        shutil.rmtree(work, ignore_errors=True)
+        stop_all([proc], work)
     return 0
 
 

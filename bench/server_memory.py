@@ -123,6 +123,17 @@ def start_server(work: Path, store: str, *flags: str) -> tuple[subprocess.Popen[
     return server, port
 
 
+def stop_all(started: list[subprocess.Popen[bytes]], work: Path) -> None:
+    """Stop what start_redis and start_server started, last first, and remove `work`."""
+    for proc in reversed(started):
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", choices=["memory", "redis"], default="memory")
@@ -160,13 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             row["record_format"] = args.record_format
         print(json.dumps(row))
     finally:
-        for proc in reversed(started):
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        stop_all(started, work)
     return 0
 
 
