@@ -94,6 +94,11 @@ class PendingStep:
         return len(self.sessions)
 
 
+MAX_STEP_ID = 128
+"""The longest step id, in characters."""
+
+
 def check_step_id(step_id: object) -> None:
-    if step_id is not None and (not isinstance(step_id, str) or not 0 < len(step_id) <= 128):
-        raise InvalidInput("step_id must be a string of 1 to 128 characters")
+    if step_id is not None and (not isinstance(step_id, str)
+                                or not 0 < len(step_id) <= MAX_STEP_ID):
+        raise InvalidInput(f"step_id must be a string of 1 to {MAX_STEP_ID} characters")

@@ -30,6 +30,7 @@ import numpy as np
 
 from rnnserve.auth import ApiKeys
 from rnnserve.engine import (
+    MAX_STEP_ID,
     Engine,
     Runner,
     SessionStepper,
@@ -58,7 +59,6 @@ MAX_ACTIVE = 10_000
 """Sequences one stream remembers; past that it forgets them all (they go the whole way once
 more), so a stream that starts ever new sequences without ending them stays bounded."""
 _FLAGS = frozenset({"sequence_start", "sequence_end"})
-_MAX_STEP_ID = 128
 
 
 @dataclass(slots=True, eq=False)
@@ -112,9 +112,13 @@ class StreamCall:
         if not self._keys.holds(self._owner):  # no message starts after the key's removal
             self._lanes.finish(key, self._error(request, Unauthenticated(REVOKED)))
         elif key is None or not self._short_way(request, key):
-            task = asyncio.create_task(self._whole_way(request, key))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn_whole_way(request, key)
+
+    def _spawn_whole_way(self, request: pb.ModelInferRequest, key: Key) -> None:
+        """The message the whole way, in a task of its own (cancelled with the stream)."""
+        task = asyncio.create_task(self._whole_way(request, key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _short_way(self, request: pb.ModelInferRequest, key: Hashable) -> bool:
         try:
@@ -212,9 +216,7 @@ class StreamCall:
         elif isinstance(outcome, SessionNotFound):  # gone meanwhile: nothing was written
             if self._active.get(key) is sequence:
                 del self._active[key]
-            task = asyncio.create_task(self._whole_way(request, key))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn_whole_way(request, key)
         else:
             error = not_applied(outcome) if isinstance(outcome, Unavailable) else outcome
             self._lanes.finish(key, self._error(request, error))
@@ -235,7 +237,7 @@ def _plain_step(parameters: Any) -> tuple[bool, str | None]:
                 return False, None
         elif name == "step_id" and which == "string_param":
             step_id = value.string_param
-            if not 0 < len(step_id) <= _MAX_STEP_ID:
+            if not 0 < len(step_id) <= MAX_STEP_ID:
                 return False, None
         else:
             return False, None

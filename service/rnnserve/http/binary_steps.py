@@ -32,7 +32,7 @@ from fastapi import Request, Response
 
 from rnnserve.engine import StepResult
 from rnnserve.errors import InvalidInput, PayloadTooLarge, RnnServeError
-from rnnserve.http.body import parse_json, read_body
+from rnnserve.http.body import only_fields, parse_json, read_body
 from rnnserve.http.common import engine_of, owner_of
 from rnnserve.http.errors import error_fields
 
@@ -69,10 +69,7 @@ def decode(body: bytes, header_length: str | None, max_items: int
     header = parse_json(body[:split])
     if not isinstance(header, dict):
         raise InvalidInput(f"the JSON header must be an object: {LAYOUT}")
-    unknown = sorted(set(header) - FIELDS)
-    if unknown:
-        raise InvalidInput(f"unknown field(s) {unknown} in the JSON header; it takes "
-                           f"{sorted(FIELDS)}")
+    only_fields(header, FIELDS, "the JSON header")
     ids = header.get("session_ids")
     if not isinstance(ids, list) or not ids or not all(type(i) is str for i in ids):
         raise InvalidInput('"session_ids" must be a non-empty list of session id strings')

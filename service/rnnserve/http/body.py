@@ -4,7 +4,7 @@ routes), content type, JSON decoding, and the state object of the contract
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from typing import Any
 
 import numpy as np
@@ -90,3 +90,10 @@ def encode_state(state: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
         name: {"shape": list(arr.shape), "data": np.ascontiguousarray(arr).ravel()}
         for name, arr in state.items()
     }
+
+
+def only_fields(body: Mapping[str, Any], allowed: Set[str], what: str) -> None:
+    """InvalidInput naming the fields of `body` that `what` does not take, and those it does."""
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise InvalidInput(f"unknown field(s) {unknown}; {what} takes {sorted(allowed)}")

@@ -6,7 +6,6 @@ have failed. At most --max-sessions-per-request items (413 above, saying the lim
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -14,8 +13,8 @@ from fastapi import Request
 
 from rnnserve.engine import NewSession, SessionRecord
 from rnnserve.errors import InvalidInput, PayloadTooLarge, RnnServeError
-from rnnserve.http.body import decode_state
-from rnnserve.http.common import client_of, engine_of, owner_of
+from rnnserve.http.body import decode_state, only_fields
+from rnnserve.http.common import client_of, engine_of, iso, owner_of, session_body
 from rnnserve.http.errors import error_fields
 from rnnserve.http.responses import FastJSONResponse
 
@@ -44,10 +43,7 @@ def parse_items(items: list[Any], default_version: str | int | None
         try:
             if not isinstance(item, dict):
                 raise InvalidInput(f'sessions[{i}] must be an object {{"state"?, "version"?}}')
-            unknown = sorted(set(item) - ITEM_FIELDS)
-            if unknown:
-                raise InvalidInput(f"unknown field(s) {unknown} in sessions[{i}]; an item takes "
-                                   f"{sorted(ITEM_FIELDS)}")
+            only_fields(item, ITEM_FIELDS, f"sessions[{i}]")
             version = item.get("version", default_version)
             check_version(version, f"sessions[{i}].version")
             parsed.append(NewSession(version, decode_state(item.get("state"),
@@ -59,7 +55,7 @@ def parse_items(items: list[Any], default_version: str | int | None
 
 class _Times:
     """ISO 8601 of the few distinct instants of one bulk answer (its sessions share their
-    creation time), each formatted once."""
+    creation time), each formatted once (common.iso)."""
 
     def __init__(self) -> None:
         self._seen: dict[float, str] = {}
@@ -67,28 +63,21 @@ class _Times:
     def __call__(self, timestamp: float) -> str:
         text = self._seen.get(timestamp)
         if text is None:
-            text = datetime.fromtimestamp(timestamp, UTC).isoformat(
-                timespec="milliseconds")[:-6] + "Z"
-            self._seen[timestamp] = text
+            text = self._seen[timestamp] = iso(timestamp)
         return text
 
 
-def result_item(outcome: SessionRecord | RnnServeError, iso: _Times) -> dict[str, Any]:
+def result_item(outcome: SessionRecord | RnnServeError, times: _Times) -> dict[str, Any]:
     if isinstance(outcome, RnnServeError):
         return error_fields(outcome)
-    return {"session_id": outcome.id, "model": outcome.model, "version": outcome.version,
-            "steps": outcome.steps, "created": iso(outcome.created),
-            "last_used": iso(outcome.last_used), "expires_at": iso(outcome.expires_at)}
+    return session_body(outcome, times)
 
 
 async def create_many(request: Request, model: str, body: dict[str, Any],
                       version: str | int | None) -> FastJSONResponse:
     """The bulk create route's work, once the body is read (sessions.create_session)."""
     engine = engine_of(request)
-    unknown = sorted(set(body) - {"sessions"})
-    if unknown:
-        raise InvalidInput(f"unknown field(s) {unknown}; a bulk create takes only "
-                           '"sessions" (each item takes "state" and "version")')
+    only_fields(body, {"sessions"}, "a bulk create")
     items = body["sessions"]
     if not isinstance(items, list) or not items:
         raise InvalidInput('"sessions" must be a non-empty list of {"state"?, "version"?} '
@@ -100,5 +89,5 @@ async def create_many(request: Request, model: str, body: dict[str, Any],
     check_version(version, '"version"')
     outcomes = await engine.sessions.create_many(
         model, parse_items(items, version), owner=owner_of(request), client=client_of(request))
-    iso = _Times()
-    return FastJSONResponse({"results": [result_item(o, iso) for o in outcomes]})
+    times = _Times()
+    return FastJSONResponse({"results": [result_item(o, times) for o in outcomes]})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,14 +40,16 @@ def iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
-def session_body(record: SessionRecord) -> dict[str, Any]:
-    """How a session is described over HTTP and WebSocket."""
+def session_body(record: SessionRecord,
+                 times: Callable[[float], str] = iso) -> dict[str, Any]:
+    """How a session is described over HTTP and WebSocket; `times` formats its instants (a
+    bulk answer passes one that formats each distinct instant once)."""
     return {
         "session_id": record.id,
         "model": record.model,
         "version": record.version,
         "steps": record.steps,
-        "created": iso(record.created),
-        "last_used": iso(record.last_used),
-        "expires_at": iso(record.expires_at),
+        "created": times(record.created),
+        "last_used": times(record.last_used),
+        "expires_at": times(record.expires_at),
     }

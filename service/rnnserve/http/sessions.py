@@ -3,7 +3,6 @@ gateway's many-sessions-in-one-request steps. Routes convert, await the engine, 
 
 from __future__ import annotations
 
-from collections.abc import Set
 from typing import Any
 
 import numpy as np
@@ -13,7 +12,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from rnnserve.engine import StepResult
 from rnnserve.errors import InvalidInput, PayloadTooLarge, RnnServeError
 from rnnserve.http.binary_steps import is_binary, step_many_binary
-from rnnserve.http.body import decode_state, encode_state, read_json_object
+from rnnserve.http.body import decode_state, encode_state, only_fields, read_json_object
 from rnnserve.http.bulk_sessions import create_many, is_bulk
 from rnnserve.http.common import client_of, engine_of, owner_of, session_body
 from rnnserve.http.errors import error_fields
@@ -37,12 +36,6 @@ SESSION = Path(description="A session id returned by create")
 async def optional_json(request: Request) -> dict[str, Any]:
     """Create and reset take an optional body: none at all is {}."""
     return await read_json_object(request, optional=True)
-
-
-def only_fields(body: dict[str, Any], allowed: Set[str], route: str) -> None:
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise InvalidInput(f"unknown field(s) {unknown}; {route} takes {sorted(allowed)}")
 
 
 def step_inputs(body: Any, what: str = "inputs") -> Any:
