@@ -47,6 +47,7 @@ class BatchMechanics:
         self.layout = layout
         label = (runner.name, str(runner.version))  # labelled once: labels() is costly per job
         self._run_seconds = metrics.run_seconds.labels(*label)
+        self._onnxruntime_seconds = metrics.onnxruntime_seconds.labels(*label)
         self._batch_rows = metrics.batch_rows.labels(*label)
         self._gather_seconds = metrics.store_seconds.labels(store.name, "gather")
         self._scatter_seconds = metrics.store_seconds.labels(store.name, "scatter")
@@ -61,7 +62,7 @@ class BatchMechanics:
         gathered = await self._gather(stateful, started) if stateful else None
         x = ordered[0].x if len(ordered) == 1 else np.concatenate([j.x for j in ordered])
         try:
-            out = await self.runner.run(self._feeds(x, gathered, stateless))
+            out, runtime_s = await self.runner.run(self._feeds(x, gathered, stateless))
         except RnnServeError as exc:
             if len(batch) == 1:
                 raise
@@ -74,6 +75,7 @@ class BatchMechanics:
                         job.future.set_exception(single)
             return
         self._run_seconds.observe(time.perf_counter() - started)
+        self._onnxruntime_seconds.observe(runtime_s)
         self._batch_rows.observe(x.shape[0])
         written = None
         if gathered is not None:

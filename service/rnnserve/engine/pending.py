@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -88,6 +88,7 @@ class PendingStep:
     with_states: bool = False  # each result carries its session's new state (v2 sequences)
     phase: int = UNWATCHED  # where a watched step stands (see the phases above)
     holder: int | None = None  # a streamed step: the attach its connection holds (one row)
+    trace: Any = None  # the span context of its request (tracing on): its batch links to it
 
     @property
     def rows(self) -> int:

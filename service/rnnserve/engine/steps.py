@@ -71,6 +71,7 @@ class StepEntrance:
     def __init__(self, sig: Signature, batcher: Batcher, limits: Limits) -> None:
         self._sig = sig
         self.batcher = batcher
+        self._tracing = batcher.tracing
         self._limits = limits
         self._full = batcher.options.max_batch
         self._waiting: deque[PendingStep] = deque()
@@ -78,6 +79,8 @@ class StepEntrance:
         self._scheduled = False
 
     def add(self, step: PendingStep) -> None:
+        if self._tracing.enabled:  # in the caller's context: its span, for the batch's link
+            step.trace = self._tracing.current()
         self._waiting.append(step)
         self._schedule()
 
@@ -206,7 +209,9 @@ class StepEntrance:
         job = Job(x, sessions=sessions, owners=owners, step_ids=step_ids,
                   holders=holders if holders and holders.count(None) != len(holders) else None,
                   keep_states=any(map(_WITH_STATES, steps)),
-                  gate=answers if watched else None)
+                  gate=answers if watched else None,
+                  traces=tuple(s.trace for s in steps if s.trace is not None)
+                  if self._tracing.enabled else ())
         try:
             self.batcher.enqueue(job, answers.part_done)
         except RnnServeError as exc:  # the queue is full or the server is stopping
