@@ -21,7 +21,7 @@ error a client sees comes from the one data plane."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Callable, Hashable
+from collections.abc import AsyncIterable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -245,7 +245,7 @@ class StreamCall:
         return True
 
     def _stepped(self, request: pb.ModelInferRequest, key: Hashable, sequence: _Sequence,
-                 names: tuple[str, ...], tick: Tick, outcomes: list[StepOutcome]) -> None:
+                 names: tuple[str, ...], tick: Tick, outcomes: Sequence[StepOutcome]) -> None:
         outcome = outcomes[0]
         if isinstance(outcome, StepResult):
             output_name = sequence.output_name

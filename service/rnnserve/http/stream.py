@@ -32,6 +32,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -169,7 +170,7 @@ class DirectStream:
             self._paused = True
             self._channel.pause_reading()
 
-    def _answer(self, slot: list[bytes | None], outcomes: list[StepOutcome],
+    def _answer(self, slot: list[bytes | None], outcomes: Sequence[StepOutcome],
                 message_id: Any, started: float) -> None:
         outcome = outcomes[0]
         self._series.replied(reply_code(outcome), started)
