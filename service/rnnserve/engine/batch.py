@@ -84,8 +84,13 @@ class BatchMechanics:
         self._answer(ordered, out, written, gathered)
 
     async def _gather(self, stateful: list[Job], started: float) -> Gathered:
-        ids = [sid for j in stateful for sid in j.sessions or ()]
-        owners = [o for j in stateful for o in (j.owners or [None] * j.rows)]
+        if len(stateful) == 1:  # one job (a gateway's, or a turn of one-row steps)
+            job = stateful[0]
+            ids = job.sessions or []
+            owners = job.owners or [None] * job.rows
+        else:
+            ids = [sid for j in stateful for sid in j.sessions or ()]
+            owners = [o for j in stateful for o in (j.owners or [None] * j.rows)]
         holders = None
         if any(j.holders for j in stateful):  # streamed steps: fenced by their attach
             holders = [h for j in stateful for h in (j.holders or [None] * j.rows)]
@@ -165,12 +170,16 @@ def _session_rows(result: JobResult, written: Written, rows: slice,
     """A session job's rows of the scatter's outcome: steps, errors (a conflict becomes a
     StepConflict), and the recorded outputs of replayed steps in place of the run's; their
     states, if asked for, are the stored ones (the replayed step's: it is the latest)."""
-    result.errors = [e or (StepConflict("another replica kept changing the session between "
-                                        f"this step's read and write; {NOT_APPLIED}",
-                                        retry_after_s=0) if c else None)
-                     for e, c in zip(written.errors[rows], written.conflict[rows], strict=True)]
+    errors, conflicts = written.errors[rows], written.conflict[rows]
+    if errors.count(None) == len(errors) and not any(conflicts):  # the usual: all written
+        result.errors = errors
+    else:
+        result.errors = [e or (StepConflict(
+            "another replica kept changing the session between this step's read and write; "
+            f"{NOT_APPLIED}", retry_after_s=0) if c else None)
+            for e, c in zip(errors, conflicts, strict=True)]
     replayed = written.replayed[rows]
-    if any(r is not None for r in replayed):
+    if replayed.count(None) != len(replayed):
         result.y = result.y.copy()
         result.states = {name: value.copy() for name, value in result.states.items()}
         for i, r in enumerate(replayed):
