@@ -116,7 +116,7 @@ class DirectPath:
             if refusal is not None:
                 refused(*refusal)
                 return
-            response = await layers.hot.respond(scope, receive, found)
+            response = await layers.hot.respond(scope, receive, found, body)
             exchange.status = response.status_code
             reply.append(await _written(response, scope, receive))
 

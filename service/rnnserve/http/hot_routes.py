@@ -67,14 +67,18 @@ class HotRoutes:
         await response(scope, receive, send)
 
     async def respond(self, scope: Scope, receive: Receive,
-                      found: tuple[str, Handler, dict[str, str]]) -> Response:
+                      found: tuple[str, Handler, dict[str, str]],
+                      body: bytes | None = None) -> Response:
         """The route function's response to a hot route's request (`found`: its match), its
         errors answered by the application's handlers. Also the protocol's direct path
-        (http/direct_path.py) answers through here."""
+        (http/direct_path.py) answers through here, with the `body` it already holds
+        (Starlette's Request keeps a body it read as `_body`: set, it is not streamed)."""
         template, handler, params = found
         scope["route"] = self._routes[template]
         scope["path_params"] = params
         request = Request(scope, receive)
+        if body is not None:
+            request._body = body
         try:
             return await handler(request, **params)
         except Exception as exc:  # the application's handler for it, as FastAPI's would
