@@ -89,7 +89,7 @@ def _read_tmy3(path: Path) -> pd.DataFrame:
         "ghi_wm2": raw["ghi"].to_numpy(dtype=np.float64),
         "hour": hours.to_numpy() % 24,
         "month": dates.dt.month.to_numpy(),
-        "doy": dates.dt.dayofyear.to_numpy(),
+        "doy": dates.dt.day_of_year.to_numpy(),
         "time": (dates + pd.to_timedelta(hours, unit="h")).to_numpy(),
     })
 
@@ -112,7 +112,7 @@ def _read_tmy2(path: Path) -> pd.DataFrame:
         "ghi_wm2": raw["GHI"].to_numpy(dtype=np.float64),
         "hour": raw["hour"].astype(int).to_numpy() % 24,
         "month": dates.dt.month.to_numpy(),
-        "doy": dates.dt.dayofyear.to_numpy(),
+        "doy": dates.dt.day_of_year.to_numpy(),
         "time": (dates + pd.to_timedelta(raw["hour"].astype(int), unit="h")).to_numpy(),
     })
 
@@ -128,8 +128,7 @@ reading's local standard time; 24:00 is 00:00 of the next day), in file order.""
     kind = kind or ("tmy2" if path.suffix.lower() == ".tm2" else "tmy3")
     try:
         frame = _read_tmy2(path) if kind == "tmy2" else _read_tmy3(path)
-    except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError,
-            pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+    except Exception as exc:  # pvlib's readers raise many types for a file that is not TMY
         raise ExportInputError(
             f"weather file {str(path)!r} is not a readable {kind.upper()} file: {exc}"
         ) from None
