@@ -35,6 +35,11 @@ class Metrics:
         self.latency = Histogram(
             "rnnserve_http_request_duration_seconds", "HTTP request latency",
             ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.direct_requests = Counter(
+            "rnnserve_http_direct_requests",
+            "HTTP requests to the hot routes (session step, bulk steps, KServe v2 infer) "
+            "answered from the HTTP protocol directly rather than through the ASGI stack; "
+            "also counted in rnnserve_http_requests_total", registry=self.registry)
         self.connections_refused = Counter(
             "rnnserve_http_connections_refused",
             "HTTP connections the server refused or closed before a request: over "
