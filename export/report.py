@@ -29,7 +29,7 @@ def plot_learning_curve(
     epochs = np.arange(1, len(train_loss) + 1)
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     ax.plot(epochs, train_loss, marker="o", ms=3, label="train (windows)")
-    ax.plot(epochs, val_loss, marker="o", ms=3, label="validation (whole part)")
+    ax.plot(epochs, val_loss, marker="o", ms=3, label="validation (whole months)")
     ax.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best epoch {best_epoch}")
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
