@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,11 +57,20 @@ SITES: dict[str, SiteFile] = {
 TRAINING_SITE = "greensboro"
 
 
-def pvlib_data_dir() -> Path:
-    """pvlib's installed data folder (imported lazily: only training and tests need pvlib)."""
-    import pvlib
+def _pvlib() -> Any:
+    """pvlib, imported lazily (only training and tests need it), or a one-line remedy."""
+    try:
+        import pvlib
+        import pvlib.iotools
+    except ImportError as exc:
+        raise ExportInputError(f"reading the weather files needs pvlib ({exc}): "
+                               "pip install -e '.[train]'") from None
+    return pvlib
 
-    return Path(pvlib.__file__).resolve().parent / "data"
+
+def pvlib_data_dir() -> Path:
+    """pvlib's installed data folder: the TMY files ship in its wheel."""
+    return Path(_pvlib().__file__).resolve().parent / "data"
 
 
 def site_path(site: str) -> Path:
@@ -75,9 +85,7 @@ def _f(celsius: pd.Series) -> np.ndarray:
 
 
 def _read_tmy3(path: Path) -> pd.DataFrame:
-    from pvlib.iotools import read_tmy3
-
-    raw, _ = read_tmy3(str(path), map_variables=True)
+    raw, _ = _pvlib().iotools.read_tmy3(str(path), map_variables=True)
     dates = pd.to_datetime(raw["Date (MM/DD/YYYY)"], format="%m/%d/%Y")
     hours = raw["Time (HH:MM)"].str.split(":").str[0].astype(int)
     return pd.DataFrame({
@@ -96,9 +104,7 @@ def _read_tmy3(path: Path) -> pd.DataFrame:
 
 def _read_tmy2(path: Path) -> pd.DataFrame:
     """TMY2 stores temperatures and wind in tenths (°C, m/s); pvlib returns them as stored."""
-    from pvlib.iotools import read_tmy2
-
-    raw, _ = read_tmy2(str(path))
+    raw, _ = _pvlib().iotools.read_tmy2(str(path))
     year = raw["year"].astype(int)
     year = np.where(year < 100, year + 1900, year)  # TMY2 years are two digits, all 19xx
     dates = pd.to_datetime(pd.DataFrame({"year": year, "month": raw["month"].astype(int),
@@ -123,11 +129,14 @@ reading's local standard time; 24:00 is 00:00 of the next day), in file order.""
     path = Path(path)
     if not path.is_file():
         raise ExportInputError(
-            f"weather file {str(path)!r} does not exist (give a TMY3 .csv or a TMY2 .tm2 file)"
+            f"weather file {str(path)!r} does not exist: give a site ({', '.join(SITES)}) or a "
+            "TMY3 .csv / TMY2 .tm2 file"
         )
     kind = kind or ("tmy2" if path.suffix.lower() == ".tm2" else "tmy3")
     try:
         frame = _read_tmy2(path) if kind == "tmy2" else _read_tmy3(path)
+    except ExportInputError:
+        raise
     except Exception as exc:  # pvlib's readers raise many types for a file that is not TMY
         raise ExportInputError(
             f"weather file {str(path)!r} is not a readable {kind.upper()} file: {exc}"
