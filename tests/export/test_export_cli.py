@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,26 @@ def test_tiny_training_is_bit_for_bit_reproducible_and_exportable(
     assert again == digests[0]
     assert ((tmp_path / "re" / "model.json").read_text()
             == (tmp_path / "a" / "temperature-gru" / "model.json").read_text())
+
+
+def test_a_feature_subset_is_trained_declared_and_scored(tmp_path: Path) -> None:
+    """--features picks any subset of the vocabulary: the model takes that width, model.json
+    lists the names with units and declares the data, and metrics.json scores it beside every
+    baseline at every site."""
+    assert train_main([*TINY, "--features", "temperature_f,dew_point_f,hour_sin,hour_cos",
+                       "--out", str(tmp_path / "m"), "--checkpoints", str(tmp_path / "c")]) == 0
+    folder = tmp_path / "m" / "temperature-gru"
+    meta = json.loads((folder / "model.json").read_text())
+    assert meta["input_size"] == 4
+    assert meta["features"] == [{"name": "temperature_f", "unit": "degF"},
+                                {"name": "dew_point_f", "unit": "degF"},
+                                {"name": "hour_sin", "unit": "1"},
+                                {"name": "hour_cos", "unit": "1"}]
+    assert meta["data"]["file"] == "pvlib/data/723170TYA.CSV"
+    assert (meta["data"]["val_months"], meta["data"]["test_months"]) == ([1, 7], [4, 10])
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert set(metrics["sites"]) == {"greensboro", "sand_point", "miami"}
+    for scopes in metrics["sites"].values():
+        for entry in scopes.values():
+            assert set(entry["rmse_f"]) == {"model", "persistence", "same_hour_yesterday",
+                                            "linear_ar"}
