@@ -10,9 +10,7 @@ it was not applied. The middleware's own 504 thus always means: nothing was chan
 
 from __future__ import annotations
 
-import itertools
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,16 +19,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rnnserve.engine import TimeLimit
 from rnnserve.http.errors import CLIENT_CLOSED, send_error
-from rnnserve.logs import request_id
+from rnnserve.logs import new_request_id, request_id
 from rnnserve.metrics import HTTP_METHODS, OTHER, Metrics
 from rnnserve.tracing import Tracing
 
 log = logging.getLogger("rnnserve.access")
 
-# A new request id: this process's random prefix and a counter (uuid4 read the OS's random
-# source on every request).
-_ID_PREFIX = secrets.token_hex(8)
-_id_counter = itertools.count()
+
+
+def headers_of(scope: Scope) -> dict[str, str]:
+    """A request's headers as text (the last of a repeated one), for trace context."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
 
 
 class Exchange:
@@ -66,7 +65,7 @@ class RequestContext:
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 rid = value.decode("latin-1")[:128]
-        return rid or f"{_ID_PREFIX}{next(_id_counter):016x}"
+        return rid or new_request_id()
 
     async def run(self, scope: Scope, exchange: Exchange, answer: Callable[[], Awaitable[None]],
                   answer_timed_out: Callable[[str], Awaitable[None]]) -> None:
@@ -77,7 +76,9 @@ class RequestContext:
         rules exist once. `answer` sets `exchange.status` when it starts answering."""
         token = request_id.set(exchange.rid)
         started = time.perf_counter()
-        with self.tracing.span(f"{scope['method']} {scope['path']}", server=True) as span:
+        carrier = headers_of(scope) if self.tracing.enabled else None
+        with self.tracing.span(f"{scope['method']} {scope['path']}", server=True,
+                               carrier=carrier) as span:
             try:
                 async with TimeLimit(self.timeout_s):  # no extra task, unlike wait_for
                     await answer()
