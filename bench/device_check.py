@@ -145,13 +145,20 @@ def call(url: str, method: str = "GET", body: Any = None, timeout: float = 60) -
 # ---------------------------------------------------------------- inputs
 
 def readings(rng: Any, batch: int, steps: int) -> list[list[list[float]]]:
-    """Plausible hourly readings: [temperature_f, sin(2 pi h/24), cos(2 pi h/24)]."""
+    """Plausible hourly readings in the committed models' features (the order and width of
+    models/temperature-gru/model.json): temperature_f, hour_sin, hour_cos as below, every other
+    feature at its training mean."""
     import numpy as np
     start = rng.integers(0, 24, size=(batch, 1))
     hours = (start + np.arange(steps)[None, :]) % 24
     walk = np.cumsum(rng.normal(0.0, 1.2, size=(batch, steps)), axis=1)
     temp = 55.0 + 8.0 * np.sin(2 * np.pi * (hours - 9) / 24) + walk + rng.normal(0, 3, (batch, 1))
-    x = np.stack([temp, np.sin(2 * np.pi * hours / 24), np.cos(2 * np.pi * hours / 24)], axis=-1)
+    meta = json.loads((ROOT / "models" / "temperature-gru" / "model.json").read_text())
+    known = {"temperature_f": temp, "hour_sin": np.sin(2 * np.pi * hours / 24),
+             "hour_cos": np.cos(2 * np.pi * hours / 24)}
+    x = np.stack([known.get(f["name"], np.full((batch, steps), mean)) for f, mean in
+                  zip(meta["features"], meta["normalization"]["feature_mean"], strict=True)],
+                 axis=-1)
     return [[[round(float(v), 4) for v in step] for step in seq] for seq in x.astype(np.float32)]
 
 

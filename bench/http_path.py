@@ -35,6 +35,7 @@ from rnnserve.settings import Settings
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 MODEL = "temperature-lstm"
+WIDTH = int(json.loads((MODELS / MODEL / "model.json").read_text())["input_size"])  # features
 
 
 class MemoryTransport(asyncio.Transport):
@@ -82,11 +83,11 @@ class MemoryTransport(asyncio.Transport):
 
 def v2_binary_step(sequence: int, first: bool) -> bytes:
     head = json.dumps({"parameters": {"sequence_id": sequence, "sequence_start": first},
-                       "inputs": [{"name": "input", "shape": [1, 1, 3], "datatype": "FP32",
-                                   "parameters": {"binary_data_size": 12}}],
+                       "inputs": [{"name": "input", "shape": [1, 1, WIDTH], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": 4 * WIDTH}}],
                        "outputs": [{"name": "output",
                                     "parameters": {"binary_data": True}}]}).encode()
-    body = head + b"\0" * 12
+    body = head + b"\0" * (4 * WIDTH)
     return (f"POST /v2/models/{MODEL}/infer HTTP/1.1\r\nHost: bench\r\n"
             "Content-Type: application/octet-stream\r\n"
             f"Inference-Header-Content-Length: {len(head)}\r\n"
@@ -94,7 +95,7 @@ def v2_binary_step(sequence: int, first: bool) -> bytes:
 
 
 def rest_step(session_id: str) -> bytes:
-    body = b'{"inputs": [[50.0, 0.5, 0.5]]}'
+    body = json.dumps({"inputs": [[50.0] + [0.5] * (WIDTH - 1)]}).encode()
     return (f"POST /v1/sessions/{session_id}/step HTTP/1.1\r\nHost: bench\r\n"
             "Content-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body

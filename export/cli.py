@@ -41,19 +41,37 @@ def _cells(text: str) -> list[str]:
     return [c.strip().lower() for c in text.split(",") if c.strip()]
 
 
+def _names(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _months(text: str) -> list[int]:
+    return [int(c) for c in text.split(",") if c.strip()]
+
+
 def train_parser() -> argparse.ArgumentParser:
     from rnnserve.export.train import TrainConfig
 
     d = TrainConfig()
     p = _Parser(prog="rnnserve train",
-                description="Train the temperature RNN/LSTM/GRU and export them to ONNX.")
+                description="Train the temperature RNN/LSTM/GRU on observed hourly weather and "
+                            "export them to ONNX.")
     p.add_argument("--cells", type=_cells, default=d.cells, help="comma list of rnn,lstm,gru")
     p.add_argument("--out", type=Path, default=d.out, help="model repository (default models/)")
     p.add_argument("--checkpoints", type=Path, default=d.checkpoints,
                    help="where the .pt checkpoints go (default export/checkpoints/)")
-    p.add_argument("--data", action="append", metavar="CSV",
-                   help="train on this CSV (columns date,temp in °F) instead of the built-in "
-                        "Seattle/San Francisco 2010 data; repeat for several cities")
+    p.add_argument("--data", default=d.data, metavar="SITE|FILE",
+                   help="a site shipped with pvlib (greensboro, sand_point, miami) or a TMY3 "
+                        ".csv / TMY2 .tm2 file (default greensboro)")
+    p.add_argument("--features", type=_names, default=d.features,
+                   help="comma list of input features, temperature_f first (default: "
+                        + ",".join(d.features) + ")")
+    p.add_argument("--val-months", type=_months, default=d.val_months,
+                   help="comma list of validation months 1-12 (default "
+                        + ",".join(map(str, d.val_months)) + ")")
+    p.add_argument("--test-months", type=_months, default=d.test_months,
+                   help="comma list of test months 1-12 (default "
+                        + ",".join(map(str, d.test_months)) + ")")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs")
     p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience")
@@ -81,6 +99,7 @@ def train_main(argv: list[str]) -> int:
         return args
     cfg = TrainConfig(
         cells=args.cells, out=args.out, checkpoints=args.checkpoints, data=args.data,
+        features=args.features, val_months=args.val_months, test_months=args.test_months,
         seed=args.seed, hidden=args.hidden, layers=args.layers, window=args.window,
         stride=args.stride, epochs=args.epochs, patience=args.patience,
         batch_size=args.batch_size, lr=args.lr, clip=args.clip, threads=args.threads,
@@ -125,9 +144,11 @@ def export_main(argv: list[str]) -> int:
             args.out,
             name=args.name or args.out.resolve().name,
             metrics=ckpt.get("metrics", {}),
-            data_source=ckpt.get("data_source", D.DATA_SOURCE),
-            features=D.FEATURES,
+            data_source=ckpt.get("data_source", ""),
+            features=D.features_with_units(
+                ckpt.get("train_config", {}).get("features", D.DEFAULT_FEATURES)),
             outputs=D.OUTPUTS,
+            data_info=ckpt.get("data"),
             opset=args.opset,
         )
     except ExportInputError as exc:

@@ -1,15 +1,17 @@
-"""Write the console's static/weeks.json: one test week per city from the REAL training data,
-for the console's live forecast. It lives with the training code (it needs the train extra:
-pandas, vega_datasets), not in the server, which never imports the training package:
+"""Write the console's static/weeks.json: real observed test weeks for the console's live
+forecast, with the baselines' forecasts of the same hours. It lives with the training code (it
+needs the train extra: pandas, pvlib), not in the server, which never imports the training
+package:
 
     python -m rnnserve.export.console_weeks
 
-Each city's week is the first 168 hours of its test part (the same split as `rnnserve train`,
-the same week as each model's forecast.png). `warmup` holds the 48 hours before the week: the
-console feeds them in one message first, so the session's state is warm when drawing starts, as
-in training's evaluation (which runs the whole year through the model). Values are float32,
-written with the shortest decimal that reads back to the same float32, so the browser and the
-test send the server exactly the inputs the file holds.
+A week is 168 hours of a test month (the same months and rule as `rnnserve train`, the same week
+as each model's forecast.png): rows 24..191, after the month's first day, which `warmup` holds:
+the console feeds it in one message first, so the session's state is warm when drawing starts,
+exactly as the evaluation runs a month from a zero state and scores it from row 24 on. Weeks come
+from Greensboro's test months and from the first test month of each site the models never
+trained on. Values are float32, written with the shortest decimal that reads back to the same
+float32, so the browser and the tests send the server exactly the inputs the file holds.
 """
 
 from __future__ import annotations
@@ -18,12 +20,11 @@ import json
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from rnnserve.console import STATIC
 
 WEEK_HOURS = 168
-WARMUP_HOURS = 48
 OUT = STATIC / "weeks.json"
-LABELS = {"seattle": "Seattle", "san_francisco": "San Francisco"}
 
 
 def _f32(value: float) -> float:
@@ -37,31 +38,45 @@ def _rows(x: np.ndarray) -> list[list[float]]:
 
 def build() -> dict[str, Any]:
     from rnnserve.export import data as D
+    from rnnserve.export.baselines import same_hour_yesterday
+    from rnnserve.export.scoring import prepare
+    from rnnserve.export.train import TrainConfig
 
-    cities = []
-    for city in D.load_cities():
-        split = D.chronological_split(len(city.y))
-        start = split.test[0]
-        stop = min(start + WEEK_HOURS, split.test[1])
-        week = slice(start, stop)
-        warm = slice(max(0, start - WARMUP_HOURS), start)
-        cities.append({
-            "id": city.name,
-            "label": LABELS.get(city.name, city.name),
-            # hour t's inputs predict the temperature at t + 1 h, the "target" timestamp
-            "timestamps": [d.strftime("%Y-%m-%dT%H:%M") for d in city.dates[week]],
-            "temperature_f": [_f32(v) for v in city.x[week, 0]],
-            "inputs": _rows(city.x[week]),
-            "target_f": [_f32(v) for v in city.y[week]],
-            "warmup": _rows(city.x[warm]),
+    cfg = TrainConfig()
+    ds = prepare(cfg.data, tuple(cfg.features), tuple(cfg.val_months), tuple(cfg.test_months),
+                 cfg.window, cfg.stride)
+    picks = [(ds.site, m) for m in ds.split.test]
+    picks += [(site, ds.split.test[0]) for site in ds.others.values()]
+    weeks = []
+    for site, number in picks:
+        month = site.months[number]
+        week = slice(D.WARMUP_HOURS, min(D.WARMUP_HOURS + WEEK_HOURS, len(month.y)))
+        when = pd.Timestamp(month.times[week.start])
+        weeks.append({
+            "id": f"{site.name}-{number:02d}",
+            "label": f"{D.site_label(site.name)}, {when:%B %Y}"
+                     + ("" if site is ds.site else " (never trained on)"),
+            # row t's inputs predict the temperature one hour later
+            "timestamps": [pd.Timestamp(t).strftime("%Y-%m-%dT%H:%M") for t in month.times[week]],
+            "temperature_f": [_f32(v) for v in month.x[week, 0]],
+            "inputs": _rows(month.x[week]),
+            "target_f": [_f32(v) for v in month.y[week]],
+            "warmup": _rows(month.x[: week.start]),
+            "baselines_f": {
+                "same_hour_yesterday": [_f32(v) for v in same_hour_yesterday(month)[week]],
+                "linear_ar": [_f32(v) for v in ds.ridge.forecast(month)[week]],
+            },
         })
     return {
-        "source": D.DATA_SOURCE,
-        "features": [name for name, _ in D.FEATURES],
-        "note": "test part of each city (chronological 70/15/15 split); inputs[t] = "
-                "[temperature_f, hour_sin, hour_cos] at timestamps[t]; target_f[t] = the "
-                "temperature one hour later",
-        "cities": cities,
+        "source": "hourly observations from typical-meteorological-year files in the pvlib "
+                  "package (each month one real observed month)",
+        "features": list(cfg.features),
+        "note": "inputs[t] = the features at timestamps[t] (local standard time), in the order "
+                "of 'features'; target_f[t] = the dry-bulb temperature one hour later; "
+                "warmup = the month's first 24 hours, fed before the week; baselines_f = the "
+                "same-hour-yesterday and linear AR forecasts of target_f (persistence is "
+                "temperature_f)",
+        "cities": weeks,
     }
 
 

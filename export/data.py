@@ -1,217 +1,218 @@
-"""Hourly temperatures -> features, targets, chronological splits, training windows, baselines.
+"""Observed hourly weather -> features, next-hour targets, a split by whole months, training
+windows, and the evaluation rule every model and baseline is scored by.
 
-The data are real NOAA hourly temperatures for 2010 (Seattle and San Francisco) shipped inside
-the `vega_datasets` package, so training never touches the network. Every timestep has exactly
-three features, in this order (the exported model's `input` contract):
+The data are a typical meteorological year (export/weather.py): twelve real observed months,
+each from a different year, so a month is a sequence of its own and nothing (no training window,
+no model state, no baseline's look-back) ever crosses a month boundary.
 
-    temperature_f   the temperature this hour, °F
-    hour_sin        sin(2π·hour/24)   the hour of day on a circle, so 23h and 0h are neighbours
-    hour_cos        cos(2π·hour/24)
-
-and one target: the temperature the next row (next hour), °F. Each city is split in time order
-(train / validation / test); normalization statistics come from the training parts only, so no
-later information leaks into the model.
+Row t of a month holds that hour's readings (the model's inputs, named from the vocabulary in
+weather.FEATURE_UNITS, `temperature_f` first); the target of row t is the dry-bulb temperature
+of row t+1. The evaluation rule (declared in every model.json): each scored month is run from a
+zero state at its row 0; the forecasts made at rows 0..23 warm the state up and are not scored;
+every later forecast with a target in the same month is (rows 24..N-2 of an N-hour month).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from rnnserve.export.errors import ExportInputError
+from rnnserve.export.weather import FEATURE_UNITS, SITES, TRAINING_SITE, load_site
 
-FEATURES: list[tuple[str, str]] = [
-    ("temperature_f", "degF"),
-    ("hour_sin", "1"),
-    ("hour_cos", "1"),
-]
-OUTPUTS: list[tuple[str, str]] = [("next_hour_temperature_f", "degF")]
-DATA_SOURCE = (
-    "NOAA hourly temperatures 2010, Seattle and San Francisco, via vega_datasets "
-    "(local_data.seattle_temps / sf_temps)"
+DEFAULT_FEATURES: tuple[str, ...] = (
+    "temperature_f", "dew_point_f", "relative_humidity", "pressure_mbar", "wind_speed_ms",
+    "ghi_wm2", "hour_sin", "hour_cos", "doy_sin", "doy_cos",
 )
-SEASONAL_LAG = pd.Timedelta(hours=24)
+OUTPUTS: list[tuple[str, str]] = [("next_hour_temperature_f", "degF")]
+VAL_MONTHS: tuple[int, ...] = (1, 7)  # early stopping, model choice, the ridge's penalty
+TEST_MONTHS: tuple[int, ...] = (4, 10)  # scored once, at the end: spring and autumn fronts
+WARMUP_HOURS = 24  # forecasts made in a month's first 24 rows are not scored
+YESTERDAY = 24  # hours back for "same hour yesterday"
+
+
+EVALUATION_RULE = (
+    "each month is run from a zero state at its first row; the forecasts made at its first 24 "
+    "rows warm the state up and are not scored; every later forecast whose target (the next "
+    "row) is in the same month is scored; RMSE in °F pooled over the scored rows of the months"
+)
+BASELINE_RULES = {
+    "persistence": "next hour = this hour's temperature_f",
+    "same_hour_yesterday": "next hour = temperature_f 24 rows before the target row",
+    "linear_ar": "ridge regression of the next-hour change on the previous 24 hours of the "
+                 "model's features (standardized with the training statistics), fitted on the "
+                 "training months, penalty chosen on the validation months",
+}
+
+
+def site_label(name: str) -> str:
+    return SITES[name].label if name in SITES else name
+
+
+def site_file(name: str) -> str:
+    """The data file as model.json declares it: pvlib's data/<file> for a pvlib site."""
+    return f"pvlib/data/{SITES[name].file}" if name in SITES else name
+
+
+def data_source(data: str) -> str:
+    if data in SITES:
+        kind = SITES[data].kind.upper()
+        return (f"{kind} typical meteorological year {SITES[data].file} ({SITES[data].label}): "
+                "hourly observations, each month one real observed month of a different year, "
+                "from the pvlib package's data folder")
+    return f"user TMY file: {data}"
+
+
+def features_with_units(names: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
+    """[(name, unit)] for model.json, in input order."""
+    return [(n, FEATURE_UNITS[n]) for n in names]
+
+
+def check_features(names: list[str]) -> tuple[str, ...]:
+    """A model's feature list: known names, no repeats, `temperature_f` first (the forecast is
+    a change added to it)."""
+    unknown = [n for n in names if n not in FEATURE_UNITS]
+    if unknown:
+        raise ExportInputError(f"unknown feature(s) {', '.join(map(repr, unknown))}: choose "
+                               f"from {','.join(FEATURE_UNITS)}")
+    if len(set(names)) != len(names) or not names or names[0] != "temperature_f":
+        raise ExportInputError("--features must list each name once, temperature_f first")
+    return tuple(names)
 
 
 @dataclass(frozen=True)
-class CitySeries:
-    """One city's whole year, aligned so that row t of `x` predicts `y[t]` (the next hour)."""
+class Month:
+    """One observed month: row t of `x` predicts `y[t]`, the temperature of row t+1."""
 
+    month: int  # 1..12
+    x: np.ndarray  # [N-1, F] float32 inputs in physical units
+    y: np.ndarray  # [N-1]    float32 next-hour dry-bulb temperature, °F
+    times: np.ndarray  # [N-1] datetime64: when row t was read (local standard time, real year)
+
+    @property
+    def scored(self) -> slice:
+        """The rows whose forecasts are scored: all but the first WARMUP_HOURS."""
+        return slice(WARMUP_HOURS, len(self.y))
+
+
+@dataclass(frozen=True)
+class Site:
     name: str
-    dates: pd.DatetimeIndex  # [T]    timestamp of each input row
-    x: np.ndarray  # [T, 3]  float32 features (°F, sin, cos)
-    y: np.ndarray  # [T]     float32 next-hour temperature, °F
-    seasonal: np.ndarray  # [T] float32 seasonal-naive forecast of y (same hour the day before)
+    features: tuple[str, ...]
+    months: dict[int, Month]
+
+    def pick(self, months: tuple[int, ...]) -> list[Month]:
+        return [self.months[m] for m in months]
+
+
+def site_months(name: str, frame: pd.DataFrame, features: tuple[str, ...]) -> Site:
+    """Cut a TMY frame into its months (each a contiguous block of rows in the file)."""
+    month_of_row = frame["month"].to_numpy()
+    starts = np.flatnonzero(np.diff(month_of_row, prepend=-1))
+    stops = [*starts[1:], len(frame)]
+    values = frame[list(features)].to_numpy(dtype=np.float64)
+    temps = frame["temperature_f"].to_numpy(dtype=np.float64)
+    times = frame["time"].to_numpy()
+    months: dict[int, Month] = {}
+    for start, stop in zip(starts, stops, strict=True):
+        m = int(month_of_row[start])
+        if m in months:
+            raise ExportInputError(f"{name}: month {m} is not one contiguous block of rows")
+        if stop - start < WARMUP_HOURS + 2:
+            raise ExportInputError(f"{name}: month {m} has {stop - start} hours; need at least "
+                                   f"{WARMUP_HOURS + 2} (a day to warm up, then a forecast)")
+        months[m] = Month(m, values[start : stop - 1].astype(np.float32),
+                          temps[start + 1 : stop].astype(np.float32), times[start : stop - 1])
+    return Site(name, features, months)
+
+
+def load(site_or_path: str, features: tuple[str, ...]) -> Site:
+    name, frame = load_site(site_or_path)
+    return site_months(name, frame, features)
+
+
+def load_all_sites(features: tuple[str, ...]) -> dict[str, Site]:
+    """The training site first, then the two it is never trained on."""
+    return {name: load(name, features) for name in [TRAINING_SITE, *
+            (s for s in SITES if s != TRAINING_SITE)]}
 
 
 @dataclass(frozen=True)
-class Split:
-    """Index ranges [start, stop) into a CitySeries, per part, in time order."""
+class MonthSplit:
+    """Whole calendar months per part; every month not validation or test trains."""
 
-    train: tuple[int, int]
-    val: tuple[int, int]
-    test: tuple[int, int]
+    train: tuple[int, ...]
+    val: tuple[int, ...]
+    test: tuple[int, ...]
+
+    @classmethod
+    def declare(cls, site: Site, val: tuple[int, ...], test: tuple[int, ...]) -> MonthSplit:
+        for label, months in (("validation", val), ("test", test)):
+            missing = [m for m in months if m not in site.months]
+            if not months or missing:
+                raise ExportInputError(f"{label} months {list(months)} must be non-empty and "
+                                       f"in the data (it has {sorted(site.months)})")
+        if set(val) & set(test):
+            raise ExportInputError(f"months {sorted(set(val) & set(test))} are both "
+                                   "validation and test")
+        train = tuple(m for m in sorted(site.months) if m not in val and m not in test)
+        if not train:
+            raise ExportInputError("no month is left for training")
+        return cls(train, tuple(val), tuple(test))
 
 
 @dataclass(frozen=True)
 class Stats:
-    """Normalization statistics from the training parts only (baked into the exported model)."""
+    """Normalization from the training months only (baked into the exported model)."""
 
-    temp_mean: float  # mean temperature, °F
-    temp_std: float  # std of temperature, °F
-    delta_std: float  # std of the hour-to-hour change, °F: the scale of the predicted residual
-
-
-# ----------------------------------------------------------------------------- loading
+    mean: tuple[float, ...]  # per feature, physical units
+    std: tuple[float, ...]  # per feature (1.0 where a feature is constant)
+    delta_std: float  # std of the hour-to-hour temperature change, °F: the output's scale
 
 
-def load_builtin_cities() -> dict[str, pd.DataFrame]:
-    """Seattle and San Francisco 2010 from the files shipped in vega_datasets (no network)."""
-    from vega_datasets import local_data
-
-    return {"seattle": local_data.seattle_temps(), "san_francisco": local_data.sf_temps()}
-
-
-def load_csv(path: str | Path) -> pd.DataFrame:
-    """A user CSV with columns `date` (parseable timestamps) and `temp` (°F), one row an hour."""
-    path = Path(path)
-    if not path.is_file():
-        raise ExportInputError(
-            f"data file {str(path)!r} does not exist (give a CSV with columns date,temp)"
-        )
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ExportInputError(f"data file {str(path)!r} is not a readable CSV: {exc}") from None
-    return frame
-
-
-def city_series(name: str, frame: pd.DataFrame) -> CitySeries:
-    """Validate one city's frame and turn it into features, next-hour targets and a baseline."""
-    missing = {"date", "temp"} - set(frame.columns)
-    if missing:
-        raise ExportInputError(
-            f"data for {name!r} lacks column(s) {sorted(missing)}: need date,temp"
-        )
-    if len(frame) < 2:
-        raise ExportInputError(f"data for {name!r} has {len(frame)} row(s): need at least 2 hours")
-    try:
-        dates = pd.DatetimeIndex(pd.to_datetime(frame["date"]))
-        temp = pd.to_numeric(frame["temp"]).to_numpy(dtype=np.float64)
-    except (ValueError, TypeError) as exc:
-        raise ExportInputError(f"data for {name!r} has unparseable values: {exc}") from None
-    if not np.all(np.isfinite(temp)) or dates.hasnans:
-        bad = int(np.sum(~np.isfinite(temp))) + int(dates.isna().sum())
-        raise ExportInputError(f"data for {name!r} has {bad} NaN/inf value(s): clean or drop them")
-    if not dates.is_monotonic_increasing or dates.has_duplicates:
-        raise ExportInputError(f"data for {name!r} is not in strictly increasing time order")
-
-    hour = dates.hour.to_numpy() + dates.minute.to_numpy() / 60.0
-    angle = 2.0 * math.pi * hour / 24.0
-    feats = np.stack([temp, np.sin(angle), np.cos(angle)], axis=1)  # [T+1, 3]
-
-    # Seasonal naive: the temperature at the same clock time one day before the target hour.
-    # Looked up by timestamp (the data skip one hour at the DST change); where that hour is
-    # missing, fall back to 24 rows back, and where even that is missing, to persistence.
-    by_time = pd.Series(temp, index=dates)
-    target_dates = dates[1:]
-    seasonal = by_time.reindex(target_dates - SEASONAL_LAG).to_numpy()
-    back = np.concatenate([np.full(23, np.nan), temp[: max(len(temp) - 24, 0)]])
-    rows_back = back[: len(temp) - 1]
-    seasonal = np.where(np.isnan(seasonal), rows_back, seasonal)
-    seasonal = np.where(np.isnan(seasonal), temp[:-1], seasonal)
-
-    return CitySeries(
-        name=name,
-        dates=dates[:-1],
-        x=feats[:-1].astype(np.float32),
-        y=temp[1:].astype(np.float32),
-        seasonal=seasonal.astype(np.float32),
-    )
-
-
-def load_cities(csv_paths: list[str] | None = None) -> list[CitySeries]:
-    """The built-in cities, or one series per user CSV (named by the file stem)."""
-    if csv_paths:
-        frames = {Path(p).stem: load_csv(p) for p in csv_paths}
-    else:
-        frames = load_builtin_cities()
-    return [city_series(name, frame) for name, frame in frames.items()]
-
-
-# ----------------------------------------------------------------------------- splitting
-
-
-def chronological_split(n: int, val_frac: float = 0.15, test_frac: float = 0.15) -> Split:
-    """Train on the past, validate on the next part, test on the last part: no shuffling."""
-    n_test = int(round(n * test_frac))
-    n_val = int(round(n * val_frac))
-    n_train = n - n_val - n_test
-    if n_train < 1 or n_val < 1 or n_test < 1:
-        raise ExportInputError(f"{n} hours are too few to split into train/validation/test")
-    return Split(train=(0, n_train), val=(n_train, n_train + n_val), test=(n_train + n_val, n))
-
-
-def train_stats(cities: list[CitySeries], splits: list[Split]) -> Stats:
-    """Mean/std of temperature and of the hourly change, over the training parts only."""
-    now = [part(c.x[:, 0], s.train) for c, s in zip(cities, splits, strict=True)]
-    nxt = [part(c.y, s.train) for c, s in zip(cities, splits, strict=True)]
-    temps = np.concatenate(now)
-    deltas = np.concatenate(nxt) - temps
-    temp_std = float(np.std(temps.astype(np.float64)))
-    delta_std = float(np.std(deltas.astype(np.float64)))
-    if temp_std <= 0.0 or delta_std <= 0.0:
+def train_stats(months: list[Month]) -> Stats:
+    x = np.concatenate([m.x for m in months]).astype(np.float64)
+    deltas = np.concatenate([m.y.astype(np.float64) - m.x[:, 0] for m in months])
+    std = np.std(x, axis=0)
+    delta_std = float(np.std(deltas))
+    if std[0] <= 0.0 or delta_std <= 0.0:
         raise ExportInputError("the training temperatures are constant: nothing to learn")
-    return Stats(float(np.mean(temps.astype(np.float64))), temp_std, delta_std)
+    std = np.where(std > 0.0, std, 1.0)
+    return Stats(tuple(float(v) for v in x.mean(axis=0)), tuple(float(v) for v in std),
+                 delta_std)
 
 
-def make_windows(
-    cities: list[CitySeries], splits: list[Split], window: int, stride: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed-length training windows cut from each city's training part.
-
-    Returns x [N, window, 3] and y [N, window, 1]. One week (168 h) keeps several daily cycles in
-    view; the stride trades overlap (more windows) against epoch time. The model itself runs on
-    any length: windows are only how it is trained.
-    """
+def make_windows(months: list[Month], window: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training windows inside each month: x [N, window, F], y [N, window, 1]; the last one
+    ends on the month's last row, so every hour is seen."""
     if window < 1:
         raise ExportInputError(f"--window must be at least 1 hour, got {window}")
     if stride < 1:
         raise ExportInputError(f"--stride must be at least 1 hour, got {stride}")
     xs, ys = [], []
-    for city, split in zip(cities, splits, strict=True):
-        start, stop = split.train
-        if stop - start < window:
-            raise ExportInputError(
-                f"--window {window} is longer than {city.name}'s training part ({stop - start} h)"
-            )
-        for s in range(start, stop - window + 1, stride):
-            xs.append(city.x[s : s + window])
-            ys.append(city.y[s : s + window, None])
+    for month in months:
+        n = len(month.y)
+        if n < window:
+            raise ExportInputError(f"--window {window} is longer than month {month.month} "
+                                   f"({n} h)")
+        starts = list(range(0, n - window + 1, stride))
+        if starts[-1] != n - window:
+            starts.append(n - window)
+        for s in starts:
+            xs.append(month.x[s : s + window])
+            ys.append(month.y[s : s + window, None])
     return np.stack(xs), np.stack(ys)
 
 
-# ----------------------------------------------------------------------------- baselines
-
-
 def rmse(pred: np.ndarray, target: np.ndarray) -> float:
-    """Root mean squared error in the data's unit (°F), computed in float64."""
+    """Root mean squared error in °F, computed in float64."""
     diff = np.asarray(pred, dtype=np.float64) - np.asarray(target, dtype=np.float64)
     return float(np.sqrt(np.mean(diff * diff)))
 
 
-def part(values: np.ndarray, rng: tuple[int, int]) -> np.ndarray:
-    """The rows of one split part."""
-    return values[rng[0] : rng[1]]
-
-
-def baseline_rmse(cities: list[CitySeries], splits: list[Split], which: str) -> dict[str, float]:
-    """Persistence (next hour = this hour) and seasonal naive (= same hour yesterday), pooled."""
-    rngs = [getattr(s, which) for s in splits]
-    target = np.concatenate([part(c.y, r) for c, r in zip(cities, rngs, strict=True)])
-    persistence = np.concatenate([part(c.x[:, 0], r) for c, r in zip(cities, rngs, strict=True)])
-    seasonal = np.concatenate([part(c.seasonal, r) for c, r in zip(cities, rngs, strict=True)])
-    return {"persistence": rmse(persistence, target), "seasonal_naive": rmse(seasonal, target)}
+def scored_rmse(months: list[Month], forecasts: list[np.ndarray]) -> float:
+    """RMSE pooled over the scored rows of every month (forecasts[i] is [N-1] for months[i])."""
+    pred = np.concatenate([f[m.scored] for m, f in zip(months, forecasts, strict=True)])
+    target = np.concatenate([m.y[m.scored] for m in months])
+    return rmse(pred, target)

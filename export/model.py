@@ -1,13 +1,13 @@
 """The temperature forecaster: a 2-layer RNN/LSTM/GRU with a per-step linear head.
 
-Normalization lives INSIDE the module, so the exported ONNX graph takes °F and returns °F and
-the server never needs to know the training statistics:
+Normalization lives INSIDE the module, so the exported ONNX graph takes physical units (°F, %,
+mbar, m/s, W/m², unit circle) and returns °F, and the server never needs the training statistics:
 
-    input  [B, T, 3]  (°F, hour_sin, hour_cos)
-      -> z = (°F - temp_mean) / temp_std, concatenated with the two hour features   [B, T, 3]
+    input  [B, T, F]  the features model.json lists, temperature_f first
+      -> z = (input - feature_mean) / feature_std, per feature (training months only) [B, T, F]
       -> nn.RNN / nn.LSTM / nn.GRU (batch_first)                                    [B, T, H]
       -> Linear head: the next-hour change, in units of delta_std                   [B, T, 1]
-      -> output = °F + change · delta_std                                           [B, T, 1]
+      -> output = temperature_f + change · delta_std                                [B, T, 1]
 
 Predicting a residual over the current temperature makes "persistence" the zero of the head,
 so the network only has to learn the correction (the diurnal swing, fronts).
@@ -15,7 +15,7 @@ so the network only has to learn the correction (the diurnal swing, fronts).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -29,23 +29,27 @@ RECURRENT: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru":
 @dataclass
 class ModelConfig:
     cell: str = "lstm"  # rnn | lstm | gru: the recurrent layer
-    input_size: int = 3  # features per timestep: temperature_f, hour_sin, hour_cos
+    input_size: int = 10  # features per timestep (data.DEFAULT_FEATURES), temperature_f first
     hidden_size: int = 64  # the same for all three cells, so they compare fairly
     num_layers: int = 2  # stacked recurrent layers
     output_size: int = 1  # next hour's temperature, °F
-    # Normalization statistics, from the training split only; baked into the graph.
-    temp_mean: float = 0.0  # °F
-    temp_std: float = 1.0  # °F
+    # Normalization statistics, from the training months only; baked into the graph.
+    feature_mean: list[float] = field(default_factory=list)  # per feature; [] = all 0
+    feature_std: list[float] = field(default_factory=list)  # per feature; [] = all 1
     delta_std: float = 1.0  # °F, scale of the predicted hour-to-hour change
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
             raise ExportInputError(f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}")
-        for field in ("input_size", "hidden_size", "num_layers", "output_size"):
-            if getattr(self, field) < 1:
-                raise ExportInputError(f"{field} must be at least 1, got {getattr(self, field)}")
-        if self.temp_std <= 0 or self.delta_std <= 0:
-            raise ExportInputError("temp_std and delta_std must be positive")
+        for name in ("input_size", "hidden_size", "num_layers", "output_size"):
+            if getattr(self, name) < 1:
+                raise ExportInputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        self.feature_mean = list(self.feature_mean) or [0.0] * self.input_size
+        self.feature_std = list(self.feature_std) or [1.0] * self.input_size
+        if len(self.feature_mean) != self.input_size or len(self.feature_std) != self.input_size:
+            raise ExportInputError(f"feature_mean and feature_std need {self.input_size} values")
+        if min(self.feature_std) <= 0 or self.delta_std <= 0:
+            raise ExportInputError("feature_std and delta_std must be positive")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,8 +69,9 @@ class TemperatureForecaster(nn.Module):
         )
         self.head = nn.Linear(config.hidden_size, config.output_size)
         # Buffers, not parameters: saved in the state_dict, exported as constants, never trained.
-        self.register_buffer("temp_mean", torch.tensor(config.temp_mean, dtype=torch.float32))
-        self.register_buffer("temp_std", torch.tensor(config.temp_std, dtype=torch.float32))
+        self.register_buffer("feature_mean",
+                             torch.tensor(config.feature_mean, dtype=torch.float32))
+        self.register_buffer("feature_std", torch.tensor(config.feature_std, dtype=torch.float32))
         self.register_buffer("delta_std", torch.tensor(config.delta_std, dtype=torch.float32))
 
     @property
@@ -82,10 +87,9 @@ class TemperatureForecaster(nn.Module):
     def forward(
         self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, ...]:
-        """x [B, T, 3] °F features; h0 (c0) [L, B, H] -> (output [B, T, 1] °F, hn (, cn))."""
+        """x [B, T, F] physical units; h0 (c0) [L, B, H] -> (output [B, T, 1] °F, hn (, cn))."""
         temp = x[:, :, 0:1]  # [B, T, 1] °F
-        z = (temp - self.temp_mean) / self.temp_std  # [B, T, 1] normalized
-        feats = torch.cat([z, x[:, :, 1:]], dim=2)  # [B, T, 3]
+        feats = (x - self.feature_mean) / self.feature_std  # [B, T, F] normalized
         if self.is_lstm:
             if c0 is None:
                 raise ValueError("an LSTM needs c0 as well as h0")

@@ -297,9 +297,12 @@ def export_forecaster(
     data_source: str,
     features: list[tuple[str, str]],
     outputs: list[tuple[str, str]],
+    data_info: dict[str, Any] | None = None,
     opset: int = 17,
 ) -> Path:
-    """Write out_dir/model.onnx (°F in, °F out) and out_dir/model.json; return the ONNX path."""
+    """Write out_dir/model.onnx (physical units in, °F out) and out_dir/model.json; return the
+    ONNX path. `data_info` (the data file, the months of each part, the evaluation rule) is written
+    as model.json's "data"."""
     cfg = model.config
     exported = export_stateful(
         model.eval(),
@@ -321,7 +324,8 @@ def export_forecaster(
         "name": name,
         "description": (
             f"{cfg.num_layers}-layer {cfg.cell.upper()} ({cfg.hidden_size} hidden) forecasting "
-            "next hour's temperature (°F) from hourly temperature and hour of day"
+            "next hour's dry-bulb temperature (°F) from this hour's weather readings and "
+            "calendar encodings"
         ),
         "cell": cfg.cell,
         "layers": cfg.num_layers,
@@ -337,12 +341,13 @@ def export_forecaster(
         "streamable": exported.streamable,
         "opset": opset,
         "normalization": {
-            "temp_mean_f": cfg.temp_mean,
-            "temp_std_f": cfg.temp_std,
+            "feature_mean": cfg.feature_mean,
+            "feature_std": cfg.feature_std,
             "delta_std_f": cfg.delta_std,
         },
         "metrics": metrics,
         "data_source": data_source,
+        **({"data": data_info} if data_info else {}),
         "library_versions": library_versions(),
         "onnx_sha256": hashlib.sha256(data).hexdigest(),
     }

@@ -29,7 +29,7 @@ def plot_learning_curve(
     epochs = np.arange(1, len(train_loss) + 1)
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     ax.plot(epochs, train_loss, marker="o", ms=3, label="train (windows)")
-    ax.plot(epochs, val_loss, marker="o", ms=3, label="validation (whole part)")
+    ax.plot(epochs, val_loss, marker="o", ms=3, label="validation (whole months)")
     ax.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best epoch {best_epoch}")
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -46,20 +46,23 @@ def plot_learning_curve(
 def plot_forecast(
     path: Path,
     cell: str,
-    weeks: list[tuple[str, pd.DatetimeIndex, np.ndarray, np.ndarray, np.ndarray]],
+    site: str,
+    weeks: list[tuple[pd.DatetimeIndex, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
 ) -> None:
-    """One test week per city: actual next-hour temperature, the model, and persistence.
+    """One week per test month: the observed next-hour temperature, the model, persistence and
+    the linear baseline.
 
-    weeks: (city, target times [T], actual [T], model forecast [T], persistence [T]), in °F.
+    weeks: (target times [T], observed [T], model [T], persistence [T], linear AR [T]), °F.
     """
     fig, axes = plt.subplots(len(weeks), 1, figsize=(9.0, 2.8 * len(weeks)), dpi=100, squeeze=False)
     for ax, week in zip(axes[:, 0], weeks, strict=True):
-        city, times, actual, forecast, persistence = week
-        ax.plot(times, actual, color="black", lw=1.6, label="actual")
+        times, actual, forecast, persistence, linear = week
+        ax.plot(times, actual, color="black", lw=1.6, label="observed")
         ax.plot(times, forecast, color="tab:red", lw=1.0, label=f"{cell.upper()} forecast")
+        ax.plot(times, linear, color="tab:green", lw=0.8, ls="--", label="linear AR")
         ax.plot(times, persistence, color="tab:blue", lw=0.8, ls=":", label="persistence")
         ax.set_ylabel("°F")
-        ax.set_title(f"{city.replace('_', ' ').title()}: next-hour forecast, first test week")
+        ax.set_title(f"{site}: next-hour forecast, test week from {times[0]:%d %b %Y}")
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper right", fontsize=8)
     fig.autofmt_xdate()

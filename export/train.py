@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from rnnserve.export import data as D
@@ -29,6 +28,14 @@ from rnnserve.export.model import (
 )
 from rnnserve.export.onnx_export import export_forecaster
 from rnnserve.export.report import plot_forecast, plot_learning_curve, write_metrics
+from rnnserve.export.scoring import (
+    Prepared,
+    forecast_months,
+    model_rmse,
+    prepare,
+    site_table,
+)
+from rnnserve.export.weather import TRAINING_SITE
 from torch import nn
 from tqdm import tqdm
 
@@ -38,7 +45,10 @@ class TrainConfig:
     cells: list[str] = field(default_factory=lambda: list(CELLS))  # which models to train
     out: Path = Path("models")  # model repository; each model goes to out/temperature-<cell>/
     checkpoints: Path = Path("export/checkpoints")  # .pt files (state_dict + config), git-ignored
-    data: list[str] | None = None  # CSVs (date,temp) instead of the built-in Seattle/SF 2010
+    data: str = TRAINING_SITE  # a pvlib site name or a path to a TMY3 .csv / TMY2 .tm2 file
+    features: list[str] = field(default_factory=lambda: list(D.DEFAULT_FEATURES))
+    val_months: list[int] = field(default_factory=lambda: list(D.VAL_MONTHS))
+    test_months: list[int] = field(default_factory=lambda: list(D.TEST_MONTHS))
     seed: int = 0  # the same seed for every cell: each model is reproducible on its own
     # model
     hidden: int = 64  # same hidden size for all three cells
@@ -47,7 +57,7 @@ class TrainConfig:
     window: int = 168  # training window, hours (one week: seven daily cycles)
     stride: int = 12  # hours between window starts (half a day: windows overlap a lot)
     # optimization
-    epochs: int = 25  # at most; early stopping usually ends sooner
+    epochs: int = 30  # at most; early stopping usually ends sooner
     patience: int = 8  # epochs without a better validation loss before stopping
     batch_size: int = 32
     lr: float = 3e-3  # Adam
@@ -70,54 +80,20 @@ class TrainConfig:
             raise ExportInputError("--patience must be 0 or more")
         if not (self.lr > 0 and math.isfinite(self.lr)) or not (self.clip > 0):
             raise ExportInputError("--lr and --clip must be positive numbers")
+        D.check_features(self.features)
+        for flag, months in (("--val-months", self.val_months),
+                             ("--test-months", self.test_months)):
+            if not months or any(not 1 <= m <= 12 for m in months):
+                raise ExportInputError(f"{flag} must list months 1-12, got {months}")
         if self.out.exists() and not self.out.is_dir():
             raise ExportInputError(f"--out {str(self.out)!r} is a file, not a directory")
         if self.checkpoints.exists() and not self.checkpoints.is_dir():
             raise ExportInputError(f"--checkpoints {str(self.checkpoints)!r} is not a directory")
 
 
-@dataclass
-class Dataset:
-    """Everything the training loop and the evaluation need, prepared once for all cells."""
-
-    cities: list[D.CitySeries]
-    splits: list[D.Split]
-    stats: D.Stats
-    x_train: torch.Tensor  # [N, window, 3] °F features
-    y_train: torch.Tensor  # [N, window, 1] next-hour °F
-    baselines: dict[str, dict[str, float]]  # part -> {persistence, seasonal_naive} RMSE °F
-
-
-def prepare_data(cfg: TrainConfig) -> Dataset:
-    cities = D.load_cities(cfg.data)
-    splits = [D.chronological_split(len(c.y)) for c in cities]
-    stats = D.train_stats(cities, splits)
-    x, y = D.make_windows(cities, splits, cfg.window, cfg.stride)  # [N, W, 3], [N, W, 1]
-    baselines = {p: D.baseline_rmse(cities, splits, p) for p in ("val", "test")}
-    return Dataset(cities, splits, stats, torch.from_numpy(x), torch.from_numpy(y), baselines)
-
-
-@torch.no_grad()
-def predict_city(model: TemperatureForecaster, city: D.CitySeries) -> np.ndarray:
-    """Run one city's whole year in one call from a zero state: [T] next-hour °F.
-
-    Validation and test hours are thus forecast with the state warmed up on everything before
-    them, as a streaming client would see it.
-    """
-    x = torch.from_numpy(city.x)[None]  # [1, T, 3]
-    out, *_ = model(x, *model.zero_state(1))  # [1, T, 1]
-    return out[0, :, 0].numpy()
-
-
-def evaluate(
-    model: TemperatureForecaster, ds: Dataset, which: str
-) -> tuple[float, list[np.ndarray]]:
-    """Pooled RMSE (°F) over one part of every city, and the per-city forecasts [T] each."""
-    preds = [predict_city(model, c) for c in ds.cities]
-    rngs = [getattr(s, which) for s in ds.splits]
-    pred = np.concatenate([D.part(p, r) for p, r in zip(preds, rngs, strict=True)])
-    target = np.concatenate([D.part(c.y, r) for c, r in zip(ds.cities, rngs, strict=True)])
-    return D.rmse(pred, target), preds
+def prepare_data(cfg: TrainConfig) -> Prepared:
+    return prepare(cfg.data, tuple(cfg.features), tuple(cfg.val_months),
+                   tuple(cfg.test_months), cfg.window, cfg.stride)
 
 
 def set_determinism(seed: int, threads: int) -> None:
@@ -126,7 +102,7 @@ def set_determinism(seed: int, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def train_cell(cell: str, cfg: TrainConfig, ds: Dataset) -> dict[str, Any]:
+def train_cell(cell: str, cfg: TrainConfig, ds: Prepared) -> dict[str, Any]:
     """Train one cell, write its report and ONNX export; return its summary row."""
     started = time.perf_counter()
     set_determinism(cfg.seed, cfg.threads)  # per cell: --cells gru alone gives the same GRU
@@ -134,10 +110,11 @@ def train_cell(cell: str, cfg: TrainConfig, ds: Dataset) -> dict[str, Any]:
     # ---------------------------------------------------------------- model
     mcfg = ModelConfig(
         cell=cell,
+        input_size=len(cfg.features),
         hidden_size=cfg.hidden,
         num_layers=cfg.layers,
-        temp_mean=ds.stats.temp_mean,
-        temp_std=ds.stats.temp_std,
+        feature_mean=list(ds.stats.mean),
+        feature_std=list(ds.stats.std),
         delta_std=ds.stats.delta_std,
     )
     model = TemperatureForecaster(mcfg)
@@ -147,6 +124,7 @@ def train_cell(cell: str, cfg: TrainConfig, ds: Dataset) -> dict[str, Any]:
     shuffle = torch.Generator().manual_seed(cfg.seed)
     delta_std = ds.stats.delta_std
     n = len(ds.x_train)
+    val_months = ds.site.pick(ds.split.val)
 
     # ---------------------------------------------------------------- training loop
     train_hist: list[float] = []
@@ -160,7 +138,7 @@ def train_cell(cell: str, cfg: TrainConfig, ds: Dataset) -> dict[str, Any]:
         total = 0.0
         for i in range(0, n, cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
-            xb, yb = ds.x_train[idx], ds.y_train[idx]  # [b, W, 3], [b, W, 1]
+            xb, yb = ds.x_train[idx], ds.y_train[idx]  # [b, W, F], [b, W, 1]
             out, *_ = model(xb, *model.zero_state(len(idx)))  # [b, W, 1] °F
             # Loss on the change in units of its std: O(1) whatever the climate.
             loss = nn.functional.mse_loss(out / delta_std, yb / delta_std)
@@ -174,8 +152,7 @@ def train_cell(cell: str, cfg: TrainConfig, ds: Dataset) -> dict[str, Any]:
         train_hist.append(total / n)
 
         model.eval()
-        val_rmse, _ = evaluate(model, ds, "val")
-        val_hist.append((val_rmse / delta_std) ** 2)
+        val_hist.append((model_rmse(model, val_months) / delta_std) ** 2)
         if val_hist[-1] < best[0]:
             best = (val_hist[-1], epoch, copy.deepcopy(model.state_dict()))
         bar.set_postfix(loss=f"{train_hist[-1]:.4f}", val=f"{val_hist[-1]:.4f}",
@@ -187,21 +164,29 @@ def train_cell(cell: str, cfg: TrainConfig, ds: Dataset) -> dict[str, Any]:
     model.eval()
 
     # ---------------------------------------------------------------- evaluation (best epoch)
-    val_rmse, _ = evaluate(model, ds, "val")
-    test_rmse, preds = evaluate(model, ds, "test")
+    test_months = ds.site.pick(ds.split.test)
+    val_rmse = model_rmse(model, val_months)
+    test_preds = forecast_months(model, test_months)
+    test_rmse = D.scored_rmse(test_months, test_preds)
     seconds = time.perf_counter() - started
-    base = ds.baselines["test"]
+    base = ds.baselines[ds.site.name]["test"]
     metrics: dict[str, Any] = {
+        "site": ds.site.name,
         "test_rmse_f": round(test_rmse, 4),
         "test_persistence_rmse_f": round(base["persistence"], 4),
-        "test_seasonal_naive_rmse_f": round(base["seasonal_naive"], 4),
+        "test_same_hour_yesterday_rmse_f": round(base["same_hour_yesterday"], 4),
+        "test_linear_ar_rmse_f": round(base["linear_ar"], 4),
+        "below_persistence_pct": round(100.0 * (1.0 - test_rmse / base["persistence"]), 1),
+        "beats_linear_ar": bool(test_rmse < base["linear_ar"]),
         "val_rmse_f": round(val_rmse, 4),
-        "val_persistence_rmse_f": round(ds.baselines["val"]["persistence"], 4),
-        "beats_persistence": bool(test_rmse < base["persistence"]),
+        "val_persistence_rmse_f": round(ds.baselines[ds.site.name]["val"]["persistence"], 4),
+        "val_linear_ar_rmse_f": round(ds.baselines[ds.site.name]["val"]["linear_ar"], 4),
+        "linear_ar_penalty": ds.ridge.penalty,
         "epochs": len(train_hist),
         "best_epoch": best[1],
         "params": count_parameters(model),
         "seed": cfg.seed,
+        "sites": site_table(model, ds),
     }
 
     # ---------------------------------------------------------------- report + export
@@ -216,6 +201,7 @@ def train_cell(cell: str, cfg: TrainConfig, ds: Dataset) -> dict[str, Any]:
         "metrics": metrics,
         "train_config": _jsonable(asdict(cfg)),
         "data_source": _source(cfg),
+        "data": data_declaration(cfg, ds),
     }
     save_checkpoint(model, str(cfg.checkpoints / f"{name}.pt"), facts)
     export_forecaster(
@@ -224,8 +210,9 @@ def train_cell(cell: str, cfg: TrainConfig, ds: Dataset) -> dict[str, Any]:
         name=name,
         metrics=metrics,
         data_source=_source(cfg),
-        features=D.FEATURES,
+        features=D.features_with_units(cfg.features),
         outputs=D.OUTPUTS,
+        data_info=data_declaration(cfg, ds),
     )
     # Wall time lives only in metrics.json: model.json stays reproducible byte for byte.
     write_metrics(out_dir / "metrics.json",
@@ -233,17 +220,29 @@ def train_cell(cell: str, cfg: TrainConfig, ds: Dataset) -> dict[str, Any]:
     if cfg.plots:
         plot_learning_curve(out_dir / "learning_curve.png", cell, train_hist, val_hist, best[1])
         weeks = []
-        for city, split, pred in zip(ds.cities, ds.splits, preds, strict=True):
-            s = split.test[0]
-            w = slice(s, min(s + 168, split.test[1]))
-            weeks.append((city.name, city.dates[w] + pd.Timedelta(hours=1), city.y[w],
-                          pred[w], city.x[w, 0]))
-        plot_forecast(out_dir / "forecast.png", cell, weeks)
+        for month, pred in zip(test_months, test_preds, strict=True):
+            w = slice(D.WARMUP_HOURS, min(D.WARMUP_HOURS + 168, len(month.y)))
+            weeks.append((pd.DatetimeIndex(month.times[w]) + pd.Timedelta(hours=1), month.y[w],
+                          pred[w], month.x[w, 0], ds.ridge.forecast(month)[w]))
+        plot_forecast(out_dir / "forecast.png", cell, D.site_label(ds.site.name), weeks)
     return {"cell": cell, **metrics, "train_seconds": seconds}
 
 
+def data_declaration(cfg: TrainConfig, ds: Prepared) -> dict[str, Any]:
+    """model.json's "data": what the model was trained and scored on, and by which rule."""
+    return {
+        "file": D.site_file(cfg.data),
+        "train_months": list(ds.split.train),
+        "val_months": list(ds.split.val),
+        "test_months": list(ds.split.test),
+        "target": "temperature_f of the next row (one hour later), same month",
+        "evaluation": D.EVALUATION_RULE,
+        "baselines": D.BASELINE_RULES,
+    }
+
+
 def _source(cfg: TrainConfig) -> str:
-    return D.DATA_SOURCE if not cfg.data else "user CSV: " + ", ".join(cfg.data)
+    return D.data_source(cfg.data)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -255,16 +254,37 @@ def _jsonable(obj: Any) -> Any:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """The summary table (also pasted into docs/training.md)."""
+    """The summary table (also pasted into docs/training.md): test months of the training site."""
     head = ("cell", "params", "epochs", "best val RMSE", "test RMSE", "persistence",
-            "seasonal naive", "seconds")
+            "same hour yesterday", "linear AR", "below persistence", "seconds")
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
         lines.append(
             f"| {r['cell']} | {r['params']:,} | {r['epochs']} | {r['val_rmse_f']:.3f} °F "
             f"| {r['test_rmse_f']:.3f} °F | {r['test_persistence_rmse_f']:.3f} °F "
-            f"| {r['test_seasonal_naive_rmse_f']:.3f} °F | {r['train_seconds']:.0f} |"
+            f"| {r['test_same_hour_yesterday_rmse_f']:.3f} °F "
+            f"| {r['test_linear_ar_rmse_f']:.3f} °F | {r['below_persistence_pct']:.1f} % "
+            f"| {r['train_seconds']:.0f} |"
         )
+    return "\n".join(lines)
+
+
+def format_sites(rows: list[dict[str, Any]]) -> str:
+    """RMSE (°F) per site and scope: every model beside every baseline."""
+    if not rows:
+        return ""
+    head = ("site", "months", *(r["cell"] for r in rows), "persistence", "same hour yesterday",
+            "linear AR")
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for site, scopes in rows[0]["sites"].items():
+        for scope, entry in scopes.items():
+            base = entry["rmse_f"]
+            models = [r["sites"][site][scope]["rmse_f"]["model"] for r in rows]
+            cells = [f"{v:.3f}" for v in
+                     (*models, base["persistence"], base["same_hour_yesterday"],
+                      base["linear_ar"])]
+            months = ",".join(map(str, entry["months"]))
+            lines.append(f"| {site} | {months} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -275,15 +295,18 @@ def run(cfg: TrainConfig) -> list[dict[str, Any]]:
     print("== data", flush=True)
     ds = prepare_data(cfg)
     n, w, f = ds.x_train.shape
-    print(f"   {len(ds.cities)} cities, {n} training windows of {w} h x {f} features; "
-          f"train mean {ds.stats.temp_mean:.2f} °F, std {ds.stats.temp_std:.2f} °F, "
-          f"hourly change std {ds.stats.delta_std:.3f} °F", flush=True)
+    print(f"   {ds.site.name}: train months {list(ds.split.train)}, validation "
+          f"{list(ds.split.val)}, test {list(ds.split.test)}; {n} training windows of {w} h x "
+          f"{f} features; hourly change std {ds.stats.delta_std:.3f} °F; linear AR penalty "
+          f"{ds.ridge.penalty:g}", flush=True)
     rows = []
     for cell in cfg.cells:
         print(f"== train {cell}", flush=True)
         rows.append(train_cell(cell, cfg, ds))
-    print("== summary (RMSE in °F on the test part, next-hour forecast)", flush=True)
+    print("== summary (RMSE in °F on the test months, next-hour forecast)", flush=True)
     print(format_table(rows))
+    print("== every site (never trained on but the first), RMSE °F", flush=True)
+    print(format_sites(rows))
     print(f"   total {time.perf_counter() - t0:.0f} s, {cfg.threads} thread(s); "
           f"models in {cfg.out}/", flush=True)
     return rows

@@ -131,8 +131,8 @@ def forecaster_reference(
     (weights from the ONNX file), the linear head (its MatMul/Add constants), °F out."""
     proto = onnx.load(str(onnx_path))
     norm = meta["normalization"]
-    feats = x.astype(np.float64).copy()  # [B, T, 3]
-    feats[:, :, 0] = (feats[:, :, 0] - norm["temp_mean_f"]) / norm["temp_std_f"]
+    feats = (x.astype(np.float64) - np.asarray(norm["feature_mean"])) / np.asarray(
+        norm["feature_std"])  # [B, T, F]
     seq, hn, cn = numpy_recurrent(recurrent_layers(proto), feats, h0, c0)
     values = _constants(proto)
     (matmul,) = [n for n in proto.graph.node if n.op_type == "MatMul"]
@@ -228,7 +228,9 @@ def verify_model_dir(model_dir: str | Path) -> list[str]:
         rng = np.random.default_rng(0)
         layers, hidden = meta["layers"], meta["hidden_size"]
         for batch, length in ((1, 1), (3, 17)):
-            x = rng.normal(55, 8, (batch, length, 3)).astype(np.float32)
+            norm = meta["normalization"]  # inputs around the training months' readings
+            x = rng.normal(norm["feature_mean"], norm["feature_std"],
+                           (batch, length, meta["input_size"])).astype(np.float32)
             state = [rng.normal(0, 0.5, (layers, batch, hidden)).astype(np.float32)
                      for _ in range(1 + (meta["cell"] == "lstm"))]
             got = run_onnx(onnx_path, x, *state)

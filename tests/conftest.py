@@ -21,6 +21,36 @@ ROOT = Path(__file__).resolve().parent.parent
 COMMITTED_MODELS = ROOT / "models"
 
 
+def committed_meta(model: str = "temperature-gru") -> dict[str, Any]:
+    """A committed model's model.json."""
+    import json
+
+    return dict(json.loads((COMMITTED_MODELS / model / "model.json").read_text()))
+
+
+def committed_width(model: str = "temperature-gru") -> int:
+    """How many features a committed model takes per timestep (its model.json's input_size)."""
+    return int(committed_meta(model)["input_size"])
+
+
+def weather_rows(hours: int = 1, seed: int = 0, model: str = "temperature-gru",
+                 temperature_f: float | None = None) -> list[list[float]]:
+    """`hours` rows of plausible inputs for a committed model, in its model.json's feature order
+    and physical units: each feature at its training mean (`normalization.feature_mean`) plus a
+    quarter of its standard deviation of noise (seeded), rounded to 4 places; `temperature_f`,
+    when given, fixes the first feature. Tests build inputs from this instead of hard-coding the
+    width, so a retrained model with other features needs no test edits."""
+    import numpy as np
+
+    norm = committed_meta(model)["normalization"]
+    rng = np.random.default_rng(seed)
+    mean, std = np.asarray(norm["feature_mean"]), np.asarray(norm["feature_std"])
+    rows = mean + 0.25 * std * rng.standard_normal((hours, len(mean)))
+    if temperature_f is not None:
+        rows[:, 0] = temperature_f
+    return [[round(float(v), 4) for v in row] for row in rows]
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -27,7 +27,7 @@ ARTIFACTS = ROOT / "test-artifacts" / "console"
 WEEKS = json.loads((ROOT / "service" / "rnnserve" / "console" / "static" / "weeks.json")
                    .read_text())
 MODEL = "temperature-gru"
-CITY = "seattle"
+CITY = "greensboro-04"
 KEY = "console-test-key"  # the server below requires it (a stand-in for API keys)
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
@@ -195,6 +195,13 @@ def test_console_end_to_end(server: str, server_process: ServerProcess, browser:
     rmse_text = driver.find_element(By.ID, "live-rmse").text
     rmse = (sum((f - a) ** 2 for f, a in zip(expected, week["target_f"], strict=True)) / n) ** 0.5
     assert rmse_text == f"{rmse:.3f} °F"
+    # the baselines' RMSE over the same hours, beside the model's
+    for element, forecasts in (("live-persist", week["temperature_f"]),
+                               ("live-yesterday", week["baselines_f"]["same_hour_yesterday"]),
+                               ("live-linear", week["baselines_f"]["linear_ar"])):
+        base = (sum((f - a) ** 2 for f, a in zip(forecasts, week["target_f"], strict=True))
+                / n) ** 0.5
+        assert driver.find_element(By.ID, element).text == f"{base:.3f} °F", element
     driver.set_window_size(1280, 800)
     shot(driver, "console-live.png")
     driver.set_window_size(1280, 1000)

@@ -106,16 +106,25 @@ async def test_report_of_numbered_versions_and_missing_files(tmp_path: Path) -> 
 
 
 def test_weeks_file_matches_the_real_data() -> None:
-    """static/weeks.json is what make_weeks writes from rnnserve.export.data today."""
-    pytest.importorskip("vega_datasets", reason="needs the train extra (vega_datasets)")
+    """static/weeks.json is what console_weeks writes from pvlib's observed weather today: real
+    test weeks, each after its month's first day (the warm-up), with the baselines' forecasts."""
+    pytest.importorskip("pvlib", reason="needs the train extra (pvlib)")
     from rnnserve.export import console_weeks as make_weeks
 
     shipped = json.loads((STATIC / "weeks.json").read_text())
     assert shipped == json.loads(json.dumps(make_weeks.build()))
-    for city in shipped["cities"]:
-        n = len(city["inputs"])
-        assert n == 168 and len(city["warmup"]) == 48
-        assert len(city["timestamps"]) == len(city["target_f"]) == n
-        assert [row[0] for row in city["inputs"]] == city["temperature_f"]
-        assert city["target_f"][:-1] == city["temperature_f"][1:]  # next hour's temperature
-    assert {c["id"] for c in shipped["cities"]} == {"seattle", "san_francisco"}
+    model = json.loads((COMMITTED_MODELS / MODEL / "model.json").read_text())
+    assert shipped["features"] == [f["name"] for f in model["features"]]
+    assert {w["id"] for w in shipped["cities"]} >= {
+        f"greensboro-{m:02d}" for m in model["data"]["test_months"]}
+    for week in shipped["cities"]:
+        n = len(week["inputs"])
+        assert n == 168 and len(week["warmup"]) == 24
+        assert len(week["timestamps"]) == len(week["target_f"]) == n
+        assert all(len(row) == len(shipped["features"]) for row in week["inputs"])
+        assert [row[0] for row in week["inputs"]] == week["temperature_f"]
+        assert week["target_f"][:-1] == week["temperature_f"][1:]  # next hour's temperature
+        # the same hour yesterday: 24 rows before the target row (23 before this row)
+        hours = [row[0] for row in week["warmup"]] + week["temperature_f"]
+        assert week["baselines_f"]["same_hour_yesterday"] == hours[1 : n + 1]
+        assert len(week["baselines_f"]["linear_ar"]) == n

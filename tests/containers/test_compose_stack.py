@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from tests.conftest import committed_width
 from tests.containers.compose_stack import ROOT, ComposeStack, compose_stack
 from tests.containers.podman import podman
 from tests.containers.session_clients import (
@@ -76,7 +77,7 @@ def make_clients(stack: ComposeStack, rng: np.random.Generator) -> list[Stepping
             ca = stack.ca_file if tls else None
             tag = f"{'tls' if tls else 'plain'}-{i}"
             model = MODELS[(i + tls) % len(MODELS)]
-            seqs = rng.normal(size=(3, STEPS, 3)).astype(np.float32)
+            seqs = rng.normal(size=(3, STEPS, committed_width(model))).astype(np.float32)
             clients.append(RestClient(f"rest-{tag}", model, seqs[0], create_session(http, model),
                                       https if tls else http, ca))
             clients.append(StreamClient(f"ws-{tag}", model, seqs[1], create_session(http, model),

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, LoggedProcess, free_port
+from tests.conftest import ROOT, LoggedProcess, free_port, weather_rows
 
 INSTALL = ROOT / "deploy" / "docker" / "install-venv.sh"
 # The installed environment must import its own copy of rnnserve, not a source tree named by
@@ -105,7 +105,7 @@ def test_device_auto_without_a_gpu_serves_on_the_cpu(gpu_venv: Path, tmp_path: P
             assert server.proc.poll() is None, server.log()
             time.sleep(0.2)
         predict = httpx.post(f"{url}/v1/models/temperature-gru/predict",
-                             json={"inputs": [[[48.2, 0.0, 1.0]]]}, timeout=10)
+                             json={"inputs": [weather_rows(1, temperature_f=48.2)]}, timeout=10)
         assert predict.status_code == 200, predict.text
     finally:
         server.stop()

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from tests.conftest import ROOT, free_port, serving
+from tests.conftest import ROOT, free_port, serving, weather_rows
 from tests.containers.conftest import models_in
 from tests.containers.podman import (
     BuiltImage,
@@ -83,11 +83,8 @@ def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def readings(n: int, seed: int) -> list[list[float]]:
-    rng = np.random.default_rng(seed)
-    hours = np.arange(n)
-    temp = 50 + 10 * np.sin(2 * np.pi * hours / 24) + rng.normal(0, 1, n)
-    return np.stack([temp, np.sin(2 * np.pi * hours / 24),
-                     np.cos(2 * np.pi * hours / 24)], axis=1).round(4).tolist()
+    """n hours of the model's features (its model.json's order and units)."""
+    return weather_rows(n, seed=seed, model=MODEL)
 
 
 def predict(url: str, sequences: list[list[list[float]]]) -> np.ndarray:
@@ -207,7 +204,7 @@ def test_sigterm_mid_stream_answers_in_flight_work_and_exits_0_in_grace(
                 for i in range(10_000):
                     if done.is_set():
                         break
-                    ws.send(json.dumps({"inputs": [[50.0, 0.0, 1.0]], "step_id": f"s{i}"}))
+                    ws.send(json.dumps({"inputs": readings(1, seed=i), "step_id": f"s{i}"}))
                     ws_replies.append(json.loads(ws.recv(timeout=20)))
             except Exception:  # noqa: BLE001 - the close is what is checked below
                 pass

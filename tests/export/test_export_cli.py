@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from rnnserve.export.cli import export_main, train_main
 
 # A tiny training run: one small GRU, one epoch, a short window (a few seconds).
 TINY = ["--cells", "gru", "--hidden", "4", "--layers", "1", "--epochs", "1", "--window", "48",
         "--stride", "96", "--no-plots", "--quiet"]
-
-
-def write_csv(path: Path, temps: list[float]) -> Path:
-    pd.DataFrame({"date": pd.date_range("2010-01-01", periods=len(temps), freq="h"),
-                  "temp": temps}).to_csv(path, index=False)
-    return path
 
 
 def one_line_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
@@ -32,7 +26,13 @@ def one_line_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
     [
         (["--cells", "lstm,transformer"], "unknown cell(s) 'transformer'"),
         (["--cells", ","], "unknown cell"),
-        (["--data", "/nonexistent/temps.csv"], "does not exist"),
+        (["--data", "/nonexistent/tmy.csv"], "does not exist"),
+        (["--data", "atlantis"], "does not exist"),
+        (["--features", "temperature_f,visibility"], "unknown feature(s) 'visibility'"),
+        (["--features", "hour_sin,temperature_f"], "temperature_f first"),
+        (["--test-months", "4,13"], "--test-months must list months 1-12"),
+        (["--val-months", "x"], "invalid _months value"),
+        (["--val-months", "4"], "both validation and test"),
         (["--window", "0"], "--window must be at least 1"),
         (["--stride", "0"], "--stride must be at least 1"),
         (["--epochs", "0"], "--epochs must be at least 1"),
@@ -49,19 +49,16 @@ def test_train_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str], ext
 
 
 def test_train_bad_data_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    nan = write_csv(tmp_path / "nan.csv", [50.0] * 100 + [float("nan")] + [50.0] * 100)
-    empty = tmp_path / "empty.csv"
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_text("station\ndate,temp\n2010-01-01,50\n")
+    empty = tmp_path / "empty.tm2"
     empty.write_text("")
-    header_only = tmp_path / "header.csv"
-    header_only.write_text("date,temp\n")
-    short = write_csv(tmp_path / "short.csv", [50.0 + i % 3 for i in range(60)])
     out_file = tmp_path / "a_file"
     out_file.write_text("x")
     cases = [
-        (["--data", str(nan)], "NaN"),
-        (["--data", str(empty)], "not a readable CSV"),
-        (["--data", str(header_only)], "at least 2 hours"),
-        (["--data", str(short)], "longer than short's training part"),
+        (["--data", str(garbage)], "is not a readable TMY3 file"),
+        (["--data", str(empty)], "is not a readable TMY2 file"),
+        (["--window", "800"], "longer than month"),
         (["--out", str(out_file)], "is a file, not a directory"),
     ]
     for extra, message in cases:
@@ -104,3 +101,26 @@ def test_tiny_training_is_bit_for_bit_reproducible_and_exportable(
     assert again == digests[0]
     assert ((tmp_path / "re" / "model.json").read_text()
             == (tmp_path / "a" / "temperature-gru" / "model.json").read_text())
+
+
+def test_a_feature_subset_is_trained_declared_and_scored(tmp_path: Path) -> None:
+    """--features picks any subset of the vocabulary: the model takes that width, model.json
+    lists the names with units and declares the data, and metrics.json scores it beside every
+    baseline at every site."""
+    assert train_main([*TINY, "--features", "temperature_f,dew_point_f,hour_sin,hour_cos",
+                       "--out", str(tmp_path / "m"), "--checkpoints", str(tmp_path / "c")]) == 0
+    folder = tmp_path / "m" / "temperature-gru"
+    meta = json.loads((folder / "model.json").read_text())
+    assert meta["input_size"] == 4
+    assert meta["features"] == [{"name": "temperature_f", "unit": "degF"},
+                                {"name": "dew_point_f", "unit": "degF"},
+                                {"name": "hour_sin", "unit": "1"},
+                                {"name": "hour_cos", "unit": "1"}]
+    assert meta["data"]["file"] == "pvlib/data/723170TYA.CSV"
+    assert (meta["data"]["val_months"], meta["data"]["test_months"]) == ([1, 7], [4, 10])
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert set(metrics["sites"]) == {"greensboro", "sand_point", "miami"}
+    for scopes in metrics["sites"].values():
+        for entry in scopes.values():
+            assert set(entry["rmse_f"]) == {"model", "persistence", "same_hour_yesterday",
+                                            "linear_ar"}

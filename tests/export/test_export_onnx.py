@@ -26,15 +26,16 @@ from rnnserve.export.verify import (
 )
 from torch import nn
 
+from tests.export.conftest import sample_inputs
+
 SETTINGS = settings(max_examples=12, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def random_inputs(rng: np.random.Generator, batch: int, length: int, n_state: int,
                   hidden: int = 8, layers: int = 2) -> tuple[np.ndarray, list[np.ndarray]]:
-    """°F-like temperatures plus hour features, and a non-zero state."""
-    x = rng.normal(0, 1, (batch, length, 3)).astype(np.float32)
-    x[:, :, 0] = x[:, :, 0] * 8 + 55
+    """Weather-like readings in physical units (the 10 default features), a non-zero state."""
+    x = sample_inputs(rng, batch, length)
     state = [rng.normal(0, 0.5, (layers, batch, hidden)).astype(np.float32) for _ in range(n_state)]
     return x, state
 

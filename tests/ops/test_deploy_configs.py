@@ -26,7 +26,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ROOT, LoggedProcess, free_port
+from tests.conftest import ROOT, LoggedProcess, committed_width, free_port, weather_rows
 
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -652,7 +652,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             c.stop()
 
 
-STEP = {"inputs": [[0.5, 0.1, -0.2]]}
+STEP = {"inputs": weather_rows(1)}  # one hour of the committed models' features
 
 
 def test_deploy_lb_health_and_round_robin(cluster: Cluster) -> None:
@@ -748,8 +748,9 @@ def test_deploy_lb_grpc_through_nginx(cluster: Cluster) -> None:
     try:
         assert client.is_server_live() and client.is_server_ready()
         assert client.get_model_metadata("temperature-gru").name == "temperature-gru"
-        x = grpcclient.InferInput("input", [1, 4, 3], "FP32")
-        x.set_data_from_numpy(np.zeros((1, 4, 3), dtype=np.float32))
+        width = committed_width("temperature-gru")
+        x = grpcclient.InferInput("input", [1, 4, width], "FP32")
+        x.set_data_from_numpy(np.asarray([weather_rows(4)], dtype=np.float32))
         result = client.infer("temperature-gru", [x], outputs=[
             grpcclient.InferRequestedOutput("output")])
         assert result.as_numpy("output").shape == (1, 4, 1)

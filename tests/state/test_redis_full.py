@@ -13,13 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, weather_rows
 from tests.state.conftest import NO_REDIS_PY
 from tests.state.redis_server import REDIS_SERVER, RedisServer
 
 MODEL = "temperature-lstm"
 MAX_CREATES = 5000  # 3 MB hold well under 1,000 sessions: a bound, not an expectation
-READING = [[48.2, 0.0, 1.0]]
+READING = weather_rows(1, model=MODEL, temperature_f=48.2)  # one hour of the model's features
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, weather_rows
 from tests.state.conftest import NO_REDIS_PY
 from tests.state.redis_server import REDIS_SERVER, RedisServer
 
@@ -39,12 +39,14 @@ def test_password_is_used_and_never_logged(
     server = start_server("--state-store", secured_redis.url, "--log-level", "debug")
     with httpx.Client(base_url=server.url, timeout=10) as client:
         sid = client.post("/v1/models/temperature-gru/sessions").json()["session_id"]
-        step = client.post(f"/v1/sessions/{sid}/step", json={"inputs": [[48.2, 0.0, 1.0]]})
+        step = client.post(f"/v1/sessions/{sid}/step",
+                           json={"inputs": weather_rows(1, temperature_f=48.2)})
         assert step.status_code == 200, step.text
         assert client.get(f"/v1/sessions/{sid}").json()["steps"] == 1
         assert PASSWORD not in client.get("/metrics").text
         secured_redis.stop()  # an outage: its 503 names the store, not its password
-        outage = client.post(f"/v1/sessions/{sid}/step", json={"inputs": [[1.0, 0.0, 1.0]]})
+        outage = client.post(f"/v1/sessions/{sid}/step",
+                             json={"inputs": weather_rows(1, temperature_f=1.0)})
         assert outage.status_code == 503
         assert "127.0.0.1" in outage.text and PASSWORD not in outage.text
     server.stop()

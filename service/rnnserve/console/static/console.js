@@ -90,12 +90,33 @@
 
   let models = [];
   const METRIC_LABELS = {
-    test_rmse_f: 'Test RMSE (°F)', test_persistence_rmse_f: 'Test persistence RMSE (°F)',
-    test_seasonal_naive_rmse_f: 'Test seasonal-naive RMSE (°F)', val_rmse_f: 'Validation RMSE (°F)',
-    val_persistence_rmse_f: 'Validation persistence RMSE (°F)',
-    beats_persistence: 'Beats persistence', epochs: 'Epochs', best_epoch: 'Best epoch',
+    site: 'Training site', test_rmse_f: 'Test RMSE (°F)',
+    test_persistence_rmse_f: 'Test persistence RMSE (°F)',
+    test_same_hour_yesterday_rmse_f: 'Test same-hour-yesterday RMSE (°F)',
+    test_linear_ar_rmse_f: 'Test linear AR RMSE (°F)',
+    below_persistence_pct: 'Below persistence (%)', beats_linear_ar: 'Beats linear AR',
+    val_rmse_f: 'Validation RMSE (°F)', val_persistence_rmse_f: 'Validation persistence RMSE (°F)',
+    val_linear_ar_rmse_f: 'Validation linear AR RMSE (°F)', linear_ar_penalty: 'Linear AR penalty',
+    epochs: 'Epochs', best_epoch: 'Best epoch',
     params: 'Parameters', seed: 'Seed', train_seconds: 'Training time (s)',
   };
+  const SITE_COLUMNS = [['model', 'Model'], ['persistence', 'Persistence'],
+    ['same_hour_yesterday', 'Same hour yesterday'], ['linear_ar', 'Linear AR']];
+
+  // metrics.json's "sites": RMSE (°F) per site and months, the model beside each baseline.
+  function sitesTable(sites) {
+    const body = el('tbody');
+    for (const [site, scopes] of Object.entries(sites)) {
+      for (const entry of Object.values(scopes)) {
+        const months = entry.months.length === 12 ? 'all 12' : entry.months.join(', ');
+        body.append(el('tr', {}, el('td', {}, site.replace('_', ' ')), el('td', {}, months),
+          ...SITE_COLUMNS.map(([k]) => el('td', { class: 'num' }, metricValue(entry.rmse_f[k])))));
+      }
+    }
+    return el('table', { class: 'site-rmse' }, el('thead', {}, el('tr', {},
+      el('th', {}, 'Site'), el('th', {}, 'Months'),
+      ...SITE_COLUMNS.map(([, label]) => el('th', { class: 'num' }, `${label} RMSE (°F)`)))), body);
+  }
 
   function metricValue(v) {
     if (typeof v === 'boolean') return v ? 'yes' : 'no';
@@ -120,15 +141,17 @@
     } catch (err) {
       if (err.status !== 404) throw err; // no metrics.json: model.json's metrics, if any
     }
-    const rows = Object.entries(metrics).filter(([k]) => k !== 'model' && k !== 'cell');
+    const rows = Object.entries(metrics).filter(([k]) => !['model', 'cell', 'sites'].includes(k));
     if (!rows.length) return el('p', { class: 'muted' }, 'No training metrics for this model.');
     const body = el('tbody');
     for (const [k, v] of rows) {
       body.append(el('tr', {}, el('td', {}, METRIC_LABELS[k] || k),
         el('td', { class: 'num' }, metricValue(v))));
     }
-    return el('table', { class: 'metrics' }, el('thead', {}, el('tr', {},
+    const table = el('table', { class: 'metrics' }, el('thead', {}, el('tr', {},
       el('th', {}, 'Metric'), el('th', { class: 'num' }, 'Value'))), body);
+    if (!metrics.sites || typeof metrics.sites !== 'object') return table;
+    return el('div', {}, table, sitesTable(metrics.sites));
   }
 
   function modelCard(m) {
@@ -224,11 +247,13 @@
     const line = (cls, key) => svgEl('polyline', {
       class: cls, points: points.map((p) => `${x(p.i).toFixed(1)},${y(p[key]).toFixed(1)}`).join(' '),
     });
-    nodes.push(line('actual', 'actual'), line('forecast', 'forecast'));
+    nodes.push(line('actual', 'actual'), line('linear', 'linear'), line('forecast', 'forecast'));
     nodes.push(svgEl('line', { class: 'actual', x1: L + 8, x2: L + 34, y1: 16, y2: 16 }),
-      svgEl('text', { class: 'legend', x: L + 40, y: 20 }, 'actual °F'),
+      svgEl('text', { class: 'legend', x: L + 40, y: 20 }, 'observed °F'),
       svgEl('line', { class: 'forecast', x1: L + 130, x2: L + 156, y1: 16, y2: 16 }),
-      svgEl('text', { class: 'legend', x: L + 162, y: 20 }, 'forecast one hour ahead'));
+      svgEl('text', { class: 'legend', x: L + 162, y: 20 }, 'model, one hour ahead'),
+      svgEl('line', { class: 'linear', x1: L + 330, x2: L + 356, y1: 16, y2: 16 }),
+      svgEl('text', { class: 'legend', x: L + 362, y: 20 }, 'linear AR baseline'));
     svg.replaceChildren(...nodes);
     svg.dataset.points = String(points.length);
     svg.dataset.forecast = JSON.stringify(points.map((p) => p.forecast));
@@ -261,6 +286,8 @@
         / this.points.length);
       $('#live-rmse').textContent = this.points.length ? `${fmt(rmse('forecast'))} °F` : '–';
       $('#live-persist').textContent = this.points.length ? `${fmt(rmse('persistence'))} °F` : '–';
+      $('#live-yesterday').textContent = this.points.length ? `${fmt(rmse('yesterday'))} °F` : '–';
+      $('#live-linear').textContent = this.points.length ? `${fmt(rmse('linear'))} °F` : '–';
       $('#live-session').textContent = this.sessionId || 'none';
       $('#live-play').textContent = this.playing ? '❚❚ Pause' : '▶ Play';
       const svg = $('#chart');
@@ -348,7 +375,7 @@
 
     async warmUp() {
       if (this.week.warmup.length) {
-        this.setStatus('warming up on the 48 h before the week…');
+        this.setStatus(`warming up on the ${this.week.warmup.length} h before the week…`);
         await this.send(this.week.warmup);
       }
     },
@@ -411,7 +438,8 @@
       this.inflight = null;
       if (epoch !== this.epoch) return;
       this.points.push({ i, forecast: reply.outputs[0][0], actual: week.target_f[i],
-        persistence: week.inputs[i][0] });
+        persistence: week.inputs[i][0], yesterday: week.baselines_f.same_hour_yesterday[i],
+        linear: week.baselines_f.linear_ar[i] });
       this.index = i + 1;
       this.redraw();
     },
@@ -490,7 +518,7 @@
     try {
       weeks = await getJSON('/console/weeks.json');
       $('#live-city').replaceChildren(...weeks.cities.map((c) => el('option', { value: c.id },
-        `${c.label}, ${c.timestamps[0].slice(0, 10)} (test week)`)));
+        `${c.label}, from ${c.timestamps[0].slice(0, 10)} (test week)`)));
       $('#live-source').textContent = weeks.source;
       live.redraw();
     } catch (err) {
