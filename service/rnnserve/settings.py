@@ -126,6 +126,14 @@ class Settings(BaseSettings):
         description="WebSocket messages in flight per connection (read, not yet answered) "
         "before the server stops reading from it (backpressure).",
     )
+    step_history: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        description="Step ids each session remembers with their outputs, so that a retried "
+        "or re-sent step is replayed, not applied twice (at least --ws-max-queue are kept: a "
+        "stream re-sends every step it had in flight after a reconnect).",
+    )
     ws_compression: bool = Field(
         False,
         description="Accept permessage-deflate on WebSocket connections. Off by default: a "
@@ -239,3 +247,8 @@ class Settings(BaseSettings):
         if self.api_keys_file is not None:
             keys |= parse_keys(self.api_keys_file.read_text(encoding="utf-8"))
         return keys
+
+    def replay_window(self) -> int:
+        """How many step ids each session keeps with their outputs (the stores' replay
+        window): --step-history, and never fewer than a stream may have in flight."""
+        return max(self.step_history, self.ws_max_queue)

@@ -383,7 +383,8 @@ async def test_step_id_is_replayed_not_applied_twice(store: StateStore) -> None:
     assert await store.replay("s", "id-0", "alice") is None  # not the last step
 
     await step(store, GRU, ["s"], random_state(GRU, 3))  # a step without an id
-    assert await store.replay("s", "id-1", "alice") is None  # only the last step replays
+    found = await store.replay("s", "id-1", "alice")  # still in the window: still replayed
+    assert found is not None and found[1] == 2
     gathered = await store.gather(GRU, ["s"], [None])
     written = await store.scatter(gathered, random_state(GRU, 4), [1], outputs, ["id-2"])
     assert written.steps == [4]
@@ -440,3 +441,57 @@ async def test_a_step_gathered_before_an_attach_is_not_written(store: StateStore
     written = await store.scatter(in_flight, random_state(LSTM, 5), *no_ids([1]))
     assert written.conflict == [True] or type(written.errors[0]).__name__ == "StreamReplaced"
     assert (await store.get("s1")).steps == 0
+
+
+@pytest.mark.store(step_history=4)
+async def test_the_last_n_step_ids_replay_and_older_ones_apply(store: StateStore) -> None:
+    """A stream that had steps in flight when its connection dropped re-sends them all with
+    their ids: each of the session's last N (here 4) is replayed with its own outputs and
+    steps, never applied again; the one before them has left the window."""
+    await store.create(GRU, rec("s", GRU), None)
+    outputs = [np.full((1, 1, 1), float(k), np.float32) for k in range(6)]
+    states = [random_state(GRU, 10 + k) for k in range(6)]
+    for k in range(6):
+        gathered = await store.gather(GRU, ["s"], [None])
+        written = await store.scatter(gathered, states[k], [1], outputs[k], [f"id-{k}"])
+        assert written.replayed == [None] and written.steps == [k + 1]
+    assert (await store.attach("s", "alice")).last_step_id == "id-5"
+
+    again = await store.gather(GRU, ["s"], [None])  # ids 2..5 re-sent: replayed, in order
+    for k in range(2, 6):
+        gathered = await store.gather(GRU, ["s"], [None])
+        written = await store.scatter(gathered, random_state(GRU, 99), [1], outputs[0] - 7,
+                                      [f"id-{k}"])
+        replayed = written.replayed[0]
+        assert written.errors == [None] and replayed is not None and replayed[1] == k + 1
+        np.testing.assert_array_equal(replayed[0], outputs[k][0])
+        found = await store.replay("s", f"id-{k}", "alice")
+        assert found is not None and found[1] == k + 1
+    record, state = await store.read("s")
+    assert record.steps == 6
+    assert_bytes_equal(state, states[5])  # none applied twice
+
+    assert await store.replay("s", "id-1", "alice") is None  # older than the window
+    written = await store.scatter(again, states[0], [1], outputs[1], ["id-1"])
+    assert written.replayed == [None] and written.steps == [7]  # so it applies again
+
+    await store.reset("s", None)  # a reset forgets the window
+    assert await store.replay("s", "id-5", "alice") is None
+    assert (await store.attach("s", "alice")).last_step_id is None
+
+
+async def test_a_new_session_of_a_reused_id_replays_nothing(store: StateStore) -> None:
+    """A sequence restarted under the same id (create with replace: KServe v2's
+    sequence_start) is a new session: the old one's step ids apply, not replay."""
+    await store.create(GRU, rec("s", GRU), None)
+    for k in range(3):
+        gathered = await store.gather(GRU, ["s"], [None])
+        await store.scatter(gathered, random_state(GRU, k), [1],
+                            np.ones((1, 1, 1), np.float32), [f"id-{k}"])
+    await store.create(GRU, rec("s", GRU), None, replace=True)
+    for k in range(3):
+        assert await store.replay("s", f"id-{k}", "alice") is None
+    gathered = await store.gather(GRU, ["s"], [None])
+    written = await store.scatter(gathered, random_state(GRU, 5), [1],
+                                  np.ones((1, 1, 1), np.float32), ["id-1"])
+    assert written.replayed == [None] and written.steps == [1]

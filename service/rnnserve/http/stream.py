@@ -1,6 +1,7 @@
 """WebSocket streaming: one connection is one session.
 
-The server first sends {"session_id", "model", "version", "steps", "expires_at", ...}; then
+The server first sends {"session_id", "model", "version", "steps", "expires_at", ...,
+"last_step_id", "replay_window"} (greeting); then
 each text message {"inputs": [[f, ...], ...]} gets one reply {"outputs": [...], "steps": n}
 (with the message's "id" echoed if it had one), in order. A bad message gets {"error": ...}
 and the connection and the state survive. `?session_id=` attaches to an existing session, so a
@@ -39,7 +40,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from rnnserve.engine import Engine, SessionStepper, StepOutcome
+from rnnserve.engine import Engine, SessionRecord, SessionStepper, StepOutcome
 from rnnserve.errors import InvalidInput, RnnServeError, StreamReplaced
 from rnnserve.http.auth import chosen_subprotocol
 from rnnserve.http.common import client_of, engine_of, owner_of, session_body
@@ -286,7 +287,7 @@ async def _serve(websocket: WebSocket, engine: Engine, model: str, session_id: s
     replaced: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     release = sessions.hold(record, partial(_set, replaced))
     try:
-        await websocket.send_text(_text(session_body(record)))
+        await websocket.send_text(_text(greeting(record, engine)))
         channel = websocket.scope.get("extensions", {}).get(DIRECT)
         if isinstance(channel, DirectChannel):
             let_go = await DirectStream(channel, stepper, engine.settings.ws_max_queue,
@@ -300,6 +301,15 @@ async def _serve(websocket: WebSocket, engine: Engine, model: str, session_id: s
         return CLIENT_CLOSE
     finally:
         release()
+
+
+def greeting(record: SessionRecord, engine: Engine) -> dict[str, Any]:
+    """The first message: the session as REST describes it, the id of its latest applied
+    step that carried one (`last_step_id`, null if none: a resuming client knows its steps up
+    to that one landed) and `replay_window`, how many recent step ids the session replays
+    rather than applies again (a client keeps fewer than that in flight)."""
+    return {**session_body(record), "last_step_id": record.last_step_id,
+            "replay_window": engine.settings.replay_window()}
 
 
 def reply_code(outcome: StepOutcome) -> str:

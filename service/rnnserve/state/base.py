@@ -58,6 +58,9 @@ class SessionRecord:
     client: str = ""
     """The client address whose live-session cap this session counts against (keys off);
     empty when it counts against none (keys on, the cap off, a trusted proxy's own)."""
+    last_step_id: str | None = None
+    """The id of the latest applied step that carried one (None: none recorded), so that a
+    resuming stream can tell which of its unanswered steps landed."""
 
     @property
     def expires_at(self) -> float:
@@ -82,9 +85,9 @@ class Gathered:
 class Written:
     """The outcome of a scatter, per row: `steps`, the session's timesteps after the write;
     or `conflict` when another writer (replica) changed the session since the gather: the step
-    must be run again; or `replayed` (outputs, steps) when the row's step id is the session's
-    last one: that step was applied already, by this or another replica, and must not be
-    applied twice; or an error (the session went away)."""
+    must be run again; or `replayed` (outputs, steps) when the row's step id is one of the
+    session's last N (its replay window): that step was applied already, by this or another
+    replica, and must not be applied twice; or an error (the session went away)."""
 
     steps: list[int]
     conflict: list[bool] = field(default_factory=list)
@@ -168,14 +171,15 @@ class StateStore(Protocol):
     ) -> Written:
         """Write back the rows of `gathered` that had no error, adding `steps[i]` steps. A row
         with a step id also records it with its outputs [time, out], atomically with the state;
-        a row whose step id is already the session's last is not written but replayed."""
+        a row whose step id is among the session's recorded ones (its replay window: the last
+        N step ids) is not written but replayed."""
         ...
 
     async def replay(
         self, session_id: str, step_id: str, owner: str
     ) -> tuple[np.ndarray, int] | None:
-        """(outputs, steps after it) if `step_id` is the session's last step and the session
-        is `owner`'s, else None."""
+        """(outputs, steps after it) if `step_id` is in the session's replay window (its last
+        N step ids) and the session is `owner`'s, else None."""
         ...
 
     async def live_sessions(self) -> dict[str, int]:

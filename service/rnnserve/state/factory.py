@@ -24,10 +24,12 @@ def store_details(settings: Settings) -> dict[str, Any]:
 def make_store(settings: Settings, on_event: SessionEvent) -> StateStore:
     """`memory`, or else a Redis URL such as `redis://HOST:PORT/DB` (needs the redis extra)."""
     url = settings.state_store
+    history = settings.replay_window()
     if url == "memory":
         return MemoryStateStore(ttl_s=settings.session_ttl_s, max_sessions=settings.max_sessions,
                                 when_full=settings.when_full, on_event=on_event,
-                                max_sessions_per_client=settings.max_sessions_per_client)
+                                max_sessions_per_client=settings.max_sessions_per_client,
+                                step_history=history)
     from rnnserve.state.redis import RedisStateStore
 
     return RedisStateStore(url, ttl_s=settings.session_ttl_s,
@@ -35,4 +37,5 @@ def make_store(settings: Settings, on_event: SessionEvent) -> StateStore:
                            max_sessions_per_client=settings.max_sessions_per_client,
                            wait_replicas=settings.redis_wait_replicas,
                            wait_timeout_s=settings.redis_wait_timeout_s,
-                           record_format=settings.redis_record_format)
+                           record_format=settings.redis_record_format,
+                           step_history=history)

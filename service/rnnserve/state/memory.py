@@ -37,6 +37,7 @@ from rnnserve.state.base import (
 from rnnserve.state.client_counts import ClientCounts
 from rnnserve.state.memory_bulk import SLOT_BITS, BulkCreate
 from rnnserve.state.slab import Slab, reserved_rows
+from rnnserve.state.step_history import StepHistory
 
 log = logging.getLogger("rnnserve.state.memory")
 
@@ -57,7 +58,9 @@ class MemoryStateStore(BulkCreate):
         on_event: SessionEvent | None = None,
         clock: Callable[[], float] = time.time,
         max_sessions_per_client: int = 0,
+        step_history: int = 32,
     ) -> None:
+        """`step_history`: how many step ids (with outputs) each session keeps for replays."""
         self.ttl_s = ttl_s
         self.max_sessions = max_sessions
         self.clients = ClientCounts(max_sessions_per_client)
@@ -71,8 +74,7 @@ class MemoryStateStore(BulkCreate):
         self._owner_ids: dict[str, int] = {"": 0}
         self._owner_live: dict[int, int] = {}
         self._ended: dict[str, tuple[str, float]] = {}  # id -> (why, idle seconds)
-        # id -> (step id, outputs, steps after): only sessions whose clients send step ids
-        self._last: dict[str, tuple[str, np.ndarray, int]] = {}
+        self._history = StepHistory(step_history)  # only sessions whose clients send ids
         self._sweeper: asyncio.Task[None] | None = None
         self._attach_watchers: list[AttachEvent] = []
 
@@ -134,7 +136,7 @@ class MemoryStateStore(BulkCreate):
         self._owner_live[owner] = self._owner_live.get(owner, 1) - 1
         self.clients.remove(session_id)
         del self._index[session_id]
-        self._last.pop(session_id, None)
+        self._history.forget(session_id)
         slab.release(slot)
         if why != "deleted":
             self._remember_end(session_id, why, idle)
@@ -170,6 +172,7 @@ class MemoryStateStore(BulkCreate):
             ttl_s=self.ttl_s, steps=int(slab.steps[slot]),
             owner=self._owners[int(slab.owner[slot])], holder=int(slab.holder[slot]),
             client=self.clients.client_of(session_id),
+            last_step_id=self._history.latest(session_id),
         )
 
     def _make_room(self) -> None:
@@ -244,7 +247,7 @@ class MemoryStateStore(BulkCreate):
     ) -> SessionRecord:
         _, slab, slot = self._locate(session_id)
         slab.write(slot, state)
-        self._last.pop(session_id, None)
+        self._history.forget(session_id)
         slab.steps[slot] = 0
         slab.last_used[slot] = self._clock()
         return self._record(slab, slot)
@@ -325,8 +328,7 @@ class MemoryStateStore(BulkCreate):
         _, slab, slot = self._locate(session_id)
         if self._owners[int(slab.owner[slot])] != owner:
             return None
-        last = self._last.get(session_id)
-        return (last[1], last[2]) if last is not None and last[0] == step_id else None
+        return self._history.find(session_id, step_id)
 
     async def scatter(
         self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
@@ -355,9 +357,8 @@ class MemoryStateStore(BulkCreate):
         if any(step_ids):
             for i in np.flatnonzero(ok).tolist():
                 step_id = step_ids[i]
-                last = self._last.get(gathered.ids[i]) if step_id is not None else None
-                if last is not None and last[0] == step_id:  # applied already: not again
-                    replayed[i] = (last[1], last[2])
+                if step_id is not None:  # applied already (within the window): not again
+                    replayed[i] = self._history.find(gathered.ids[i], step_id)
         # reset (or recreated) while its step ran: the step came first, so its outputs stand
         # and the reset's state stays
         write = ok & (slab.generation[slots] == generations)
@@ -369,14 +370,12 @@ class MemoryStateStore(BulkCreate):
             arr[:, rows] = states[name] if everyone else states[name][:, write]
         slab.steps[rows] += np.asarray(steps, np.int64)[write]
         slab.last_used[slots[ok]] = self._clock()
-        if any(step_ids) or self._last:
+        if any(step_ids):
             for i in np.flatnonzero(write).tolist():
                 step_id = step_ids[i]
                 if step_id is not None:
-                    self._last[gathered.ids[i]] = (step_id, outputs[i].copy(),
-                                                   int(slab.steps[slots[i]]))
-                else:
-                    self._last.pop(gathered.ids[i], None)
+                    self._history.record(gathered.ids[i], step_id, outputs[i],
+                                         int(slab.steps[slots[i]]))
         errors: list[RnnServeError | None] = [None] * n
         for i in np.flatnonzero(~ok).tolist():
             errors[i] = gathered.errors[i] or (replaced(gathered.ids[i]) if i in let_go else

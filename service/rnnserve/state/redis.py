@@ -64,6 +64,7 @@ from rnnserve.state.redis_format import (
     write_id,
 )
 from rnnserve.state.redis_gather import gather
+from rnnserve.state.redis_history import HISTORY, find
 from rnnserve.state.redis_records import NEWEST, record_format, too_new
 from rnnserve.state.redis_scatter import ScatterWriter
 
@@ -102,9 +103,11 @@ class RedisStateStore:
         wait_replicas: int = 0,
         wait_timeout_s: float = 1.0,
         record_format: int = 1,
+        step_history: int = 32,
     ) -> None:
         """`record_format`: the format every write uses (redis_records.FORMATS); 1 until every
-        replica on this Redis runs a release that reads the newer one."""
+        replica on this Redis runs a release that reads the newer one. `step_history`: how
+        many step ids each session keeps for replays (redis_history)."""
         if record_format not in redis_records.FORMATS:
             raise ValueError(f"record format {record_format} is not one of "
                              f"{redis_records.FORMATS}")
@@ -125,7 +128,7 @@ class RedisStateStore:
                                      marker_ttl_ms=self._marker_ttl_ms,
                                      ttl_label=self._ttl_label, wait_replicas=wait_replicas,
                                      wait_timeout_s=wait_timeout_s,
-                                     record_format=record_format)
+                                     record_format=record_format, history=step_history)
         self._reset = self._client.register_script(redis_scripts.RESET)
         self._delete = self._client.register_script(redis_scripts.DELETE)
         self._sweep = self._client.register_script(redis_scripts.SWEEP)
@@ -233,7 +236,7 @@ class RedisStateStore:
             out = await self._create(
                 keys=[SESSION + record.id, MARKER + record.id, GEN, MODELS, LIVE + layout.model,
                       OWNER + record.owner, *self.clients.keys(record.client),
-                      redis_records.STATE + record.id],
+                      redis_records.STATE + record.id, HISTORY + record.id],
                 args=[int(replace), self.max_sessions, self._ttl_ms, self._marker_ttl_ms,
                       self._ttl_label, record.id, layout.model, LIVE, OWNER,
                       *self.clients.args(record.client), write_id(), NEWEST,
@@ -293,7 +296,7 @@ class RedisStateStore:
             async with guard(self._where):
                 out = await self._reset(
                     keys=[SESSION + session_id, MARKER + session_id, GEN,
-                          redis_records.STATE + session_id],
+                          redis_records.STATE + session_id, HISTORY + session_id],
                     args=[fields[b"gen"], self._ttl_ms, self._marker_ttl_ms, self._ttl_label,
                           LIVE, session_id, OWNER, write_id(), NEWEST, self.record_format,
                           whole, len(names), *names, *pairs[1::2]])
@@ -312,7 +315,7 @@ class RedisStateStore:
         async with guard(self._where):
             out = await self._delete(
                 keys=[SESSION + session_id, MARKER + session_id, RECEIPT + write_id(),
-                      redis_records.STATE + session_id],
+                      redis_records.STATE + session_id, HISTORY + session_id],
                 args=[LIVE, session_id, OWNER, self.clients.prefix, RECEIPT_MS, NEWEST])
         if text(out[0]) == "missing":
             raise not_found(session_id, out[1])
@@ -336,18 +339,20 @@ class RedisStateStore:
     async def replay(
         self, session_id: str, step_id: str, owner: str
     ) -> tuple[np.ndarray, int] | None:
-        """One round trip: the recorded outputs if `step_id` is the session's last step."""
+        """One round trip: the recorded outputs if `step_id` is the session's last step or
+        in its replay window (redis_history)."""
         async with guard(self._where):
-            last_id, last_out, steps, who, fmt = await self._client.hmget(
-                SESSION + session_id,
-                [b"last_id", b"last_out", b"steps", b"owner", redis_records.FORMAT])
-        if steps is not None:
-            record_format(session_id, fmt)
-        if last_id is None or text(last_id) != step_id or not isinstance(last_out, bytes):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hmget(SESSION + session_id,
+                           [b"last_id", b"last_out", b"steps", b"owner", redis_records.FORMAT])
+                pipe.lrange(HISTORY + session_id, 0, -1)
+                (last_id, last_out, steps, who, fmt), window = await pipe.execute()
+        if steps is None or text(who or b"") != owner:
             return None
-        if text(who or b"") != owner:
-            return None
-        return outputs_from(last_out), int(text(steps))
+        record_format(session_id, fmt)
+        if last_id is not None and text(last_id) == step_id and isinstance(last_out, bytes):
+            return outputs_from(last_out), int(text(steps))
+        return find(window, step_id)
 
     async def scatter(
         self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],

@@ -1,6 +1,7 @@
--- KEYS: hash, marker, gen counter. ARGV: owner, channel, id, write id, newest record format.
+-- KEYS: hash, marker, gen counter, replay window. ARGV: owner, channel, id, write id, newest
+-- record format.
 -- -> {'missing', marker} | {'format', fmt} | {'other'} |
---    {'ok', holder, model, version, created, last_used, steps}
+--    {'ok', holder, model, version, created, last_used, steps, latest step id or ''}
 -- A connection takes the session over: holder + 1, and a fresh gen so that a step gathered
 -- before this attach conflicts at its scatter (and is gathered again, under the new holder).
 -- Every replica hears of it on the channel ("{id} {holder}"). A resend of an attach that
@@ -15,5 +16,7 @@ if cur[3] ~= ARGV[4] then
   redis.call('HSET', KEYS[1], 'gen', tostring(redis.call('INCR', KEYS[3])), 'wid', ARGV[4])
   redis.call('PUBLISH', ARGV[2], ARGV[3] .. ' ' .. holder)
 end
-local meta = redis.call('HMGET', KEYS[1], 'model', 'version', 'created', 'last_used', 'steps')
-return {'ok', tostring(holder), meta[1], meta[2], meta[3], meta[4], meta[5]}
+local meta = redis.call('HMGET', KEYS[1], 'model', 'version', 'created', 'last_used', 'steps',
+                        'last_id')
+return {'ok', tostring(holder), meta[1], meta[2], meta[3], meta[4], meta[5],
+        meta[6] or history_head(KEYS[4]) or ''}

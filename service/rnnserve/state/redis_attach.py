@@ -30,6 +30,7 @@ from rnnserve.state.redis_format import (
     text,
     write_id,
 )
+from rnnserve.state.redis_history import HISTORY
 from rnnserve.state.redis_records import NEWEST, too_new
 
 log = logging.getLogger("rnnserve.state.redis")
@@ -55,7 +56,8 @@ class RedisAttachments:
     async def attach(self, session_id: str, owner: str, ttl_s: float) -> SessionRecord:
         """Run the attach script; the record as it stands after the attach."""
         async with guard(self._where):
-            out = await self._attach(keys=[SESSION + session_id, MARKER + session_id, GEN],
+            out = await self._attach(keys=[SESSION + session_id, MARKER + session_id, GEN,
+                                           HISTORY + session_id],
                                      args=[owner, CHANNEL, session_id, write_id(), NEWEST])
         status = text(out[0])
         if status == "format":
@@ -65,11 +67,12 @@ class RedisAttachments:
         if status == "missing":
             raise not_found(session_id, out[1])
         holder = int(text(out[1]))
-        model, version, created, last_used, steps = (text(v) for v in out[2:7])
+        model, version, created, last_used, steps, latest = (text(v) for v in out[2:8])
         self._tell(session_id, holder)  # this process at once; the channel echoes it later
         return SessionRecord(id=session_id, model=model, version=int(version),
                              created=float(created), last_used=float(last_used), ttl_s=ttl_s,
-                             steps=int(steps), owner=owner, holder=holder)
+                             steps=int(steps), owner=owner, holder=holder,
+                             last_step_id=latest or None)
 
     def _tell(self, session_id: str, holder: int) -> None:
         for on_attach in self._watchers:

@@ -1,5 +1,5 @@
 -- KEYS: hash, marker, gen counter, models set, live zset of the model, owner zset,
---       client set, clients index, state key.
+--       client set, clients index, state key, replay window (redis_history: cleared).
 -- ARGV: replace (0/1), max_sessions, ttl_ms, marker_ttl_ms, ttl label, id, model, live prefix,
 --       owner prefix, client address ('' if not counted), max per client (0: no cap),
 --       session prefix, client prefix, write id, newest record format read, record format
@@ -48,6 +48,7 @@ end
 local args = {'gen', tostring(redis.call('INCR', KEYS[3])), 'last_used', now,
               'wid', ARGV[14]}
 for i = 18, #ARGV do args[#args + 1] = ARGV[i] end
+redis.call('DEL', KEYS[10])  -- no replay of another incarnation's step ids
 put_state(KEYS[1], KEYS[9], ARGV[16], 'new', ARGV[17], ARGV[3], {}, args)
 redis.call('HSET', KEYS[1], unpack(args))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])

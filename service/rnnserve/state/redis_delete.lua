@@ -1,4 +1,4 @@
--- KEYS: hash, marker, receipt (rnnserve:w:{write id}), state key. ARGV: live prefix, id,
+-- KEYS: hash, marker, receipt (rnnserve:w:{write id}), state key, replay window. ARGV: live prefix, id,
 -- owner prefix, client prefix, receipt ms, newest record format read.
 -- -> {'missing', marker} | {'format', fmt} | {'deleted', model, steps}
 -- The hash is gone after a delete, so its write id cannot live there: a receipt key holds
@@ -13,7 +13,7 @@ if not v[1] then
   return {'missing', redis.call('GET', KEYS[2]) or ''}
 end
 if too_new(v[5], tonumber(ARGV[6])) then return {'format', v[5]} end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[4], KEYS[5])
 redis.call('SET', KEYS[3], (v[2] or '0') .. ' ' .. v[1], 'PX', ARGV[5])
 redis.call('ZREM', ARGV[1] .. v[1], ARGV[2])
 redis.call('ZREM', ARGV[3] .. (v[3] or ''), ARGV[2])

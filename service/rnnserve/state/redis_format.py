@@ -23,6 +23,8 @@ Key layout (PREFIX is `rnnserve:`):
         t:{name}           format 1: raw float32 little-endian bytes of that tensor,
                            [layers, hidden], one field per tensor
         last_id, last_out  the latest step id and its outputs (outputs_bytes), for a replay
+    rnnserve:h:{id}        list, the replay window's earlier steps, newest first
+                           (redis_history); the hash's TTL as of its latest push
     rnnserve:t:{id}        format 2: string, the state tensors' bytes back to back in layout
                            order; the hash's TTL, set by the same scripts
     rnnserve:k:{id}        string "{ttl_s} {steps} {model}", TTL = idle timeout + 1 day. It
@@ -129,6 +131,7 @@ def record_from(session_id: str, meta: dict[bytes, Any], ttl_s: float) -> Sessio
         created=float(meta[b"created"]), last_used=float(meta[b"last_used"]),
         ttl_s=ttl_s, steps=int(meta[b"steps"]), owner=text(meta.get(b"owner", b"")),
         holder=int(meta.get(b"holder") or 0), client=text(meta.get(b"client", b"")),
+        last_step_id=text(meta[b"last_id"]) if meta.get(b"last_id") else None,
     )
 
 

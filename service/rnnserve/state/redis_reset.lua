@@ -1,4 +1,4 @@
--- KEYS: hash, marker, gen counter, state key. ARGV: gathered gen, ttl_ms, marker_ttl_ms,
+-- KEYS: hash, marker, gen counter, state key, replay window (cleared). ARGV: gathered gen, ttl_ms, marker_ttl_ms,
 -- ttl label, live prefix, id, owner prefix, write id, newest record format read, record
 -- format written, the whole state (format 2; '' for format 1), n, the n format 1 tensor
 -- fields (t:{name}), then (format 1) their n values.
@@ -20,6 +20,7 @@ if ARGV[10] == '1' then
   end
 end
 redis.call('HDEL', KEYS[1], 'last_id', 'last_out')
+redis.call('DEL', KEYS[5])
 put_state(KEYS[1], KEYS[4], ARGV[10], cur[6] or '1', ARGV[11], ARGV[2], tensor_fields, args)
 redis.call('HSET', KEYS[1], unpack(args))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])

@@ -1,11 +1,14 @@
--- KEYS: gen counter, live zset of the model, then hash, marker, state key per row.
+-- KEYS: gen counter, live zset of the model, then hash, marker, state key, replay window
+--       (redis_history) per row.
 -- ARGV: ttl_ms, marker_ttl_ms, ttl label, model, newest record format read, record format
---       written, n, the n format 1 tensor fields (t:{name}), owner prefix, write id, then per
+--       written, n, the n format 1 tensor fields (t:{name}), owner prefix, write id, how
+--       many steps the window keeps besides the hash's latest, then per
 --       row: id, gathered gen, steps to add, owner, step id ('' for none), outputs bytes,
 --       then the state: format 1, n tensor byte strings; format 2, one string of them all.
 -- -> {now, then per row: status ('ok' | 'conflict' | 'missing' | 'replay' | 'landed' |
 --     'format'), steps or marker or the unread format, recorded outputs (replay only, else '')}
 -- 'format': a record of a format newer than this release reads; left as it was.
+-- 'replay': the row's step id is the hash's last_id or in the window: applied before.
 -- 'landed': this very call (its write id) wrote the row before: a resend after a lost reply.
 -- It counts as written; its PEXPIRE is a write, so a WAIT after it covers the first run too.
 local ttl_ms, marker_ttl_ms = tonumber(ARGV[1]), ARGV[2]
@@ -14,15 +17,21 @@ local n = tonumber(ARGV[7])
 local tensor_fields = {unpack(ARGV, 8, 7 + n)}
 local owners = ARGV[8 + n]
 local write_id = ARGV[9 + n]
-local head = 9 + n
+local keep = tonumber(ARGV[10 + n])
+local head = 10 + n
 local values = fmt == '1' and n or 1
 local stride = 6 + values
 local out = {now}
-for r = 0, (#KEYS - 2) / 3 - 1 do
-  local hash, marker, state_key = KEYS[3 + 3 * r], KEYS[4 + 3 * r], KEYS[5 + 3 * r]
+for r = 0, (#KEYS - 2) / 4 - 1 do
+  local hash, marker, state_key = KEYS[3 + 4 * r], KEYS[4 + 4 * r], KEYS[5 + 4 * r]
+  local window = KEYS[6 + 4 * r]
   local base = head + r * stride
   local step_id = ARGV[base + 5]
   local cur = redis.call('HMGET', hash, 'gen', 'last_id', 'last_out', 'steps', 'wid', 'fmt')
+  local old_steps, old_out = nil, nil
+  if cur[1] and step_id ~= '' and cur[2] ~= step_id and cur[5] ~= write_id and keep > 0 then
+    old_steps, old_out = history_find(window, step_id)
+  end
   if not cur[1] then
     out[#out + 1] = 'missing'
     out[#out + 1] = redis.call('GET', marker) or ''
@@ -43,6 +52,12 @@ for r = 0, (#KEYS - 2) / 3 - 1 do
     out[#out + 1] = 'replay'
     out[#out + 1] = cur[4]
     out[#out + 1] = cur[3]
+  elseif old_steps then
+    redis.call('PEXPIRE', hash, ttl_ms)
+    redis.call('PEXPIRE', state_key, ttl_ms)
+    out[#out + 1] = 'replay'
+    out[#out + 1] = old_steps
+    out[#out + 1] = old_out
   elseif cur[1] ~= ARGV[base + 2] then
     out[#out + 1] = 'conflict'
     out[#out + 1] = ''
@@ -55,6 +70,9 @@ for r = 0, (#KEYS - 2) / 3 - 1 do
         args[#args + 1] = tensor_fields[j]
         args[#args + 1] = ARGV[base + 6 + j]
       end
+    end
+    if cur[2] then  -- the former latest joins the window
+      history_push(window, cur[2], cur[4] or '0', cur[3] or '', keep, ttl_ms)
     end
     if step_id ~= '' then
       args[#args + 1] = 'last_id'

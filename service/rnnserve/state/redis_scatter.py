@@ -37,6 +37,7 @@ from rnnserve.state.redis_format import (
     text,
     write_id,
 )
+from rnnserve.state.redis_history import HISTORY
 
 APPLIED = ("ok", "landed", "replay")
 """Row statuses whose step is in Redis after the script (and so waits for its replicas)."""
@@ -47,7 +48,9 @@ class ScatterWriter:
 
     def __init__(self, client: aioredis.Redis, where: str, *, ttl_ms: int,
                  marker_ttl_ms: int, ttl_label: str, wait_replicas: int = 0,
-                 wait_timeout_s: float = 1.0, record_format: int = 1) -> None:
+                 wait_timeout_s: float = 1.0, record_format: int = 1,
+                 history: int = 1) -> None:
+        """`history`: how many step ids each session keeps for replays (its window)."""
         self._client = client
         self._where = where
         self._script = client.register_script(redis_scripts.SCATTER)
@@ -55,6 +58,7 @@ class ScatterWriter:
         self.wait_replicas = wait_replicas
         self._wait_ms = max(1, math.ceil(wait_timeout_s * 1000))
         self.record_format = record_format
+        self.history = max(1, history)
 
     async def scatter(
         self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
@@ -63,7 +67,8 @@ class ScatterWriter:
         """One script call for the batch: each row is written only if its gen is still the
         gathered one; a changed gen is a conflict (another writer came first: run again), a
         missing hash an error (deleted or expired meanwhile). A row whose step id is already
-        the session's last one is replayed, never applied twice; one this call's write id
+        the session's last one, or in its replay window (redis_history), is replayed, never
+        applied twice; one this call's write id
         wrote already (a resend) counts as written. The state goes out in the store's record
         format (redis_records); a record in the other one is converted by this write."""
         token: GatherToken = gathered.token
@@ -80,13 +85,13 @@ class ScatterWriter:
         fields = redis_records.tensor_fields(layout.tensors)
         keys: list[str] = [GEN, LIVE + layout.model]
         args: list[Any] = [*self._head, layout.model, redis_records.NEWEST, fmt, len(fields),
-                           *fields, OWNER, write_id()]
+                           *fields, OWNER, write_id(), self.history - 1]
         per_value = redis_records.stack_rows(states, layout.tensors, fmt)
         for i in rows:
             session_id, before = gathered.ids[i], token.records[i]
             assert before is not None  # gather made a record for every row without error
             keys += [SESSION + session_id, MARKER + session_id,
-                     redis_records.STATE + session_id]
+                     redis_records.STATE + session_id, HISTORY + session_id]
             step_id = step_ids[i] or ""
             args += [session_id, token.gens[i], int(steps[i]), before.owner, step_id,
                      outputs_bytes(outputs[i]) if step_id else b"",

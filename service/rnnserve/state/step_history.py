@@ -1,0 +1,53 @@
+"""The memory store's replay window: each session's last N step ids with their outputs.
+
+A client that pipelines (a WebSocket with up to --ws-max-queue steps in flight) and loses its
+connection cannot know which of its unanswered steps were applied. It re-sends them all with
+their original step ids; every id found here is replayed (its recorded outputs, not applied
+again) and the others are applied. So N must be at least the stream's window: the server
+takes the larger of --step-history and --ws-max-queue (Settings.replay_window).
+
+Only steps that carry a step id are recorded; a step without one leaves the window as it was.
+A reset, a delete or the end of the session forgets the window."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+Entry = tuple[np.ndarray, int]
+"""A recorded step: its outputs [time, out] and the session's timesteps after it."""
+
+
+class StepHistory:
+    """Per session, the last `size` step ids (oldest first) with their outputs."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self._by_session: dict[str, OrderedDict[str, Entry]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._by_session)
+
+    def find(self, session_id: str, step_id: str) -> Entry | None:
+        """The recorded outputs and steps of `step_id`, if the session still remembers it."""
+        window = self._by_session.get(session_id)
+        return None if window is None else window.get(step_id)
+
+    def latest(self, session_id: str) -> str | None:
+        """The id of the session's latest recorded step (the WebSocket greeting names it)."""
+        window = self._by_session.get(session_id)
+        return next(reversed(window)) if window else None
+
+    def record(self, session_id: str, step_id: str, outputs: np.ndarray, steps: int) -> None:
+        """Remember an applied step (the outputs are copied); the oldest beyond `size` goes."""
+        window = self._by_session.get(session_id)
+        if window is None:
+            window = self._by_session[session_id] = OrderedDict()
+        window[step_id] = (outputs.copy(), steps)
+        window.move_to_end(step_id)
+        while len(window) > self.size:
+            window.popitem(last=False)
+
+    def forget(self, session_id: str) -> None:
+        self._by_session.pop(session_id, None)
