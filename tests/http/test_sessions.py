@@ -295,6 +295,9 @@ async def test_step_id_makes_a_retry_idempotent(client: httpx.AsyncClient) -> No
     plain = await client.post(f"/v1/sessions/{sid}/step", json={"inputs": body["inputs"]})
     assert plain.json()["steps"] == 3
     again = await client.post(f"/v1/sessions/{sid}/step", json={**body, "step_id": "s-2"})
-    assert again.json()["steps"] == 4  # only the latest step replays
+    assert again.json() == other.json()  # replayed, although a step came after it
+    first_again = await client.post(f"/v1/sessions/{sid}/step", json=body)
+    assert first_again.json() == first.json()  # every id in the window replays
+    assert (await client.get(f"/v1/sessions/{sid}")).json()["steps"] == 3
     bad = await client.post(f"/v1/sessions/{sid}/step", json={**body, "step_id": ""})
     assert bad.status_code == 400 and "step_id" in bad.json()["error"]

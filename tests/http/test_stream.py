@@ -204,3 +204,29 @@ async def test_any_asgi_server_gets_the_same_stream(
     predicted = await client.post("/v1/models/tiny-lstm/predict", json={"inputs": [seq.tolist()]})
     np.testing.assert_allclose(np.concatenate([r["outputs"] for r in replies]),
                                np.asarray(predicted.json()["outputs"][0]), atol=1e-5)
+
+
+async def test_a_resumed_stream_re_sends_its_unanswered_steps_safely(
+        server: ServerProcess) -> None:
+    """A client that pipelined a window of steps and lost its connection before reading the
+    replies resumes (`?session_id=`), reads which step landed last from the greeting, and
+    re-sends every step with its original id: each is answered with its first outputs and
+    none is applied twice, so the outputs equal a prediction of the whole sequence."""
+    seq = RNG.normal(size=(12, 3)).astype(np.float32)
+    async with websockets.connect(ws_url(server, "tiny-gru")) as ws:
+        hello = json.loads(await ws.recv())
+        assert hello["last_step_id"] is None and hello["replay_window"] >= 16
+        for t in range(12):  # all in flight: the window of the server's default 16
+            await ws.send(json.dumps({"inputs": seq[t:t + 1].tolist(), "step_id": f"r-{t}"}))
+        first = [json.loads(await ws.recv()) for _ in range(12)]  # let every step land
+    sid = hello["session_id"]
+    async with websockets.connect(ws_url(server, "tiny-gru", f"?session_id={sid}")) as ws:
+        again = json.loads(await ws.recv())
+        assert again["last_step_id"] == "r-11" and again["steps"] == 12
+        for t in range(12):
+            await ws.send(json.dumps({"inputs": seq[t:t + 1].tolist(), "step_id": f"r-{t}"}))
+        resent = [json.loads(await ws.recv()) for _ in range(12)]
+    assert resent == first
+    got = np.asarray([o for reply in resent for o in reply["outputs"]])
+    np.testing.assert_allclose(got, whole(server, "tiny-gru", seq), atol=1e-5)
+    assert httpx.get(f"{server.url}/v1/sessions/{sid}").json()["steps"] == 12

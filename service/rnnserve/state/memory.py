@@ -353,12 +353,7 @@ class MemoryStateStore(BulkCreate):
             if moved.any():
                 let_go = set(np.flatnonzero(moved).tolist())
                 ok &= ~moved
-        replayed: list[tuple[np.ndarray, int] | None] = [None] * n
-        if any(step_ids):
-            for i in np.flatnonzero(ok).tolist():
-                step_id = step_ids[i]
-                if step_id is not None:  # applied already (within the window): not again
-                    replayed[i] = self._history.find(gathered.ids[i], step_id)
+        replayed = self._history.replays(gathered.ids, step_ids, ok)  # applied: not again
         # reset (or recreated) while its step ran: the step came first, so its outputs stand
         # and the reset's state stays
         write = ok & (slab.generation[slots] == generations)
@@ -371,18 +366,17 @@ class MemoryStateStore(BulkCreate):
         slab.steps[rows] += np.asarray(steps, np.int64)[write]
         slab.last_used[slots[ok]] = self._clock()
         if any(step_ids):
-            for i in np.flatnonzero(write).tolist():
-                step_id = step_ids[i]
-                if step_id is not None:
-                    self._history.record(gathered.ids[i], step_id, outputs[i],
-                                         int(slab.steps[slots[i]]))
+            self._history.record_rows(gathered.ids, step_ids, outputs, write,
+                                      slab.steps[slots])
         errors: list[RnnServeError | None] = [None] * n
         for i in np.flatnonzero(~ok).tolist():
             errors[i] = gathered.errors[i] or (replaced(gathered.ids[i]) if i in let_go else
                                                SessionNotFound(f"session {gathered.ids[i]!r} "
                                                                "was deleted or reset during "
                                                                "its step"))
-        return Written(slab.steps[slots].tolist(), [False] * n, errors, replayed)
+        after = [s if again is None else again[1]  # as a replay's first answer said
+                 for s, again in zip(slab.steps[slots].tolist(), replayed, strict=True)]
+        return Written(after, [False] * n, errors, replayed)
 
     async def owned_sessions(self, owner: str) -> int:
         owner_id = self._owner_ids.get(owner)

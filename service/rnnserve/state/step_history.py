@@ -49,5 +49,25 @@ class StepHistory:
         while len(window) > self.size:
             window.popitem(last=False)
 
+    def replays(self, ids: list[str], step_ids: list[str | None],
+                rows: np.ndarray) -> list[Entry | None]:
+        """Per row of a batch, its recorded step when `rows` (a mask) has it and its step id
+        is in its session's window: that step was applied already and must not be again."""
+        found: list[Entry | None] = [None] * len(ids)
+        if any(step_ids):
+            for i in np.flatnonzero(rows).tolist():
+                step_id = step_ids[i]
+                if step_id is not None:
+                    found[i] = self.find(ids[i], step_id)
+        return found
+
+    def record_rows(self, ids: list[str], step_ids: list[str | None], outputs: np.ndarray,
+                    rows: np.ndarray, steps: np.ndarray) -> None:
+        """Record the written rows (`rows`, a mask) of a batch that carry step ids."""
+        for i in np.flatnonzero(rows).tolist():
+            step_id = step_ids[i]
+            if step_id is not None:
+                self.record(ids[i], step_id, outputs[i], int(steps[i]))
+
     def forget(self, session_id: str) -> None:
         self._by_session.pop(session_id, None)
