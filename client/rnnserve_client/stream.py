@@ -120,6 +120,12 @@ class AsyncStream:
                 await self._ws.close()
             self._ws = None
 
+    def drop_connection(self) -> None:
+        """Abort the connection as a network failure would (no close handshake): the stream
+        reconnects and re-sends what is unanswered. For drills and tests."""
+        if self._ws is not None:
+            self._ws.transport.abort()
+
     # -- the caller's side ------------------------------------------------------------------
 
     async def send(self, x: ArrayLike) -> str:

@@ -184,6 +184,10 @@ class Stream:
     def close(self) -> None:
         self._client._run(self.aio.close())
 
+    def drop_connection(self) -> None:
+        """See AsyncStream.drop_connection."""
+        self._client._loop.loop.call_soon_threadsafe(self.aio.drop_connection)
+
     def send(self, x: ArrayLike) -> str:
         return self._client._run(self.aio.send(x))
 
