@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from rnnserve.client import Client
+
 from tests.client.conftest import ServerOnPort
 from tests.client.test_restarts import READINGS, Feeder
 from tests.conftest import LoggedProcess, free_port

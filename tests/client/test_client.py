@@ -10,7 +10,6 @@ from collections.abc import Callable
 import httpx
 import numpy as np
 import pytest
-
 from rnnserve.client import (
     AsyncClient,
     BadInput,
@@ -19,6 +18,7 @@ from rnnserve.client import (
     SessionGone,
     Unauthorized,
 )
+
 from tests.conftest import ServerProcess
 
 RNG = np.random.default_rng(22)

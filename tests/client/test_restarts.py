@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from rnnserve.client import Client, RetryPolicy, SessionGone
+
 from tests.client.conftest import ServerOnPort
 from tests.conftest import free_port
 from tests.state.redis_server import RedisServer
