@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from rnnserve.client import Client
+
 from tests.conftest import ServerProcess
 
 
