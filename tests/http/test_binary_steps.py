@@ -86,6 +86,11 @@ def test_a_repeated_step_id_is_replayed_not_applied_twice(server: ServerProcess)
     again, out2 = binary_step(server, ids, x, step_ids=["a", None])
     assert first["steps"] == [1, 1] and again["steps"] == [1, 2]
     np.testing.assert_array_equal(out1[0], out2[0])
+    later, _ = binary_step(server, ids, x, step_ids=["b", "c"])
+    older, out3 = binary_step(server, ids, x, step_ids=["a", "c"])  # not the latest: still
+    assert later["steps"] == [2, 3] and older["steps"] == [1, 3]  # replayed, both
+    np.testing.assert_array_equal(out3[0], out1[0])
+    assert [steps_of(server, sid) for sid in ids] == [2, 3]
 
 
 BAD_BODIES: list[tuple[str, Any, str]] = [

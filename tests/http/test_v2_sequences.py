@@ -119,3 +119,32 @@ def test_sequence_refuses_state_inputs_and_batches(server: ServerProcess) -> Non
     assert r.status_code == 400 and "server keeps the state" in r.json()["error"]
     r = httpx.get(f"{server.url}/v1/sessions/v2.tiny-gru.n.77")
     assert r.status_code == 404  # rejected requests created nothing
+
+
+def test_any_recent_step_id_of_a_sequence_is_replayed(server: ServerProcess) -> None:
+    """KServe v2 over HTTP: a retry of an earlier step of the sequence (not only the latest),
+    with its step_id, answers that step's recorded outputs and applies nothing."""
+    seq = RNG.normal(size=(4, 3)).astype(np.float32)
+
+    def infer(t: int, **parameters: object) -> httpx.Response:
+        body = {"inputs": [{"name": "input", "shape": [1, 1, 3], "datatype": "FP32",
+                            "data": seq[t].tolist()}],
+                "parameters": {"sequence_id": "replayed", "step_id": f"v2-{t}", **parameters}}
+        return httpx.post(f"{server.url}/v2/models/tiny-gru/infer", json=body)
+
+    first = [infer(0, sequence_start=True)] + [infer(t) for t in (1, 2, 3)]
+    assert all(r.status_code == 200 for r in first), [r.text for r in first]
+    again = infer(1)  # two steps later, its reply lost, say: sent again
+    assert again.status_code == 200
+
+    def output(r: httpx.Response) -> list[float]:  # (state outputs are the session's now)
+        return next(o["data"] for o in r.json()["outputs"] if o["name"] == "output")
+
+    assert output(again) == output(first[1])
+    got = np.concatenate([np.asarray(r.json()["outputs"][0]["data"], np.float32)
+                          for r in first])
+    np.testing.assert_allclose(got, whole(server, "tiny-gru", seq).ravel(), atol=1e-5)
+    after = infer(3)  # the latest one again: replayed whole, its states too
+    assert after.json()["outputs"] == first[3].json()["outputs"]
+    steps = httpx.get(f"{server.url}/v1/sessions/v2.tiny-gru.s.replayed").json()["steps"]
+    assert steps == 4
