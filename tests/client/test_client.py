@@ -5,6 +5,8 @@ a retried step that is replayed rather than applied twice."""
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from collections.abc import Callable
 
 import httpx
@@ -15,6 +17,8 @@ from rnnserve.client import (
     BadInput,
     Client,
     NotFound,
+    Overloaded,
+    RetryPolicy,
     SessionGone,
     Unauthorized,
 )
@@ -184,3 +188,25 @@ def test_importing_rnnserve_client_loads_no_server_module() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_overloaded_is_retried_no_sooner_than_retry_after(
+        start_server: Callable[..., ServerProcess], tiny_repo: object) -> None:
+    """A full server answers 503 with Retry-After (5 s here): the client waits that long
+    before it asks again, and raises Overloaded, with the server's message and hint, when
+    its retry policy would not wait so long."""
+    full = start_server("--models", str(tiny_repo), "--max-sessions", "1")
+    with Client(full.url, retry=RetryPolicy(give_up_after_s=1)) as client:
+        held = client.create_session("tiny-gru")
+        with pytest.raises(Overloaded, match="maximum of 1 live sessions") as busy:
+            client.create_session("tiny-gru")
+        assert busy.value.status == 503 and busy.value.retry_after_s == 5
+    freed = threading.Timer(1.0, lambda: httpx.delete(f"{full.url}/v1/sessions/"
+                                                      f"{held.session_id}"))
+    with Client(full.url, retry=RetryPolicy(give_up_after_s=30)) as client:
+        started = time.monotonic()
+        freed.start()
+        made = client.create_session("tiny-gru")  # refused once, then made after the wait
+        assert time.monotonic() - started >= 4.5  # it did not come back before Retry-After
+        assert made.session_id != held.session_id
+    freed.join()
