@@ -127,7 +127,7 @@ class Settings(BaseSettings):
         "before the server stops reading from it (backpressure).",
     )
     step_history: int = Field(
-        32,
+        16,
         ge=1,
         le=1024,
         description="Step ids each session remembers with their outputs, so that a retried "

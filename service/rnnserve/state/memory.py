@@ -58,7 +58,7 @@ class MemoryStateStore(BulkCreate):
         on_event: SessionEvent | None = None,
         clock: Callable[[], float] = time.time,
         max_sessions_per_client: int = 0,
-        step_history: int = 32,
+        step_history: int = 16,
     ) -> None:
         """`step_history`: how many step ids (with outputs) each session keeps for replays."""
         self.ttl_s = ttl_s

@@ -103,7 +103,7 @@ class RedisStateStore:
         wait_replicas: int = 0,
         wait_timeout_s: float = 1.0,
         record_format: int = 1,
-        step_history: int = 32,
+        step_history: int = 16,
     ) -> None:
         """`record_format`: the format every write uses (redis_records.FORMATS); 1 until every
         replica on this Redis runs a release that reads the newer one. `step_history`: how

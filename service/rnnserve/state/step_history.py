@@ -11,12 +11,15 @@ A reset, a delete or the end of the session forgets the window."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import numpy as np
 
 Entry = tuple[np.ndarray, int]
 """A recorded step: its outputs [time, out] and the session's timesteps after it."""
+
+Kept = tuple[bytes, int, int]
+"""How an entry is kept: the outputs' float32 bytes, their timesteps, the steps after it
+(bytes rather than an array: about 100 bytes less per entry; bench numbers in
+docs/deploy.md)."""
 
 
 class StepHistory:
@@ -24,7 +27,7 @@ class StepHistory:
 
     def __init__(self, size: int) -> None:
         self.size = max(1, size)
-        self._by_session: dict[str, OrderedDict[str, Entry]] = {}
+        self._by_session: dict[str, dict[str, Kept]] = {}  # insertion order: oldest first
 
     def __bool__(self) -> bool:
         return bool(self._by_session)
@@ -32,22 +35,27 @@ class StepHistory:
     def find(self, session_id: str, step_id: str) -> Entry | None:
         """The recorded outputs and steps of `step_id`, if the session still remembers it."""
         window = self._by_session.get(session_id)
-        return None if window is None else window.get(step_id)
+        kept = None if window is None else window.get(step_id)
+        if kept is None:
+            return None
+        raw, time, steps = kept
+        return np.frombuffer(raw, np.float32).reshape(time, -1).copy(), steps
 
     def latest(self, session_id: str) -> str | None:
         """The id of the session's latest recorded step (the WebSocket greeting names it)."""
         window = self._by_session.get(session_id)
-        return next(reversed(window)) if window else None
+        return next(reversed(window.keys())) if window else None
 
     def record(self, session_id: str, step_id: str, outputs: np.ndarray, steps: int) -> None:
         """Remember an applied step (the outputs are copied); the oldest beyond `size` goes."""
         window = self._by_session.get(session_id)
         if window is None:
-            window = self._by_session[session_id] = OrderedDict()
-        window[step_id] = (outputs.copy(), steps)
-        window.move_to_end(step_id)
+            window = self._by_session[session_id] = {}
+        window.pop(step_id, None)  # a reused id moves to the newest place
+        arr = np.ascontiguousarray(outputs, np.float32)
+        window[step_id] = (arr.tobytes(), arr.shape[0], steps)
         while len(window) > self.size:
-            window.popitem(last=False)
+            del window[next(iter(window))]
 
     def replays(self, ids: list[str], step_ids: list[str | None],
                 rows: np.ndarray) -> list[Entry | None]:
