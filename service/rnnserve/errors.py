@@ -142,7 +142,8 @@ class StepConflict(Unavailable):
 class StepMayBeApplied(Unavailable):
     """The state store failed while writing a step (a Redis error during or after sending the
     write): the server cannot tell whether the write landed. A retry with the same step_id is
-    safe (the session's latest step id is replayed, never applied twice); a retry without one
+    safe (a step id among the session's recent ones, its replay window, is replayed, never
+    applied twice); a retry without one
     may apply the step twice."""
 
     remedy = "retry-step-id"

@@ -36,7 +36,7 @@ class SessionStepper:
 
     def step(self, inputs: object, step_id: str | None, done: StepsDone) -> None:
         """Queue one step; `done` gets [its outcome] from the event loop. A repeat of the
-        session's latest step id is replayed, not applied twice."""
+        session's recent step ids (its replay window) is replayed, not applied twice."""
         if step_id is None:
             self._entrance.add(PendingStep(self._sessions, self._owner, inputs, None, done,
                                            self._decoder, holder=self._holder,

@@ -230,8 +230,9 @@ class Sessions:
     async def step(self, session_id: str, x: np.ndarray, *, owner: str = "",
                    step_id: str | None = None) -> StepResult:
         """Apply one or more timesteps [time, features]. With a `step_id` (the client's
-        idempotency key), a retry of the session's latest step, e.g. after a lost reply or a
-        replica that died, returns the recorded outputs instead of applying it twice. The
+        idempotency key), a retry of one of the session's recent steps (its replay window:
+        --step-history), e.g. after a lost reply or a replica that died, returns the recorded
+        outputs instead of applying it twice. The
         entrance checks the inputs together with the other steps of its turn (ARRAYS)."""
         record = await self._owned_to_step(session_id, owner)
         check_step_id(step_id)

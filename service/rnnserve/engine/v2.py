@@ -9,9 +9,11 @@ Sequences follow Triton's sequence batcher with implicit state: `sequence_id` (a
 derived from the model, the sequence id and the API key's identity (sequence ids are scoped by
 key), so a sequence started over gRPC can be continued over HTTP and the other way round, by
 the same key only. A sequence step may carry `step_id` (a string of 1 to 128 characters), with
-REST's rule: a repeat of the sequence's latest step id returns that step's recorded outputs
-(and the state after it) and is not applied again, so a step whose answer was lost (a gRPC
-deadline, a dead connection) can be sent again safely."""
+REST's rule: a repeat of one of the sequence's recent step ids (its replay window,
+--step-history) returns that step's recorded outputs and is not applied again, so a step
+whose answer was lost (a gRPC deadline, a dead connection) can be sent again safely. The state
+outputs of a replayed step are the sequence's current state: the state after that step only
+when it is the latest."""
 
 from __future__ import annotations
 
@@ -43,8 +45,9 @@ V2_ADVICE = {
     "create-session": "; the first request of a sequence must set sequence_start=true",
     "free-session": "; end some sequences (sequence_end=true)",
     "start-sequence": "; the first request of a sequence must set sequence_start=true",
-    "retry-step-id": ": retry with the same step_id parameter (a repeat of the sequence's "
-    "latest step_id returns its recorded outputs and is never applied twice); without a "
+    "retry-step-id": ": retry with the same step_id parameter (a repeat of one of the "
+    "sequence's recent step_ids returns its recorded outputs and is never applied twice); "
+    "without a "
     "step_id, a retry may apply the step twice",
 }
 """What a KServe v2 client (HTTP or gRPC) is told to do about an error's `remedy`."""

@@ -29,9 +29,9 @@ log = logging.getLogger("rnnserve.http")
 REST_ADVICE = {
     "create-session": ": create one with POST /v1/models/{model}/sessions",
     "free-session": "; delete some (DELETE /v1/sessions/{id})",
-    "retry-step-id": ": retry with the same step_id (a repeat of the session's latest step_id "
-    "returns its recorded outputs and is never applied twice); without a step_id, read the "
-    "session's steps (GET /v1/sessions/{id}) before retrying",
+    "retry-step-id": ": retry with the same step_id (a repeat of one of the session's recent "
+    "step_ids returns its recorded outputs and is never applied twice); without a step_id, "
+    "read the session's steps (GET /v1/sessions/{id}) before retrying",
 }
 """What a REST or WebSocket client is told to do about an error's `remedy` (/v2 routes get the
 KServe v2 advice, V2_ADVICE)."""

@@ -117,8 +117,9 @@ STEP_REQUEST: dict[str, Any] = {
     "properties": {
         "inputs": {**_SEQUENCE, "description": "One or more timesteps."},
         "step_id": {"type": "string", "minLength": 1, "maxLength": 128,
-                    "description": "Idempotency key: a retry of the session's latest step with "
-                    "the same step_id returns its outputs instead of applying it twice."},
+                    "description": "Idempotency key: a retry of one of the session's recent "
+                    "steps (its replay window, --step-history) with the same step_id returns "
+                    "its outputs instead of applying it twice."},
     },
 }
 STEP_EXAMPLE = {"inputs": [EXAMPLE_SEQUENCE[0]]}

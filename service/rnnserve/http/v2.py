@@ -90,7 +90,8 @@ _INFER_DOC = dict(
     "of 1 to 256 printable characters), sequence_start and sequence_end, the server keeps "
     "the state between requests (batch 1, "
     "no state inputs); a sequence step may carry step_id (1 to 128 characters): a repeat of "
-    "the sequence's latest step_id returns that step's outputs instead of applying it again. "
+    "one of the sequence's recent step_ids returns that step's outputs instead of applying it "
+    "again. "
     "504: the step was not applied (safe to retry).",
     openapi_extra=json_body(V2_INFER_REQUEST, V2_INFER_EXAMPLE),
 )

@@ -8,11 +8,12 @@ listpack (its values short), and the record formats (redis_records) are untouche
 step is written the hash's former latest moves to the list's head, in the same script as the
 state (redis_scatter.lua, with redis_history.lua), so the window is exact as of every write.
 
-While replicas of two releases share one Redis the window degrades, never lies: an older
-replica overwrites `last_id` without moving the former latest into the list, so that one id is
-no longer replayable (a retry of it would apply again, as with the older release alone), and
-it neither clears the list on a reset nor deletes it with the session (the list's TTL, the
-hash's, ends it; a create of this release clears it).
+While replicas of two releases share one Redis the window is smaller: an older replica
+overwrites `last_id` without moving the former latest into the list, so that one id is no
+longer replayable (a retry of it would apply again, as with the older release alone); and it
+neither clears the list on a reset nor deletes it with the session (the list's TTL, the
+hash's, ends it; a reset or create of this release clears it), so until then a step id from
+before such a reset still replays (docs/deploy.md, "The replay window").
 
 Each element is b"{steps after it} {len(step id)} {step id}{outputs bytes}"."""
 
