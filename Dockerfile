@@ -38,6 +38,7 @@ COPY pyproject.toml ./
 RUN rnnserve-install-venv deps /opt/rnnserve redis
 COPY service ./service
 COPY export ./export
+COPY client ./client
 RUN rnnserve-install-venv project /opt/rnnserve
 
 
@@ -61,6 +62,7 @@ COPY pyproject.toml ./
 RUN rnnserve-install-venv deps /opt/rnnserve redis,cuda gpu
 COPY service ./service
 COPY export ./export
+COPY client ./client
 RUN rnnserve-install-venv project /opt/rnnserve
 
 

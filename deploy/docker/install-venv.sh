@@ -4,10 +4,11 @@
 # (tests/containers/test_cuda_install.py installs the GPU variant on a machine without a GPU).
 #
 #   install-venv.sh deps VENV EXTRAS [gpu]   dependencies only, from ./pyproject.toml
-#   install-venv.sh project VENV             the package from ./service and ./export, checked
+#   install-venv.sh project VENV             the package from ./service, ./export and ./client
+#                                            (the client, rnnserve.client), checked
 #                                            from outside the source tree, then trimmed
 #
-# Run it in a folder holding pyproject.toml (and, for `project`, service/ and export/).
+# Run it in a folder holding pyproject.toml (and, for `project`, service/, export/ and client/).
 # `deps` first, in a layer of its own, so that editing the code does not reinstall them.
 set -eu
 
@@ -26,7 +27,8 @@ deps)
     for p in "" /console /engine /grpc /grpc/generated /http /state; do
         mkdir -p "service/rnnserve$p" && touch "service/rnnserve$p/__init__.py"
     done
-    mkdir -p export && touch export/__init__.py README.md
+    mkdir -p export client/rnnserve_client
+    touch export/__init__.py client/rnnserve_client/__init__.py README.md
     $pip install ".[$extras]"
     if [ "$variant" = gpu ]; then
         # onnxruntime-gpu *instead of* the CPU wheel: both install the `onnxruntime` module,
@@ -37,7 +39,7 @@ deps)
         $pip install --no-deps "onnxruntime-gpu==$ort_gpu"
     fi
     $pip uninstall -y rnnserve
-    rm -rf build service export ./*.egg-info README.md
+    rm -rf build service export client ./*.egg-info README.md
     ;;
 project)
     $pip install --no-deps .
@@ -63,6 +65,7 @@ project)
     # Python would find ./service and ./export first and pass whatever was installed.
     (cd / && "$venv/bin/python" -c "
 import numpy, onnx, onnxruntime, uvloop, httptools, yaml, grpc, rnnserve, rnnserve.cli, rnnserve.serve
+import rnnserve.client
 assert rnnserve.__file__.startswith('$venv/'), rnnserve.__file__
 assert rnnserve.__version__, 'rnnserve.__version__ is empty'
 print('installed rnnserve', rnnserve.__version__, 'with onnxruntime', onnxruntime.__version__,

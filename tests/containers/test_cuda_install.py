@@ -46,6 +46,7 @@ def gpu_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     install("deps", str(venv), "redis,cuda", "gpu")
     shutil.copytree(ROOT / "service", src / "service", ignore=ignore)
     shutil.copytree(ROOT / "export", src / "export", ignore=ignore)
+    shutil.copytree(ROOT / "client", src / "client", ignore=ignore)
     install("project", str(venv))
     yield venv
 

@@ -221,6 +221,7 @@ def test_deploy_dockerignore_sends_only_what_the_image_needs() -> None:
                 if line.strip() and not line.startswith("#")]
     for path in ("pyproject.toml", "service/rnnserve/serve.py",
                  "service/rnnserve/grpc/proto/inference.proto", "export/onnx_export.py",
+                 "client/rnnserve_client/stream.py", "client/pyproject.toml",
                  "models/temperature-lstm/model.onnx",
                  "models/temperature-lstm/model.json", "deploy/docker/healthcheck.py"):
         assert dockerignore_included(path, patterns), path
@@ -254,7 +255,7 @@ def test_deploy_wheel_ships_every_file_the_server_reads(tmp_path: Path) -> None:
     context = tmp_path / "context"
     context.mkdir()
     shutil.copy(ROOT / "pyproject.toml", context)
-    for package in ("service", "export"):
+    for package in ("service", "export", "client"):
         shutil.copytree(ROOT / package, context / package,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "checkpoints"))
     (context / "README.md").touch()  # as the Dockerfile's builder does
@@ -274,10 +275,13 @@ def test_deploy_wheel_ships_every_file_the_server_reads(tmp_path: Path) -> None:
         f"the wheel (and so the image) lacks {missing}: declare them as package data in "
         "pyproject.toml, e.g. [tool.setuptools.package-data] "
         '"rnnserve.console" = ["static/*"]  "rnnserve.grpc" = ["proto/*.proto"]')
-    # One import name: the server and the training code both live under `rnnserve`.
+    # The server and the training code both live under `rnnserve`; beside it only the client's
+    # package, rnnserve_client (also its own distribution), which rnnserve.client re-exports.
     tops = {name.split("/")[0] for name in shipped if not name.startswith("rnnserve-")}
-    assert tops == {"rnnserve"}, tops
+    assert tops == {"rnnserve", "rnnserve_client"}, tops
     assert "rnnserve/export/train.py" in shipped
+    assert {"rnnserve/client.py", "rnnserve_client/stream.py", "rnnserve_client/py.typed"} <= (
+        shipped)
 
 
 # ---------------------------------------------------------------------------------------------
