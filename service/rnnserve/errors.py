@@ -5,7 +5,8 @@ they enter.
     RnnServeError                      500  INTERNAL
     ├── InvalidInput                   400  INVALID_ARGUMENT   bad shape, NaN, wrong type, ...
     │   ├── SequenceNotActive                                  v2 sequence step without a start
-    │   └── NotStreamable                                      a session on a model that cannot step
+    │   ├── NotStreamable                                      a session on a model that cannot step
+    │   └── ModelLoadFailed                                    a repository load that did not load
     ├── UnsupportedMediaType           415  INVALID_ARGUMENT   body is not JSON
     ├── PayloadTooLarge                413  RESOURCE_EXHAUSTED over a size limit
     ├── Unauthenticated                401  UNAUTHENTICATED    missing or wrong API key
@@ -22,7 +23,8 @@ they enter.
     │   ├── StepMayBeApplied                                   the store failed writing a step
     │   ├── StoreUnreachable                                   no connection to the state store
     │   ├── StoreFull                                          Redis at maxmemory refused a write
-    │   └── SessionFormatTooNew                                stored by a newer release's format
+    │   ├── SessionFormatTooNew                                stored by a newer release's format
+    │   └── ModelControlDisabled                               load/unload outside explicit mode
     ├── RequestTimedOut                504  DEADLINE_EXCEEDED  stopped at its limit, unchanged
     │   └── StepTimedOut                                       a step withdrawn, not applied
     └── InferenceFailed                500  INTERNAL           ONNX Runtime raised on valid input
@@ -70,6 +72,12 @@ class NotStreamable(InvalidInput):
     outputs do not continue the sequence (runner.py checks at load). 400, not 409: nothing
     the client or the server can change makes it work; the request itself does not fit the
     model. Predict (whole sequences) serves the model; the message says so."""
+
+
+class ModelLoadFailed(InvalidInput):
+    """A repository API load (explicit model control) of a model that is not in the
+    repository, or of a version whose files cannot be served: 400, as Triton answers. A
+    version that served before the failed load serves on; the message says so."""
 
 
 class UnsupportedMediaType(RnnServeError):
@@ -159,6 +167,11 @@ class SessionFormatTooNew(Unavailable):
     """The session's Redis record is in a format newer than this replica reads: a replica of a
     newer release wrote it (a rolling upgrade whose record format was switched on before every
     replica ran that release). Nothing was read or written; another replica may serve it."""
+
+
+class ModelControlDisabled(Unavailable):
+    """A repository API load or unload while --model-control is none or poll: 503
+    UNAVAILABLE with Triton's own message, which is what Triton answers in both modes."""
 
 
 class StoreUnreachable(Unavailable):

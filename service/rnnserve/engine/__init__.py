@@ -6,6 +6,7 @@ with a StepDecoder of their own."""
 from rnnserve.engine.bulk_create import CreateOutcome, NewSession
 from rnnserve.engine.deadlines import TimeLimit
 from rnnserve.engine.engine import Engine, Prediction
+from rnnserve.engine.model_registry import IndexEntry
 from rnnserve.engine.pending import MAX_STEP_ID, StepDecoder, StepOutcome, StepResult
 from rnnserve.engine.providers import DeviceUnavailable
 from rnnserve.engine.runner import Runner
@@ -37,6 +38,7 @@ __all__ = [
     "CreateOutcome",
     "DeviceUnavailable",
     "Engine",
+    "IndexEntry",
     "ModelMetadata",
     "NewSession",
     "Prediction",
