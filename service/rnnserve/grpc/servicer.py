@@ -16,6 +16,8 @@ from collections.abc import AsyncIterable
 from typing import Any
 from urllib.parse import unquote
 
+import grpc
+
 from rnnserve.auth import ApiKeys
 from rnnserve.engine import Engine, TimeLimit, V2DataPlane
 from rnnserve.errors import NotFound, RequestTimedOut, Unauthenticated
@@ -128,6 +130,33 @@ class InferenceServicer:
         call = StreamCall(self._engine, self._v2, self._keys, self._replies, owner,
                           self._client(context))
         await call.run(requests, context)
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any
+                          ) -> pb.ModelConfigResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ModelConfig is not served yet")
+        raise AssertionError("unreachable")
+
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any
+                              ) -> pb.ModelStatisticsResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ModelStatistics is not served yet")
+        raise AssertionError("unreachable")
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any
+                              ) -> pb.RepositoryIndexResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RepositoryIndex is not served yet")
+        raise AssertionError("unreachable")
+
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: Any
+                                  ) -> pb.RepositoryModelLoadResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            "RepositoryModelLoad is not served yet")
+        raise AssertionError("unreachable")
+
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, context: Any
+                                    ) -> pb.RepositoryModelUnloadResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            "RepositoryModelUnload is not served yet")
+        raise AssertionError("unreachable")
 
     async def _infer(self, request: pb.ModelInferRequest, owner: str, client: str
                      ) -> pb.ModelInferResponse:
