@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -33,7 +33,7 @@ from rnnserve.engine.model_registry import (
 from rnnserve.engine.repository import ModelSource, is_valid_model_name, model_names
 from rnnserve.engine.repository_watch import Fingerprint, ModelScan, fingerprint, scan_model
 from rnnserve.engine.runner import Runner
-from rnnserve.errors import ModelControlDisabled, ModelLoadFailed, ModelNotFound
+from rnnserve.errors import InvalidInput, ModelControlDisabled, ModelLoadFailed, ModelNotFound
 
 log = logging.getLogger("rnnserve.model_control")
 
@@ -43,6 +43,20 @@ REMOVED = "removed from the repository"
 UNLOADED = "unloaded (repository API)"
 SWEEP_S = 10.0
 """How often explicit mode looks for superseded instances to let go (poll mode: each poll)."""
+
+
+def check_load_parameters(names: Collection[str]) -> None:
+    """rnnserve loads models from the repository only: Triton's load parameters `config` (a
+    model config to load with) and `file:<path>` (model files sent with the request) are
+    refused by name, and so is any other (load takes none)."""
+    overrides = sorted(k for k in names if k == "config" or k.startswith("file:"))
+    if overrides:
+        raise InvalidInput(
+            f"load parameter(s) {overrides} are not supported: rnnserve loads a model from "
+            "the files in its repository only (no config override, no files in the request); "
+            "put the files in the repository, then load without parameters")
+    if names:
+        raise InvalidInput(f"unknown load parameter(s) {sorted(names)}; load takes none")
 
 
 class RunnerHooks(Protocol):

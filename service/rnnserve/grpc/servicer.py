@@ -21,7 +21,7 @@ import grpc
 from rnnserve.auth import ApiKeys
 from rnnserve.engine import Engine, TimeLimit, V2DataPlane
 from rnnserve.errors import NotFound, RequestTimedOut, Unauthenticated
-from rnnserve.grpc import converters
+from rnnserve.grpc import converters, repository
 from rnnserve.grpc.errors import aborts_on_error, status_of
 from rnnserve.grpc.generated import inference_pb2 as pb
 from rnnserve.grpc.stream_call import StreamCall
@@ -141,22 +141,23 @@ class InferenceServicer:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ModelStatistics is not served yet")
         raise AssertionError("unreachable")
 
+    @aborts_on_error
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any
                               ) -> pb.RepositoryIndexResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RepositoryIndex is not served yet")
-        raise AssertionError("unreachable")
+        self._owner(context)
+        return await repository.index(self._engine, request)
 
+    @aborts_on_error
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: Any
                                   ) -> pb.RepositoryModelLoadResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            "RepositoryModelLoad is not served yet")
-        raise AssertionError("unreachable")
+        self._owner(context)
+        return await repository.load(self._engine, request)
 
+    @aborts_on_error
     async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, context: Any
                                     ) -> pb.RepositoryModelUnloadResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            "RepositoryModelUnload is not served yet")
-        raise AssertionError("unreachable")
+        self._owner(context)
+        return await repository.unload(self._engine, request)
 
     async def _infer(self, request: pb.ModelInferRequest, owner: str, client: str
                      ) -> pb.ModelInferResponse:

@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from rnnserve.engine import IndexEntry
+from rnnserve.engine import IndexEntry, check_load_parameters
 from rnnserve.errors import InvalidInput
 from rnnserve.http.body import only_fields, read_json_object
 from rnnserve.http.common import engine_of
@@ -42,19 +42,6 @@ def _parameters(body: dict[str, Any], what: str) -> dict[str, Any]:
     return parameters
 
 
-def check_load_parameters(parameters: dict[str, Any]) -> None:
-    """rnnserve loads models from the repository only: Triton's `config` (a model config to
-    load with) and `file:<path>` (model files sent in the request) are refused by name."""
-    overrides = sorted(k for k in parameters if k == "config" or k.startswith("file:"))
-    if overrides:
-        raise InvalidInput(
-            f"load parameter(s) {overrides} are not supported: rnnserve loads a model from "
-            "the files in its repository only (no config override, no files in the request); "
-            "put the files in the repository, then load without parameters")
-    if parameters:
-        raise InvalidInput(f"unknown load parameter(s) {sorted(parameters)}; load takes none")
-
-
 @router.post("/index", summary="Every model version in the repository, with its state "
              '(READY, LOADING, UNLOADING, UNAVAILABLE) and why; {"ready": true}: ready ones')
 async def repository_index(request: Request) -> FastJSONResponse:
@@ -73,7 +60,7 @@ async def load_model(request: Request, model: str) -> FastJSONResponse:
     control = engine_of(request).control
     control.require_explicit()
     body = await read_json_object(request, optional=True)
-    check_load_parameters(_parameters(body, "load"))
+    check_load_parameters(list(_parameters(body, "load")))
     await control.load(model)
     return FastJSONResponse({})
 
