@@ -264,12 +264,18 @@ def test_explicit_a_broken_file_on_load_leaves_the_previous_one_serving(
     staging.write_bytes(b"not an onnx file")
     staging.replace(repo / "forecast" / "1" / "model.onnx")
     triton = httpclient.InferenceServerClient(explicit.url.removeprefix("http://"))
-    with pytest.raises(InferenceServerException) as failed:
-        triton.load_model("forecast")
-    assert "version 1" in str(failed.value) and "serving on" in str(failed.value)
+    for _ in range(2):  # asked again with the same broken file, it fails again
+        with pytest.raises(InferenceServerException) as failed:
+            triton.load_model("forecast")
+        assert "version 1" in str(failed.value) and "serving on" in str(failed.value)
     row = index(explicit)[("forecast", "1")]
     assert row["state"] == "READY" and "failed to load" in row["reason"], row
     np.testing.assert_allclose(predict(explicit, "forecast", seq), before, atol=1e-6)
+    put_version(repo, "forecast", 1, "temperature-rnn")  # good files again: they load
+    triton.load_model("forecast")
+    assert index(explicit)[("forecast", "1")] == {
+        "name": "forecast", "version": "1", "state": "READY", "reason": ""}
+    assert not np.allclose(predict(explicit, "forecast", seq), before, atol=1e-4)
 
 
 def test_none_mode_answers_tritons_error_to_load_and_unload(

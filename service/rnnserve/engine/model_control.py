@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from rnnserve.engine.model_registry import (
     LOADING,
@@ -36,6 +36,7 @@ from rnnserve.engine.runner import Runner
 from rnnserve.errors import InvalidInput, ModelControlDisabled, ModelLoadFailed, ModelNotFound
 
 log = logging.getLogger("rnnserve.model_control")
+T = TypeVar("T")
 
 NOT_ALLOWED = "explicit model load / unload is not allowed if polling is enabled"
 """Triton's message for a load or unload outside explicit mode (in its none mode too)."""
@@ -91,6 +92,7 @@ class ModelControl:
         self._tried: dict[tuple[str, int], Fingerprint] = {
             (runner.name, runner.version): fingerprint(runner.source)
             for versions in registry.models.versions.values() for runner in versions.values()}
+        self._failed: set[tuple[str, int]] = set()  # of those, the attempts that failed
 
     # -- the repository API ----------------------------------------------------------------
 
@@ -106,8 +108,7 @@ class ModelControl:
         """Load (or load again what changed of) every version of `name` on disk; unload its
         versions that are gone. ModelLoadFailed says which versions did not load and why."""
         self.require_explicit()
-        async with self._lock:
-            failures = await self._sync(name, retry_failed=True)
+        failures = await self._whole(self._sync(name, retry_failed=True))
         if failures:
             serving = sorted(self._registry.models.versions.get(name, {}))
             still = f"; serving on: version(s) {serving}" if serving else ""
@@ -117,13 +118,20 @@ class ModelControl:
         """Stop serving every version of `name`: its queued and running steps finish first,
         then its sessions get errors (issue 19 will let them finish instead)."""
         self.require_explicit()
-        async with self._lock:
-            if name not in self._registry.known_names():
-                if not (is_valid_model_name(name) and (self._root / name).is_dir()):
-                    raise ModelNotFound(f"unknown model {name!r}: nothing to unload; the "
-                                        "index (POST /v2/repository/index) lists the models")
-                return  # in the repository, never loaded: nothing to do
-            await self._remove_model(name, UNLOADED)
+        if name not in self._registry.known_names():
+            if not (is_valid_model_name(name) and (self._root / name).is_dir()):
+                raise ModelNotFound(f"unknown model {name!r}: nothing to unload; the "
+                                    "index (POST /v2/repository/index) lists the models")
+            return  # in the repository, never loaded: nothing to do
+        await self._whole(self._remove_model(name, UNLOADED))
+
+    async def _whole(self, change: Coroutine[Any, Any, T]) -> T:
+        """Run a change under the lock to its end even if the caller goes away meanwhile (a
+        client that disconnects, a request time limit): a change is never left half made."""
+        async def locked() -> T:
+            async with self._lock:
+                return await change
+        return await asyncio.shield(asyncio.ensure_future(locked()))
 
     async def index(self, ready_only: bool = False) -> list[IndexEntry]:
         """Every known model version with its state and reason; in explicit mode also the
@@ -191,11 +199,14 @@ class ModelControl:
             failures.append(f"version {problem.version}: {problem.reason}")
         for source, marks in scan.sources:
             key = (name, source.version)
-            if self._tried.get(key) == marks and (source.version in served or not retry_failed):
-                continue
-            self._tried[key] = marks
+            if self._tried.get(key) == marks and (key not in self._failed or not retry_failed):
+                continue  # unchanged since it loaded (or, polling, since it failed)
             failed = await self._load(source, replacing=source.version in served)
-            if failed is not None:
+            self._tried[key] = marks
+            if failed is None:
+                self._failed.discard(key)
+            else:
+                self._failed.add(key)
                 failures.append(f"version {source.version}: {failed}")
         for version in sorted(served - scan.on_disk()):
             await self._remove_version(name, version, REMOVED)
@@ -231,10 +242,12 @@ class ModelControl:
             for runner in self._registry.remove_model(name, reason):
                 await self._hooks.stop_runner(runner, reason)
         self._tried = {k: v for k, v in self._tried.items() if k[0] != name}
+        self._failed = {k for k in self._failed if k[0] != name}
 
     async def _remove_version(self, name: str, version: int, reason: str) -> None:
         runners = self._registry.remove_version(name, version, reason)
         self._tried.pop((name, version), None)
+        self._failed.discard((name, version))
         self._registry.set_state(name, version, UNLOADING, reason)
         for runner in runners:
             await self._hooks.stop_runner(runner, f"model {name!r} version {version} was "
