@@ -18,13 +18,13 @@ they enter.
     ├── QuotaExceeded                  429  RESOURCE_EXHAUSTED a key's request rate
     │   └── SessionQuotaExceeded                               a key's live sessions
     ├── StreamReplaced                 409  ABORTED            a newer connection holds the session
+    ├── ModelControlDisabled           409  FAILED_PRECONDITION load/unload outside explicit mode
     ├── Unavailable                    503  UNAVAILABLE        model not ready, server full
     │   ├── StepConflict                                       another replica stepped the session
     │   ├── StepMayBeApplied                                   the store failed writing a step
     │   ├── StoreUnreachable                                   no connection to the state store
     │   ├── StoreFull                                          Redis at maxmemory refused a write
-    │   ├── SessionFormatTooNew                                stored by a newer release's format
-    │   └── ModelControlDisabled                               load/unload outside explicit mode
+    │   └── SessionFormatTooNew                                stored by a newer release's format
     ├── RequestTimedOut                504  DEADLINE_EXCEEDED  stopped at its limit, unchanged
     │   └── StepTimedOut                                       a step withdrawn, not applied
     └── InferenceFailed                500  INTERNAL           ONNX Runtime raised on valid input
@@ -137,6 +137,17 @@ class StreamReplaced(RnnServeError):
     grpc_code = "ABORTED"
 
 
+class ModelControlDisabled(RnnServeError):
+    """A repository API load or unload while --model-control is none or poll, with Triton's
+    own message ("explicit model load / unload is not allowed if polling is enabled"). Triton
+    answers it 503 / UNAVAILABLE; rnnserve answers 409 / FAILED_PRECONDITION: the server's
+    mode, not a passing state, refuses it, so a retry never helps, and a 503 would tell
+    clients and load balancers to retry."""
+
+    http_status = 409
+    grpc_code = "FAILED_PRECONDITION"
+
+
 class Unavailable(RnnServeError):
     http_status = 503
     grpc_code = "UNAVAILABLE"
@@ -167,11 +178,6 @@ class SessionFormatTooNew(Unavailable):
     """The session's Redis record is in a format newer than this replica reads: a replica of a
     newer release wrote it (a rolling upgrade whose record format was switched on before every
     replica ran that release). Nothing was read or written; another replica may serve it."""
-
-
-class ModelControlDisabled(Unavailable):
-    """A repository API load or unload while --model-control is none or poll: 503
-    UNAVAILABLE with Triton's own message, which is what Triton answers in both modes."""
 
 
 class StoreUnreachable(Unavailable):

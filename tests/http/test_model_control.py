@@ -147,7 +147,7 @@ def test_poll_serves_a_new_version_while_streams_step_on_the_old(
         with connect(f"ws://127.0.0.1:{server.port}/v1/models/forecast/stream") as new:
             assert json.loads(new.recv(timeout=10))["version"] == 2  # new sessions: the newest
         refused = httpx.post(f"{server.url}/v2/repository/models/forecast/unload")
-        assert refused.status_code == 503 and NOT_ALLOWED in refused.json()["error"]
+        assert refused.status_code == 409 and NOT_ALLOWED in refused.json()["error"]
 
 
 def test_poll_changed_files_serve_new_sessions_while_old_ones_keep_their_weights(
@@ -318,5 +318,5 @@ def test_poll_mode_answers_tritons_error_over_grpc(repo: Path, tmp_path: Path) -
         for call in (triton.load_model, triton.unload_model):
             with pytest.raises(InferenceServerException, match=NOT_ALLOWED) as refused:
                 call("forecast")
-            assert refused.value.status() == "StatusCode.UNAVAILABLE"
+            assert refused.value.status() == "StatusCode.FAILED_PRECONDITION"
         assert triton.is_model_ready("forecast")

@@ -2,8 +2,9 @@
 RepositoryModelUnload), as Triton serves it, so that `tritonclient.grpc`'s
 get_model_repository_index, load_model and unload_model work. The rules are the engine's
 (model_control.py), the same as over HTTP (http/v2_repository.py): load and unload answer
-Triton's UNAVAILABLE "explicit model load / unload is not allowed if polling is enabled"
-outside explicit mode, and load's `config` and `file:` parameters are refused by name."""
+Triton's "explicit model load / unload is not allowed if polling is enabled" outside explicit
+mode (FAILED_PRECONDITION: errors.ModelControlDisabled), and load's `config` and `file:`
+parameters are refused by name."""
 
 from __future__ import annotations
 

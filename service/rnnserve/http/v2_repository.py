@@ -5,8 +5,9 @@
     POST /v2/repository/models/{m}/load         {} once loaded (400 says why not)
     POST /v2/repository/models/{m}/unload       {} once unloaded
 
-Load and unload work in explicit model control only; otherwise they answer Triton's own 503
-("explicit model load / unload is not allowed if polling is enabled"). The rules are the
+Load and unload work in explicit model control only; otherwise they answer Triton's own
+message ("explicit model load / unload is not allowed if polling is enabled"), with 409
+(errors.ModelControlDisabled says why not Triton's 503). The rules are the
 engine's (model_control.py); this module reads and writes the bodies."""
 
 from __future__ import annotations
