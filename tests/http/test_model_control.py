@@ -154,7 +154,8 @@ def test_poll_changed_files_serve_new_sessions_while_old_ones_keep_their_weights
         repo: Path, tmp_path: Path) -> None:
     put_version(repo, "other", 1, "temperature-lstm")
     with serving(["--models", str(repo), "--model-control", "poll",
-                  "--repository-poll-s", str(POLL_S)], tmp_path / "server.log") as server:
+                  "--repository-poll-s", str(POLL_S)], tmp_path / "server.log",
+                 grpc=True) as server, grpc.insecure_channel(server.grpc_url) as channel:
         width = input_width(server, "forecast")
         seq = RNG.normal(size=(12, width)).astype(np.float32)
         old_weights = predict(server, "forecast", seq)
@@ -162,6 +163,10 @@ def test_poll_changed_files_serve_new_sessions_while_old_ones_keep_their_weights
         sid = created["session_id"]
         first = httpx.post(f"{server.url}/v1/sessions/{sid}/step",
                            json={"inputs": seq[:6].tolist()}).json()["outputs"]
+        stream = Stream(inference_pb2_grpc.GRPCInferenceServiceStub(channel))
+        streamed = [outputs_of(stream.step(sequence_step(
+            seq[t:t + 1], "forecast", "", 9, t == 0)).infer_response)["output"][0]
+            for t in range(6)]
 
         put_version(repo, "forecast", 1, "temperature-rnn")  # version 1, other weights
         wait_for(lambda: not np.allclose(predict(server, "forecast", seq), old_weights,
@@ -173,6 +178,12 @@ def test_poll_changed_files_serve_new_sessions_while_old_ones_keep_their_weights
         assert second.status_code == 200, second.text
         np.testing.assert_allclose(np.asarray(first + second.json()["outputs"]), old_weights,
                                    atol=1e-4)  # the live session finished on its weights
+        for t in range(6, len(seq)):  # and so does the gRPC stream's sequence
+            answer = stream.step(sequence_step(seq[t:t + 1], "forecast", "", 9, False))
+            assert not answer.error_message, answer.error_message
+            streamed.append(outputs_of(answer.infer_response)["output"][0])
+        stream.close()
+        np.testing.assert_allclose(np.concatenate(streamed), old_weights, atol=1e-4)
         fresh = httpx.post(f"{server.url}/v1/models/forecast/sessions", json={}).json()
         steps = httpx.post(f"{server.url}/v1/sessions/{fresh['session_id']}/step",
                            json={"inputs": seq.tolist()}).json()["outputs"]
