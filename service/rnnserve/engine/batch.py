@@ -47,6 +47,7 @@ class BatchMechanics:
         self.layout = layout
         label = (runner.name, str(runner.version))  # labelled once: labels() is costly per job
         self._run_seconds = metrics.run_seconds.labels(*label)
+        self._onnxruntime_seconds = metrics.onnxruntime_seconds.labels(*label)
         self._batch_rows = metrics.batch_rows.labels(*label)
         self._gather_seconds = metrics.store_seconds.labels(store.name, "gather")
         self._scatter_seconds = metrics.store_seconds.labels(store.name, "scatter")
@@ -61,7 +62,7 @@ class BatchMechanics:
         gathered = await self._gather(stateful, started) if stateful else None
         x = ordered[0].x if len(ordered) == 1 else np.concatenate([j.x for j in ordered])
         try:
-            out = await self.runner.run(self._feeds(x, gathered, stateless))
+            out, runtime_s = await self.runner.run(self._feeds(x, gathered, stateless))
         except RnnServeError as exc:
             if len(batch) == 1:
                 raise
@@ -74,6 +75,7 @@ class BatchMechanics:
                         job.future.set_exception(single)
             return
         self._run_seconds.observe(time.perf_counter() - started)
+        self._onnxruntime_seconds.observe(runtime_s)
         self._batch_rows.observe(x.shape[0])
         written = None
         if gathered is not None:
@@ -82,8 +84,13 @@ class BatchMechanics:
         self._answer(ordered, out, written, gathered)
 
     async def _gather(self, stateful: list[Job], started: float) -> Gathered:
-        ids = [sid for j in stateful for sid in j.sessions or ()]
-        owners = [o for j in stateful for o in (j.owners or [None] * j.rows)]
+        if len(stateful) == 1:  # one job (a gateway's, or a turn of one-row steps)
+            job = stateful[0]
+            ids = job.sessions or []
+            owners = job.owners or [None] * job.rows
+        else:
+            ids = [sid for j in stateful for sid in j.sessions or ()]
+            owners = [o for j in stateful for o in (j.owners or [None] * j.rows)]
         holders = None
         if any(j.holders for j in stateful):  # streamed steps: fenced by their attach
             holders = [h for j in stateful for h in (j.holders or [None] * j.rows)]
@@ -163,12 +170,16 @@ def _session_rows(result: JobResult, written: Written, rows: slice,
     """A session job's rows of the scatter's outcome: steps, errors (a conflict becomes a
     StepConflict), and the recorded outputs of replayed steps in place of the run's; their
     states, if asked for, are the stored ones (the replayed step's: it is the latest)."""
-    result.errors = [e or (StepConflict("another replica kept changing the session between "
-                                        f"this step's read and write; {NOT_APPLIED}",
-                                        retry_after_s=0) if c else None)
-                     for e, c in zip(written.errors[rows], written.conflict[rows], strict=True)]
+    errors, conflicts = written.errors[rows], written.conflict[rows]
+    if errors.count(None) == len(errors) and not any(conflicts):  # the usual: all written
+        result.errors = errors
+    else:
+        result.errors = [e or (StepConflict(
+            "another replica kept changing the session between this step's read and write; "
+            f"{NOT_APPLIED}", retry_after_s=0) if c else None)
+            for e, c in zip(errors, conflicts, strict=True)]
     replayed = written.replayed[rows]
-    if any(r is not None for r in replayed):
+    if replayed.count(None) != len(replayed):
         result.y = result.y.copy()
         result.states = {name: value.copy() for name, value in result.states.items()}
         for i, r in enumerate(replayed):
