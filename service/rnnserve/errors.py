@@ -5,7 +5,8 @@ they enter.
     RnnServeError                      500  INTERNAL
     ├── InvalidInput                   400  INVALID_ARGUMENT   bad shape, NaN, wrong type, ...
     │   ├── SequenceNotActive                                  v2 sequence step without a start
-    │   └── NotStreamable                                      a session on a model that cannot step
+    │   ├── NotStreamable                                      a session on a model that cannot step
+    │   └── ModelLoadFailed                                    a repository load that did not load
     ├── UnsupportedMediaType           415  INVALID_ARGUMENT   body is not JSON
     ├── PayloadTooLarge                413  RESOURCE_EXHAUSTED over a size limit
     ├── Unauthenticated                401  UNAUTHENTICATED    missing or wrong API key
@@ -17,6 +18,7 @@ they enter.
     ├── QuotaExceeded                  429  RESOURCE_EXHAUSTED a key's request rate
     │   └── SessionQuotaExceeded                               a key's live sessions
     ├── StreamReplaced                 409  ABORTED            a newer connection holds the session
+    ├── ModelControlDisabled           409  FAILED_PRECONDITION load/unload outside explicit mode
     ├── Unavailable                    503  UNAVAILABLE        model not ready, server full
     │   ├── StepConflict                                       another replica stepped the session
     │   ├── StepMayBeApplied                                   the store failed writing a step
@@ -70,6 +72,12 @@ class NotStreamable(InvalidInput):
     outputs do not continue the sequence (runner.py checks at load). 400, not 409: nothing
     the client or the server can change makes it work; the request itself does not fit the
     model. Predict (whole sequences) serves the model; the message says so."""
+
+
+class ModelLoadFailed(InvalidInput):
+    """A repository API load (explicit model control) of a model that is not in the
+    repository, or of a version whose files cannot be served: 400, as Triton answers. A
+    version that served before the failed load serves on; the message says so."""
 
 
 class UnsupportedMediaType(RnnServeError):
@@ -127,6 +135,17 @@ class StreamReplaced(RnnServeError):
 
     http_status = 409
     grpc_code = "ABORTED"
+
+
+class ModelControlDisabled(RnnServeError):
+    """A repository API load or unload while --model-control is none or poll, with Triton's
+    own message ("explicit model load / unload is not allowed if polling is enabled"). Triton
+    answers it 503 / UNAVAILABLE; rnnserve answers 409 / FAILED_PRECONDITION: the server's
+    mode, not a passing state, refuses it, so a retry never helps, and a 503 would tell
+    clients and load balancers to retry."""
+
+    http_status = 409
+    grpc_code = "FAILED_PRECONDITION"
 
 
 class Unavailable(RnnServeError):

@@ -6,6 +6,8 @@ with a StepDecoder of their own."""
 from rnnserve.engine.bulk_create import CreateOutcome, NewSession
 from rnnserve.engine.deadlines import TimeLimit
 from rnnserve.engine.engine import Engine, Prediction
+from rnnserve.engine.model_control import check_load_parameters
+from rnnserve.engine.model_registry import IndexEntry
 from rnnserve.engine.pending import (
     MAX_STEP_ID,
     StepDecoder,
@@ -43,6 +45,7 @@ __all__ = [
     "CreateOutcome",
     "DeviceUnavailable",
     "Engine",
+    "IndexEntry",
     "ModelMetadata",
     "NewSession",
     "Prediction",
@@ -61,6 +64,7 @@ __all__ = [
     "V2Request",
     "V2Response",
     "check_datatype",
+    "check_load_parameters",
     "new_session_id",
     "sequence_parameters",
     "sequence_session_id",

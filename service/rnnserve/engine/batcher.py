@@ -65,6 +65,9 @@ class Batcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
+        self._closed_reason = ("the server is shutting down: nothing was run or applied; "
+                               "retry (another replica will answer)")
+        self.last_active = time.perf_counter()  # a batch's start: model control's idleness
         self._task = asyncio.create_task(self._loop(), name=f"batcher {runner.name}")
 
     # -- callers ---------------------------------------------------------------------------
@@ -104,8 +107,7 @@ class Batcher:
     def overloaded(self) -> Unavailable:
         """The 503 a caller gets when the queue has no room for its rows."""
         if self._closing:
-            return Unavailable("the server is shutting down: nothing was run or applied; "
-                               "retry (another replica will answer)", retry_after_s=1)
+            return Unavailable(self._closed_reason, retry_after_s=1)
         return Unavailable(f"model {self.runner.name!r} has {self._queued_rows} rows waiting "
                            f"(limit {self.options.max_queue}): nothing was run or applied; "
                            "retry shortly", retry_after_s=1)
@@ -141,9 +143,12 @@ class Batcher:
         self._idle.clear()
         self._wake.set()
 
-    async def close(self) -> None:
-        """Finish what is queued and in flight, then stop the loop."""
+    async def close(self, reason: str | None = None) -> None:
+        """Finish what is queued and in flight, then stop the loop; later work is refused
+        with `reason` (the default: the server is shutting down)."""
         self._closing = True
+        if reason is not None:
+            self._closed_reason = f"{reason}: nothing was run or applied"
         await self._idle.wait()
         self._task.cancel()
         try:
@@ -208,7 +213,7 @@ class Batcher:
         return batch
 
     async def _run_and_release(self, batch: list[Job]) -> None:
-        started = time.perf_counter()
+        started = self.last_active = time.perf_counter()
         for job in batch:
             self._queue_seconds.observe(started - job.enqueued)
         try:

@@ -25,12 +25,16 @@ from typing import Any
 import numpy as np
 
 from rnnserve.auth import ApiKeys
-from rnnserve.engine.batcher import Batcher, BatcherOptions
+from rnnserve.engine.batcher import Batcher
+from rnnserve.engine.instance_batchers import InstanceBatchers
 from rnnserve.engine.jobs import Job
 from rnnserve.engine.limits import Limits
+from rnnserve.engine.model_control import ModelControl
+from rnnserve.engine.model_registry import ModelRegistry
 from rnnserve.engine.models import LoadedModels
 from rnnserve.engine.observed_store import ObservedStore
 from rnnserve.engine.providers import choose_providers
+from rnnserve.engine.repository import ModelSource
 from rnnserve.engine.runner import Runner, RunnerOptions
 from rnnserve.engine.sessions import Sessions
 from rnnserve.engine.store_health import StoreHealth
@@ -81,8 +85,13 @@ class Engine:
         self.metrics = Metrics()
         self.tracing = Tracing(settings.otel_endpoint, settings.otel_service_name)
         self.models = LoadedModels()
+        self.instances = InstanceBatchers(settings, self.metrics, self.tracing,
+                                          self.served_version)
+        self.registry = ModelRegistry(self.models)
+        self.control = self._model_control()
+        self._control_task: asyncio.Task[None] | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._batchers: dict[tuple[str, int], Batcher] = {}
+        self._runner_options: RunnerOptions | None = None
         self._store: StateStore | None = None
         self._store_probe: asyncio.Task[None] | None = None
         self.store_health = StoreHealth(safe_url(settings.state_store),
@@ -96,12 +105,16 @@ class Engine:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Create the worker pool and load every model (blocking: call before serving)."""
+        """Create the worker pool and load every model (blocking: call before serving); with
+        --model-control explicit, only those of --load-model."""
         s = self.settings
         self._pool = ThreadPoolExecutor(s.inference_workers, thread_name_prefix="onnxruntime")
-        options = RunnerOptions(s.device, tuple(choose_providers(s.device, tf32=s.cuda_tf32)),
-                                s.intra_op_threads)
-        self.models = LoadedModels.load(s.models, options, self._pool)
+        options = self._runner_options = RunnerOptions(
+            s.device, tuple(choose_providers(s.device, tf32=s.cuda_tf32)), s.intra_op_threads)
+        only = None if s.model_control != "explicit" or "*" in s.load_model else s.load_model
+        self.models = LoadedModels.load(s.models, options, self._pool, only)
+        self.registry = ModelRegistry(self.models)
+        self.control = self._model_control()
         for name, versions in self.models.versions.items():
             for version in versions:
                 self.metrics.model_loaded.labels(name, str(version)).set(1)
@@ -122,20 +135,24 @@ class Engine:
         self._store_reachable(True)
         self._store_probe = asyncio.create_task(self.store_health.probe_forever(raw_store),
                                                 name="state-store-probe")
-        slots = asyncio.Semaphore(s.inference_workers)
-        options = BatcherOptions(s.max_batch, s.max_delay_ms / 1000, s.max_queue)
-        self._batchers = {
-            (runner.name, runner.version): Batcher(runner, store, slots, options, self.metrics,
-                                                   self.tracing)
-            for versions in self.models.versions.values() for runner in versions.values()
-        }
         self._sessions = Sessions(s, store, self, self.limits)
+        self.instances.open(store, self._sessions)
+        for versions in self.models.versions.values():
+            for runner in versions.values():
+                self.instances.start_runner(runner)
+        if self.control.mode != "none":
+            self._control_task = asyncio.create_task(self.control.run(), name="model-control")
         if self.key_file is not None and self.key_file.poll_s > 0:
             self._key_watch = asyncio.create_task(self.key_file.watch(), name="api-keys-file")
 
     async def aclose(self) -> None:
         """Finish queued and in-flight work, then stop the batchers and the store."""
         self.started = False
+        if self._control_task is not None:
+            self._control_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._control_task
+            self._control_task = None
         if self._key_watch is not None:
             self._key_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -146,14 +163,14 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._store_probe
             self._store_probe = None
-        for batcher in self._batchers.values():
-            await batcher.close()
+        await self.instances.close_all()
         if self._store is not None:
             await self._store.close()
             self._store = None
 
     def close(self) -> None:
         self.started = False
+        self.control.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
         self.tracing.shutdown()
@@ -205,11 +222,28 @@ class Engine:
         """The runner of one exact version, or None when it is not served (any more)."""
         return self.models.versions.get(model, {}).get(version)
 
+    def session_runner(self, model: str, version: int, created: float) -> Runner | None:
+        """The instance a session created at `created` steps on (model_registry.py)."""
+        return self.registry.session_runner(model, version, created)
+
     def batcher(self, runner: Runner) -> Batcher:
-        batcher = self._batchers.get((runner.name, runner.version))
+        batcher = self.instances.get(runner)
         if batcher is None:
+            if self.started and self._store is not None:  # model control let it go
+                raise ModelNotFound(f"model {runner.name!r} version {runner.version} is no "
+                                    "longer served")
             raise Unavailable(STARTING_OR_STOPPING, retry_after_s=1)
         return batcher
+
+    def _model_control(self) -> ModelControl:
+        s = self.settings
+        return ModelControl(s.model_control, s.models, s.repository_poll_s, s.session_ttl_s,
+                            self.registry, self._build_runner, self.instances)
+
+    def _build_runner(self, source: ModelSource) -> Runner:
+        """Load one version (in model control's loader thread)."""
+        assert self._runner_options is not None and self._pool is not None, "not started"
+        return Runner(source, self._runner_options, self._pool)
 
     # -- metadata --------------------------------------------------------------------------
 

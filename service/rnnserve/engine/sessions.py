@@ -99,6 +99,7 @@ class ServedVersions(Protocol):
 
     def runner(self, model: str, version: str | int | None = None) -> Runner: ...
     def served_version(self, model: str, version: int) -> Runner | None: ...
+    def session_runner(self, model: str, version: int, created: float) -> Runner | None: ...
     def batcher(self, runner: Runner) -> Batcher: ...
 
 
@@ -114,7 +115,7 @@ class Sessions:
         self._store = store
         self._served = served
         self._limits = limits
-        self._entrances: dict[tuple[str, int], StepEntrance] = {}
+        self._entrances: dict[Runner, StepEntrance] = {}  # one per loaded instance
         self._attachments = Attachments()
         store.watch_attachments(self._attachments.attached)
 
@@ -136,7 +137,9 @@ class Sessions:
             raise not_applied(exc) from exc
 
     def _runner_of(self, record: SessionRecord) -> Runner:
-        runner = self._served.served_version(record.model, record.version)
+        """The instance the session steps on: its version's, and of that version's files
+        the ones it started on (model control may have loaded newer ones since)."""
+        runner = self._served.session_runner(record.model, record.version, record.created)
         if runner is None:
             raise SessionNotFound(f"session {record.id!r} runs on {record.model!r} version "
                                   f"{record.version}, which is no longer served")
@@ -152,12 +155,15 @@ class Sessions:
         through here, so none reaches a model that cannot be stepped."""
         require_streamable(runner)
         batcher = self._served.batcher(runner)
-        key = (runner.name, runner.version)
-        entrance = self._entrances.get(key)
+        entrance = self._entrances.get(runner)
         if entrance is None or entrance.batcher is not batcher:
             entrance = StepEntrance(runner.signature, batcher, self._limits)
-            self._entrances[key] = entrance
+            self._entrances[runner] = entrance
         return entrance
+
+    def forget(self, runner: Runner) -> None:
+        """An instance no longer served (model control unloaded it): drop its entrance."""
+        self._entrances.pop(runner, None)
 
     # -- the session API -------------------------------------------------------------------
 

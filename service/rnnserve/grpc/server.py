@@ -49,6 +49,15 @@ UNARY_METHODS: dict[str, tuple[Any, Any]] = {  # name: (request, response) class
                        inference_pb2.ServerMetadataResponse),
     "ModelMetadata": (inference_pb2.ModelMetadataRequest, inference_pb2.ModelMetadataResponse),
     "ModelInfer": (inference_pb2.ModelInferRequest, inference_pb2.ModelInferResponse),
+    "ModelConfig": (inference_pb2.ModelConfigRequest, inference_pb2.ModelConfigResponse),
+    "ModelStatistics": (inference_pb2.ModelStatisticsRequest,
+                        inference_pb2.ModelStatisticsResponse),
+    "RepositoryIndex": (inference_pb2.RepositoryIndexRequest,
+                        inference_pb2.RepositoryIndexResponse),
+    "RepositoryModelLoad": (inference_pb2.RepositoryModelLoadRequest,
+                            inference_pb2.RepositoryModelLoadResponse),
+    "RepositoryModelUnload": (inference_pb2.RepositoryModelUnloadRequest,
+                              inference_pb2.RepositoryModelUnloadResponse),
 }
 
 

@@ -16,10 +16,12 @@ from collections.abc import AsyncIterable
 from typing import Any
 from urllib.parse import unquote
 
+import grpc
+
 from rnnserve.auth import ApiKeys
 from rnnserve.engine import Engine, TimeLimit, V2DataPlane
 from rnnserve.errors import NotFound, RequestTimedOut, Unauthenticated
-from rnnserve.grpc import converters
+from rnnserve.grpc import converters, repository
 from rnnserve.grpc.errors import aborts_on_error, status_of
 from rnnserve.grpc.generated import inference_pb2 as pb
 from rnnserve.grpc.stream_call import StreamCall
@@ -135,6 +137,34 @@ class InferenceServicer:
         call = StreamCall(self._engine, self._v2, self._keys, self._replies, owner,
                           self._client(context), self._model_label)
         await call.run(requests, context)
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any
+                          ) -> pb.ModelConfigResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ModelConfig is not served yet")
+        raise AssertionError("unreachable")
+
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any
+                              ) -> pb.ModelStatisticsResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ModelStatistics is not served yet")
+        raise AssertionError("unreachable")
+
+    @aborts_on_error
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any
+                              ) -> pb.RepositoryIndexResponse:
+        self._owner(context)
+        return await repository.index(self._engine, request)
+
+    @aborts_on_error
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: Any
+                                  ) -> pb.RepositoryModelLoadResponse:
+        self._owner(context)
+        return await repository.load(self._engine, request)
+
+    @aborts_on_error
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, context: Any
+                                    ) -> pb.RepositoryModelUnloadResponse:
+        self._owner(context)
+        return await repository.unload(self._engine, request)
 
     async def _infer(self, request: pb.ModelInferRequest, owner: str, client: str
                      ) -> pb.ModelInferResponse:

@@ -194,8 +194,8 @@ class StreamCall:
             self._active.pop(key, None)
             return
         runner = self._engine.served_version(served_as, version)
-        if runner is None:
-            return
+        if runner is None or self._engine.registry.has_superseded(served_as, version):
+            return  # (an older instance may hold the session: each step looks it up)
         if len(self._active) >= MAX_ACTIVE:
             self._active.clear()
         sig = runner.signature
