@@ -11,6 +11,7 @@ from rnnserve.engine.providers import DeviceUnavailable
 from rnnserve.engine.runner import Runner
 from rnnserve.engine.session_stepper import SessionStepper
 from rnnserve.engine.sessions import Sessions, new_session_id
+from rnnserve.engine.statistics import ModelStats, now_ns
 from rnnserve.engine.v2 import (
     DATATYPES,
     EXTENSIONS,
@@ -26,6 +27,7 @@ from rnnserve.engine.v2 import (
     sequence_parameters,
     sequence_session_id,
 )
+from rnnserve.engine.v2_extensions import model_config, model_statistics
 from rnnserve.state import SessionRecord
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "DeviceUnavailable",
     "Engine",
     "ModelMetadata",
+    "ModelStats",
     "NewSession",
     "Prediction",
     "Runner",
@@ -54,7 +57,10 @@ __all__ = [
     "V2Request",
     "V2Response",
     "check_datatype",
+    "model_config",
+    "model_statistics",
     "new_session_id",
+    "now_ns",
     "sequence_parameters",
     "sequence_session_id",
 ]

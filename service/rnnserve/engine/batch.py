@@ -61,7 +61,9 @@ class BatchMechanics:
         gathered = await self._gather(stateful, started) if stateful else None
         x = ordered[0].x if len(ordered) == 1 else np.concatenate([j.x for j in ordered])
         try:
-            out = await self.runner.run(self._feeds(x, gathered, stateless))
+            feeds = self._feeds(x, gathered, stateless)
+            fed = time.perf_counter()
+            out = await self.runner.run(feeds)
         except RnnServeError as exc:
             if len(batch) == 1:
                 raise
@@ -73,13 +75,17 @@ class BatchMechanics:
                     if not job.future.done():
                         job.future.set_exception(single)
             return
-        self._run_seconds.observe(time.perf_counter() - started)
+        ran = time.perf_counter()
+        self._run_seconds.observe(ran - started)
         self._batch_rows.observe(x.shape[0])
         written = None
         if gathered is not None:
             _commit(stateful, gathered)
             written = await self._scatter(gathered, stateful, x, out)
         self._answer(ordered, out, written, gathered)
+        waited = sum(j.rows * (started - j.enqueued) for j in ordered)
+        self.runner.stats.ran(int(x.shape[0]), int(waited * 1e9), int((fed - started) * 1e9),
+                              int((ran - fed) * 1e9), int((time.perf_counter() - ran) * 1e9))
 
     async def _gather(self, stateful: list[Job], started: float) -> Gathered:
         ids = [sid for j in stateful for sid in j.sessions or ()]

@@ -34,6 +34,7 @@ from rnnserve.engine.pending import (
 )
 from rnnserve.engine.runner import Runner
 from rnnserve.engine.session_stepper import SessionStepper
+from rnnserve.engine.statistics import now_ns
 from rnnserve.engine.step_waits import answered, one_step, unset
 from rnnserve.engine.steps import StepEntrance
 from rnnserve.engine.tensors import check_state
@@ -214,8 +215,9 @@ class Sessions:
         """A stepper for a session the caller already resolved and holds (a WebSocket, at
         connect): its steps claim the record's holder number, so once a newer connection
         attaches they are refused (StreamReplaced) and not applied."""
-        return SessionStepper(self._entrance(self._runner_of(record)), record.id, record.owner,
-                              decoder, record.holder)
+        runner = self._runner_of(record)
+        return SessionStepper(self._entrance(runner), record.id, record.owner, decoder,
+                              record.holder, stats=runner.stats)
 
     def sequence_stepper(self, runner: Runner, session_id: str, owner: str, *,
                          with_states: bool) -> SessionStepper:
@@ -231,11 +233,20 @@ class Sessions:
         """Apply one or more timesteps [time, features]. With a `step_id` (the client's
         idempotency key), a retry of the session's latest step, e.g. after a lost reply or a
         replica that died, returns the recorded outputs instead of applying it twice. The
-        entrance checks the inputs together with the other steps of its turn (ARRAYS)."""
+        entrance checks the inputs together with the other steps of its turn (ARRAYS).
+        Counted as one request in the statistics of the session's version."""
+        started = now_ns()
         record = await self._owned_to_step(session_id, owner)
-        check_step_id(step_id)
-        return await one_step(self._entrance(self._runner_of(record)), PendingStep(
-            [session_id], owner, x, None if step_id is None else [step_id], unset, ARRAYS))
+        runner = self._runner_of(record)
+        try:
+            check_step_id(step_id)
+            result = await one_step(self._entrance(runner), PendingStep(
+                [session_id], owner, x, None if step_id is None else [step_id], unset, ARRAYS))
+        except Exception:
+            runner.stats.failed(started)
+            raise
+        runner.stats.succeeded(started)
+        return result
 
     async def step_checked(self, runner: Runner, session_id: str, owner: str, x3: np.ndarray,
                            *, with_states: bool = False, step_id: str | None = None
@@ -258,8 +269,23 @@ class Sessions:
         enter one by one. Each item succeeds or fails alone; a failed item leaves its session
         unchanged. A model whose default version cannot be stepped fails the whole request
         (NotStreamable): its sessions could only run on another version, which REST steps
-        and the WebSocket still reach."""
+        and the WebSocket still reach. Counted as one request in the statistics of the
+        model's default version (its items' rows count in its runs)."""
+        started = now_ns()
         runner = self._served.runner(model)  # 404 for an unknown model fails the whole request
+        try:
+            outcomes = await self._step_many(runner, model, ids, inputs, step_ids, owner)
+        except Exception:
+            runner.stats.failed(started)
+            raise
+        runner.stats.succeeded(started)
+        return outcomes
+
+    async def _step_many(
+        self, runner: Runner, model: str, ids: list[str],
+        inputs: np.ndarray | list[np.ndarray | RnnServeError], step_ids: list[str | None],
+        owner: str,
+    ) -> list[StepOutcome]:
         require_streamable(runner)
         n = len(ids)
         out: list[StepOutcome | None] = [None] * n

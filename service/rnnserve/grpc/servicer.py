@@ -21,7 +21,7 @@ import grpc
 from rnnserve.auth import ApiKeys
 from rnnserve.engine import Engine, TimeLimit, V2DataPlane
 from rnnserve.errors import NotFound, RequestTimedOut, Unauthenticated
-from rnnserve.grpc import converters
+from rnnserve.grpc import converters, model_admin
 from rnnserve.grpc.errors import aborts_on_error, status_of
 from rnnserve.grpc.generated import inference_pb2 as pb
 from rnnserve.grpc.stream_call import StreamCall
@@ -131,15 +131,17 @@ class InferenceServicer:
                           self._client(context))
         await call.run(requests, context)
 
+    @aborts_on_error
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any
                           ) -> pb.ModelConfigResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ModelConfig is not served yet")
-        raise AssertionError("unreachable")
+        self._owner(context)
+        return model_admin.config_response(self._engine, request)
 
+    @aborts_on_error
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any
                               ) -> pb.ModelStatisticsResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ModelStatistics is not served yet")
-        raise AssertionError("unreachable")
+        self._owner(context)
+        return model_admin.statistics_response(self._engine, request)
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any
                               ) -> pb.RepositoryIndexResponse:
