@@ -311,7 +311,8 @@ def test_batch_stats_are_keyed_by_rows_per_run(
         server: ServerProcess, http: httpclient.InferenceServerClient) -> None:
     """One gateway call stepping k sessions is one request and one run of k rows; one
     predict of k sequences of one length too. (Triton would count k inferences for a request
-    of batch k; rnnserve counts requests, and rows in batch_stats: docs/grpc.md.)"""
+    of batch k; rnnserve counts requests, and rows in batch_stats, as
+    docs/config_and_statistics.md says.)"""
     shapes, k = shapes_of(http, MODEL), 4
     sids = [httpx.post(f"{server.url}/v1/models/{MODEL}/sessions").json()["session_id"]
             for _ in range(k)]

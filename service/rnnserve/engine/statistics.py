@@ -14,7 +14,7 @@ Two kinds of event feed them, both on the event loop (no locks):
   run (queue, compute_input: reading states and building feeds, compute_infer: ONNX Runtime,
   compute_output: writing states and answering) are added to `inference_stats` once per row.
 
-How this differs from Triton is in docs/grpc.md ("Statistics"). A Runner owns its ModelStats,
+How this differs from Triton is in docs/config_and_statistics.md. A Runner owns its ModelStats,
 so a version loaded again (a changed file) starts from zero, as Triton's does."""
 
 from __future__ import annotations
