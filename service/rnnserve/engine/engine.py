@@ -33,7 +33,7 @@ from rnnserve.engine.observed_store import ObservedStore
 from rnnserve.engine.providers import choose_providers
 from rnnserve.engine.runner import Runner, RunnerOptions
 from rnnserve.engine.sessions import Sessions
-from rnnserve.engine.statistics import now_ns
+from rnnserve.engine.statistics import counted, now_ns
 from rnnserve.engine.store_health import StoreHealth
 from rnnserve.engine.tensors import check_state, require_finite, require_sequence
 from rnnserve.errors import InvalidInput, ModelNotFound, Unavailable
@@ -272,13 +272,8 @@ class Engine:
         version's statistics."""
         started = now_ns()
         runner = self.runner(model, version)
-        try:
-            prediction = await self._predict(runner, sequences, initial_states, return_state)
-        except Exception:
-            runner.stats.failed(started)
-            raise
-        runner.stats.succeeded(started)
-        return prediction
+        return await counted(runner.stats, started,
+                             self._predict(runner, sequences, initial_states, return_state))
 
     async def _predict(
         self,

@@ -34,7 +34,7 @@ from rnnserve.engine.pending import (
 )
 from rnnserve.engine.runner import Runner
 from rnnserve.engine.session_stepper import SessionStepper
-from rnnserve.engine.statistics import now_ns
+from rnnserve.engine.statistics import counted, now_ns
 from rnnserve.engine.step_waits import answered, one_step, unset
 from rnnserve.engine.steps import StepEntrance
 from rnnserve.engine.tensors import check_state
@@ -238,15 +238,14 @@ class Sessions:
         started = now_ns()
         record = await self._owned_to_step(session_id, owner)
         runner = self._runner_of(record)
-        try:
-            check_step_id(step_id)
-            result = await one_step(self._entrance(runner), PendingStep(
-                [session_id], owner, x, None if step_id is None else [step_id], unset, ARRAYS))
-        except Exception:
-            runner.stats.failed(started)
-            raise
-        runner.stats.succeeded(started)
-        return result
+        return await counted(runner.stats, started, self._step(runner, session_id, x, owner,
+                                                                step_id))
+
+    async def _step(self, runner: Runner, session_id: str, x: np.ndarray, owner: str,
+                    step_id: str | None) -> StepResult:
+        check_step_id(step_id)
+        return await one_step(self._entrance(runner), PendingStep(
+            [session_id], owner, x, None if step_id is None else [step_id], unset, ARRAYS))
 
     async def step_checked(self, runner: Runner, session_id: str, owner: str, x3: np.ndarray,
                            *, with_states: bool = False, step_id: str | None = None
@@ -273,13 +272,8 @@ class Sessions:
         model's default version (its items' rows count in its runs)."""
         started = now_ns()
         runner = self._served.runner(model)  # 404 for an unknown model fails the whole request
-        try:
-            outcomes = await self._step_many(runner, model, ids, inputs, step_ids, owner)
-        except Exception:
-            runner.stats.failed(started)
-            raise
-        runner.stats.succeeded(started)
-        return outcomes
+        return await counted(runner.stats, started,
+                             self._step_many(runner, model, ids, inputs, step_ids, owner))
 
     async def _step_many(
         self, runner: Runner, model: str, ids: list[str],

@@ -20,7 +20,10 @@ so a version loaded again (a changed file) starts from zero, as Triton's does.""
 from __future__ import annotations
 
 import time
-from typing import TypedDict
+from collections.abc import Awaitable
+from typing import TypedDict, TypeVar
+
+T = TypeVar("T")
 
 
 class DurationDict(TypedDict):
@@ -159,3 +162,15 @@ class ModelStats:
                 for rows, phases in sorted(self._runs.items())
             ],
         }
+
+
+async def counted(stats: ModelStats, started_ns: int, work: Awaitable[T]) -> T:
+    """Await one request's work, counting it in `stats` as answered or failed (a cancelled
+    call is not counted: its caller is gone, or it was stopped before it changed anything)."""
+    try:
+        result = await work
+    except Exception:
+        stats.failed(started_ns)
+        raise
+    stats.succeeded(started_ns)
+    return result
