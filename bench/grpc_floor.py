@@ -3,8 +3,8 @@
 `sequence_end` parameters, the server keeps the state) over `ModelStreamInfer` (a stream per
 sequence, all on one channel: bench/grpcload.py) and over unary `ModelInfer`, against a bare
 grpc.aio server answering the same methods with replies of the same size
-(bench/grpc_echo_server.py). Prints steps/s, p50/p99, server and client CPU per step, rows per
-ONNX Runtime run, and each rnnserve system's ratio to the echo of the same round.
+(bench/grpc_echo.py, with --match-ids). Prints steps/s, p50/p99, server and client CPU per
+step, rows per ONNX Runtime run, and each rnnserve system's ratio to the echo of the same round.
 
     python -m bench.grpc_floor                      # 256 sequences, 2 rounds of 10 s
     python -m bench.grpc_floor --duration 5 --rounds 1 --systems stream echo-stream"""
@@ -37,7 +37,7 @@ UNARY = "/inference.GRPCInferenceService/ModelInfer"
 
 
 class GrpcEchoProcess(ServerProcess):
-    """bench/grpc_echo_server.py: ready once its port accepts a connection."""
+    """bench/grpc_echo.py: ready once its port accepts a connection."""
 
     def start(self, ready_timeout_s: float = 60.0) -> None:
         with open(self.log_path, "wb") as log:
@@ -146,9 +146,9 @@ def main(argv: list[str] | None = None) -> None:
                         grpc=True) as rnnserve:
         assert isinstance(rnnserve, RnnserveProcess)
         port = free_port()
-        echo = GrpcEchoProcess("grpc-echo", [sys.executable, "-m", "bench.grpc_echo_server",
+        echo = GrpcEchoProcess("grpc-echo", [sys.executable, "-m", "bench.grpc_echo",
                                "--host", HOST, "--port", str(port), "--output-size",
-                               str(config.output_size)], f"{HOST}:{port}",
+                               str(config.output_size), "--match-ids"], f"{HOST}:{port}",
                                workdir / "grpc-echo.log")
         echo.start()
         with echo:

@@ -9,7 +9,9 @@ came in the message, its arguments, an extra field or a traceback."""
 from __future__ import annotations
 
 import contextvars
+import itertools
 import logging
+import secrets
 import time
 from typing import Any
 
@@ -18,6 +20,16 @@ import orjson
 from rnnserve.redact import redact
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+# A new request id: this process's random prefix and a counter (uuid4 read the OS's random
+# source on every request).
+_ID_PREFIX = secrets.token_hex(8)
+_id_counter = itertools.count()
+
+
+def new_request_id() -> str:
+    """An id for a request (HTTP or gRPC) whose caller sent none."""
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
 
 class JsonFormatter(logging.Formatter):

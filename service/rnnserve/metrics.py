@@ -1,16 +1,28 @@
-"""Prometheus metrics: HTTP requests by route template, model and status; latency; refused
-connections; the batcher (batch rows, queue time, run time, queue depth); sessions (live,
-created, expired, evicted, deleted, steps per session). One registry per engine, so several
-servers in one process (tests) keep separate counts."""
+"""Prometheus metrics: HTTP requests by route template, model and status, and latency; gRPC
+calls by method, model and code, and latency; streams (stream_metrics.py); refused
+connections; the batcher (batch rows, queue time, run time, ONNX Runtime time, queue depth);
+sessions (live, created, expired, evicted, deleted, steps per session); the process (CPU, RSS,
+open files). One registry per engine, so several servers in one process (tests) keep separate
+counts. docs/operations.md lists every family."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                   5.0, 10.0)
+from rnnserve.stream_metrics import StreamMetrics
+
+LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                   0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Seconds; from 50 µs, where a stream step lives, to 10 s."""
 
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 STEP_BUCKETS = (0, 1, 10, 100, 1_000, 10_000, 100_000, 1_000_000)
@@ -29,12 +41,27 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, RSS, open fds
         self.requests = Counter(
             "rnnserve_http_requests", "HTTP requests by route, model and status",
             ["method", "route", "model", "status"], registry=self.registry)
         self.latency = Histogram(
             "rnnserve_http_request_duration_seconds", "HTTP request latency",
             ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.direct_requests = Counter(
+            "rnnserve_http_direct_requests",
+            "HTTP requests to the hot routes (session step, bulk steps, KServe v2 infer) "
+            "answered from the HTTP protocol directly rather than through the ASGI stack; "
+            "also counted in rnnserve_http_requests_total", registry=self.registry)
+        # gRPC calls (a stream's messages are in `streams`)
+        self.grpc_requests = Counter(
+            "rnnserve_grpc_requests", "gRPC calls by method, model and status code (a "
+            "ModelStreamInfer stream counts once, when it ends)",
+            ["method", "model", "code"], registry=self.registry)
+        self.grpc_latency = Histogram(
+            "rnnserve_grpc_request_duration_seconds", "gRPC call latency (a stream: its life)",
+            ["method"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.streams = StreamMetrics(self.registry, LATENCY_BUCKETS)
         self.connections_refused = Counter(
             "rnnserve_http_connections_refused",
             "HTTP connections the server refused or closed before a request: over "
@@ -55,6 +82,9 @@ class Metrics:
             "rnnserve_batch_run_seconds",
             "Time of one batch: state gather and ONNX Runtime run (the scatter is timed as "
             "rnnserve_state_store_seconds{operation=\"scatter\"})",
+            ["model", "version"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.onnxruntime_seconds = Histogram(
+            "rnnserve_onnxruntime_run_seconds", "ONNX Runtime's own time for one batch",
             ["model", "version"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.queue_depth = Gauge(
             "rnnserve_batch_queue_rows", "Rows waiting in the batcher's queue",

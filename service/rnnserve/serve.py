@@ -22,6 +22,7 @@ from rnnserve.address_file import AddressFile, addresses, bound_address
 from rnnserve.engine import DeviceUnavailable, Engine
 from rnnserve.http.app import create_app
 from rnnserve.http.connections import ConnectionGuard
+from rnnserve.http.direct_path import DirectPath
 from rnnserve.http.http_protocols import server_protocols
 from rnnserve.logs import configure_logging
 from rnnserve.runtime import tune_for_serving
@@ -174,7 +175,8 @@ async def _serve(engine: Engine, settings: Settings) -> int:
     guard = ConnectionGuard(settings.header_timeout_s, settings.max_connections_per_client,
                             engine.proxies,
                             engine.metrics.connections_refused)
-    http_protocol, ws_protocol = server_protocols(guard)
+    # the hot routes answered from the protocol (http/direct_path.py)
+    http_protocol, ws_protocol = server_protocols(guard, direct=DirectPath(app))
     _reload_keys_on_sighup(engine)
     config = uvicorn.Config(app, http=http_protocol, log_config=None,  # ours (logs.py): one
                             host=settings.host, port=settings.port,  # format, keys redacted

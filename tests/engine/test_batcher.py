@@ -84,7 +84,7 @@ async def test_a_failing_row_does_not_fail_its_neighbours(
     runner = engine.runner("tiny-gru")
     real_run = runner.run
 
-    async def flaky_run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def flaky_run(feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
         if (feeds["input"] == 99.0).any():
             raise InferenceFailed("poisoned row")
         return await real_run(feeds)

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 import numpy as np
 from rnnserve.engine import Engine
 from rnnserve.engine.batcher import Batcher, BatcherOptions
-from rnnserve.engine.pending import PendingStep, StepOutcome, StepResult
+from rnnserve.engine.pending import PendingStep, StepOutcome, StepResult, StepRows
 from rnnserve.engine.steps import MAX_CONFLICT_RETRIES, StepEntrance
 from rnnserve.errors import StepConflict
 from rnnserve.http.json_arrays import JSON_STEPS
@@ -96,6 +96,13 @@ async def test_entrance_jobs_past_max_batch_are_split_by_the_batcher(engine: Eng
         calls, rows = (a - b for a, b in zip(batch_count(engine, "tiny-lstm"), before,
                                               strict=True))
         assert rows == 10 and calls == 3  # 4 + 4 + 2 rows: split, never one run of 10
+        # the parts joined in row order, as arrays (no object per row): each session's row
+        # is its own step from a zero state, which a stateless predict of its input equals
+        assert type(outcomes) is StepRows and outcomes.outputs.shape[:2] == (10, 2)
+        for i, outcome in enumerate(outcomes):
+            alone = await engine.predict("tiny-lstm", x[i:i + 1])
+            np.testing.assert_allclose(outcome.outputs, alone.outputs[0],  # type: ignore
+                                       atol=1e-5)
 
 
 class AlwaysOvertaken(MemoryStateStore):

@@ -20,6 +20,9 @@ trace_service = pytest.importorskip(
     reason="needs the otel extra (opentelemetry-exporter-otlp-proto-http)")
 
 
+KINDS = {1: "internal", 2: "server", 3: "client"}  # OTLP's SpanKind numbers
+
+
 class Collector:
     """Accepts OTLP/HTTP protobuf exports on /v1/traces and keeps every span."""
 
@@ -37,7 +40,11 @@ class Collector:
                         for span in scope.spans:
                             attrs = {a.key: a.value.string_value or a.value.int_value
                                      for a in span.attributes}
-                            collector.spans.append({"name": span.name, **attrs})
+                            collector.spans.append({
+                                "name": span.name, **attrs,
+                                "trace_id": span.trace_id.hex(),
+                                "kind": KINDS.get(span.kind, str(span.kind)),
+                                "links": [link.trace_id.hex() for link in span.links]})
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.end_headers()

@@ -6,7 +6,13 @@ with a StepDecoder of their own."""
 from rnnserve.engine.bulk_create import CreateOutcome, NewSession
 from rnnserve.engine.deadlines import TimeLimit
 from rnnserve.engine.engine import Engine, Prediction
-from rnnserve.engine.pending import MAX_STEP_ID, StepDecoder, StepOutcome, StepResult
+from rnnserve.engine.pending import (
+    MAX_STEP_ID,
+    StepDecoder,
+    StepOutcome,
+    StepResult,
+    StepRows,
+)
 from rnnserve.engine.providers import DeviceUnavailable
 from rnnserve.engine.runner import Runner
 from rnnserve.engine.session_stepper import SessionStepper
@@ -52,6 +58,7 @@ __all__ = [
     "MAX_STEP_ID",
     "StepOutcome",
     "StepResult",
+    "StepRows",
     "TimeLimit",
     "V2DataPlane",
     "V2Request",

@@ -47,6 +47,7 @@ class BatchMechanics:
         self.layout = layout
         label = (runner.name, str(runner.version))  # labelled once: labels() is costly per job
         self._run_seconds = metrics.run_seconds.labels(*label)
+        self._onnxruntime_seconds = metrics.onnxruntime_seconds.labels(*label)
         self._batch_rows = metrics.batch_rows.labels(*label)
         self._gather_seconds = metrics.store_seconds.labels(store.name, "gather")
         self._scatter_seconds = metrics.store_seconds.labels(store.name, "scatter")
@@ -63,7 +64,7 @@ class BatchMechanics:
         try:
             feeds = self._feeds(x, gathered, stateless)
             fed = time.perf_counter()
-            out = await self.runner.run(feeds)
+            out, runtime_s = await self.runner.run(feeds)
         except RnnServeError as exc:
             if len(batch) == 1:
                 raise
@@ -77,6 +78,7 @@ class BatchMechanics:
             return
         ran = time.perf_counter()
         self._run_seconds.observe(ran - started)
+        self._onnxruntime_seconds.observe(runtime_s)
         self._batch_rows.observe(x.shape[0])
         written = None
         if gathered is not None:

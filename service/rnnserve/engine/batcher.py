@@ -56,7 +56,7 @@ class Batcher:
         label = (runner.name, str(runner.version))  # labelled once: labels() is costly per job
         self._depth_gauge = metrics.queue_depth.labels(*label)
         self._queue_seconds = metrics.queue_seconds.labels(*label)
-        self._tracing = tracing
+        self.tracing = tracing
         self._queue: deque[Job] = deque()
         self._queued_rows = 0
         self._in_flight_sessions: set[str] = set()
@@ -72,6 +72,8 @@ class Batcher:
     async def submit(self, job: Job) -> JobResult:
         """Queue a job and wait for its rows of the result (a split job's parts joined)."""
         future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
+        if self.tracing.enabled and not job.traces:  # the caller's span: the batch links it
+            job.traces = tuple(filter(None, (self.tracing.current(),)))
         parts = self._split(job)
         if len(parts) == 1:
             job.future = future
@@ -210,7 +212,8 @@ class Batcher:
         for job in batch:
             self._queue_seconds.observe(started - job.enqueued)
         try:
-            with self._tracing.span(f"batch {self.runner.name}") as span:
+            links = [trace for job in batch for trace in job.traces]
+            with self.tracing.span(f"batch {self.runner.name}", links=links) as span:
                 if span is not None:
                     span.set_attribute("rnnserve.model", self.runner.name)
                     span.set_attribute("rnnserve.version", self.runner.version)

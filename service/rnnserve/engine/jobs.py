@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -101,6 +101,7 @@ class Job:
     initial: dict[str, np.ndarray] | None = None
     keep_states: bool = True  # False: the caller needs no final states (most session steps)
     gate: CommitGate | None = None  # None: no step of the job can be withdrawn (the stream)
+    traces: tuple[Any, ...] = ()  # span contexts of the requests served (tracing on)
     offset: int = 0  # a part's first row in the job its gate knows
     future: Completion = field(init=False)
     enqueued: float = field(default_factory=time.perf_counter)
@@ -121,6 +122,7 @@ class Job:
         return Job(self.x[start:stop], sessions=rows(self.sessions), owners=rows(self.owners),
                    step_ids=rows(self.step_ids), holders=rows(self.holders),
                    keep_states=self.keep_states, gate=self.gate, offset=self.offset + start,
+                   traces=self.traces,
                    initial=None if self.initial is None else
                    {name: value[:, start:stop] for name, value in self.initial.items()})
 

@@ -11,9 +11,10 @@ stream's steps are not watched (UNWATCHED): they cost no bookkeeping."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, overload
 
 import numpy as np
 
@@ -34,7 +35,58 @@ class StepResult(NamedTuple):
 
 
 StepOutcome = StepResult | RnnServeError
-StepsDone = Callable[[list[StepOutcome]], None]
+
+_NO_STATES: dict[str, np.ndarray] = {}
+
+
+class StepRows(Sequence[StepOutcome]):
+    """The outcomes of many rows that were all applied, with no states asked for (a gateway's
+    bulk steps), kept as the batch's arrays: outputs [rows, time, out] and timesteps [rows].
+    A StepResult per row costs more than the row's share of the run; a reader that knows this
+    type takes the arrays whole, any other reads it as the list of StepResults it stands for."""
+
+    __slots__ = ("outputs", "steps")
+
+    def __init__(self, outputs: np.ndarray, steps: np.ndarray) -> None:
+        self.outputs = outputs
+        self.steps = steps
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    @overload
+    def __getitem__(self, index: int) -> StepOutcome: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[StepOutcome]: ...
+
+    def __getitem__(self, index: int | slice) -> StepOutcome | Sequence[StepOutcome]:
+        if isinstance(index, slice):
+            return StepRows(self.outputs[index], self.steps[index])
+        return StepResult(self.outputs[index], int(self.steps[index]), _NO_STATES)
+
+    @staticmethod
+    def joined(parts: Sequence[StepRows]) -> StepRows:
+        """Parts of one step's rows, in row order, as one."""
+        if len(parts) == 1:
+            return parts[0]
+        return StepRows(np.concatenate([p.outputs for p in parts]),
+                        np.concatenate([p.steps for p in parts]))
+
+
+def joined_parts(parts: list[tuple[int, Sequence[StepOutcome]]]) -> Sequence[StepOutcome]:
+    """A step's rows from its parts (each: its first row, its outcomes), in row order: one
+    StepRows when every part is one."""
+    parts.sort(key=lambda part: part[0])
+    if all(type(rows) is StepRows for _, rows in parts):
+        return StepRows.joined([rows for _, rows in parts])  # type: ignore[misc]
+    return [outcome for _, rows in parts for outcome in rows]
+
+
+def all_applied(outcomes: Sequence[StepOutcome]) -> bool:
+    """Whether every row was applied (a StepRows always was)."""
+    return type(outcomes) is StepRows or all(
+        map(isinstance, outcomes, itertools.repeat(StepResult)))
+StepsDone = Callable[[Sequence[StepOutcome]], None]
 """Called once, from the event loop, with one outcome per row of a PendingStep."""
 
 
@@ -88,6 +140,7 @@ class PendingStep:
     with_states: bool = False  # each result carries its session's new state (v2 sequences)
     phase: int = UNWATCHED  # where a watched step stands (see the phases above)
     holder: int | None = None  # a streamed step: the attach its connection holds (one row)
+    trace: Any = None  # the span context of its request (tracing on): its batch links to it
 
     @property
     def rows(self) -> int:

@@ -4,6 +4,8 @@ gRPC stream (checked arrays). Made by `Sessions.stepper` and `Sessions.sequence_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rnnserve.engine.pending import (
     PendingStep,
     StepDecoder,
@@ -80,7 +82,7 @@ class SessionStepper:
 
 def _counted(done: StepsDone, stats: ModelStats, started: int) -> StepsDone:
     """`done`, counting its one step's outcome in `stats` first."""
-    def counted(outcomes: list[StepOutcome]) -> None:
+    def counted(outcomes: Sequence[StepOutcome]) -> None:
         if isinstance(outcomes[0], StepResult):
             stats.succeeded(started)
         else:

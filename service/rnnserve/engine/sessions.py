@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import itertools
 import logging
 import secrets
 import time
@@ -30,6 +29,8 @@ from rnnserve.engine.pending import (
     StepDecoder,
     StepOutcome,
     StepResult,
+    StepRows,
+    all_applied,
     check_step_id,
 )
 from rnnserve.engine.runner import Runner
@@ -261,7 +262,7 @@ class Sessions:
     async def step_many(
         self, model: str, ids: list[str], inputs: np.ndarray | list[np.ndarray | RnnServeError],
         step_ids: list[str | None], *, owner: str = "",
-    ) -> list[StepOutcome]:
+    ) -> Sequence[StepOutcome]:
         """One step for each of many sessions of `model` (a gateway's request). Inputs of one
         shape [sessions, time, features] enter as one PendingStep, checked at once; the rest
         (ragged inputs, a session listed again, sessions on another version of the model)
@@ -279,7 +280,7 @@ class Sessions:
         self, runner: Runner, model: str, ids: list[str],
         inputs: np.ndarray | list[np.ndarray | RnnServeError], step_ids: list[str | None],
         owner: str,
-    ) -> list[StepOutcome]:
+    ) -> Sequence[StepOutcome]:
         require_streamable(runner)
         n = len(ids)
         out: list[StepOutcome | None] = [None] * n
@@ -319,12 +320,14 @@ class Sessions:
                              ) if given else None
             outcomes = await answered(self._entrance(runner),
                                        PendingStep(rows, owner, x, rows_step_ids, unset))
+            if everyone and type(outcomes) is StepRows:
+                return outcomes  # every row applied: the arrays, with no object per row
             if everyone:
                 out = list[StepOutcome | None](outcomes)
             else:
                 for i, outcome in zip(together, outcomes, strict=True):
                     out[i] = outcome
-            if not all(map(isinstance, outcomes, itertools.repeat(StepResult))):
+            if not all_applied(outcomes):
                 # a session pinned to another version of this model goes again, alone
                 alone.extend(i for i, outcome in zip(together, outcomes, strict=True)
                              if isinstance(outcome, SessionOnOtherVersion))

@@ -6,6 +6,7 @@ reached its commit point (steps.py). The WebSocket stream does not come here for
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from rnnserve.engine import deadlines
 from rnnserve.engine.pending import COMMITTED, WAITING, PendingStep, StepOutcome, StepResult
@@ -13,16 +14,16 @@ from rnnserve.engine.steps import StepEntrance
 from rnnserve.errors import NOT_APPLIED, RnnServeError, StepTimedOut
 
 
-def unset(outcomes: list[StepOutcome]) -> None:
+def unset(outcomes: Sequence[StepOutcome]) -> None:
     """A PendingStep's `done` until `_entered` sets it."""
     raise AssertionError("a PendingStep's done is set by _entered")
 
 
-def _entered(entrance: StepEntrance, step: PendingStep) -> asyncio.Future[list[StepOutcome]]:
+def _entered(entrance: StepEntrance, step: PendingStep) -> asyncio.Future[Sequence[StepOutcome]]:
     """Enter a step; the future gets its outcomes, one per row."""
-    answer: asyncio.Future[list[StepOutcome]] = asyncio.get_running_loop().create_future()
+    answer: asyncio.Future[Sequence[StepOutcome]] = asyncio.get_running_loop().create_future()
 
-    def done(outcomes: list[StepOutcome]) -> None:
+    def done(outcomes: Sequence[StepOutcome]) -> None:
         if not answer.done():  # (a withdrawn step's late answer from the entrance: dropped)
             answer.set_result(outcomes)
 
@@ -31,7 +32,7 @@ def _entered(entrance: StepEntrance, step: PendingStep) -> asyncio.Future[list[S
     return answer
 
 
-async def answered(entrance: StepEntrance, step: PendingStep) -> list[StepOutcome]:
+async def answered(entrance: StepEntrance, step: PendingStep) -> Sequence[StepOutcome]:
     """Enter a step and await its outcomes, one per row, within the call's deadline if it has
     one (deadlines.py). At the deadline a step short of its commit point (the state write) is
     withdrawn and answered StepTimedOut: not applied. A step past it is awaited to its real
@@ -60,7 +61,7 @@ async def answered(entrance: StepEntrance, step: PendingStep) -> list[StepOutcom
 
 
 def _at_deadline(entrance: StepEntrance, step: PendingStep,
-                 answer: asyncio.Future[list[StepOutcome]], deadline: deadlines.CallDeadline
+                 answer: asyncio.Future[Sequence[StepOutcome]], deadline: deadlines.CallDeadline
                  ) -> None:
     if not answer.done() and entrance.withdraw(step):
         answer.set_result([_timed_out(deadline)] * step.rows)

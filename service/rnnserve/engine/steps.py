@@ -33,7 +33,7 @@ import itertools
 import logging
 import operator
 from collections import deque
-from collections.abc import Sized
+from collections.abc import Sequence, Sized
 
 import numpy as np
 
@@ -49,6 +49,9 @@ from rnnserve.engine.pending import (
     StepDecoder,
     StepOutcome,
     StepResult,
+    StepRows,
+    all_applied,
+    joined_parts,
 )
 from rnnserve.engine.signature import Signature
 from rnnserve.errors import InferenceFailed, RnnServeError, StepConflict
@@ -71,6 +74,7 @@ class StepEntrance:
     def __init__(self, sig: Signature, batcher: Batcher, limits: Limits) -> None:
         self._sig = sig
         self.batcher = batcher
+        self._tracing = batcher.tracing
         self._limits = limits
         self._full = batcher.options.max_batch
         self._waiting: deque[PendingStep] = deque()
@@ -78,6 +82,8 @@ class StepEntrance:
         self._scheduled = False
 
     def add(self, step: PendingStep) -> None:
+        if self._tracing.enabled:  # in the caller's context: its span, for the batch's link
+            step.trace = self._tracing.current()
         self._waiting.append(step)
         self._schedule()
 
@@ -206,7 +212,9 @@ class StepEntrance:
         job = Job(x, sessions=sessions, owners=owners, step_ids=step_ids,
                   holders=holders if holders and holders.count(None) != len(holders) else None,
                   keep_states=any(map(_WITH_STATES, steps)),
-                  gate=answers if watched else None)
+                  gate=answers if watched else None,
+                  traces=tuple(s.trace for s in steps if s.trace is not None)
+                  if self._tracing.enabled else ())
         try:
             self.batcher.enqueue(job, answers.part_done)
         except RnnServeError as exc:  # the queue is full or the server is stopping
@@ -242,11 +250,12 @@ class StepEntrance:
             except Exception:  # a caller's callback never costs its neighbours their answers
                 log.exception("answering a step of session %s failed", step.sessions[0])
 
-    def _complete(self, step: PendingStep, x: np.ndarray, outcomes: list[StepOutcome]) -> None:
+    def _complete(self, step: PendingStep, x: np.ndarray,
+                  outcomes: Sequence[StepOutcome]) -> None:
         """Every row of a step is answered: rerun the rows another writer overtook, or answer."""
         self._in_flight.difference_update(step.sessions)
-        if step.retries < MAX_CONFLICT_RETRIES and not all(
-                map(isinstance, outcomes, itertools.repeat(StepResult))):
+        if step.retries < MAX_CONFLICT_RETRIES and not all_applied(outcomes):
+            outcomes = list(outcomes)
             again = [i for i, o in enumerate(outcomes) if isinstance(o, StepConflict)]
             if again:
                 self._retry(step, x, outcomes, again)
@@ -257,7 +266,7 @@ class StepEntrance:
                again: list[int]) -> None:
         """Run the rows another replica stepped meanwhile again, on the new state, before
         anything newer of their sessions; the step is answered once, when they are done."""
-        def merged(retried: list[StepOutcome]) -> None:
+        def merged(retried: Sequence[StepOutcome]) -> None:
             for i, outcome in zip(again, retried, strict=True):
                 outcomes[i] = outcome
             _answer(step, outcomes)
@@ -281,7 +290,7 @@ class _JobAnswers:
         self._steps = steps
         self._x = x
         self._starts: list[int] = []
-        self._buffers: list[list[StepOutcome | None] | None] = []
+        self._buffers: list[list[tuple[int, Sequence[StepOutcome]]] | None] = []
         self._left: list[int] = []
         if len(steps) != len(x):  # some step has several rows (a gateway's)
             self._starts = list(itertools.accumulate((s.rows for s in steps), initial=0))[:-1]
@@ -330,28 +339,29 @@ class _JobAnswers:
             step, first = steps[i], starts[i]
             lo, hi = max(start, first), min(stop, first + step.rows)
             rows = _outcomes(outcome, lo - start, hi - start, step.with_states)
-            buffer = self._buffers[i]
-            if buffer is None and hi - lo == step.rows:  # the whole step in this part
+            parts = self._buffers[i]
+            if parts is None and hi - lo == step.rows:  # the whole step in this part
                 self._entrance._complete(step, self._x[first:first + step.rows], rows)
             else:
-                if buffer is None:
-                    buffer = self._buffers[i] = [None] * step.rows
-                buffer[lo - first:hi - first] = rows
+                if parts is None:
+                    parts = self._buffers[i] = []
+                parts.append((lo - first, rows))
                 self._left[i] -= hi - lo
                 if self._left[i] == 0:
-                    done = [o for o in buffer if o is not None]
-                    self._entrance._complete(step, self._x[first:first + step.rows], done)
+                    self._entrance._complete(step, self._x[first:first + step.rows],
+                                             joined_parts(parts))
             i += 1
 
 
-def _outcomes(outcome: Outcome, start: int, stop: int, with_states: bool) -> list[StepOutcome]:
+def _outcomes(outcome: Outcome, start: int, stop: int,
+              with_states: bool) -> Sequence[StepOutcome]:
     """Rows start..stop of a part's outcome as step outcomes."""
     if isinstance(outcome, BaseException):
         return [_as_step_error(outcome)] * (stop - start)
     assert outcome.steps is not None and outcome.errors is not None
     y, counts, errors = outcome.y[start:stop], outcome.steps[start:stop], outcome.errors[start:stop]
-    if not with_states and not any(errors):  # a gateway's rows, all applied
-        return [StepResult(row, n, _NO_STATES) for row, n in zip(y, counts, strict=True)]
+    if not with_states and not any(errors):  # a gateway's rows, all applied: arrays, kept
+        return StepRows(y, np.asarray(counts))
     return [StepResult(row, n, _states(outcome.states, start + k) if with_states
                        else _NO_STATES) if failed is None else failed
             for k, (row, n, failed) in enumerate(zip(y, counts, errors, strict=True))]
@@ -372,7 +382,7 @@ def _states(states: dict[str, np.ndarray], row: int) -> dict[str, np.ndarray]:
     return {name: value[:, row:row + 1] for name, value in states.items()}
 
 
-def _answer(step: PendingStep, outcomes: list[StepOutcome]) -> None:
+def _answer(step: PendingStep, outcomes: Sequence[StepOutcome]) -> None:
     """Hand a step its outcomes; a caller's callback that raises never costs its neighbours
     their answers."""
     try:

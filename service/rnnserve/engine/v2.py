@@ -268,10 +268,13 @@ class V2DataPlane:
         engine.limits.check_step_length(int(x.shape[1]), sig.input_name)
         if start:
             await sessions.open(runner, session_id, owner, replace=True, client=client)
-        result = await sessions.step_checked(runner, session_id, owner, x, with_states=True,
-                                             step_id=step_id)
+        # the new states only when an output asks for them (slicing them costs a dict a step)
+        with_states = request.outputs is None or request.outputs != [sig.output_name]
+        result = await sessions.step_checked(runner, session_id, owner, x,
+                                             with_states=with_states, step_id=step_id)
         if end:
             await sessions.end(session_id)
         outputs = {sig.output_name: result.outputs[None]}
-        outputs.update({s.output: result.states[s.input] for s in sig.states})
+        if with_states:
+            outputs.update({s.output: result.states[s.input] for s in sig.states})
         return runner, outputs

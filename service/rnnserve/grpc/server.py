@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from rnnserve.engine import Engine
 from rnnserve.grpc.generated import health_pb2, health_pb2_grpc, inference_pb2
 from rnnserve.grpc.health import HealthServicer
+from rnnserve.grpc.observed import CallObserver
 from rnnserve.grpc.servicer import InferenceServicer
 from rnnserve.settings import Settings
 
@@ -59,17 +60,20 @@ UNARY_METHODS: dict[str, tuple[Any, Any]] = {  # name: (request, response) class
 }
 
 
-def add_inference_service(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
-    """The generated `add_GRPCInferenceServiceServicer_to_server`, but ModelStreamInfer's
-    replies go out as the bytes the servicer encodes (grpc/wire.py): no response serializer,
-    so no message object per reply."""
+def add_inference_service(servicer: InferenceServicer, observer: CallObserver,
+                          server: grpc.aio.Server) -> None:
+    """The generated `add_GRPCInferenceServiceServicer_to_server`, but every method observed
+    (grpc/observed.py: metrics, log, span, request id), and ModelStreamInfer's replies go out
+    as the bytes the servicer encodes (grpc/wire.py): no response serializer, so no message
+    object per reply."""
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, name), request_deserializer=request.FromString,
+            observer.unary(name, getattr(servicer, name)),
+            request_deserializer=request.FromString,
             response_serializer=response.SerializeToString)
         for name, (request, response) in UNARY_METHODS.items()}
     handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
-        servicer.ModelStreamInfer,
+        observer.streaming("ModelStreamInfer", servicer.ModelStreamInfer),
         request_deserializer=inference_pb2.ModelInferRequest.FromString)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)
@@ -84,7 +88,7 @@ async def start_grpc_server(engine: Engine, settings: Settings) -> grpc.aio.Serv
         ("grpc.max_receive_message_length", limit),
         ("grpc.so_reuseport", 0),  # a port in use is an error, not a silently shared port
     ])
-    add_inference_service(InferenceServicer(engine), server)
+    add_inference_service(InferenceServicer(engine), CallObserver(engine), server)
 
     health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(engine, (SERVICE,)), server)
     names = (SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME)

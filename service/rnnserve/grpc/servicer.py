@@ -26,6 +26,7 @@ from rnnserve.grpc.errors import aborts_on_error, status_of
 from rnnserve.grpc.generated import inference_pb2 as pb
 from rnnserve.grpc.stream_call import StreamCall
 from rnnserve.grpc.wire import ReplyWriter
+from rnnserve.metrics import OTHER
 
 
 class InferenceServicer:
@@ -38,6 +39,12 @@ class InferenceServicer:
         self._keys = engine.keys  # the one key ring: a removed key is refused here at once
         self._proxies = engine.proxies
         self._replies = ReplyWriter()  # ModelStreamInfer's replies, encoded to bytes
+        models = engine.models
+
+        def model_label(name: str) -> str:  # bounded metric labels: served names, else OTHER
+            return name if name in models.versions else OTHER
+
+        self._model_label = model_label
 
     def _owner(self, context: Any) -> str:
         """The caller's owner id from `authorization: Bearer <key>` metadata (as HTTP: every
@@ -128,7 +135,7 @@ class InferenceServicer:
         except Unauthenticated as exc:
             await context.abort(*status_of(exc))
         call = StreamCall(self._engine, self._v2, self._keys, self._replies, owner,
-                          self._client(context))
+                          self._client(context), self._model_label)
         await call.run(requests, context)
 
     @aborts_on_error

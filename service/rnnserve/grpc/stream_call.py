@@ -21,11 +21,12 @@ error a client sees comes from the one data plane."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Hashable
+from collections.abc import AsyncIterable, Callable, Hashable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import grpc
 import numpy as np
 
 from rnnserve.auth import ApiKeys
@@ -52,6 +53,8 @@ from rnnserve.grpc.errors import status_of
 from rnnserve.grpc.generated import inference_pb2 as pb
 from rnnserve.grpc.stream import Key, StreamLanes
 from rnnserve.grpc.wire import ReplyWriter
+from rnnserve.stream_metrics import StreamSeries
+from rnnserve.tracing import STREAM_SPAN_EVERY
 
 STREAM_WINDOW = 256
 """Most messages of one ModelStreamInfer stream in flight at once."""
@@ -60,6 +63,10 @@ MAX_ACTIVE = 10_000
 """Sequences one stream remembers; past that it forgets them all (they go the whole way once
 more), so a stream that starts ever new sequences without ending them stays bounded."""
 _FLAGS = frozenset({"sequence_start", "sequence_end"})
+ROUTE = "ModelStreamInfer"
+
+Tick = tuple[StreamSeries, float]
+"""A message's metric series and the time it arrived (StreamSeries.received)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -81,8 +88,12 @@ class StreamCall:
     """The messages of one stream of one caller (`owner`, `client` as ModelInfer has them)."""
 
     def __init__(self, engine: Engine, v2: V2DataPlane, keys: ApiKeys, writer: ReplyWriter,
-                 owner: str, client: str) -> None:
+                 owner: str, client: str, model_label: Callable[[str], str]) -> None:
         self._engine = engine
+        self._streams = engine.metrics.streams
+        self._model_label = model_label
+        self._tracing = engine.tracing
+        self._messages = 0
         self._v2 = v2
         self._keys = keys
         self._writer = writer
@@ -101,50 +112,81 @@ class StreamCall:
                 await context.abort(*status_of(Unauthenticated(REVOKED)))
             await context.write(reply)
 
+        series = self._streams.series("grpc", ROUTE, "")
+        series.opened()
+        code = "CANCELLED"
         try:
             await self._lanes.run(requests, write)
+            code = "OK"
+        except grpc.aio.AbortError:
+            code = "UNAUTHENTICATED"
+            raise
         finally:
+            series.closed(code)
             for task in self._tasks:
                 task.cancel()
 
     # -- each message ----------------------------------------------------------------------
 
     def _start(self, request: pb.ModelInferRequest, key: Key) -> None:
+        series = self._streams.series("grpc", ROUTE, self._model_label(request.model_name))
+        tick = series, series.received()
+        self._messages += 1
+        traced = self._tracing.enabled and self._messages % STREAM_SPAN_EVERY == 1
         if not self._keys.holds(self._owner):  # no message starts after the key's removal
-            self._lanes.finish(key, self._error(request, Unauthenticated(REVOKED)))
-        elif key is None or not self._short_way(request, key):
-            self._spawn_whole_way(request, key)
+            self._error(key, request, Unauthenticated(REVOKED), tick)
+        elif key is None or traced or not self._short_way(request, key, tick):
+            self._spawn_whole_way(request, key, tick, traced)
 
-    def _spawn_whole_way(self, request: pb.ModelInferRequest, key: Key) -> None:
-        """The message the whole way, in a task of its own (cancelled with the stream)."""
-        task = asyncio.create_task(self._whole_way(request, key))
+    def _finish(self, key: Key, reply: bytes, tick: Tick, code: str = "OK") -> None:
+        """Answer a message, and count its reply."""
+        tick[0].replied(code, tick[1])
+        self._lanes.finish(key, reply)
+
+    def _spawn_whole_way(self, request: pb.ModelInferRequest, key: Key, tick: Tick,
+                         traced: bool = False) -> None:
+        """The message the whole way, in a task of its own (cancelled with the stream); a
+        traced one in a span of its own (tracing.STREAM_SPAN_EVERY)."""
+        task = asyncio.create_task(self._whole_way(request, key, tick, traced))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _short_way(self, request: pb.ModelInferRequest, key: Hashable) -> bool:
+    def _short_way(self, request: pb.ModelInferRequest, key: Hashable, tick: Tick) -> bool:
         try:
-            return self._step(request, key)
+            return self._step(request, key, tick)
         except RnnServeError:  # the whole way meets it too, and answers it
             self._active.pop(key, None)
             return False
 
-    async def _whole_way(self, request: pb.ModelInferRequest, key: Key) -> None:
+    async def _whole_way(self, request: pb.ModelInferRequest, key: Key, tick: Tick,
+                         traced: bool) -> None:
+        if not traced:
+            await self._infer(request, key, tick)
+            return
+        with self._tracing.span(f"grpc {ROUTE} message") as span:
+            span.set_attribute("rnnserve.model", request.model_name)
+            await self._infer(request, key, tick)
+
+    async def _infer(self, request: pb.ModelInferRequest, key: Key, tick: Tick) -> None:
         try:
             call = converters.decode_infer_request(request)
             answer = await self._v2.infer(call.request, self._owner, self._client)
             reply = self._writer.stream_reply(answer.model, str(answer.version), call.id,
                                               answer.outputs.items())
         except Exception as exc:
-            self._lanes.finish(key, self._error(request, exc))
+            self._error(key, request, exc, tick)
             return
         if key is not None and call.sequence is not None:
             self._remember(key, call.model, call.sequence[0], call.sequence[2], answer.model,
                            answer.version)
-        self._lanes.finish(key, reply)
+        self._finish(key, reply, tick)
 
-    def _error(self, request: pb.ModelInferRequest, exc: Exception) -> bytes:
-        reply: bytes = converters.stream_error(request, status_of(exc)[1]).SerializeToString()
-        return reply
+    def _error(self, key: Key, request: pb.ModelInferRequest, exc: Exception,
+               tick: Tick) -> None:
+        """Answer a message with its error, in band."""
+        code, message = status_of(exc)
+        reply: bytes = converters.stream_error(request, message).SerializeToString()
+        self._finish(key, reply, tick, code.name)
 
     def _remember(self, key: Hashable, model: str, sequence_id: int | str, ended: bool,
                   served_as: str, version: int) -> None:
@@ -164,7 +206,7 @@ class StreamCall:
                                       {s.output: s.input for s in sig.states},
                                       sig.output_name, names, frozenset(names))
 
-    def _step(self, request: pb.ModelInferRequest, key: Hashable) -> bool:
+    def _step(self, request: pb.ModelInferRequest, key: Hashable, tick: Tick) -> bool:
         """Enter a plain step of a sequence this stream is stepping; False: go the whole way."""
         sequence = self._active.get(key)
         if sequence is None:
@@ -200,11 +242,13 @@ class StreamCall:
         if stepper is None:
             stepper = sequence.steppers[with_states] = self._engine.sessions.sequence_stepper(
                 runner, sequence.session_id, sequence.owner, with_states=with_states)
-        stepper.step(x, step_id, partial(self._stepped, request, key, sequence, names, now_ns()))
+        stepper.step(x, step_id, partial(self._stepped, request, key, sequence, names, tick,
+                                         now_ns()))
         return True
 
     def _stepped(self, request: pb.ModelInferRequest, key: Hashable, sequence: _Sequence,
-                 names: tuple[str, ...], started: int, outcomes: list[StepOutcome]) -> None:
+                 names: tuple[str, ...], tick: Tick, started: int,
+                 outcomes: list[StepOutcome]) -> None:
         """Answer a short-way step and count it (one request) in its version's statistics;
         one that goes the whole way again is counted there."""
         outcome = outcomes[0]
@@ -216,15 +260,15 @@ class StreamCall:
                 sequence.runner.name, sequence.version, request.id,
                 [(name, outcome.outputs[None] if name == output_name
                   else outcome.states[states_of[name]]) for name in names])
-            self._lanes.finish(key, reply)
+            self._finish(key, reply, tick)
         elif isinstance(outcome, SessionNotFound):  # gone meanwhile: nothing was written
             if self._active.get(key) is sequence:
                 del self._active[key]
-            self._spawn_whole_way(request, key)
+            self._spawn_whole_way(request, key, tick)
         else:
             sequence.runner.stats.failed(started)
             error = not_applied(outcome) if isinstance(outcome, Unavailable) else outcome
-            self._lanes.finish(key, self._error(request, error))
+            self._error(key, request, error, tick)
 
 
 def _plain_step(parameters: Any) -> tuple[bool, str | None]:

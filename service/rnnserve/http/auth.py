@@ -42,6 +42,10 @@ MISSING_KEY = ("missing or invalid API key: send 'Authorization: Bearer <key>' (
                "offer the subprotocols 'rnnserve' and 'rnnserve.key.<key>')")
 
 
+Refusal = tuple[int, str, list[tuple[bytes, bytes]]]
+"""A refused request: status, message, extra response headers."""
+
+
 def is_open(path: str) -> bool:
     if path == "/" or path.startswith(OPEN_PATHS):
         return True
@@ -180,34 +184,38 @@ class AuthAndRateLimit:
             return
         await send_error(send, status, message, headers)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        if is_open(path):
-            await self.app(scope, receive, send)
-            return
+    def refusal(self, scope: Scope) -> Refusal | None:
+        """Why this HTTP request or WebSocket is refused (status, message, headers), else None
+        with scope["state"]["owner"] set. The ASGI layer and the protocol's direct path
+        (http/direct_path.py) both ask here, so the rules exist once."""
+        if is_open(scope["path"]):
+            return None
         if (scope["type"] == "websocket" and subprotocol_key(scope)
                 and chosen_subprotocol(scope) is None):
-            await self._refuse(scope, receive, send, 400, "offer the subprotocol 'rnnserve' "
-                               "together with 'rnnserve.key.<key>'", [])
-            return
+            return 400, ("offer the subprotocol 'rnnserve' together with "
+                         "'rnnserve.key.<key>'"), []
         owner = self._owner(scope)
         if owner is None:
-            await self._refuse(scope, receive, send, 401, MISSING_KEY,
-                               [(b"www-authenticate", b'Bearer realm="rnnserve"')])
-            return
+            return 401, MISSING_KEY, [(b"www-authenticate", b'Bearer realm="rnnserve"')]
         if self.buckets is not None:
             client = scope.get("client") or ("", 0)
             wait = self.buckets.take(owner or f"addr-{client[0]}")
             if wait > 0:
-                await self._refuse(scope, receive, send, 429,
-                                   f"rate limit of {self.buckets.rate:g} requests/s exceeded; "
-                                   f"retry in {wait:.2f} s",
-                                   [(b"retry-after", str(max(1, round(wait + 0.5))).encode())])
-                return
+                return (429, f"rate limit of {self.buckets.rate:g} requests/s exceeded; "
+                        f"retry in {wait:.2f} s",
+                        [(b"retry-after", str(max(1, round(wait + 0.5))).encode())])
         scope.setdefault("state", {})["owner"] = owner
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        refused = self.refusal(scope)
+        if refused is not None:
+            await self._refuse(scope, receive, send, *refused)
+            return
+        owner = scope.get("state", {}).get("owner", "")
         if scope["type"] == "websocket" and owner:
             await self.sockets.serve(self.app, scope, receive, send, owner)
             return

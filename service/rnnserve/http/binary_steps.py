@@ -24,14 +24,15 @@ whole (400 with what is wrong), before any session is touched."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import orjson
 from fastapi import Request, Response
 
-from rnnserve.engine import StepResult
-from rnnserve.errors import InvalidInput, PayloadTooLarge, RnnServeError
+from rnnserve.engine import StepResult, StepRows
+from rnnserve.errors import InvalidInput, PayloadTooLarge
 from rnnserve.http.body import only_fields, parse_json, read_body
 from rnnserve.http.common import engine_of, owner_of
 from rnnserve.http.errors import error_fields
@@ -71,7 +72,7 @@ def decode(body: bytes, header_length: str | None, max_items: int
         raise InvalidInput(f"the JSON header must be an object: {LAYOUT}")
     only_fields(header, FIELDS, "the JSON header")
     ids = header.get("session_ids")
-    if not isinstance(ids, list) or not ids or not all(type(i) is str for i in ids):
+    if not isinstance(ids, list) or not ids or set(map(type, ids)) != {str}:
         raise InvalidInput('"session_ids" must be a non-empty list of session id strings')
     if len(ids) > max_items:
         raise PayloadTooLarge(f"{len(ids)} steps in one request; the limit is {max_items}: "
@@ -104,9 +105,13 @@ def decode(body: bytes, header_length: str | None, max_items: int
     return ids, step_ids, x
 
 
-def encode(ids: list[str], results: list[Any], timesteps: int) -> tuple[bytes, bytes]:
+def encode(ids: list[str], results: Sequence[Any], timesteps: int) -> tuple[bytes, bytes]:
     """(JSON header, outputs) of the reply: one array of every item's outputs, zeros where an
     item failed."""
+    if type(results) is StepRows:  # every item applied: the batch's arrays as they are
+        header = orjson.dumps({"steps": results.steps.tolist(), "errors": [],
+                               "shape": list(results.outputs.shape), "datatype": "FP32"})
+        return header, np.ascontiguousarray(results.outputs, "<f4").tobytes()
     done = [r for r in results if isinstance(r, StepResult)]
     width = done[0].outputs.shape[-1] if done else 0
     if len(done) == len(results):  # transposed in one C pass, then one copy of the rows
@@ -137,7 +142,7 @@ async def step_many_binary(request: Request, model: str) -> Response:
     engine = engine_of(request)
     body = await read_body(request)
     ids, step_ids, x = decode(body, request.headers.get(HEADER), engine.settings.max_sequences)
-    results: list[StepResult | RnnServeError] = await engine.sessions.step_many(
+    results = await engine.sessions.step_many(
         model, ids, x, step_ids, owner=owner_of(request))
     header, outputs = encode(ids, results, x.shape[1])
     return Response(header + outputs, media_type=MEDIA_TYPE,

@@ -176,9 +176,9 @@ class GuardedWebSocketProtocol(DirectWebSocketProtocol):
         self.guard.release(self.transport)
 
 
-def bound_to(cls: type[Any], guard: ConnectionGuard) -> type[asyncio.Protocol]:
-    """A subclass of the protocol class `cls` with `guard` set: uvicorn builds each connection's
-    protocol from a class and its own arguments (config, server_state, app_state), so the
-    server's guard travels as a class attribute."""
-    bound: type[asyncio.Protocol] = type(cls.__name__, (cls,), {"guard": guard})
+def bound_to(cls: type[Any], guard: ConnectionGuard, **more: Any) -> type[asyncio.Protocol]:
+    """A subclass of the protocol class `cls` with `guard` (and `more`) set: uvicorn builds
+    each connection's protocol from a class and its own arguments (config, server_state,
+    app_state), so the server's guard travels as a class attribute."""
+    bound: type[asyncio.Protocol] = type(cls.__name__, (cls,), {"guard": guard, **more})
     return bound

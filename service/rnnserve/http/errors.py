@@ -74,13 +74,19 @@ def error_response(status: int, message: str, retry_after_s: float | None = None
     return FastJSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+def error_message(message: str, headers: Sequence[tuple[bytes, bytes]] = ()
+                  ) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """An error's response headers and body, as a plain layer writes them."""
+    body = error_json(message)
+    return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            *headers], body
+
+
 async def send_error(send: Send, status: int, message: str,
                      headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     """An error answered by a plain ASGI layer (auth, size limit, time limit)."""
-    body = error_json(message)
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        *headers]})
+    head, body = error_message(message, headers)
+    await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -63,15 +63,26 @@ class HotRoutes:
         if found is None:
             await self.app(scope, receive, send)
             return
+        response = await self.respond(scope, receive, found)
+        await response(scope, receive, send)
+
+    async def respond(self, scope: Scope, receive: Receive,
+                      found: tuple[str, Handler, dict[str, str]],
+                      body: bytes | None = None) -> Response:
+        """The route function's response to a hot route's request (`found`: its match), its
+        errors answered by the application's handlers. Also the protocol's direct path
+        (http/direct_path.py) answers through here, with the `body` it already holds
+        (Starlette's Request keeps a body it read as `_body`: set, it is not streamed)."""
         template, handler, params = found
         scope["route"] = self._routes[template]
         scope["path_params"] = params
-        request = Request(scope, receive, send)
+        request = Request(scope, receive)
+        if body is not None:
+            request._body = body
         try:
-            response = await handler(request, **params)
+            return await handler(request, **params)
         except Exception as exc:  # the application's handler for it, as FastAPI's would
-            response = await self._handled(request, exc)
-        await response(scope, receive, send)
+            return await self._handled(request, exc)
 
     async def _handled(self, request: Request, exc: Exception) -> Response:
         handlers = self.fastapi_app.exception_handlers

@@ -29,6 +29,7 @@ from rnnserve.http.connections import (
     bound_to,
     raw_response,
 )
+from rnnserve.http.direct_path import DirectExchanges, DirectPath
 from rnnserve.http.errors import MALFORMED_BODY, MALFORMED_BODY_MESSAGE
 
 try:
@@ -112,9 +113,10 @@ class HeadDeadline:
 
 if HttpToolsProtocol is not None:
 
-    class GuardedHttpToolsProtocol(HeadDeadline, HttpToolsProtocol):
-        """uvicorn's httptools protocol with the head time limit, the per-client cap and the
-        JSON 400 for a malformed body."""
+    class GuardedHttpToolsProtocol(HeadDeadline, DirectExchanges, HttpToolsProtocol):
+        """uvicorn's httptools protocol with the head time limit, the per-client cap, the
+        JSON 400 for a malformed body, and the hot routes' direct path (http/direct_path.py)
+        when the server sets one."""
 
         def handle_websocket_upgrade(self) -> None:
             self._disarm_head_timer()  # the WebSocket protocol takes the connection over
@@ -147,9 +149,13 @@ class GuardedH11Protocol(HeadDeadline, H11Protocol):
         return bool(self.conn.trailing_data[0])
 
 
-def server_protocols(guard: ConnectionGuard, *, h11: bool = False
+def server_protocols(guard: ConnectionGuard, *, h11: bool = False,
+                     direct: DirectPath | None = None,
                      ) -> tuple[type[asyncio.Protocol], type[asyncio.Protocol]]:
     """The `http=` and `ws=` protocol classes for uvicorn.Config, bound to `guard`: httptools
-    when installed (uvicorn's own choice), else (or with `h11`) h11."""
-    http = GuardedH11Protocol if h11 or HttpToolsProtocol is None else GuardedHttpToolsProtocol
-    return bound_to(http, guard), bound_to(GuardedWebSocketProtocol, guard)
+    when installed (uvicorn's own choice), else (or with `h11`) h11. `direct`: the hot
+    routes' direct path (httptools only; h11 serves every request through ASGI)."""
+    if h11 or HttpToolsProtocol is None:
+        return bound_to(GuardedH11Protocol, guard), bound_to(GuardedWebSocketProtocol, guard)
+    return (bound_to(GuardedHttpToolsProtocol, guard, direct=direct),
+            bound_to(GuardedWebSocketProtocol, guard))

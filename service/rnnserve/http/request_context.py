@@ -10,27 +10,37 @@ it was not applied. The middleware's own 504 thus always means: nothing was chan
 
 from __future__ import annotations
 
-import itertools
 import logging
-import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rnnserve.engine import TimeLimit
 from rnnserve.http.errors import CLIENT_CLOSED, send_error
-from rnnserve.logs import request_id
+from rnnserve.logs import new_request_id, request_id
 from rnnserve.metrics import HTTP_METHODS, OTHER, Metrics
 from rnnserve.tracing import Tracing
 
 log = logging.getLogger("rnnserve.access")
 
-# A new request id: this process's random prefix and a counter (uuid4 read the OS's random
-# source on every request).
-_ID_PREFIX = secrets.token_hex(8)
-_id_counter = itertools.count()
+
+
+def headers_of(scope: Scope) -> dict[str, str]:
+    """A request's headers as text (the last of a repeated one), for trace context."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+
+
+class Exchange:
+    """One request as this layer follows it: its id, and its status once answering began
+    (0 before)."""
+
+    __slots__ = ("rid", "status")
+
+    def __init__(self, rid: str) -> None:
+        self.rid = rid
+        self.status = 0
 
 
 class RequestContext:
@@ -49,43 +59,59 @@ class RequestContext:
         self._counted: dict[tuple[str, str, str, str], Any] = {}
         self._timed: dict[tuple[str, str], Any] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def request_id(self, scope: Scope) -> str:
+        """The client's X-Request-Id (at most 128 characters), else a new one."""
         rid = ""
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 rid = value.decode("latin-1")[:128]
-        rid = rid or f"{_ID_PREFIX}{next(_id_counter):016x}"
-        token = request_id.set(rid)
+        return rid or new_request_id()
+
+    async def run(self, scope: Scope, exchange: Exchange, answer: Callable[[], Awaitable[None]],
+                  answer_timed_out: Callable[[str], Awaitable[None]]) -> None:
+        """Everything this layer does around answering one request: the request id in the
+        logging context, a span, the time limit (answered by `answer_timed_out` with the
+        504's message, unless the answer began), metrics and the log line. The ASGI layer
+        below and the protocol's direct path (http/direct_path.py) both call it, so the
+        rules exist once. `answer` sets `exchange.status` when it starts answering."""
+        token = request_id.set(exchange.rid)
         started = time.perf_counter()
-        status = 0
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []),
-                                      (b"x-request-id", rid.encode())]
-            await send(message)
-
-        with self.tracing.span(f"{scope['method']} {scope['path']}", server=True) as span:
+        carrier = headers_of(scope) if self.tracing.enabled else None
+        with self.tracing.span(f"{scope['method']} {scope['path']}", server=True,
+                               carrier=carrier) as span:
             try:
                 async with TimeLimit(self.timeout_s):  # no extra task, unlike wait_for
-                    await self.app(scope, receive, send_with_id)
+                    await answer()
             except TimeoutError:
-                if status == 0:
-                    await self._timed_out(send_with_id)
+                if exchange.status == 0:
+                    await answer_timed_out(self.timed_out_message())
             finally:
-                self._record(scope, rid, status or 500, time.perf_counter() - started, span)
+                self._record(scope, exchange.rid, exchange.status or 500,
+                             time.perf_counter() - started, span)
                 request_id.reset(token)
 
-    async def _timed_out(self, send: Send) -> None:
-        await send_error(send, 504, f"the request took longer than {self.timeout_s:g} s "
-                         "(--request-timeout-s) and was stopped before it changed anything "
-                         "(no step was applied), so retrying it is safe; split it if it is "
-                         "large")
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        exchange = Exchange(self.request_id(scope))
+        rid_header = (b"x-request-id", exchange.rid.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                exchange.status = message["status"]
+                message["headers"] = [*message.get("headers", []), rid_header]
+            await send(message)
+
+        async def timed_out(message: str) -> None:
+            await send_error(send_with_id, 504, message)
+
+        await self.run(scope, exchange, lambda: self.app(scope, receive, send_with_id), timed_out)
+
+    def timed_out_message(self) -> str:
+        return (f"the request took longer than {self.timeout_s:g} s (--request-timeout-s) and "
+                "was stopped before it changed anything (no step was applied), so retrying it "
+                "is safe; split it if it is large")
 
     def _record(self, scope: Scope, rid: str, status: int, seconds: float, span: Any) -> None:
         """Metrics by route template, served model and known method (a client picks paths,

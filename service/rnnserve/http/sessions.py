@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from rnnserve.engine import StepResult
+from rnnserve.engine import StepResult, StepRows
 from rnnserve.errors import InvalidInput, PayloadTooLarge, RnnServeError
 from rnnserve.http.binary_steps import is_binary, step_many_binary
 from rnnserve.http.body import decode_state, encode_state, only_fields, read_json_object
@@ -205,6 +205,10 @@ async def step_many(request: Request, model: str = MODEL) -> Response:
     inputs = parse_gateway_inputs(raw, bad)
     results = await engine.sessions.step_many(model, ids, inputs, step_ids,
                                               owner=owner_of(request))
+    if type(results) is StepRows:  # every item applied: straight from the arrays
+        out = [{"session_id": sid, "outputs": y, "steps": n} for sid, y, n in
+               zip(ids, results.outputs, results.steps.tolist(), strict=True)]
+        return FastJSONResponse({"results": out})
     out = [{"session_id": sid, "outputs": r.outputs, "steps": r.steps}
            if isinstance(r, StepResult) else {"session_id": sid, **_item_error(r)}
            for sid, r in zip(ids, results, strict=True)]

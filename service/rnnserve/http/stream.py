@@ -29,22 +29,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections import deque
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from rnnserve.engine import SessionStepper, StepOutcome
+from rnnserve.engine import Engine, SessionStepper, StepOutcome
 from rnnserve.errors import InvalidInput, RnnServeError, StreamReplaced
 from rnnserve.http.auth import chosen_subprotocol
 from rnnserve.http.common import client_of, engine_of, owner_of, session_body
 from rnnserve.http.errors import error_fields
 from rnnserve.http.json_arrays import JSON_STEPS
+from rnnserve.http.request_context import headers_of
 from rnnserve.http.ws_protocol import DIRECT, DirectChannel
+from rnnserve.metrics import OTHER
+from rnnserve.stream_metrics import StreamSeries
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
+access_log = logging.getLogger("rnnserve.access")
 
 _FIELDS = {"inputs", "id", "step_id"}
 
@@ -117,8 +124,9 @@ class DirectStream:
     the handler closes with 4409."""
 
     def __init__(self, channel: DirectChannel, stepper: SessionStepper, max_in_flight: int,
-                 replaced: asyncio.Future[None]) -> None:
+                 replaced: asyncio.Future[None], series: StreamSeries) -> None:
         self._channel = channel
+        self._series = series
         self._step = stepper.step
         self._max_in_flight = max_in_flight
         self._replies: deque[list[bytes | None]] = deque()
@@ -145,6 +153,7 @@ class DirectStream:
         return True
 
     def _on_text(self, text: str | None) -> None:
+        started = self._series.received()
         slot: list[bytes | None] = [None]
         self._replies.append(slot)
         message_id = None
@@ -152,17 +161,19 @@ class DirectStream:
             inputs, message_id, step_id = parse_message(text)
             if self._drained is not None:  # read in the same chunk as the let-go
                 raise StreamReplaced(LET_GO)
-            self._step(inputs, step_id, partial(self._answer, slot, message_id=message_id))
+            self._step(inputs, step_id, partial(self._answer, slot, message_id=message_id,
+                                                started=started))
         except RnnServeError as exc:
-            self._answer(slot, [exc], message_id)
+            self._answer(slot, [exc], message_id, started)
             return
         if len(self._replies) >= self._max_in_flight and not self._paused:
             self._paused = True
             self._channel.pause_reading()
 
-    def _answer(self, slot: list[bytes | None], outcomes: list[StepOutcome],
-                message_id: Any) -> None:
+    def _answer(self, slot: list[bytes | None], outcomes: Sequence[StepOutcome],
+                message_id: Any, started: float) -> None:
         outcome = outcomes[0]
+        self._series.replied(reply_code(outcome), started)
         if type(outcome) is StreamReplaced and not self._replaced.done():
             self._replaced.set_result(None)  # the store's fence saw a newer attach first
         slot[0] = encode_reply(outcome, message_id)
@@ -183,7 +194,7 @@ class DirectStream:
 
 
 async def _asgi_loop(websocket: WebSocket, stepper: SessionStepper,
-                     replaced: asyncio.Future[None]) -> bool:
+                     replaced: asyncio.Future[None], series: StreamSeries) -> bool:
     """The plain ASGI path: one message at a time. True when a newer connection took the
     session (after the step in flight, if any, was answered)."""
     while True:
@@ -197,6 +208,7 @@ async def _asgi_loop(websocket: WebSocket, stepper: SessionStepper,
             return False
         outcome: StepOutcome
         message_id = None
+        started = series.received()
         try:
             inputs, message_id, step_id = parse_message(message.get("text"))
             if replaced.done():
@@ -204,6 +216,7 @@ async def _asgi_loop(websocket: WebSocket, stepper: SessionStepper,
             outcome = await stepper.step_async(inputs, step_id)
         except RnnServeError as exc:
             outcome = exc
+        series.replied(reply_code(outcome), started)
         try:
             await websocket.send_text(encode_reply(outcome, message_id).decode())
         except (WebSocketDisconnect, RuntimeError):
@@ -212,10 +225,46 @@ async def _asgi_loop(websocket: WebSocket, stepper: SessionStepper,
             return True
 
 
-@router.websocket("/models/{model}/stream")
+ROUTE = "/v1/models/{model}/stream"
+
+
+@router.websocket(ROUTE.removeprefix("/v1"))
 async def stream(websocket: WebSocket, model: str, session_id: str | None = None,
                  version: str | None = None) -> None:
     engine = engine_of(websocket)
+    label = model if model in engine.models.versions else OTHER  # bounded metric labels
+    series = engine.metrics.streams.series("websocket", ROUTE, label)
+    series.opened()
+    closed = CLIENT_CLOSE
+    carrier = headers_of(websocket.scope) if engine.tracing.enabled else None
+    started = time.perf_counter()
+    log_line(logging.DEBUG, websocket, "open", 0.0, label)
+    try:
+        with engine.tracing.span(f"WS {ROUTE}", server=True, carrier=carrier) as span:
+            if span is not None:
+                span.set_attribute("rnnserve.model", label)
+            closed = await _serve(websocket, engine, model, session_id, version, series)
+    finally:
+        series.closed(closed)
+        log_line(logging.DEBUG if closed in (CLIENT_CLOSE, str(REPLACED)) else logging.WARNING,
+                 websocket, f"closed {closed}", time.perf_counter() - started, label)
+
+
+def log_line(level: int, websocket: WebSocket, status: str, seconds: float,
+             model: str) -> None:
+    """A stream's open or close in the access log, with an HTTP request's fields."""
+    if access_log.isEnabledFor(level):
+        duration = round(seconds * 1000, 2)
+        client = websocket.scope.get("client") or ("", 0)
+        access_log.log(level, "WS %s %s %.1f ms", ROUTE, status, duration,
+                       extra={"method": "WS", "path": ROUTE, "status": status,
+                              "duration_ms": duration, "model": model, "client": client[0]})
+
+
+async def _serve(websocket: WebSocket, engine: Engine, model: str, session_id: str | None,
+                 version: str | None, series: StreamSeries) -> str:
+    """One connection; returns how it closed (the close code the server sent, or
+    CLIENT_CLOSE when the client closed or went away)."""
     owner = owner_of(websocket)
     await websocket.accept(subprotocol=chosen_subprotocol(websocket.scope))  # never the key
     sessions = engine.sessions
@@ -231,8 +280,9 @@ async def stream(websocket: WebSocket, model: str, session_id: str | None = None
         stepper = sessions.stepper(record, JSON_STEPS)  # resolved once: no lookup per step
     except RnnServeError as exc:
         await websocket.send_text(_text(error_fields(exc)))
-        await websocket.close(code=refusal_close_code(exc.http_status))
-        return
+        code = refusal_close_code(exc.http_status)
+        await websocket.close(code=code)
+        return str(code)
     replaced: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     release = sessions.hold(record, partial(_set, replaced))
     try:
@@ -240,14 +290,26 @@ async def stream(websocket: WebSocket, model: str, session_id: str | None = None
         channel = websocket.scope.get("extensions", {}).get(DIRECT)
         if isinstance(channel, DirectChannel):
             let_go = await DirectStream(channel, stepper, engine.settings.ws_max_queue,
-                                        replaced).run()
+                                        replaced, series).run()
         else:
-            let_go = await _asgi_loop(websocket, stepper, replaced)
+            let_go = await _asgi_loop(websocket, stepper, replaced, series)
         if let_go:
             with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # gone meanwhile
                 await websocket.close(code=REPLACED, reason="replaced")
+            return str(REPLACED)
+        return CLIENT_CLOSE
     finally:
         release()
+
+
+def reply_code(outcome: StepOutcome) -> str:
+    """A reply's status as the metrics count it: 200, or its error's HTTP status."""
+    return str(outcome.http_status) if isinstance(outcome, RnnServeError) else "200"
+
+
+CLIENT_CLOSE = "client"
+"""How a stream closed when the client closed it or went away (its own close code is the
+client's business)."""
 
 
 def _set(future: asyncio.Future[None]) -> None:

@@ -1,0 +1,180 @@
+"""Event-loop CPU per hot HTTP request, the direct path against the ASGI path, in one process.
+
+`python -m bench.http_path [--requests 4000] [--clients 64] [--rounds 3]`
+
+The server's part of a request that the HTTP layer decides (parsing, the layers around the
+route, the route, writing the answer) runs on the event loop thread. On this shared 2-core
+machine throughput and process CPU move with whatever else runs, and with them the batch sizes
+and the runtime's share; this bench removes both. It builds the application and uvicorn's
+httptools protocol exactly as `rnnserve serve` does, feeds each protocol instance complete
+requests through `data_received` (what the socket would hand it) from `--clients` in-memory
+connections at once, and counts the event loop thread's own CPU time (`time.thread_time`)
+per answered request. ONNX Runtime runs on the engine's worker threads and is not counted.
+Rounds alternate the two paths; the figure per path is the median round.
+
+Routes: a KServe v2 sequence step with binary tensors, and a REST session step."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from rnnserve.engine import Engine
+from rnnserve.http.app import create_app
+from rnnserve.http.connections import ConnectionGuard
+from rnnserve.http.direct_path import DirectPath
+from rnnserve.http.http_protocols import server_protocols
+from rnnserve.settings import Settings
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+MODEL = "temperature-lstm"
+
+
+class MemoryTransport(asyncio.Transport):
+    """What the protocol writes to, kept in memory; says when a whole response arrived."""
+
+    def __init__(self, peer: int, answered: Callable[[], None]) -> None:
+        super().__init__()
+        self._extra = {"peername": ("127.0.0.1", 40000 + peer), "sockname": ("127.0.0.1", 8000)}
+        self._answered = answered
+        self._buffer = b""
+        self._closing = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._buffer += bytes(data)
+        while b"\r\n\r\n" in self._buffer:  # one or more whole responses
+            head, _, rest = self._buffer.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"\r\ncontent-length: ", 1)[1].split(b"\r\n", 1)[0])
+            if len(rest) < length:
+                return
+            assert head.startswith(b"HTTP/1.1 200"), head + rest[:200]
+            self._buffer = rest[length:]
+            self._answered()
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        self._closing = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def v2_binary_step(sequence: int, first: bool) -> bytes:
+    head = json.dumps({"parameters": {"sequence_id": sequence, "sequence_start": first},
+                       "inputs": [{"name": "input", "shape": [1, 1, 3], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": 12}}],
+                       "outputs": [{"name": "output",
+                                    "parameters": {"binary_data": True}}]}).encode()
+    body = head + b"\0" * 12
+    return (f"POST /v2/models/{MODEL}/infer HTTP/1.1\r\nHost: bench\r\n"
+            "Content-Type: application/octet-stream\r\n"
+            f"Inference-Header-Content-Length: {len(head)}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def rest_step(session_id: str) -> bytes:
+    body = b'{"inputs": [[50.0, 0.5, 0.5]]}'
+    return (f"POST /v1/sessions/{session_id}/step HTTP/1.1\r\nHost: bench\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+async def one_round(engine: Engine, direct: bool, route: str, clients: int,
+                    requests: int, session_ids: list[str]) -> float:
+    """Event-loop CPU microseconds per request for `requests` requests from `clients`
+    connections, each sending its next request when its previous one is answered."""
+    app = create_app(engine, manage_engine=False)
+    guard = ConnectionGuard(30.0, 0, engine.proxies, engine.metrics.connections_refused)
+    protocol_class, _ = server_protocols(guard, direct=DirectPath(app) if direct else None)
+    config = uvicorn.Config(app, http=protocol_class, lifespan="off", log_config=None,
+                            access_log=False)
+    config.load()
+    state = uvicorn.server.ServerState()
+    left = requests
+    done = asyncio.get_running_loop().create_future()
+    protocols: list[Any] = []
+
+    def request_for(i: int, first: bool) -> bytes:
+        return v2_binary_step(10_000 + i, first) if route == "v2" else rest_step(session_ids[i])
+
+    def answered(i: int) -> Callable[[], None]:
+        def next_request() -> None:
+            nonlocal left
+            left -= 1
+            if left <= 0:
+                if not done.done():
+                    done.set_result(None)
+                return
+            asyncio.get_running_loop().call_soon(protocols[i].data_received,
+                                                 request_for(i, False))
+        return next_request
+
+    for i in range(clients):
+        protocol = protocol_class(config=config, server_state=state,  # type: ignore[call-arg]
+                                  app_state={})
+        protocol.connection_made(MemoryTransport(i, answered(i)))
+        protocols.append(protocol)
+    counted = engine.metrics.registry.get_sample_value("rnnserve_http_direct_requests_total")
+    started = time.thread_time()
+    for i, protocol in enumerate(protocols):
+        protocol.data_received(request_for(i, True))
+    await asyncio.wait_for(done, 120)
+    spent = time.thread_time() - started
+    direct_answers = (engine.metrics.registry.get_sample_value(
+        "rnnserve_http_direct_requests_total") or 0) - (counted or 0)
+    # every request took the path measured (a few more may be in flight at the end)
+    assert direct_answers >= requests if direct else direct_answers == 0, direct_answers
+    for protocol in protocols:
+        protocol.connection_lost(None)
+    return spent / requests * 1e6
+
+
+async def main(args: argparse.Namespace) -> None:
+    engine = Engine(Settings(models=MODELS, grpc_port=0, log_level="warning"))
+    engine.start()
+    await engine.open()
+    try:
+        ids = [(await engine.sessions.create(MODEL)).id for _ in range(args.clients)]
+        print(f"{args.clients} connections, {args.requests} requests a round, "
+              f"{args.rounds} rounds; event-loop CPU per request (median round)")
+        for route in ("v2", "rest"):
+            figures: dict[bool, list[float]] = {True: [], False: []}
+            for _ in range(args.rounds):
+                for direct in (False, True):
+                    figures[direct].append(await one_round(
+                        engine, direct, route, args.clients, args.requests, ids))
+            asgi, fast = (statistics.median(figures[d]) for d in (False, True))
+            print(f"{route:5} ASGI path {asgi:7.1f} µs   direct path {fast:7.1f} µs   "
+                  f"direct ÷ ASGI {fast / asgi:.2f}")
+    finally:
+        await engine.aclose()
+        engine.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,254 @@
+"""The direct path: the hot POST routes (http/hot_routes.py) answered from uvicorn's HTTP
+protocol, without the ASGI machinery between the protocol and the route.
+
+Measured on a KServe v2 sequence step, the machinery around the route (uvicorn's request
+cycle with its ASGI send and receive, five middleware layers each wrapping send, Starlette
+writing a response as messages) cost more server CPU than the route and the step together.
+The direct path does what those layers do by calling their rules, not by passing through
+them: `RequestContext.run` (request id, span, time limit, metrics, log line),
+`AuthAndRateLimit.refusal` (API keys, rate limit) and `HotRoutes.respond` (the route function
+and the application's error handlers). Its instances are the application's own (found in its
+built middleware stack), so rate-limit buckets and metric children are shared, not copied.
+
+A hot request takes the ASGI path instead, unchanged, when any rule it needs is not one of
+those: CORS is on and it carries an Origin header; it carries X-Forwarded-* headers (uvicorn's
+proxy-headers layer would rewrite its client); its body is not framed by a Content-Length
+within --max-body-bytes (413 and chunked bodies are the size-limit layer's) or it asks
+`Expect: 100-continue`; or its body did not end in the read that completed its head (a body
+still arriving is read under the ASGI path's time limit)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import Message, Scope
+
+from rnnserve.http.auth import AuthAndRateLimit
+from rnnserve.http.errors import error_message
+from rnnserve.http.hot_routes import Handler, HotRoutes
+from rnnserve.http.limits import BodySizeLimit
+from rnnserve.http.request_context import Exchange, RequestContext
+
+log = logging.getLogger("rnnserve.http")
+
+Found = tuple[str, Handler, dict[str, str]]
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+class _Layers:
+    """The application's own middleware instances whose rules the direct path calls."""
+
+    def __init__(self, stack: Any) -> None:
+        found: dict[type, Any] = {}
+        layer = stack
+        while layer is not None and not isinstance(layer, HotRoutes):
+            found[type(layer)] = layer
+            layer = getattr(layer, "app", None)
+        if layer is None or RequestContext not in found or AuthAndRateLimit not in found \
+                or BodySizeLimit not in found:
+            raise RuntimeError("the application's middleware stack is not the one "
+                               "http/app.py builds: the direct path cannot serve it")
+        self.hot: HotRoutes = layer
+        self.context: RequestContext = found[RequestContext]
+        self.auth: AuthAndRateLimit = found[AuthAndRateLimit]
+        self.max_body = int(found[BodySizeLimit].max_bytes)
+        self.cors = CORSMiddleware in found
+        self.counted = self.context.metrics.direct_requests
+
+
+class DirectPath:
+    """Which requests the protocol may answer directly, and their answers."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self._layers: _Layers | None = None
+
+    def layers(self) -> _Layers:
+        """Found on first use: Starlette builds the middleware stack at the first event (the
+        lifespan's), and the direct path then uses that very stack."""
+        if self._layers is None:
+            if self.app.middleware_stack is None:
+                self.app.middleware_stack = self.app.build_middleware_stack()
+            self._layers = _Layers(self.app.middleware_stack)
+        return self._layers
+
+    def takes(self, scope: Scope) -> Found | None:
+        """The hot route of a request whose every rule the direct path applies, else None
+        (the module's docstring says which go the ASGI path)."""
+        if scope["method"] != "POST":
+            return None
+        layers = self.layers()
+        found = layers.hot.match(scope["path"])
+        if found is None:
+            return None
+        length = -1
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = int(value) if value.isdigit() else -1
+            elif (name == b"transfer-encoding" or name.startswith(b"x-forwarded-")
+                  or (name == b"origin" and layers.cors)):
+                return None
+        return found if 0 <= length <= layers.max_body else None
+
+    async def answer(self, scope: Scope, body: bytes, found: Found) -> Answer:
+        """Status, headers (with the request id) and body of a hot request taken directly."""
+        layers = self.layers()
+        layers.counted.inc()
+        scope["app"] = self.app  # as the application's own __call__ sets it
+        exchange = Exchange(layers.context.request_id(scope))
+        reply: list[Answer] = []
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        def refused(status: int, message: str, headers: list[tuple[bytes, bytes]]) -> None:
+            exchange.status = status
+            head, payload = error_message(message, headers)
+            reply.append((status, head, payload))
+
+        async def respond() -> None:
+            refusal = layers.auth.refusal(scope)
+            if refusal is not None:
+                refused(*refusal)
+                return
+            response = await layers.hot.respond(scope, receive, found, body)
+            exchange.status = response.status_code
+            reply.append(await _written(response, scope, receive))
+
+        async def timed_out(message: str) -> None:
+            refused(504, message, [])
+
+        await layers.context.run(scope, exchange, respond, timed_out)
+        status, headers, payload = reply[-1]
+        headers.append((b"x-request-id", exchange.rid.encode()))
+        return status, headers, payload
+
+
+async def _written(response: Callable[..., Awaitable[None]], scope: Scope,
+                   receive: Callable[[], Awaitable[Message]]) -> Answer:
+    """What a Starlette response writes, collected instead of sent (any response class, its
+    background task included, behaves as it would on the ASGI path)."""
+    status = 500
+    headers: list[tuple[bytes, bytes]] = []
+    chunks: list[bytes] = []
+
+    async def collect(message: Message) -> None:
+        nonlocal status, headers
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            headers = list(message.get("headers", []))
+        else:
+            chunks.append(message.get("body", b""))
+
+    await response(scope, receive, collect)
+    return status, headers, b"".join(chunks)
+
+
+class DirectExchanges:
+    """Mixed into uvicorn's httptools protocol (http/http_protocols.py): takes the requests
+    `direct` takes, answers them in one task, and writes each answer in one write. Everything
+    else (and every request when `direct` is None) is uvicorn's ASGI cycle, unchanged."""
+
+    direct: ClassVar[DirectPath | None] = None
+    # uvicorn's attributes, declared for the type checker
+    app: Any
+    cycle: Any
+    loop: asyncio.AbstractEventLoop
+    tasks: set[asyncio.Task[None]]
+    transport: asyncio.Transport
+    _feeding = False
+    _waiting: Any = None  # a cycle taken directly whose body is still being parsed
+
+    def data_received(self, data: bytes) -> None:
+        self._feeding = True
+        try:
+            super().data_received(data)  # type: ignore[misc]
+        finally:
+            self._feeding = False
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:  # the rest of its body comes in a later read: ASGI's
+            super()._start_asgi_task(waiting, self.app)  # type: ignore[misc]
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        found = (self.direct.takes(cycle.scope)
+                 if self.direct is not None and app is self.app
+                 and not cycle.waiting_for_100_continue else None)
+        if found is not None and not cycle.more_body:
+            self._start_direct(cycle, found)
+        elif found is not None and self._feeding:
+            cycle.direct_found = found
+            self._waiting = cycle
+        else:
+            super()._start_asgi_task(cycle, app)  # type: ignore[misc]
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()  # type: ignore[misc]
+        cycle = self._waiting
+        if cycle is not None and not cycle.more_body:
+            self._waiting = None
+            self._start_direct(cycle, cycle.direct_found)
+
+    def _start_direct(self, cycle: Any, found: Found) -> None:
+        task = self.loop.create_task(self._exchange(cycle, found))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    async def _exchange(self, cycle: Any, found: Found) -> None:
+        assert self.direct is not None
+        try:
+            status, headers, payload = await self.direct.answer(cycle.scope, bytes(cycle.body),
+                                                                found)
+        except Exception:  # as uvicorn does for an ASGI application that raised
+            log.exception("unexpected error on the direct path")
+            status, payload = 500, b"Internal Server Error"
+            headers = [(b"content-type", b"text/plain; charset=utf-8")]
+            cycle.keep_alive = False
+        self._write(cycle, status, headers, payload)
+
+    def _write(self, cycle: Any, status: int, headers: list[tuple[bytes, bytes]],
+               payload: bytes) -> None:
+        """The whole response in one write, framed as uvicorn frames an ASGI response."""
+        cycle.response_started = True
+        if not cycle.disconnected:
+            parts = [STATUS_LINE[status]]
+            said_close = said_length = False
+            for name, value in (*cycle.default_headers, *headers):
+                if name == b"connection" and value.lower() == b"close":
+                    said_close = True
+                said_length = said_length or name == b"content-length"
+                parts += (name, b": ", value, b"\r\n")
+            if not said_length:
+                parts += (b"content-length: ", str(len(payload)).encode(), b"\r\n")
+            if said_close:
+                cycle.keep_alive = False
+            elif not cycle.keep_alive:
+                parts.append(b"connection: close\r\n")
+            parts += (b"\r\n", payload)
+            self.transport.write(b"".join(parts))
+        cycle.response_complete = True
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            self.transport.close()
+        cycle.on_response()
+
+
+def _status_lines() -> dict[int, bytes]:
+    from http import HTTPStatus
+
+    lines = {}
+    for code in range(100, 600):
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = ""
+        lines[code] = f"HTTP/1.1 {code} {phrase}\r\n".encode()
+    return lines
+
+
+STATUS_LINE = _status_lines()
+"""Each status's response line, as uvicorn writes it."""

@@ -1,0 +1,23 @@
+"""`python -m bench.http_path` in its smallest form: both paths answer every request of both
+routes (the bench asserts each response is a 200) and a figure is printed for each. No figure
+is judged: speed is the benchmark's job."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_both_paths_answer_and_print_a_figure() -> None:
+    done = subprocess.run([sys.executable, "-m", "bench.http_path", "--requests", "200",
+                           "--clients", "8", "--rounds", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for route in ("v2", "rest"):
+        line = re.search(rf"^{route} +ASGI path +([\d.]+) µs +direct path +([\d.]+) µs",
+                         done.stdout, re.M)
+        assert line, done.stdout
+        assert float(line.group(1)) > 0 and float(line.group(2)) > 0
