@@ -17,8 +17,10 @@ from rnnserve.engine.pending import (
 )
 from rnnserve.engine.providers import DeviceUnavailable
 from rnnserve.engine.runner import Runner
+from rnnserve.engine.session_ids import new_session_id
 from rnnserve.engine.session_stepper import SessionStepper
-from rnnserve.engine.sessions import Sessions, new_session_id
+from rnnserve.engine.sessions import Sessions
+from rnnserve.engine.statistics import ModelStats, now_ns
 from rnnserve.engine.v2 import (
     DATATYPES,
     EXTENSIONS,
@@ -34,6 +36,7 @@ from rnnserve.engine.v2 import (
     sequence_parameters,
     sequence_session_id,
 )
+from rnnserve.engine.v2_extensions import model_config, model_statistics
 from rnnserve.state import SessionRecord
 
 __all__ = [
@@ -47,6 +50,7 @@ __all__ = [
     "Engine",
     "IndexEntry",
     "ModelMetadata",
+    "ModelStats",
     "NewSession",
     "Prediction",
     "Runner",
@@ -65,7 +69,10 @@ __all__ = [
     "V2Response",
     "check_datatype",
     "check_load_parameters",
+    "model_config",
+    "model_statistics",
     "new_session_id",
+    "now_ns",
     "sequence_parameters",
     "sequence_session_id",
 ]

@@ -37,6 +37,7 @@ from rnnserve.engine.providers import choose_providers
 from rnnserve.engine.repository import ModelSource
 from rnnserve.engine.runner import Runner, RunnerOptions
 from rnnserve.engine.sessions import Sessions
+from rnnserve.engine.statistics import counted, now_ns
 from rnnserve.engine.store_health import StoreHealth
 from rnnserve.engine.tensors import check_state, require_finite, require_sequence
 from rnnserve.errors import InvalidInput, ModelNotFound, Unavailable
@@ -301,8 +302,20 @@ class Engine:
     ) -> Prediction:
         """Run each sequence from its initial state (zeros unless given). Sequences of equal
         length share ONNX Runtime calls (with other requests' too); different lengths never
-        share one, so padding can never leak into a result."""
+        share one, so padding can never leak into a result. Counted as one request in the
+        version's statistics."""
+        started = now_ns()
         runner = self.runner(model, version)
+        return await counted(runner.stats, started,
+                             self._predict(runner, sequences, initial_states, return_state))
+
+    async def _predict(
+        self,
+        runner: Runner,
+        sequences: Sequence[np.ndarray] | np.ndarray,
+        initial_states: Sequence[Mapping[str, np.ndarray] | None] | None,
+        return_state: bool,
+    ) -> Prediction:
         sig = runner.signature
         if len(sequences) == 0:
             raise InvalidInput("inputs is empty: send at least one sequence")

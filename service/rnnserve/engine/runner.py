@@ -18,6 +18,7 @@ from rnnserve.engine.graph import read_graph
 from rnnserve.engine.providers import ProviderSpec, check_session_providers
 from rnnserve.engine.repository import ModelSource
 from rnnserve.engine.signature import Signature, read_signature
+from rnnserve.engine.statistics import ModelStats
 from rnnserve.engine.streaming import check_streaming
 from rnnserve.errors import InferenceFailed
 
@@ -73,6 +74,7 @@ class Runner:
                                          metadata=source.metadata, onnx_metadata=onnx_metadata,
                                          fixed_time=isinstance(time_dim, int))
         self.load_seconds = time.perf_counter() - started
+        self.stats = ModelStats()  # this instance's inference statistics (statistics.py)
 
     @property
     def name(self) -> str:

@@ -25,6 +25,7 @@ from rnnserve import __version__
 from rnnserve.engine.engine import Engine
 from rnnserve.engine.pending import check_step_id
 from rnnserve.engine.runner import Runner
+from rnnserve.engine.statistics import now_ns
 from rnnserve.errors import (
     InvalidInput,
     SequenceNotActive,
@@ -198,9 +199,22 @@ class V2DataPlane:
         """Stateless inference, or a sequence step when the parameters name a sequence. An
         unknown requested output is refused before anything runs: a rejected call never
         advances a sequence. `client`: the caller's address as the per-client session cap
-        counts it (a sequence's start creates a session)."""
+        counts it (a sequence's start creates a session). Counted as one request in the
+        statistics of the version that answered it (a refused one: of the version asked for)."""
+        started = now_ns()
+        asked = self._engine.runner(request.model, request.version)
+        try:
+            runner, answer = await self._infer(request, asked, owner, client)
+        except Exception:
+            asked.stats.failed(started)
+            raise
+        runner.stats.succeeded(started)
+        return answer
+
+    async def _infer(self, request: V2Request, asked: Runner, owner: str, client: str
+                     ) -> tuple[Runner, V2Response]:
         sequence = sequence_parameters(request.parameters)
-        known = self._engine.runner(request.model, request.version).signature.output_names
+        known = asked.signature.output_names
         for name in request.outputs or ():
             if name not in known:
                 raise InvalidInput(f"unknown output {name!r}; the model gives {list(known)}")
@@ -220,7 +234,8 @@ class V2DataPlane:
             except Unavailable as exc:  # a 503 before the step (store, start) or of the step
                 raise not_applied(exc) from exc  # itself, which says whether it was applied
         names = request.outputs or runner.signature.output_names
-        return V2Response(runner.name, runner.version, {name: results[name] for name in names})
+        return runner, V2Response(runner.name, runner.version,
+                                  {name: results[name] for name in names})
 
     async def _sequence_step(
         self, request: V2Request, sequence_id: SequenceId, start: bool, end: bool, owner: str,

@@ -9,11 +9,10 @@ from typing import Any
 
 import grpc
 from google.protobuf.descriptor_pool import DescriptorPool
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from rnnserve.engine import Engine
-from rnnserve.grpc.generated import inference_pb2
+from rnnserve.grpc.generated import health_pb2, health_pb2_grpc, inference_pb2
 from rnnserve.grpc.health import HealthServicer
 from rnnserve.grpc.observed import CallObserver
 from rnnserve.grpc.servicer import InferenceServicer

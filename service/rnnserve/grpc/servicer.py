@@ -16,12 +16,10 @@ from collections.abc import AsyncIterable
 from typing import Any
 from urllib.parse import unquote
 
-import grpc
-
 from rnnserve.auth import ApiKeys
 from rnnserve.engine import Engine, TimeLimit, V2DataPlane
 from rnnserve.errors import NotFound, RequestTimedOut, Unauthenticated
-from rnnserve.grpc import converters, repository
+from rnnserve.grpc import converters, model_admin, repository
 from rnnserve.grpc.errors import aborts_on_error, status_of
 from rnnserve.grpc.generated import inference_pb2 as pb
 from rnnserve.grpc.stream_call import StreamCall
@@ -138,15 +136,17 @@ class InferenceServicer:
                           self._client(context), self._model_label)
         await call.run(requests, context)
 
+    @aborts_on_error
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any
                           ) -> pb.ModelConfigResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ModelConfig is not served yet")
-        raise AssertionError("unreachable")
+        self._owner(context)
+        return model_admin.config_response(self._engine, request)
 
+    @aborts_on_error
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any
                               ) -> pb.ModelStatisticsResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ModelStatistics is not served yet")
-        raise AssertionError("unreachable")
+        self._owner(context)
+        return model_admin.statistics_response(self._engine, request)
 
     @aborts_on_error
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any
