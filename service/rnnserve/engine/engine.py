@@ -30,6 +30,7 @@ from rnnserve.engine.instance_batchers import InstanceBatchers
 from rnnserve.engine.jobs import Job
 from rnnserve.engine.limits import Limits
 from rnnserve.engine.model_control import ModelControl
+from rnnserve.engine.model_description import model_description
 from rnnserve.engine.model_registry import ModelRegistry
 from rnnserve.engine.models import LoadedModels
 from rnnserve.engine.observed_store import ObservedStore
@@ -252,31 +253,7 @@ class Engine:
         """Everything a client needs to call a model, in plain types; `streamable` false
         means predict only (the reason says why: a bidirectional model, say)."""
         runner = self.runner(model, version)
-        sig, meta = runner.signature, runner.source.metadata
-        return {
-            "name": runner.name,
-            "version": runner.version,
-            "versions": sorted(self.models.versions[runner.name]),
-            "cell": sig.cell,
-            "description": meta.get("description", ""),
-            "input_size": sig.input_size,
-            "output_size": sig.output_size,
-            "hidden_size": sig.states[0].hidden if sig.states else None,
-            "layers": sig.layers,  # the state's axis 0 is layers × directions
-            "directions": sig.directions,
-            "streamable": runner.streaming.streamable,  # sessions and v2 sequences allowed
-            "not_streamable_reason": runner.streaming.reason,
-            "inputs": {"name": sig.input_name, "shape": [-1, -1, sig.input_size]},
-            "outputs": {"name": sig.output_name, "shape": [-1, -1, sig.output_size]},
-            "state": [
-                {"input": s.input, "output": s.output, "shape": [s.layers, -1, s.hidden]}
-                for s in sig.states
-            ],
-            "features": meta.get("features", []),
-            "output_features": meta.get("outputs", []),
-            "metrics": meta.get("metrics", {}),
-            "provider": runner.provider,
-        }
+        return model_description(runner, sorted(self.models.versions[runner.name]))
 
     # -- stateless work --------------------------------------------------------------------
 
