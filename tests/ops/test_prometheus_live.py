@@ -159,7 +159,7 @@ def test_recorded_series_come_back_through_the_http_api(
     cap = prometheus.wait_for("job:rnnserve_sessions_cap:ratio", lambda a: a != {})
     assert only(cap) == pytest.approx(SESSIONS / MAX_SESSIONS)
     # The 404 is the client's mistake: the server's error ratio stays 0, and present.
-    errors = prometheus.wait_for("job:rnnserve_http_errors:ratio_rate5m", lambda a: a != {})
+    errors = prometheus.wait_for("job:rnnserve_errors:ratio_rate5m", lambda a: a != {})
     assert only(errors) == 0
 
 
