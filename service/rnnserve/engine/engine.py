@@ -43,6 +43,7 @@ from rnnserve.engine.store_health import StoreHealth
 from rnnserve.engine.tensors import check_state, require_finite, require_sequence
 from rnnserve.errors import InvalidInput, ModelNotFound, Unavailable
 from rnnserve.keyfile import KeyFile, key_ring
+from rnnserve.limit_metrics import export_limits
 from rnnserve.metrics import Metrics
 from rnnserve.proxies import TrustedProxies
 from rnnserve.redact import safe_url
@@ -85,6 +86,7 @@ class Engine:
         self._key_watch: asyncio.Task[None] | None = None
         self.limits = Limits(settings)
         self.metrics = Metrics()
+        export_limits(self.metrics.registry, settings)
         self.tracing = Tracing(settings.otel_endpoint, settings.otel_service_name)
         self.models = LoadedModels()
         self.instances = InstanceBatchers(settings, self.metrics, self.tracing,
