@@ -135,7 +135,8 @@ class Engine:
         s = self.settings
         raw_store = make_store(s, self.metrics.session_event)
         await raw_store.start()
-        store = self._store = ObservedStore(raw_store, self.store_health)
+        store = self._store = ObservedStore(raw_store, self.store_health,
+                                             self.metrics.store_errors)
         self._store_reachable(True)
         self._store_probe = asyncio.create_task(self.store_health.probe_forever(raw_store),
                                                 name="state-store-probe")
