@@ -31,6 +31,7 @@ from rnnserve.engine.jobs import Job
 from rnnserve.engine.limits import Limits
 from rnnserve.engine.model_control import ModelControl
 from rnnserve.engine.model_registry import ModelRegistry
+from rnnserve.engine.model_settings import SettingDefaults
 from rnnserve.engine.models import LoadedModels
 from rnnserve.engine.observed_store import ObservedStore
 from rnnserve.engine.providers import choose_providers
@@ -110,7 +111,8 @@ class Engine:
         s = self.settings
         self._pool = ThreadPoolExecutor(s.inference_workers, thread_name_prefix="onnxruntime")
         options = self._runner_options = RunnerOptions(
-            s.device, tuple(choose_providers(s.device, tf32=s.cuda_tf32)), s.intra_op_threads)
+            s.device, tuple(choose_providers(s.device, tf32=s.cuda_tf32)), s.intra_op_threads,
+            SettingDefaults.of(s))
         only = None if s.model_control != "explicit" or "*" in s.load_model else s.load_model
         self.models = LoadedModels.load(s.models, options, self._pool, only)
         self.registry = ModelRegistry(self.models)
