@@ -277,6 +277,9 @@ class Engine:
             "output_features": meta.get("outputs", []),
             "metrics": meta.get("metrics", {}),
             "provider": runner.provider,
+            "settings": runner.settings.describe(),  # model.json's, else the flags'
+            "warmup_at_load": runner.warmed.describe(),
+            "version_states": self.registry.version_states(runner.name),
         }
 
     # -- stateless work --------------------------------------------------------------------
