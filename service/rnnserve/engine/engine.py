@@ -32,6 +32,7 @@ from rnnserve.engine.limits import Limits
 from rnnserve.engine.model_control import ModelControl
 from rnnserve.engine.model_description import model_description
 from rnnserve.engine.model_registry import ModelRegistry
+from rnnserve.engine.model_settings import SettingDefaults
 from rnnserve.engine.models import LoadedModels
 from rnnserve.engine.observed_store import ObservedStore
 from rnnserve.engine.providers import choose_providers
@@ -114,7 +115,8 @@ class Engine:
         s = self.settings
         self._pool = ThreadPoolExecutor(s.inference_workers, thread_name_prefix="onnxruntime")
         options = self._runner_options = RunnerOptions(
-            s.device, tuple(choose_providers(s.device, tf32=s.cuda_tf32)), s.intra_op_threads)
+            s.device, tuple(choose_providers(s.device, tf32=s.cuda_tf32)), s.intra_op_threads,
+            SettingDefaults.of(s))
         only = None if s.model_control != "explicit" or "*" in s.load_model else s.load_model
         self.models = LoadedModels.load(s.models, options, self._pool, only)
         self.registry = ModelRegistry(self.models)
@@ -256,7 +258,8 @@ class Engine:
         """Everything a client needs to call a model, in plain types; `streamable` false
         means predict only (the reason says why: a bidirectional model, say)."""
         runner = self.runner(model, version)
-        return model_description(runner, sorted(self.models.versions[runner.name]))
+        return {**model_description(runner, sorted(self.models.versions[runner.name])),
+                "version_states": self.registry.version_states(runner.name)}
 
     # -- stateless work --------------------------------------------------------------------
 

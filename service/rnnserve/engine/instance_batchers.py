@@ -19,12 +19,15 @@ from rnnserve.tracing import Tracing
 
 
 class InstanceBatchers:
-    """Runner instance → its batcher; every batcher shares the run slots (the workers)."""
+    """Runner instance → its batcher. An instance runs with its model's settings
+    (`Runner.settings`: `max_batch`, `max_delay_ms`; the flags where model.json says
+    nothing). Batchers share the server's run slots (--inference-workers), except those of a
+    model that declares `inference_workers`: each of its instances has that many slots of its
+    own (and its own worker threads, `Runner`)."""
 
     def __init__(self, settings: Settings, metrics: Metrics, tracing: Tracing,
                  served_version: Callable[[str, int], Runner | None]) -> None:
-        self._options = BatcherOptions(settings.max_batch, settings.max_delay_ms / 1000,
-                                       settings.max_queue)
+        self._max_queue = settings.max_queue
         self._workers = settings.inference_workers
         self._metrics = metrics
         self._tracing = tracing
@@ -45,7 +48,11 @@ class InstanceBatchers:
     def start_runner(self, runner: Runner) -> None:
         """Give an instance its batcher (before it is published to lookups)."""
         assert self._store is not None and self._slots is not None, "not open"
-        self._batchers[runner] = Batcher(runner, self._store, self._slots, self._options,
+        own = runner.settings
+        options = BatcherOptions(own.max_batch, own.max_delay_ms / 1000, self._max_queue)
+        slots = (asyncio.Semaphore(own.inference_workers)
+                 if own.is_declared("inference_workers") else self._slots)
+        self._batchers[runner] = Batcher(runner, self._store, slots, options,
                                          self._metrics, self._tracing)
         self._metrics.model_loaded.labels(runner.name, str(runner.version)).set(1)
 
@@ -58,6 +65,7 @@ class InstanceBatchers:
             self._metrics.model_loaded.labels(runner.name, str(runner.version)).set(0)
         if batcher is not None:
             await batcher.close(reason)
+        runner.close()
 
     def idle_s(self, runner: Runner) -> float:
         """Seconds since the instance's last batch began (since its batcher was made)."""
@@ -66,5 +74,6 @@ class InstanceBatchers:
 
     async def close_all(self) -> None:
         """At shutdown: every batcher finishes what it holds."""
-        for batcher in self._batchers.values():
+        for runner, batcher in list(self._batchers.items()):
             await batcher.close()
+            runner.close()

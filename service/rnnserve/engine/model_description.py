@@ -35,4 +35,6 @@ def model_description(runner: Runner, versions: list[int]) -> dict[str, Any]:
         "output_features": meta.get("outputs", []),
         "metrics": meta.get("metrics", {}),
         "provider": runner.provider,
+        "settings": runner.settings.describe(),  # model.json's, else the flags'
+        "warmup_at_load": runner.warmed.describe(),
     }

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from rnnserve.engine.models import LoadedModels
 from rnnserve.engine.repository import SourceProblem
@@ -105,6 +106,18 @@ class ModelRegistry:
                 if version is not None or name not in with_versions]
         rows.sort(key=lambda row: (row.name, -1 if row.version is None else row.version))
         return [row for row in rows if row.state == READY or not ready_only]
+
+    def version_states(self, model: str) -> list[dict[str, Any]]:
+        """Every version of the model this server knows, served or not, with its state (the
+        index's), why, and a served version's settings (GET /v1/models, the console)."""
+        rows = []
+        for entry in self.index():
+            if entry.name != model or entry.version is None:
+                continue
+            served = self.models.versions.get(model, {}).get(entry.version)
+            rows.append({"version": entry.version, "state": entry.state, "reason": entry.reason,
+                         "settings": served.settings.describe() if served else None})
+        return rows
 
     # -- changes ---------------------------------------------------------------------------
 

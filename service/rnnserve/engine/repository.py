@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rnnserve.engine.model_settings import DeclaredSettings, declared_settings
+
 log = logging.getLogger("rnnserve.repository")
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
@@ -29,6 +31,8 @@ class ModelSource:
     version: int
     onnx_path: Path
     metadata: dict[str, Any] = field(default_factory=dict)
+    settings: DeclaredSettings = field(default_factory=DeclaredSettings)
+    """The serving settings its model.json files declare (checked; model_settings.py)."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,8 @@ def discover_folder(folder: Path) -> tuple[list[ModelSource], list[SourceProblem
         return [], [SourceProblem(name, None, "invalid model folder name")]
     try:
         shared_meta = _read_metadata(folder / "model.json")
-    except ValueError as exc:
+        shared_settings = declared_settings(shared_meta, folder / "model.json")
+    except ValueError as exc:  # ModelSettingsError is one: it names the file and field
         return [], [SourceProblem(name, None, str(exc))]
     versions = sorted(
         int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()
@@ -114,15 +119,19 @@ def discover_folder(folder: Path) -> tuple[list[ModelSource], list[SourceProblem
         onnx_path = folder / str(version) / "model.onnx"
         if not onnx_path.is_file():
             continue
+        version_json = folder / str(version) / "model.json"
         try:
-            meta = {**shared_meta, **_read_metadata(folder / str(version) / "model.json")}
+            own_meta = _read_metadata(version_json)
+            settings = declared_settings(own_meta, version_json).over(shared_settings)
         except ValueError as exc:
             problems.append(SourceProblem(name, version, str(exc)))
             continue
-        sources.append(ModelSource(name, version, onnx_path, meta))
+        sources.append(ModelSource(name, version, onnx_path, {**shared_meta, **own_meta},
+                                   settings))
         found = True
     if not found and (folder / "model.onnx").is_file():
-        sources.append(ModelSource(name, 1, folder / "model.onnx", shared_meta))
+        sources.append(ModelSource(name, 1, folder / "model.onnx", shared_meta,
+                                   shared_settings))
         found = True
     if not found:
         problems.append(

@@ -146,6 +146,10 @@ class Sessions:
 
     # -- the session API -------------------------------------------------------------------
 
+    async def live_by_model(self) -> dict[str, int]:
+        """Live sessions per model name, as the store counts them (the model listing)."""
+        return await self._store.live_sessions()
+
     async def create(
         self, model: str, *, version: str | int | None = None,
         state: Mapping[str, np.ndarray] | None = None, owner: str = "", client: str = "",
@@ -179,7 +183,7 @@ class Sessions:
         counted = client if not owner and self._settings.max_sessions_per_client else ""
         now = time.time()
         record = SessionRecord(id=session_id, model=runner.name, version=runner.version,
-                               created=now, last_used=now, ttl_s=self._settings.session_ttl_s,
+                               created=now, last_used=now, ttl_s=runner.settings.session_ttl_s,
                                owner=owner, client=counted)
         with deadlines.writing():
             return await self._store.create(self._served.batcher(runner).layout, record,

@@ -35,14 +35,16 @@ ModelConfigDict = dict[str, Any]
 def model_config(engine: Engine, model: str, version: str | None) -> ModelConfigDict:
     """The configuration of a model version (the highest when `version` is None or "");
     ModelNotFound (404) for an unknown model or version."""
-    runner = engine.runner(model, version or None)
-    return config_of(runner, engine.settings.session_ttl_s, engine.settings.max_batch,
-                     engine.settings.max_delay_ms)
+    return config_of(engine.runner(model, version or None))
 
 
-def config_of(runner: Runner, session_ttl_s: float, max_batch: int,
-              max_delay_ms: float) -> ModelConfigDict:
-    """`model_config` of a runner, with the settings it reports."""
+def config_of(runner: Runner) -> ModelConfigDict:
+    """`model_config` of a runner, with its effective settings (its model.json's, else the
+    server's flags): the batcher's, the session TTL, and the other per-model settings under
+    `parameters`."""
+    settings = runner.settings
+    session_ttl_s, max_batch, max_delay_ms = (settings.session_ttl_s, settings.max_batch,
+                                              settings.max_delay_ms)
     sig = runner.signature
     inputs: list[dict[str, Any]] = [
         {"name": sig.input_name, "data_type": FP32, "dims": [-1, -1, sig.input_size]}]
@@ -59,6 +61,9 @@ def config_of(runner: Runner, session_ttl_s: float, max_batch: int,
         "parameters": {
             "max_batch": {"string_value": str(max_batch)},
             "max_delay_ms": {"string_value": f"{max_delay_ms:g}"},
+            "max_sessions": {"string_value": str(settings.max_sessions)},
+            "inference_workers": {"string_value": str(settings.inference_workers)},
+            "rewarm_steps": {"string_value": str(settings.rewarm_steps)},
             "cell": {"string_value": sig.cell},
             "directions": {"string_value": str(sig.directions)},
         },

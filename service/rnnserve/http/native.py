@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Path, Query, Request
 
-from rnnserve.errors import InvalidInput
+from rnnserve.errors import InvalidInput, RnnServeError
 from rnnserve.http.body import decode_state, encode_state, read_json_object
 from rnnserve.http.common import engine_of
 from rnnserve.http.json_arrays import to_float32
@@ -42,8 +42,13 @@ def parse_sequences(inputs: Any) -> np.ndarray | list[np.ndarray]:
 @router.get("/models", summary="List the loaded models")
 async def list_models(request: Request) -> FastJSONResponse:
     engine = engine_of(request)
+    try:  # a listing answers while the store is down: the counts are then unknown (null)
+        live: dict[str, int] | None = await engine.sessions.live_by_model()
+    except RnnServeError:
+        live = None
     return FastJSONResponse({
         "models": [engine.describe(name) for name in engine.models.names()],
+        "live_sessions": live,
         "unavailable": [
             {"name": p.name, "version": p.version, "reason": p.reason}
             for p in engine.models.problems

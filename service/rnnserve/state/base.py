@@ -27,6 +27,11 @@ class StateLayout:
     model: str
     version: int
     tensors: tuple[tuple[str, int, int], ...]
+    ttl_s: float | None = field(default=None, compare=False)
+    """The version's own idle timeout (model.json `session_ttl_s`); None: the store's."""
+    max_sessions: int | None = field(default=None, compare=False)
+    """The most live sessions of this version (model.json `max_sessions`); None: only the
+    store's cap. (The memory store honours both; see docs/model_settings.md for Redis.)"""
 
     @property
     def key(self) -> str:
@@ -197,6 +202,13 @@ def replaced(session_id: str) -> StreamReplaced:
     """The error of a streamed step whose connection no longer holds its session."""
     return StreamReplaced(f"session {session_id!r} was attached by a newer connection; this "
                           "step was not applied")
+
+
+def version_full(layout: StateLayout, max_sessions: int) -> Unavailable:
+    """The refusal of a session past a model version's own `max_sessions` (model.json)."""
+    return Unavailable(f"model {layout.model!r} version {layout.version} holds its maximum of "
+                       f"{max_sessions} live sessions (max_sessions in its model.json); delete "
+                       "idle ones or retry later", retry_after_s=5)
 
 
 def store_full(max_sessions: int) -> Unavailable:

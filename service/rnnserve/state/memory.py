@@ -33,6 +33,7 @@ from rnnserve.state.base import (
     Written,
     replaced,
     store_full,
+    version_full,
 )
 from rnnserve.state.client_counts import ClientCounts
 from rnnserve.state.memory_bulk import SLOT_BITS, BulkCreate
@@ -70,7 +71,7 @@ class MemoryStateStore(BulkCreate):
         self._owners: list[str] = [""]
         self._owner_ids: dict[str, int] = {"": 0}
         self._owner_live: dict[int, int] = {}
-        self._ended: dict[str, tuple[str, float]] = {}  # id -> (why, idle seconds)
+        self._ended: dict[str, tuple[str, float, float]] = {}  # id -> (why, idle s, ttl s)
         # id -> (step id, outputs, steps after): only sessions whose clients send step ids
         self._last: dict[str, tuple[str, np.ndarray, int]] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -93,9 +94,9 @@ class MemoryStateStore(BulkCreate):
                 pass
 
     async def _sweep_forever(self) -> None:
-        interval = max(0.05, min(1.0, self.ttl_s / 4))
         while True:
-            await asyncio.sleep(interval)
+            shortest = min([self.ttl_s, *(slab.ttl_s for slab in self._slabs)])
+            await asyncio.sleep(max(0.05, min(1.0, shortest / 4)))
             self.sweep()
 
     def sweep(self) -> int:
@@ -103,7 +104,7 @@ class MemoryStateStore(BulkCreate):
         now, ended = self._clock(), 0
         for slab_no, slab in enumerate(self._slabs):
             n = slab.high_water
-            stale = np.flatnonzero(slab.alive[:n] & (slab.last_used[:n] + self.ttl_s <= now))
+            stale = np.flatnonzero(slab.alive[:n] & (slab.last_used[:n] + slab.ttl_s <= now))
             for slot in stale.tolist():
                 self._end(slab_no, slot, "expired")
                 ended += 1
@@ -112,15 +113,20 @@ class MemoryStateStore(BulkCreate):
     # -- index -----------------------------------------------------------------------------
 
     def _slab(self, layout: StateLayout) -> tuple[int, Slab]:
+        """The slab of a model version, which takes the version's own idle timeout and cap
+        (model.json) from the layout it is handed."""
         number = self._slab_of.get(layout.key)
         if number is None:
             number = len(self._slabs)
             self._slabs.append(Slab(layout, reserved_rows(layout, self.max_sessions)))
             self._slab_of[layout.key] = number
-        return number, self._slabs[number]
+        slab = self._slabs[number]
+        slab.ttl_s = self.ttl_s if layout.ttl_s is None else layout.ttl_s
+        slab.max_live = layout.max_sessions
+        return number, slab
 
-    def _remember_end(self, session_id: str, why: str, idle_s: float) -> None:
-        self._ended[session_id] = (why, idle_s)
+    def _remember_end(self, session_id: str, why: str, idle_s: float, ttl_s: float) -> None:
+        self._ended[session_id] = (why, idle_s, ttl_s)
         if len(self._ended) > RECENTLY_ENDED:
             del self._ended[next(iter(self._ended))]
 
@@ -137,15 +143,15 @@ class MemoryStateStore(BulkCreate):
         self._last.pop(session_id, None)
         slab.release(slot)
         if why != "deleted":
-            self._remember_end(session_id, why, idle)
+            self._remember_end(session_id, why, idle, slab.ttl_s)
 
     def _not_found(self, session_id: str) -> SessionNotFound:
         ended = self._ended.get(session_id)
         if ended is None:
             return UnknownSession(f"unknown session {session_id!r}")
-        why, idle = ended
+        why, idle, ttl_s = ended
         if why == "expired":
-            return SessionNotFound(f"session {session_id!r} expired after {self.ttl_s:g} s "
+            return SessionNotFound(f"session {session_id!r} expired after {ttl_s:g} s "
                                    f"idle; create a new one")
         return SessionNotFound(f"session {session_id!r} was evicted to make room (least "
                                f"recently used, idle {idle:.0f} s); create a new one")
@@ -156,7 +162,7 @@ class MemoryStateStore(BulkCreate):
             raise self._not_found(session_id)
         slab_no, slot = code >> SLOT_BITS, code & ((1 << SLOT_BITS) - 1)
         slab = self._slabs[slab_no]
-        if slab.last_used[slot] + self.ttl_s <= self._clock():  # idle past the timeout
+        if slab.last_used[slot] + slab.ttl_s <= self._clock():  # idle past the timeout
             self._end(slab_no, slot, "expired")
             raise self._not_found(session_id)
         return slab_no, slab, slot
@@ -167,7 +173,7 @@ class MemoryStateStore(BulkCreate):
         return SessionRecord(
             id=session_id, model=slab.layout.model, version=slab.layout.version,
             created=float(slab.created[slot]), last_used=float(slab.last_used[slot]),
-            ttl_s=self.ttl_s, steps=int(slab.steps[slot]),
+            ttl_s=slab.ttl_s, steps=int(slab.steps[slot]),
             owner=self._owners[int(slab.owner[slot])], holder=int(slab.holder[slot]),
             client=self.clients.client_of(session_id),
         )
@@ -207,8 +213,10 @@ class MemoryStateStore(BulkCreate):
                 raise Unavailable(f"session id {record.id!r} is taken", retry_after_s=0)
             slab_no, _, slot = self._locate_any(record.id)
             self._end(slab_no, slot, "deleted")
-        self._make_room()
         slab_no, slab = self._slab(layout)
+        if slab.max_live is not None and slab.live >= slab.max_live:
+            raise version_full(layout, slab.max_live)
+        self._make_room()
         slot = slab.allocate()
         slab.write(slot, state)
         slab.steps[slot] = 0
@@ -278,7 +286,7 @@ class MemoryStateStore(BulkCreate):
         slots = np.where(codes >= 0, codes & ((1 << SLOT_BITS) - 1), 0)
         ok = (codes >= 0) & ((codes >> SLOT_BITS) == slab_no)
         slots[~ok] = 0
-        ok &= slab.last_used[slots] + self.ttl_s > self._clock()
+        ok &= slab.last_used[slots] + slab.ttl_s > self._clock()
         if owners.count(None) != len(owners):
             distinct = set(owners)
             if len(distinct) == 1:  # one caller's rows (a gateway's): one lookup
