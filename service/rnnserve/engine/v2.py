@@ -46,6 +46,8 @@ V2_ADVICE = {
     "retry-step-id": ": retry with the same step_id parameter (a repeat of the sequence's "
     "latest step_id returns its recorded outputs and is never applied twice); without a "
     "step_id, a retry may apply the step twice",
+    "version-retired": "; start a new sequence (sequence_start=true) without a model version, "
+    "or on one the server lists as ready",
 }
 """What a KServe v2 client (HTTP or gRPC) is told to do about an error's `remedy`."""
 
@@ -200,10 +202,8 @@ class V2DataPlane:
         advances a sequence. `client`: the caller's address as the per-client session cap
         counts it (a sequence's start creates a session)."""
         sequence = sequence_parameters(request.parameters)
-        known = self._engine.runner(request.model, request.version).signature.output_names
-        for name in request.outputs or ():
-            if name not in known:
-                raise InvalidInput(f"unknown output {name!r}; the model gives {list(known)}")
+        if sequence is None or sequence[1]:  # a sequence's later step: once it is resolved
+            _check_outputs(request, self._engine.runner(request.model, request.version))
         step_id = request.parameters.get("step_id")
         check_step_id(step_id)
         if sequence is None:
@@ -241,6 +241,7 @@ class V2DataPlane:
             if version not in (None, "") and str(version) != str(record.version):
                 raise InvalidInput(f"sequence {sequence_id!r} runs on version "
                                    f"{record.version}, not {version}")
+            _check_outputs(request, runner)  # its version may be retiring: no new calls
         sig = runner.signature
         extra = sorted(set(request.inputs) - {sig.input_name})
         if extra:
@@ -263,3 +264,11 @@ class V2DataPlane:
         if with_states:
             outputs.update({s.output: result.states[s.input] for s in sig.states})
         return runner, outputs
+
+
+def _check_outputs(request: V2Request, runner: Runner) -> None:
+    """Refuse an unknown requested output before anything runs."""
+    known = runner.signature.output_names
+    for name in request.outputs or ():
+        if name not in known:
+            raise InvalidInput(f"unknown output {name!r}; the model gives {list(known)}")

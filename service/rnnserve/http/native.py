@@ -42,8 +42,14 @@ def parse_sequences(inputs: Any) -> np.ndarray | list[np.ndarray]:
 @router.get("/models", summary="List the loaded models")
 async def list_models(request: Request) -> FastJSONResponse:
     engine = engine_of(request)
+    retirement = engine.control.retirement
+    counts = await retirement.sessions_per_version()  # None: the store cannot answer now
     return FastJSONResponse({
         "models": [engine.describe(name) for name in engine.models.names()],
+        "sessions_per_version": None if counts is None else {
+            name: {str(v): n for v, n in sorted(per.items())} for name, per in counts.items()},
+        "retiring": [{"name": m, "version": v, "until": until}
+                     for (m, v), until in sorted(engine.registry.retiring.items())],
         "unavailable": [
             {"name": p.name, "version": p.version, "reason": p.reason}
             for p in engine.models.problems

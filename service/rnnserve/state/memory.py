@@ -36,15 +36,15 @@ from rnnserve.state.base import (
 )
 from rnnserve.state.client_counts import ClientCounts
 from rnnserve.state.memory_bulk import SLOT_BITS, BulkCreate
+from rnnserve.state.retired import MemoryRetirements
 from rnnserve.state.slab import Slab, reserved_rows
 
 log = logging.getLogger("rnnserve.state.memory")
 
 RECENTLY_ENDED = 100_000  # how many expired/evicted ids are remembered, to say why they're gone
 
-class MemoryStateStore(BulkCreate):
-    """Sessions of this process, with an idle timeout and a cap on live sessions (bulk
-    creates: memory_bulk)."""
+class MemoryStateStore(BulkCreate, MemoryRetirements):
+    """Sessions of this process, idle timeout, live-session cap (+memory_bulk, retired)."""
 
     name = "memory"
 
@@ -75,6 +75,7 @@ class MemoryStateStore(BulkCreate):
         self._last: dict[str, tuple[str, np.ndarray, int]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._attach_watchers: list[AttachEvent] = []
+        self._retired: dict[tuple[str, int], float] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
