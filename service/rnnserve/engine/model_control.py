@@ -300,8 +300,8 @@ class ModelControl:
             await self._let_go(name, version, reason)
 
     async def _retire(self, name: str, version: int, until: float, reason: str) -> None:
-        """Retire here a version another replica retired, with the end it recorded."""
-        self._tried.pop((name, version), None)
+        """Retire here a version another replica retired, with the end it recorded (its
+        files here stay as tried: a poll loads them again only once they change)."""
         self._registry.retire_version(name, version, until, f"{reason}: no new sessions")
         log.info("model %s version %d %s: retiring here too", name, version, reason)
 
