@@ -19,11 +19,13 @@ they enter.
     │   └── SessionQuotaExceeded                               a key's live sessions
     ├── StreamReplaced                 409  ABORTED            a newer connection holds the session
     ├── ModelControlDisabled           409  FAILED_PRECONDITION load/unload outside explicit mode
+    ├── VersionRetired                 410  FAILED_PRECONDITION the session's version was retired
     ├── Unavailable                    503  UNAVAILABLE        model not ready, server full
     │   ├── StepConflict                                       another replica stepped the session
     │   ├── StepMayBeApplied                                   the store failed writing a step
     │   ├── StoreUnreachable                                   no connection to the state store
     │   ├── StoreFull                                          Redis at maxmemory refused a write
+    │   ├── VersionNotServedYet                                a newer version, not loaded here yet
     │   └── SessionFormatTooNew                                stored by a newer release's format
     ├── RequestTimedOut                504  DEADLINE_EXCEEDED  stopped at its limit, unchanged
     │   └── StepTimedOut                                       a step withdrawn, not applied
@@ -148,6 +150,18 @@ class ModelControlDisabled(RnnServeError):
     grpc_code = "FAILED_PRECONDITION"
 
 
+class VersionRetired(RnnServeError):
+    """A step (or a new session) on a model version that was retired: unloaded or removed from
+    the repository, its live sessions stepped on for at most --retire-grace-s, and that time
+    is over (or the session asks a version that takes no new sessions any more). Final: 410,
+    gRPC FAILED_PRECONDITION, WebSocket close 4410; no retry helps, the client starts a new
+    session (on the model's current version) or migrates it before the grace ends."""
+
+    http_status = 410
+    grpc_code = "FAILED_PRECONDITION"
+    remedy = "version-retired"
+
+
 class Unavailable(RnnServeError):
     http_status = 503
     grpc_code = "UNAVAILABLE"
@@ -178,6 +192,13 @@ class SessionFormatTooNew(Unavailable):
     """The session's Redis record is in a format newer than this replica reads: a replica of a
     newer release wrote it (a rolling upgrade whose record format was switched on before every
     replica ran that release). Nothing was read or written; another replica may serve it."""
+
+
+class VersionNotServedYet(Unavailable):
+    """A session of a model version newer than any this replica serves: during a rolling
+    change another replica loaded it first. 503 with Retry-After (gRPC UNAVAILABLE, WebSocket
+    1013), not 404: the session exists and this replica will serve it once it loads the
+    version (or another replica answers the retry). Nothing was run or applied."""
 
 
 class StoreUnreachable(Unavailable):

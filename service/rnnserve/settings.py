@@ -32,6 +32,11 @@ class Settings(BaseSettings):
         15.0, gt=0, description="With --model-control poll: how often the model repository "
         "is read for changes (seconds)."
     )
+    retire_grace_s: float = Field(
+        600.0, ge=0, description="A model version unloaded or removed from the repository "
+        "while it holds live sessions retires: no new sessions, and its sessions step on for "
+        "at most this long (seconds; 0: cut off at once), then get 410 \"retired\"."
+    )
     load_model: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="With --model-control explicit: a model to load at "
         "start (repeat the flag for more; '*' loads every model; RNNSERVE_LOAD_MODEL takes "

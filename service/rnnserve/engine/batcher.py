@@ -26,7 +26,7 @@ from functools import partial
 from rnnserve.engine.batch import BatchMechanics
 from rnnserve.engine.jobs import CallbackCompletion, Job, JobResult, JoinedParts, OnPart
 from rnnserve.engine.runner import Runner
-from rnnserve.errors import Unavailable
+from rnnserve.errors import RnnServeError, Unavailable
 from rnnserve.metrics import Metrics
 from rnnserve.state import StateLayout, StateStore
 from rnnserve.tracing import Tracing
@@ -68,6 +68,7 @@ class Batcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
+        self._closed_error: RnnServeError | None = None
         self._closed_reason = ("the server is shutting down: nothing was run or applied; "
                                "retry (another replica will answer)")
         self.last_active = time.perf_counter()  # a batch's start: model control's idleness
@@ -107,8 +108,11 @@ class Batcher:
         """Rows the queue takes now (0 while closing)."""
         return 0 if self._closing else max(0, self.options.max_queue - self._queued_rows)
 
-    def overloaded(self) -> Unavailable:
-        """The 503 a caller gets when the queue has no room for its rows."""
+    def overloaded(self) -> RnnServeError:
+        """The 503 a caller gets when the queue has no room for its rows (once closed for a
+        retired version: its error)."""
+        if self._closing and self._closed_error is not None:
+            return self._closed_error
         if self._closing:
             return Unavailable(self._closed_reason, retry_after_s=1)
         return Unavailable(f"model {self.runner.name!r} has {self._queued_rows} rows waiting "
@@ -146,10 +150,12 @@ class Batcher:
         self._idle.clear()
         self._wake.set()
 
-    async def close(self, reason: str | None = None) -> None:
+    async def close(self, reason: str | None = None, error: RnnServeError | None = None
+                    ) -> None:
         """Finish what is queued and in flight, then stop the loop; later work is refused
-        with `reason` (the default: the server is shutting down)."""
+        with `reason` (the default: the server is shutting down), or with `error`."""
         self._closing = True
+        self._closed_error = error
         if reason is not None:
             self._closed_reason = f"{reason}: nothing was run or applied"
         await self._idle.wait()

@@ -223,15 +223,19 @@ class Engine:
             known = self.models.get(model)  # an unknown model is reported as such first
             raise ModelNotFound(f"model {model!r} has no version {version!r}; available "
                                 f"versions: {sorted(self.models.versions[known.name])}")
-        return self.models.get(model, version)
+        try:
+            return self.models.get(model, version)
+        except ModelNotFound as exc:
+            raise self.control.retirement.refusal(exc, model, version) from None
 
     def served_version(self, model: str, version: int) -> Runner | None:
         """The runner of one exact version, or None when it is not served (any more)."""
         return self.models.versions.get(model, {}).get(version)
 
     def session_runner(self, model: str, version: int, created: float) -> Runner | None:
-        """The instance a session created at `created` steps on (model_registry.py)."""
-        return self.registry.session_runner(model, version, created)
+        """The instance a session created at `created` steps on (model_registry.py), or the
+        error of a retired or not yet served version (retirement.py)."""
+        return self.control.retirement.session_runner(model, version, created)
 
     def batcher(self, runner: Runner) -> Batcher:
         batcher = self.instances.get(runner)
@@ -245,7 +249,8 @@ class Engine:
     def _model_control(self) -> ModelControl:
         s = self.settings
         return ModelControl(s.model_control, s.models, s.repository_poll_s, s.session_ttl_s,
-                            self.registry, self._build_runner, self.instances)
+                            self.registry, self._build_runner, self.instances,
+                            s.retire_grace_s)
 
     def _build_runner(self, source: ModelSource) -> Runner:
         """Load one version (in model control's loader thread)."""

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from rnnserve.engine.batcher import Batcher, BatcherOptions
 from rnnserve.engine.runner import Runner
 from rnnserve.engine.sessions import Sessions
+from rnnserve.errors import RnnServeError
 from rnnserve.metrics import Metrics
 from rnnserve.settings import Settings
 from rnnserve.state import StateStore
@@ -56,15 +57,21 @@ class InstanceBatchers:
                                          self._metrics, self._tracing)
         self._metrics.model_loaded.labels(runner.name, str(runner.version)).set(1)
 
-    async def stop_runner(self, runner: Runner, reason: str) -> None:
-        """Finish an instance's queued and running work, then refuse more with `reason`."""
+    @property
+    def store(self) -> StateStore | None:
+        return self._store
+
+    async def stop_runner(self, runner: Runner, reason: str,
+                          error: RnnServeError | None = None) -> None:
+        """Finish an instance's queued and running work, then refuse more with `reason` (or
+        `error`: a retired version's)."""
         batcher = self._batchers.pop(runner, None)
         if self._sessions is not None:
             self._sessions.forget(runner)
         if self._served_version(runner.name, runner.version) is None:
             self._metrics.model_loaded.labels(runner.name, str(runner.version)).set(0)
         if batcher is not None:
-            await batcher.close(reason)
+            await batcher.close(reason, error)
         runner.close()
 
     def idle_s(self, runner: Runner) -> float:

@@ -32,8 +32,16 @@ from rnnserve.engine.model_registry import (
 )
 from rnnserve.engine.repository import ModelSource, is_valid_model_name, model_names
 from rnnserve.engine.repository_watch import Fingerprint, ModelScan, fingerprint, scan_model
+from rnnserve.engine.retirement import Retirement, retired
 from rnnserve.engine.runner import Runner
-from rnnserve.errors import InvalidInput, ModelControlDisabled, ModelLoadFailed, ModelNotFound
+from rnnserve.errors import (
+    InvalidInput,
+    ModelControlDisabled,
+    ModelLoadFailed,
+    ModelNotFound,
+    RnnServeError,
+)
+from rnnserve.state import StateStore
 
 log = logging.getLogger("rnnserve.model_control")
 T = TypeVar("T")
@@ -44,6 +52,9 @@ REMOVED = "removed from the repository"
 UNLOADED = "unloaded (repository API)"
 SWEEP_S = 10.0
 """How often explicit mode looks for superseded instances to let go (poll mode: each poll)."""
+RETIRE_TICK_S = 1.0
+"""How often retiring versions are checked (grace over, no session left) and the store's
+retirements read (retirement.py)."""
 
 
 def check_load_parameters(names: Collection[str]) -> None:
@@ -66,11 +77,17 @@ class RunnerHooks(Protocol):
     def start_runner(self, runner: Runner) -> None:
         """Give a new instance its batcher (before it is published)."""
 
-    async def stop_runner(self, runner: Runner, reason: str) -> None:
-        """Finish the instance's queued and running work, then refuse more with `reason`."""
+    async def stop_runner(self, runner: Runner, reason: str,
+                          error: RnnServeError | None = None) -> None:
+        """Finish the instance's queued and running work, then refuse more with `reason`
+        (or with `error`)."""
 
     def idle_s(self, runner: Runner) -> float:
         """Seconds since the instance last ran a batch."""
+
+    @property
+    def store(self) -> StateStore | None:
+        """The state store once open (retirements are recorded there)."""
 
 
 class ModelControl:
@@ -78,7 +95,7 @@ class ModelControl:
 
     def __init__(self, mode: str, root: Path, poll_s: float, session_ttl_s: float,
                  registry: ModelRegistry, build: Callable[[ModelSource], Runner],
-                 hooks: RunnerHooks) -> None:
+                 hooks: RunnerHooks, retire_grace_s: float = 0.0) -> None:
         self.mode = mode
         self._root = root
         self._poll_s = poll_s
@@ -86,6 +103,7 @@ class ModelControl:
         self._registry = registry
         self._build = build
         self._hooks = hooks
+        self.retirement = Retirement(registry, retire_grace_s, lambda: hooks.store)
         self._loader: ThreadPoolExecutor | None = None
         self._lock = asyncio.Lock()
         # each version's files at its last load attempt: a poll loads only what changed since
@@ -115,8 +133,9 @@ class ModelControl:
             raise ModelLoadFailed(f"failed to load {name!r}: {'; '.join(failures)}{still}")
 
     async def unload(self, name: str) -> None:
-        """Stop serving every version of `name`: its queued and running steps finish first,
-        then its sessions get errors (issue 19 will let them finish instead)."""
+        """Stop serving every version of `name`: no new sessions or calls; a version with
+        live sessions retires (retirement.py), the others stop once their queued and running
+        work is done."""
         self.require_explicit()
         if name not in self._registry.known_names():
             if not (is_valid_model_name(name) and (self._root / name).is_dir()):
@@ -150,6 +169,32 @@ class ModelControl:
 
     async def run(self) -> None:
         """The background task of poll and explicit modes (cancelled at shutdown)."""
+        for name, versions in list(self._registry.models.versions.items()):
+            for version in versions:  # served from the start: any old retirement is over
+                await self.retirement.loaded(name, version)
+        retiring = asyncio.create_task(self._follow_retirements(), name="retirements")
+        try:
+            await self._passes()
+        finally:
+            retiring.cancel()
+
+    async def _follow_retirements(self) -> None:
+        """Each second: let go of retiring versions whose grace is over or whose sessions
+        are all gone; retire here what another replica retired (recorded in the store)."""
+        while True:
+            await asyncio.sleep(RETIRE_TICK_S)
+            try:
+                async with self._lock:
+                    adopt, done = await self.retirement.follow()
+                    for name, version, until in adopt:
+                        if version in self._registry.models.versions.get(name, {}):
+                            await self._retire(name, version, until, "retired by a replica")
+                    for name, version in done:
+                        await self._let_go(name, version, "retired")
+            except Exception:  # a bad pass must not end it: the next second tries again
+                log.exception("retirement pass failed")
+
+    async def _passes(self) -> None:
         interval = self._poll_s if self.mode == "poll" else SWEEP_S
         while True:
             await asyncio.sleep(interval)
@@ -229,6 +274,7 @@ class ModelControl:
             return reason
         self._hooks.start_runner(runner)
         previous = self._registry.install(runner)
+        await self.retirement.loaded(runner.name, runner.version)
         log.info("model %s version %d %s from %s (%.2f s)", source.name, source.version,
                  "loaded again as a new instance" if previous else "loaded",
                  source.onnx_path, runner.load_seconds)
@@ -238,20 +284,37 @@ class ModelControl:
         versions = sorted(self._registry.models.versions.get(name, {}))
         for version in versions:
             await self._remove_version(name, version, reason)
-        if not versions:
+        if not versions and not any(m == name for m, _ in self._registry.retiring):
             for runner in self._registry.remove_model(name, reason):
                 await self._hooks.stop_runner(runner, reason)
         self._tried = {k: v for k, v in self._tried.items() if k[0] != name}
         self._failed = {k for k in self._failed if k[0] != name}
 
     async def _remove_version(self, name: str, version: int, reason: str) -> None:
-        runners = self._registry.remove_version(name, version, reason)
+        """A version unloaded or removed: it retires when it holds live sessions (they step
+        on within the grace), and stops now when it holds none."""
         self._tried.pop((name, version), None)
         self._failed.discard((name, version))
+        until = await self.retirement.begin(name, version, reason)
+        if until is None:
+            await self._let_go(name, version, reason)
+
+    async def _retire(self, name: str, version: int, until: float, reason: str) -> None:
+        """Retire here a version another replica retired, with the end it recorded (its
+        files here stay as tried: a poll loads them again only once they change)."""
+        self._registry.retire_version(name, version, until, f"{reason}: no new sessions")
+        log.info("model %s version %d %s: retiring here too", name, version, reason)
+
+    async def _let_go(self, name: str, version: int, reason: str) -> None:
+        """Stop the version's instances (queued and running work first); later steps of its
+        sessions get the retired error."""
+        until = self.retirement.until(name, version)
+        runners = self._registry.finish_retirement(name, version, reason)
         self._registry.set_state(name, version, UNLOADING, reason)
         for runner in runners:
-            await self._hooks.stop_runner(runner, f"model {name!r} version {version} was "
-                                                  f"{reason}")
+            await self._hooks.stop_runner(
+                runner, f"model {name!r} version {version} was {reason}",
+                None if until is None else retired(name, version, until))
         self._registry.set_state(name, version, UNAVAILABLE, reason)
         log.info("model %s version %d %s", name, version, reason)
 

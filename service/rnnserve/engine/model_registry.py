@@ -6,9 +6,10 @@ finds). When its files change and load again (model control), the new instance b
 current and the old one is kept as *superseded* for the sessions created before the change:
 a session finishes on the weights it started with (`session_runner`), while new sessions,
 predictions and v2 calls go to the new instance. A superseded instance is let go once no
-session can need it any more (`drop_superseded`, asked by model control). Unloading or
-removing a version lets all its instances go at once; retiring them gently (issue 19) is a
-policy over the same instances.
+session can need it any more (`drop_superseded`, asked by model control). A version unloaded
+or removed while it holds live sessions is *retiring* (`retire_version`): no longer served
+for new work, its instances kept for its sessions until the end of its grace
+(`finish_retirement`; the policy is retirement.py's).
 
 Only the event loop touches a registry: model control loads in a worker thread and installs
 the result here from the loop."""
@@ -62,6 +63,7 @@ class ModelRegistry:
         self._clock = clock
         self._instances: dict[tuple[str, int], list[Instance]] = {}  # oldest first; last current
         self._states: dict[VersionKey, tuple[str, str]] = {}
+        self.retiring: dict[tuple[str, int], float] = {}  # -> the end of the grace (epoch s)
         for name, versions in models.versions.items():
             for version, runner in versions.items():
                 self._instances[(name, version)] = [Instance(runner, 0.0)]  # since the start
@@ -93,6 +95,11 @@ class ModelRegistry:
 
     def instances(self, model: str, version: int) -> list[Runner]:
         return [i.runner for i in self._instances.get((model, version), ())]
+
+    def newest_known(self, model: str) -> int | None:
+        """The highest version of `model` this server knows in any state (None: none)."""
+        versions = [v for (name, v) in self._states if name == model and v is not None]
+        return max(versions, default=None)
 
     def known_names(self) -> set[str]:
         return {name for name, _ in self._states}
@@ -133,6 +140,7 @@ class ModelRegistry:
         instances.append(Instance(runner, self._clock()))
         self.models.versions.setdefault(runner.name, {})[runner.version] = runner
         self._states[key] = (READY, "")
+        self.retiring.pop(key, None)
         self._states.pop((runner.name, None), None)
         self._forget_problems(runner.name, (runner.version, None))
         return previous
@@ -166,6 +174,21 @@ class ModelRegistry:
         self._states[(name, version)] = (UNAVAILABLE, reason)
         self._forget_problems(name, (version,))
         return [i.runner for i in instances]
+
+    def retire_version(self, name: str, version: int, until: float, reason: str) -> None:
+        """Serve the version no longer for new work (no new session, prediction or v2 call;
+        not the default), while its sessions step on its instances until `until`."""
+        served = self.models.versions.get(name, {})
+        served.pop(version, None)
+        if not served:
+            self.models.versions.pop(name, None)
+        self.retiring[(name, version)] = until
+        self._states[(name, version)] = (UNLOADING, reason)
+
+    def finish_retirement(self, name: str, version: int, reason: str) -> list[Runner]:
+        """The grace is over (or no session is left): the instances to let go."""
+        self.retiring.pop((name, version), None)
+        return self.remove_version(name, version, reason)
 
     def remove_model(self, name: str, reason: str) -> list[Runner]:
         """Stop serving every version of a model; its rows stay in the index, UNAVAILABLE."""

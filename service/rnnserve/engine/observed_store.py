@@ -125,5 +125,17 @@ class ObservedStore:
     async def owned_sessions(self, owner: str) -> int:
         return await self._observed(self.inner.owned_sessions(owner))
 
+    async def version_sessions(self, model: str) -> dict[int, int]:
+        return await self._observed(self.inner.version_sessions(model))
+
+    async def retire(self, model: str, version: int, until: float) -> float:
+        return await self._observed(self.inner.retire(model, version, until))
+
+    async def unretire(self, model: str, version: int) -> None:
+        await self._observed(self.inner.unretire(model, version))
+
+    async def retirements(self) -> dict[tuple[str, int], float]:
+        return await self._observed(self.inner.retirements())
+
     async def client_sessions(self, client: str) -> int:
         return await self._observed(self.inner.client_sessions(client))

@@ -46,9 +46,15 @@ async def list_models(request: Request) -> FastJSONResponse:
         live: dict[str, int] | None = await engine.sessions.live_by_model()
     except RnnServeError:
         live = None
+    retirement = engine.control.retirement
+    counts = await retirement.sessions_per_version()  # None: the store cannot answer now
     return FastJSONResponse({
         "models": [engine.describe(name) for name in engine.models.names()],
         "live_sessions": live,
+        "sessions_per_version": None if counts is None else {
+            name: {str(v): n for v, n in sorted(per.items())} for name, per in counts.items()},
+        "retiring": [{"name": m, "version": v, "until": until}
+                     for (m, v), until in sorted(engine.registry.retiring.items())],
         "unavailable": [
             {"name": p.name, "version": p.version, "reason": p.reason}
             for p in engine.models.problems

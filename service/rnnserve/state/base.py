@@ -187,6 +187,24 @@ class StateStore(Protocol):
         """Live sessions per model name."""
         ...
 
+    async def version_sessions(self, model: str) -> dict[int, int]:
+        """Live sessions of `model` per version (versions with none may be left out)."""
+        ...
+
+    async def retire(self, model: str, version: int, until: float) -> float:
+        """Record a model version as retired (no new sessions; its sessions step on until
+        `until`, epoch seconds), for every replica sharing the store. The first retirement
+        fixes `until`: the recorded one is returned."""
+        ...
+
+    async def unretire(self, model: str, version: int) -> None:
+        """The version serves again: forget its retirement."""
+        ...
+
+    async def retirements(self) -> dict[tuple[str, int], float]:
+        """Every retired (model, version) and the end of its sessions' grace."""
+        ...
+
     async def owned_sessions(self, owner: str) -> int:
         """Live sessions created by `owner` (an API key's identity), for per-key caps."""
         ...

@@ -30,22 +30,23 @@ from rnnserve.state.base import (
     SessionEvent,
     SessionRecord,
     StateLayout,
-    Written,
     replaced,
     store_full,
     version_full,
 )
 from rnnserve.state.client_counts import ClientCounts
 from rnnserve.state.memory_bulk import SLOT_BITS, BulkCreate
+from rnnserve.state.memory_scatter import Scatter
+from rnnserve.state.retired import MemoryRetirements
 from rnnserve.state.slab import Slab, reserved_rows
 
 log = logging.getLogger("rnnserve.state.memory")
 
 RECENTLY_ENDED = 100_000  # how many expired/evicted ids are remembered, to say why they're gone
 
-class MemoryStateStore(BulkCreate):
-    """Sessions of this process, with an idle timeout and a cap on live sessions (bulk
-    creates: memory_bulk)."""
+class MemoryStateStore(Scatter, BulkCreate, MemoryRetirements):
+    """Sessions of this process, idle timeout, live-session cap (+memory_bulk, memory_scatter,
+    retired)."""
 
     name = "memory"
 
@@ -76,6 +77,7 @@ class MemoryStateStore(BulkCreate):
         self._last: dict[str, tuple[str, np.ndarray, int]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._attach_watchers: list[AttachEvent] = []
+        self._retired: dict[tuple[str, int], float] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -335,63 +337,6 @@ class MemoryStateStore(BulkCreate):
             return None
         last = self._last.get(session_id)
         return (last[1], last[2]) if last is not None and last[0] == step_id else None
-
-    async def scatter(
-        self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
-        outputs: np.ndarray, step_ids: list[str | None],
-    ) -> Written:
-        slab_no, slots, generations, claimed = gathered.token
-        slab = self._slabs[slab_no]
-        n = len(slots)
-        if gathered.errors.count(None) == n:  # the usual batch: C-level passes, no loop
-            ok = np.ones(n, np.bool_)
-            current = list(map(slab.ids.__getitem__, slots.tolist()))
-        else:
-            ok = np.array([e is None for e in gathered.errors], np.bool_)
-            current = [slab.ids[slot] if error is None else None
-                       for slot, error in zip(slots.tolist(), gathered.errors, strict=True)]
-        if current != gathered.ids:  # some were deleted while their step ran
-            ok &= np.array([a == b for a, b in zip(current, gathered.ids, strict=True)],
-                           np.bool_)
-        let_go: set[int] = set()
-        if claimed is not None:  # a newer connection attached while the step ran: not written
-            moved = ok & (claimed >= 0) & (slab.holder[slots] != claimed)
-            if moved.any():
-                let_go = set(np.flatnonzero(moved).tolist())
-                ok &= ~moved
-        replayed: list[tuple[np.ndarray, int] | None] = [None] * n
-        if any(step_ids):
-            for i in np.flatnonzero(ok).tolist():
-                step_id = step_ids[i]
-                last = self._last.get(gathered.ids[i]) if step_id is not None else None
-                if last is not None and last[0] == step_id:  # applied already: not again
-                    replayed[i] = (last[1], last[2])
-        # reset (or recreated) while its step ran: the step came first, so its outputs stand
-        # and the reset's state stays
-        write = ok & (slab.generation[slots] == generations)
-        if replayed.count(None) != n:
-            write &= np.array([r is None for r in replayed], np.bool_)
-        rows = slots[write]
-        everyone = bool(write.all())
-        for name, arr in slab.arrays.items():
-            arr[:, rows] = states[name] if everyone else states[name][:, write]
-        slab.steps[rows] += np.asarray(steps, np.int64)[write]
-        slab.last_used[slots[ok]] = self._clock()
-        if any(step_ids) or self._last:
-            for i in np.flatnonzero(write).tolist():
-                step_id = step_ids[i]
-                if step_id is not None:
-                    self._last[gathered.ids[i]] = (step_id, outputs[i].copy(),
-                                                   int(slab.steps[slots[i]]))
-                else:
-                    self._last.pop(gathered.ids[i], None)
-        errors: list[RnnServeError | None] = [None] * n
-        for i in np.flatnonzero(~ok).tolist():
-            errors[i] = gathered.errors[i] or (replaced(gathered.ids[i]) if i in let_go else
-                                               SessionNotFound(f"session {gathered.ids[i]!r} "
-                                                               "was deleted or reset during "
-                                                               "its step"))
-        return Written(slab.steps[slots].tolist(), [False] * n, errors, replayed)
 
     async def owned_sessions(self, owner: str) -> int:
         owner_id = self._owner_ids.get(owner)
