@@ -21,6 +21,9 @@ command -v chromedriver >/dev/null || need+=(chromium-driver)
 for tool in podman runc debootstrap netavark aardvark-dns openssl shellcheck; do
     command -v "$tool" >/dev/null || [ -x "/usr/lib/podman/$tool" ] || need+=("$tool")
 done
+# Prometheus and promtool (tests/ops/test_prometheus_*.py: the scrape configs and rules checked,
+# their unit tests run, a real Prometheus scraping a real server).
+command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
     echo "== apt-get install ${need[*]}"
     apt-get update -qq

@@ -5,7 +5,8 @@ they enter.
     RnnServeError                      500  INTERNAL
     ├── InvalidInput                   400  INVALID_ARGUMENT   bad shape, NaN, wrong type, ...
     │   ├── SequenceNotActive                                  v2 sequence step without a start
-    │   └── NotStreamable                                      a session on a model that cannot step
+    │   ├── NotStreamable                                      a session on a model that cannot step
+    │   └── ModelLoadFailed                                    a repository load that did not load
     ├── UnsupportedMediaType           415  INVALID_ARGUMENT   body is not JSON
     ├── PayloadTooLarge                413  RESOURCE_EXHAUSTED over a size limit
     ├── Unauthenticated                401  UNAUTHENTICATED    missing or wrong API key
@@ -17,11 +18,14 @@ they enter.
     ├── QuotaExceeded                  429  RESOURCE_EXHAUSTED a key's request rate
     │   └── SessionQuotaExceeded                               a key's live sessions
     ├── StreamReplaced                 409  ABORTED            a newer connection holds the session
+    ├── ModelControlDisabled           409  FAILED_PRECONDITION load/unload outside explicit mode
+    ├── VersionRetired                 410  FAILED_PRECONDITION the session's version was retired
     ├── Unavailable                    503  UNAVAILABLE        model not ready, server full
     │   ├── StepConflict                                       another replica stepped the session
     │   ├── StepMayBeApplied                                   the store failed writing a step
     │   ├── StoreUnreachable                                   no connection to the state store
     │   ├── StoreFull                                          Redis at maxmemory refused a write
+    │   ├── VersionNotServedYet                                a newer version, not loaded here yet
     │   └── SessionFormatTooNew                                stored by a newer release's format
     ├── RequestTimedOut                504  DEADLINE_EXCEEDED  stopped at its limit, unchanged
     │   └── StepTimedOut                                       a step withdrawn, not applied
@@ -70,6 +74,12 @@ class NotStreamable(InvalidInput):
     outputs do not continue the sequence (runner.py checks at load). 400, not 409: nothing
     the client or the server can change makes it work; the request itself does not fit the
     model. Predict (whole sequences) serves the model; the message says so."""
+
+
+class ModelLoadFailed(InvalidInput):
+    """A repository API load (explicit model control) of a model that is not in the
+    repository, or of a version whose files cannot be served: 400, as Triton answers. A
+    version that served before the failed load serves on; the message says so."""
 
 
 class UnsupportedMediaType(RnnServeError):
@@ -129,6 +139,29 @@ class StreamReplaced(RnnServeError):
     grpc_code = "ABORTED"
 
 
+class ModelControlDisabled(RnnServeError):
+    """A repository API load or unload while --model-control is none or poll, with Triton's
+    own message ("explicit model load / unload is not allowed if polling is enabled"). Triton
+    answers it 503 / UNAVAILABLE; rnnserve answers 409 / FAILED_PRECONDITION: the server's
+    mode, not a passing state, refuses it, so a retry never helps, and a 503 would tell
+    clients and load balancers to retry."""
+
+    http_status = 409
+    grpc_code = "FAILED_PRECONDITION"
+
+
+class VersionRetired(RnnServeError):
+    """A step (or a new session) on a model version that was retired: unloaded or removed from
+    the repository, its live sessions stepped on for at most --retire-grace-s, and that time
+    is over (or the session asks a version that takes no new sessions any more). Final: 410,
+    gRPC FAILED_PRECONDITION, WebSocket close 4410; no retry helps, the client starts a new
+    session (on the model's current version) or migrates it before the grace ends."""
+
+    http_status = 410
+    grpc_code = "FAILED_PRECONDITION"
+    remedy = "version-retired"
+
+
 class Unavailable(RnnServeError):
     http_status = 503
     grpc_code = "UNAVAILABLE"
@@ -160,6 +193,13 @@ class SessionFormatTooNew(Unavailable):
     """The session's Redis record is in a format newer than this replica reads: a replica of a
     newer release wrote it (a rolling upgrade whose record format was switched on before every
     replica ran that release). Nothing was read or written; another replica may serve it."""
+
+
+class VersionNotServedYet(Unavailable):
+    """A session of a model version newer than any this replica serves: during a rolling
+    change another replica loaded it first. 503 with Retry-After (gRPC UNAVAILABLE, WebSocket
+    1013), not 404: the session exists and this replica will serve it once it loads the
+    version (or another replica answers the retry). Nothing was run or applied."""
 
 
 class StoreUnreachable(Unavailable):

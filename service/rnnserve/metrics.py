@@ -92,6 +92,11 @@ class Metrics:
         self.store_seconds = Histogram(
             "rnnserve_state_store_seconds", "State store round trips of the batcher",
             ["store", "operation"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.store_errors = Counter(
+            "rnnserve_state_store_errors", "State store calls that failed in the store itself: "
+            "unreachable (no answer in time), full (it refused to hold more), format (a record "
+            "of a newer format than this release reads); a missing session is no store error",
+            ["store", "kind"], registry=self.registry)
         self.store_reachable = Gauge(
             "rnnserve_state_store_reachable",
             "1 while the state store answers, 0 from its first unanswered call or probe "

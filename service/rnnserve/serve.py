@@ -13,7 +13,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import uvicorn
 from pydantic import ValidationError
@@ -73,8 +73,10 @@ def _parser() -> argparse.ArgumentParser:
                                   "help": f"{field.description or ''} (default: {field.default})"}
         if field.annotation is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif name in ("device", "log_level", "log_format", "when_full"):
-            kwargs["choices"] = list(field.annotation.__args__)  # type: ignore[union-attr]
+        elif get_origin(field.annotation) is Literal:
+            kwargs["choices"] = list(get_args(field.annotation))
+        elif get_origin(field.annotation) is list:  # a repeatable flag
+            kwargs["action"] = "append"
         aliases = ["--api-key"] if name == "api_keys" else []  # one key reads naturally
         p.add_argument(flag, *aliases, **kwargs)
     return p

@@ -5,10 +5,10 @@ wins. Defaults are chosen for a 2-core machine."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rnnserve.keyfile import flag_keys, parse_keys
 from rnnserve.state.redis_url import FORM as SENTINEL_FORM
@@ -21,6 +21,27 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RNNSERVE_", extra="ignore")
 
     models: Path = Field(Path("models"), description="Model repository directory.")
+    model_control: Literal["none", "poll", "explicit"] = Field(
+        "none", description="What may change the served models while serving, as in Triton: "
+        "none (the repository as it was at start), poll (the repository read every "
+        "--repository-poll-s: new models and versions load, changed files load as a new "
+        "instance on which new sessions start, removed ones unload), explicit (only the "
+        "--load-model models at start, then the repository API's load and unload)."
+    )
+    repository_poll_s: float = Field(
+        15.0, gt=0, description="With --model-control poll: how often the model repository "
+        "is read for changes (seconds)."
+    )
+    retire_grace_s: float = Field(
+        600.0, ge=0, description="A model version unloaded or removed from the repository "
+        "while it holds live sessions retires: no new sessions, and its sessions step on for "
+        "at most this long (seconds; 0: cut off at once), then get 410 \"retired\"."
+    )
+    load_model: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="With --model-control explicit: a model to load at "
+        "start (repeat the flag for more; '*' loads every model; RNNSERVE_LOAD_MODEL takes "
+        "names separated by commas). Without it, explicit mode starts with no model loaded."
+    )
     host: str = Field("127.0.0.1", description="Address to listen on for HTTP.")
     port: int = Field(8000, ge=0, le=65535, description="HTTP port.")
     grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port; 0 turns gRPC off.")
@@ -228,6 +249,24 @@ class Settings(BaseSettings):
     def _empty_means_no_file(cls, path: object) -> object:
         """RNNSERVE_ADDRESS_FILE= (empty) turns the file off rather than naming the cwd."""
         return None if isinstance(path, str) and not path.strip() else path
+
+    @field_validator("load_model", mode="before")
+    @classmethod
+    def _model_names(cls, names: object) -> object:
+        """RNNSERVE_LOAD_MODEL=a,b (and a flag given as a,b) names two models."""
+        if isinstance(names, str):
+            names = [names]
+        if isinstance(names, list):
+            return [n.strip() for name in names if isinstance(name, str)
+                    for n in name.split(",") if n.strip()]
+        return names
+
+    @model_validator(mode="after")
+    def _load_model_needs_explicit(self) -> Settings:
+        if self.load_model and self.model_control != "explicit":
+            raise ValueError("--load-model loads models at start in explicit mode only: add "
+                             "--model-control explicit (the other modes load every model)")
+        return self
 
     @field_validator("state_store")
     @classmethod

@@ -79,3 +79,20 @@ def test_help_lists_the_contract_flags() -> None:
     result = run_cli("serve", "--help")
     for flag in ("--models", "--host", "--port", "--grpc-port", "--device", "--state-store"):
         assert flag in result.stdout
+
+
+def test_model_control_flags(tiny_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--load-model repeats (and takes names separated by commas, as RNNSERVE_LOAD_MODEL does);
+    it means something in explicit mode only, so elsewhere it is refused with the fix."""
+    from rnnserve.serve import load_settings
+
+    settings = load_settings(["--model-control", "explicit", "--load-model", "a",
+                              "--load-model", "b,c"])
+    assert settings.model_control == "explicit" and settings.load_model == ["a", "b", "c"]
+    monkeypatch.setenv("RNNSERVE_LOAD_MODEL", "x, y")
+    assert load_settings(["--model-control", "explicit"]).load_model == ["x", "y"]
+    monkeypatch.delenv("RNNSERVE_LOAD_MODEL")
+    result = run_cli("serve", "--models", str(tiny_repo), "--load-model", "tiny-gru")
+    assert result.returncode == 2 and "--model-control explicit" in result.stderr
+    result = run_cli("serve", "--models", str(tiny_repo), "--model-control", "sometimes")
+    assert result.returncode == 2 and "none" in result.stderr and "poll" in result.stderr

@@ -158,6 +158,9 @@ class OwnBatcher:
     def served_version(self, model: str, version: int) -> Runner | None:
         return self._engine.served_version(model, version)
 
+    def session_runner(self, model: str, version: int, created: float) -> Runner | None:
+        return self._engine.session_runner(model, version, created)
+
     def batcher(self, runner: Runner) -> Batcher:
         return self._batcher
 

@@ -15,12 +15,11 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from google.protobuf.descriptor_pool import DescriptorPool
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from rnnserve.grpc.generated import health_pb2, health_pb2_grpc, inference_pb2_grpc
 from rnnserve.grpc.generated import inference_pb2 as pb
-from rnnserve.grpc.generated import inference_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import ServerProcess, serving

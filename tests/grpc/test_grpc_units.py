@@ -215,21 +215,23 @@ async def test_lanes_raise_the_request_streams_error() -> None:
 
 
 def test_committed_stubs_are_current(tmp_path: Path) -> None:
-    """The committed stubs describe proto/inference.proto as it is now (compared by their
+    """The committed stubs describe proto/*.proto as they are now (compared by their
     descriptor, so that another grpcio-tools version's formatting does not matter)."""
     pytest.importorskip("grpc_tools")
     import importlib.util
 
     from rnnserve.grpc.generate import generate
+    from rnnserve.grpc.generated import health_pb2
 
     generate(tmp_path)
-    spec = importlib.util.spec_from_file_location("fresh_inference_pb2",
-                                                  tmp_path / "inference_pb2.py")
-    assert spec is not None and spec.loader is not None
-    fresh = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fresh)  # loads into a private pool of its own: no clash
-    assert fresh.DESCRIPTOR.serialized_pb == pb.DESCRIPTOR.serialized_pb, (
-        "service/rnnserve/grpc/generated is stale: run python -m rnnserve.grpc.generate")
+    for name, committed in (("inference_pb2", pb), ("health_pb2", health_pb2)):
+        spec = importlib.util.spec_from_file_location(f"fresh_{name}", tmp_path / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        fresh = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(fresh)  # loads into a private pool of its own: no clash
+        assert fresh.DESCRIPTOR.serialized_pb == committed.DESCRIPTOR.serialized_pb, (
+            f"service/rnnserve/grpc/generated/{name}.py is stale: "
+            "run python -m rnnserve.grpc.generate")
 
 
 class FakeEngine:
@@ -237,7 +239,7 @@ class FakeEngine:
 
 
 async def test_health_follows_readiness() -> None:
-    from grpc_health.v1 import health_pb2
+    from rnnserve.grpc.generated import health_pb2
     from rnnserve.grpc.health import HealthServicer
 
     engine = FakeEngine()

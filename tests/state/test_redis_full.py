@@ -63,6 +63,11 @@ def test_full_redis_refuses_writes_with_503_and_loses_no_session(
         assert_full_503(refused)
         assert len(created) > 100
 
+        # an operator sees it too: the store's own refusals are counted by kind
+        metrics = client.get("/metrics").text
+        assert 'rnnserve_state_store_errors_total{kind="full",store="redis"}' in metrics
+        assert 'kind="unreachable"' not in metrics  # it answered: full is not unreachable
+
         # full: still ready (reads work), every session still there and unstepped
         assert client.get("/v2/health/ready").status_code == 200
         stepped = {}

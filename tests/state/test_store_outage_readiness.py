@@ -19,9 +19,8 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rnnserve.grpc.generated import health_pb2, health_pb2_grpc, inference_pb2_grpc
 from rnnserve.grpc.generated import inference_pb2 as pb
-from rnnserve.grpc.generated import inference_pb2_grpc
 
 from tests.conftest import ServerProcess
 from tests.state.redis_server import REDIS_SERVER, RedisServer

@@ -6,6 +6,8 @@ with a StepDecoder of their own."""
 from rnnserve.engine.bulk_create import CreateOutcome, NewSession
 from rnnserve.engine.deadlines import TimeLimit
 from rnnserve.engine.engine import Engine, Prediction
+from rnnserve.engine.model_control import check_load_parameters
+from rnnserve.engine.model_registry import IndexEntry
 from rnnserve.engine.pending import (
     MAX_STEP_ID,
     StepDecoder,
@@ -15,8 +17,10 @@ from rnnserve.engine.pending import (
 )
 from rnnserve.engine.providers import DeviceUnavailable
 from rnnserve.engine.runner import Runner
+from rnnserve.engine.session_ids import new_session_id
 from rnnserve.engine.session_stepper import SessionStepper
-from rnnserve.engine.sessions import Sessions, new_session_id
+from rnnserve.engine.sessions import Sessions
+from rnnserve.engine.statistics import ModelStats, now_ns
 from rnnserve.engine.v2 import (
     DATATYPES,
     EXTENSIONS,
@@ -32,6 +36,7 @@ from rnnserve.engine.v2 import (
     sequence_parameters,
     sequence_session_id,
 )
+from rnnserve.engine.v2_extensions import model_config, model_statistics
 from rnnserve.state import SessionRecord
 
 __all__ = [
@@ -43,7 +48,9 @@ __all__ = [
     "CreateOutcome",
     "DeviceUnavailable",
     "Engine",
+    "IndexEntry",
     "ModelMetadata",
+    "ModelStats",
     "NewSession",
     "Prediction",
     "Runner",
@@ -61,7 +68,11 @@ __all__ = [
     "V2Request",
     "V2Response",
     "check_datatype",
+    "check_load_parameters",
+    "model_config",
+    "model_statistics",
     "new_session_id",
+    "now_ns",
     "sequence_parameters",
     "sequence_session_id",
 ]

@@ -62,7 +62,9 @@ class BatchMechanics:
         gathered = await self._gather(stateful, started) if stateful else None
         x = ordered[0].x if len(ordered) == 1 else np.concatenate([j.x for j in ordered])
         try:
-            out, runtime_s = await self.runner.run(self._feeds(x, gathered, stateless))
+            feeds = self._feeds(x, gathered, stateless)
+            fed = time.perf_counter()
+            out, runtime_s = await self.runner.run(feeds)
         except RnnServeError as exc:
             if len(batch) == 1:
                 raise
@@ -74,7 +76,8 @@ class BatchMechanics:
                     if not job.future.done():
                         job.future.set_exception(single)
             return
-        self._run_seconds.observe(time.perf_counter() - started)
+        ran = time.perf_counter()
+        self._run_seconds.observe(ran - started)
         self._onnxruntime_seconds.observe(runtime_s)
         self._batch_rows.observe(x.shape[0])
         written = None
@@ -82,15 +85,13 @@ class BatchMechanics:
             _commit(stateful, gathered)
             written = await self._scatter(gathered, stateful, x, out)
         self._answer(ordered, out, written, gathered)
+        waited = sum(j.rows * (started - j.enqueued) for j in ordered)
+        self.runner.stats.ran(int(x.shape[0]), int(waited * 1e9), int((fed - started) * 1e9),
+                              int((ran - fed) * 1e9), int((time.perf_counter() - ran) * 1e9))
 
     async def _gather(self, stateful: list[Job], started: float) -> Gathered:
-        if len(stateful) == 1:  # one job (a gateway's, or a turn of one-row steps)
-            job = stateful[0]
-            ids = job.sessions or []
-            owners = job.owners or [None] * job.rows
-        else:
-            ids = [sid for j in stateful for sid in j.sessions or ()]
-            owners = [o for j in stateful for o in (j.owners or [None] * j.rows)]
+        ids = [sid for j in stateful for sid in j.sessions or ()]
+        owners = [o for j in stateful for o in (j.owners or [None] * j.rows)]
         holders = None
         if any(j.holders for j in stateful):  # streamed steps: fenced by their attach
             holders = [h for j in stateful for h in (j.holders or [None] * j.rows)]
@@ -170,16 +171,12 @@ def _session_rows(result: JobResult, written: Written, rows: slice,
     """A session job's rows of the scatter's outcome: steps, errors (a conflict becomes a
     StepConflict), and the recorded outputs of replayed steps in place of the run's; their
     states, if asked for, are the stored ones (the replayed step's: it is the latest)."""
-    errors, conflicts = written.errors[rows], written.conflict[rows]
-    if errors.count(None) == len(errors) and not any(conflicts):  # the usual: all written
-        result.errors = errors
-    else:
-        result.errors = [e or (StepConflict(
-            "another replica kept changing the session between this step's read and write; "
-            f"{NOT_APPLIED}", retry_after_s=0) if c else None)
-            for e, c in zip(errors, conflicts, strict=True)]
+    result.errors = [e or (StepConflict("another replica kept changing the session between "
+                                        f"this step's read and write; {NOT_APPLIED}",
+                                        retry_after_s=0) if c else None)
+                     for e, c in zip(written.errors[rows], written.conflict[rows], strict=True)]
     replayed = written.replayed[rows]
-    if replayed.count(None) != len(replayed):
+    if any(r is not None for r in replayed):
         result.y = result.y.copy()
         result.states = {name: value.copy() for name, value in result.states.items()}
         for i, r in enumerate(replayed):

@@ -26,7 +26,7 @@ from functools import partial
 from rnnserve.engine.batch import BatchMechanics
 from rnnserve.engine.jobs import CallbackCompletion, Job, JobResult, JoinedParts, OnPart
 from rnnserve.engine.runner import Runner
-from rnnserve.errors import Unavailable
+from rnnserve.errors import RnnServeError, Unavailable
 from rnnserve.metrics import Metrics
 from rnnserve.state import StateLayout, StateStore
 from rnnserve.tracing import Tracing
@@ -49,8 +49,11 @@ class Batcher:
         self.runner = runner
         self.options = options
         sig = runner.signature
-        self.layout = StateLayout(runner.name, runner.version,
-                                  tuple((s.input, s.layers, s.hidden) for s in sig.states))
+        own = runner.settings  # a version's own idle timeout and cap, when model.json sets them
+        self.layout = StateLayout(
+            runner.name, runner.version, tuple((s.input, s.layers, s.hidden) for s in sig.states),
+            ttl_s=own.session_ttl_s if own.is_declared("session_ttl_s") else None,
+            max_sessions=own.max_sessions if own.is_declared("max_sessions") else None)
         self._mechanics = BatchMechanics(runner, store, self.layout, metrics)
         self._slots = slots
         label = (runner.name, str(runner.version))  # labelled once: labels() is costly per job
@@ -65,6 +68,10 @@ class Batcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
+        self._closed_error: RnnServeError | None = None
+        self._closed_reason = ("the server is shutting down: nothing was run or applied; "
+                               "retry (another replica will answer)")
+        self.last_active = time.perf_counter()  # a batch's start: model control's idleness
         self._task = asyncio.create_task(self._loop(), name=f"batcher {runner.name}")
 
     # -- callers ---------------------------------------------------------------------------
@@ -101,11 +108,13 @@ class Batcher:
         """Rows the queue takes now (0 while closing)."""
         return 0 if self._closing else max(0, self.options.max_queue - self._queued_rows)
 
-    def overloaded(self) -> Unavailable:
-        """The 503 a caller gets when the queue has no room for its rows."""
+    def overloaded(self) -> RnnServeError:
+        """The 503 a caller gets when the queue has no room for its rows (once closed for a
+        retired version: its error)."""
+        if self._closing and self._closed_error is not None:
+            return self._closed_error
         if self._closing:
-            return Unavailable("the server is shutting down: nothing was run or applied; "
-                               "retry (another replica will answer)", retry_after_s=1)
+            return Unavailable(self._closed_reason, retry_after_s=1)
         return Unavailable(f"model {self.runner.name!r} has {self._queued_rows} rows waiting "
                            f"(limit {self.options.max_queue}): nothing was run or applied; "
                            "retry shortly", retry_after_s=1)
@@ -141,9 +150,14 @@ class Batcher:
         self._idle.clear()
         self._wake.set()
 
-    async def close(self) -> None:
-        """Finish what is queued and in flight, then stop the loop."""
+    async def close(self, reason: str | None = None, error: RnnServeError | None = None
+                    ) -> None:
+        """Finish what is queued and in flight, then stop the loop; later work is refused
+        with `reason` (the default: the server is shutting down), or with `error`."""
         self._closing = True
+        self._closed_error = error
+        if reason is not None:
+            self._closed_reason = f"{reason}: nothing was run or applied"
         await self._idle.wait()
         self._task.cancel()
         try:
@@ -208,7 +222,7 @@ class Batcher:
         return batch
 
     async def _run_and_release(self, batch: list[Job]) -> None:
-        started = time.perf_counter()
+        started = self.last_active = time.perf_counter()
         for job in batch:
             self._queue_seconds.observe(started - job.enqueued)
         try:

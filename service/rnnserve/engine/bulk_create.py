@@ -87,7 +87,7 @@ async def create_many(
     for runner, indexes, states in groups.values():
         if not indexes:
             continue
-        name, version, ttl_s = runner.name, runner.version, settings.session_ttl_s
+        name, version, ttl_s = runner.name, runner.version, runner.settings.session_ttl_s
         records = [SessionRecord(id=session_id, model=name, version=version, created=now,
                                  last_used=now, ttl_s=ttl_s, owner=owner, client=counted)
                    for session_id in new_ids(len(indexes))]

@@ -25,18 +25,26 @@ from typing import Any
 import numpy as np
 
 from rnnserve.auth import ApiKeys
-from rnnserve.engine.batcher import Batcher, BatcherOptions
+from rnnserve.engine.batcher import Batcher
+from rnnserve.engine.instance_batchers import InstanceBatchers
 from rnnserve.engine.jobs import Job
 from rnnserve.engine.limits import Limits
+from rnnserve.engine.model_control import ModelControl
+from rnnserve.engine.model_description import model_description
+from rnnserve.engine.model_registry import ModelRegistry
+from rnnserve.engine.model_settings import SettingDefaults
 from rnnserve.engine.models import LoadedModels
 from rnnserve.engine.observed_store import ObservedStore
 from rnnserve.engine.providers import choose_providers
+from rnnserve.engine.repository import ModelSource
 from rnnserve.engine.runner import Runner, RunnerOptions
 from rnnserve.engine.sessions import Sessions
+from rnnserve.engine.statistics import counted, now_ns
 from rnnserve.engine.store_health import StoreHealth
 from rnnserve.engine.tensors import check_state, require_finite, require_sequence
 from rnnserve.errors import InvalidInput, ModelNotFound, Unavailable
 from rnnserve.keyfile import KeyFile, key_ring
+from rnnserve.limit_metrics import export_limits
 from rnnserve.metrics import Metrics
 from rnnserve.proxies import TrustedProxies
 from rnnserve.redact import safe_url
@@ -79,10 +87,16 @@ class Engine:
         self._key_watch: asyncio.Task[None] | None = None
         self.limits = Limits(settings)
         self.metrics = Metrics()
+        export_limits(self.metrics.registry, settings)
         self.tracing = Tracing(settings.otel_endpoint, settings.otel_service_name)
         self.models = LoadedModels()
+        self.instances = InstanceBatchers(settings, self.metrics, self.tracing,
+                                          self.served_version)
+        self.registry = ModelRegistry(self.models)
+        self.control = self._model_control()
+        self._control_task: asyncio.Task[None] | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._batchers: dict[tuple[str, int], Batcher] = {}
+        self._runner_options: RunnerOptions | None = None
         self._store: StateStore | None = None
         self._store_probe: asyncio.Task[None] | None = None
         self.store_health = StoreHealth(safe_url(settings.state_store),
@@ -96,12 +110,17 @@ class Engine:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Create the worker pool and load every model (blocking: call before serving)."""
+        """Create the worker pool and load every model (blocking: call before serving); with
+        --model-control explicit, only those of --load-model."""
         s = self.settings
         self._pool = ThreadPoolExecutor(s.inference_workers, thread_name_prefix="onnxruntime")
-        options = RunnerOptions(s.device, tuple(choose_providers(s.device, tf32=s.cuda_tf32)),
-                                s.intra_op_threads)
-        self.models = LoadedModels.load(s.models, options, self._pool)
+        options = self._runner_options = RunnerOptions(
+            s.device, tuple(choose_providers(s.device, tf32=s.cuda_tf32)), s.intra_op_threads,
+            SettingDefaults.of(s))
+        only = None if s.model_control != "explicit" or "*" in s.load_model else s.load_model
+        self.models = LoadedModels.load(s.models, options, self._pool, only)
+        self.registry = ModelRegistry(self.models)
+        self.control = self._model_control()
         for name, versions in self.models.versions.items():
             for version in versions:
                 self.metrics.model_loaded.labels(name, str(version)).set(1)
@@ -118,24 +137,29 @@ class Engine:
         s = self.settings
         raw_store = make_store(s, self.metrics.session_event)
         await raw_store.start()
-        store = self._store = ObservedStore(raw_store, self.store_health)
+        store = self._store = ObservedStore(raw_store, self.store_health,
+                                             self.metrics.store_errors)
         self._store_reachable(True)
         self._store_probe = asyncio.create_task(self.store_health.probe_forever(raw_store),
                                                 name="state-store-probe")
-        slots = asyncio.Semaphore(s.inference_workers)
-        options = BatcherOptions(s.max_batch, s.max_delay_ms / 1000, s.max_queue)
-        self._batchers = {
-            (runner.name, runner.version): Batcher(runner, store, slots, options, self.metrics,
-                                                   self.tracing)
-            for versions in self.models.versions.values() for runner in versions.values()
-        }
         self._sessions = Sessions(s, store, self, self.limits)
+        self.instances.open(store, self._sessions)
+        for versions in self.models.versions.values():
+            for runner in versions.values():
+                self.instances.start_runner(runner)
+        if self.control.mode != "none":
+            self._control_task = asyncio.create_task(self.control.run(), name="model-control")
         if self.key_file is not None and self.key_file.poll_s > 0:
             self._key_watch = asyncio.create_task(self.key_file.watch(), name="api-keys-file")
 
     async def aclose(self) -> None:
         """Finish queued and in-flight work, then stop the batchers and the store."""
         self.started = False
+        if self._control_task is not None:
+            self._control_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._control_task
+            self._control_task = None
         if self._key_watch is not None:
             self._key_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -146,14 +170,14 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._store_probe
             self._store_probe = None
-        for batcher in self._batchers.values():
-            await batcher.close()
+        await self.instances.close_all()
         if self._store is not None:
             await self._store.close()
             self._store = None
 
     def close(self) -> None:
         self.started = False
+        self.control.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
         self.tracing.shutdown()
@@ -199,17 +223,39 @@ class Engine:
             known = self.models.get(model)  # an unknown model is reported as such first
             raise ModelNotFound(f"model {model!r} has no version {version!r}; available "
                                 f"versions: {sorted(self.models.versions[known.name])}")
-        return self.models.get(model, version)
+        try:
+            return self.models.get(model, version)
+        except ModelNotFound as exc:
+            raise self.control.retirement.refusal(exc, model, version) from None
 
     def served_version(self, model: str, version: int) -> Runner | None:
         """The runner of one exact version, or None when it is not served (any more)."""
         return self.models.versions.get(model, {}).get(version)
 
+    def session_runner(self, model: str, version: int, created: float) -> Runner | None:
+        """The instance a session created at `created` steps on (model_registry.py), or the
+        error of a retired or not yet served version (retirement.py)."""
+        return self.control.retirement.session_runner(model, version, created)
+
     def batcher(self, runner: Runner) -> Batcher:
-        batcher = self._batchers.get((runner.name, runner.version))
+        batcher = self.instances.get(runner)
         if batcher is None:
+            if self.started and self._store is not None:  # model control let it go
+                raise ModelNotFound(f"model {runner.name!r} version {runner.version} is no "
+                                    "longer served")
             raise Unavailable(STARTING_OR_STOPPING, retry_after_s=1)
         return batcher
+
+    def _model_control(self) -> ModelControl:
+        s = self.settings
+        return ModelControl(s.model_control, s.models, s.repository_poll_s, s.session_ttl_s,
+                            self.registry, self._build_runner, self.instances,
+                            s.retire_grace_s)
+
+    def _build_runner(self, source: ModelSource) -> Runner:
+        """Load one version (in model control's loader thread)."""
+        assert self._runner_options is not None and self._pool is not None, "not started"
+        return Runner(source, self._runner_options, self._pool)
 
     # -- metadata --------------------------------------------------------------------------
 
@@ -217,31 +263,8 @@ class Engine:
         """Everything a client needs to call a model, in plain types; `streamable` false
         means predict only (the reason says why: a bidirectional model, say)."""
         runner = self.runner(model, version)
-        sig, meta = runner.signature, runner.source.metadata
-        return {
-            "name": runner.name,
-            "version": runner.version,
-            "versions": sorted(self.models.versions[runner.name]),
-            "cell": sig.cell,
-            "description": meta.get("description", ""),
-            "input_size": sig.input_size,
-            "output_size": sig.output_size,
-            "hidden_size": sig.states[0].hidden if sig.states else None,
-            "layers": sig.layers,  # the state's axis 0 is layers × directions
-            "directions": sig.directions,
-            "streamable": runner.streaming.streamable,  # sessions and v2 sequences allowed
-            "not_streamable_reason": runner.streaming.reason,
-            "inputs": {"name": sig.input_name, "shape": [-1, -1, sig.input_size]},
-            "outputs": {"name": sig.output_name, "shape": [-1, -1, sig.output_size]},
-            "state": [
-                {"input": s.input, "output": s.output, "shape": [s.layers, -1, s.hidden]}
-                for s in sig.states
-            ],
-            "features": meta.get("features", []),
-            "output_features": meta.get("outputs", []),
-            "metrics": meta.get("metrics", {}),
-            "provider": runner.provider,
-        }
+        return {**model_description(runner, sorted(self.models.versions[runner.name])),
+                "version_states": self.registry.version_states(runner.name)}
 
     # -- stateless work --------------------------------------------------------------------
 
@@ -267,8 +290,20 @@ class Engine:
     ) -> Prediction:
         """Run each sequence from its initial state (zeros unless given). Sequences of equal
         length share ONNX Runtime calls (with other requests' too); different lengths never
-        share one, so padding can never leak into a result."""
+        share one, so padding can never leak into a result. Counted as one request in the
+        version's statistics."""
+        started = now_ns()
         runner = self.runner(model, version)
+        return await counted(runner.stats, started,
+                             self._predict(runner, sequences, initial_states, return_state))
+
+    async def _predict(
+        self,
+        runner: Runner,
+        sequences: Sequence[np.ndarray] | np.ndarray,
+        initial_states: Sequence[Mapping[str, np.ndarray] | None] | None,
+        return_state: bool,
+    ) -> Prediction:
         sig = runner.signature
         if len(sequences) == 0:
             raise InvalidInput("inputs is empty: send at least one sequence")

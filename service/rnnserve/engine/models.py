@@ -6,6 +6,7 @@ was asked to."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +27,19 @@ class LoadedModels:
     problems: list[SourceProblem] = field(default_factory=list)
 
     @classmethod
-    def load(cls, root: Path, options: RunnerOptions, pool: ThreadPoolExecutor) -> LoadedModels:
-        """Discover, create a session for and warm up every model version under `root`."""
+    def load(cls, root: Path, options: RunnerOptions, pool: ThreadPoolExecutor,
+             only: Collection[str] | None = None) -> LoadedModels:
+        """Discover, create a session for and warm up every model version under `root` (of
+        the models named in `only`, when given: explicit model control's --load-model; a
+        name not in the repository is reported as a problem)."""
         sources, problems = discover(root)
+        if only is not None:
+            sources = [s for s in sources if s.name in only]
+            problems = [p for p in problems if p.name in only]
+            found = {s.name for s in sources} | {p.name for p in problems}
+            problems += [SourceProblem(name, None, f"--load-model {name}: no such model in "
+                                       f"{root}", missing=True)
+                         for name in sorted(set(only) - found)]
         loaded = cls(problems=list(problems))
         for problem in problems:
             log.error("model %s not served: %s", problem.name, problem.reason)

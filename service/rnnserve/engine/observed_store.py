@@ -12,9 +12,10 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 import numpy as np
+from prometheus_client import Counter
 
 from rnnserve.engine.store_health import StoreHealth
-from rnnserve.errors import RnnServeError, StoreUnreachable
+from rnnserve.errors import RnnServeError, SessionFormatTooNew, StoreFull, StoreUnreachable
 from rnnserve.state import (
     AttachEvent,
     Gathered,
@@ -30,10 +31,12 @@ T = TypeVar("T")
 class ObservedStore:
     """A StateStore that forwards every call to `inner` and reports how it went."""
 
-    def __init__(self, inner: StateStore, health: StoreHealth) -> None:
+    def __init__(self, inner: StateStore, health: StoreHealth,
+                 errors: Counter | None = None) -> None:
         self.inner = inner
         self.name = inner.name
         self._health = health
+        self._errors = errors  # rnnserve_state_store_errors_total, by kind
 
     async def _observed(self, call: Awaitable[T]) -> T:
         started = self._health.clock()
@@ -41,12 +44,21 @@ class ObservedStore:
             result = await call
         except StoreUnreachable as exc:
             self._health.failed(exc.message, started)
+            self._count("unreachable")
             raise
-        except RnnServeError:
+        except RnnServeError as exc:
             self._health.succeeded()
+            if isinstance(exc, StoreFull):
+                self._count("full")
+            elif isinstance(exc, SessionFormatTooNew):
+                self._count("format")
             raise
         self._health.succeeded()
         return result
+
+    def _count(self, kind: str) -> None:
+        if self._errors is not None:
+            self._errors.labels(self.name, kind).inc()
 
     async def start(self) -> None:
         await self.inner.start()
@@ -112,6 +124,18 @@ class ObservedStore:
 
     async def owned_sessions(self, owner: str) -> int:
         return await self._observed(self.inner.owned_sessions(owner))
+
+    async def version_sessions(self, model: str) -> dict[int, int]:
+        return await self._observed(self.inner.version_sessions(model))
+
+    async def retire(self, model: str, version: int, until: float) -> float:
+        return await self._observed(self.inner.retire(model, version, until))
+
+    async def unretire(self, model: str, version: int) -> None:
+        await self._observed(self.inner.unretire(model, version))
+
+    async def retirements(self) -> dict[tuple[str, int], float]:
+        return await self._observed(self.inner.retirements())
 
     async def client_sessions(self, client: str) -> int:
         return await self._observed(self.inner.client_sessions(client))

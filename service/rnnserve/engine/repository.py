@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rnnserve.engine.model_settings import DeclaredSettings, declared_settings
+
 log = logging.getLogger("rnnserve.repository")
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
@@ -29,6 +31,8 @@ class ModelSource:
     version: int
     onnx_path: Path
     metadata: dict[str, Any] = field(default_factory=dict)
+    settings: DeclaredSettings = field(default_factory=DeclaredSettings)
+    """The serving settings its model.json files declare (checked; model_settings.py)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,10 @@ class SourceProblem:
     name: str
     version: int | None
     reason: str
+    missing: bool = False
+    """Nothing to serve is on disk (no folder, no model.onnx), as opposed to files that are
+    there but cannot be used: model control unloads what is missing and keeps serving a
+    version whose new files are broken."""
 
 
 def is_valid_model_name(name: str) -> bool:
@@ -63,38 +71,71 @@ def discover(root: Path) -> tuple[list[ModelSource], list[SourceProblem]]:
     if not root.is_dir():
         raise FileNotFoundError(f"model repository {root} is not a directory")
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        name = folder.name
-        if name.startswith("."):
+        if folder.name.startswith("."):
             continue
-        if not is_valid_model_name(name):
-            problems.append(SourceProblem(name, None, "invalid model folder name"))
+        found, failed = discover_folder(folder)
+        sources += found
+        problems += failed
+    return sources, problems
+
+
+def model_names(root: Path) -> list[str]:
+    """The names of the model folders under `root` (valid or not), as `discover` walks them."""
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def discover_model(root: Path, name: str) -> tuple[list[ModelSource], list[SourceProblem]]:
+    """`discover` for the one model folder `root/name` (the repository API loads one model):
+    a name that could escape the folder is refused, a folder that is not there is a problem."""
+    if not is_valid_model_name(name):
+        return [], [SourceProblem(name, None, "invalid model name (letters, digits, '_', '.', "
+                                              "'-'; no leading dot)")]
+    folder = root / name
+    if not folder.is_dir():
+        return [], [SourceProblem(name, None, f"no folder {name!r} in the model repository",
+                                  missing=True)]
+    return discover_folder(folder)
+
+
+def discover_folder(folder: Path) -> tuple[list[ModelSource], list[SourceProblem]]:
+    """The servable versions of one model folder, and what could not be used in it."""
+    sources: list[ModelSource] = []
+    problems: list[SourceProblem] = []
+    name = folder.name
+    if not is_valid_model_name(name):
+        return [], [SourceProblem(name, None, "invalid model folder name")]
+    try:
+        shared_meta = _read_metadata(folder / "model.json")
+        shared_settings = declared_settings(shared_meta, folder / "model.json")
+    except ValueError as exc:  # ModelSettingsError is one: it names the file and field
+        return [], [SourceProblem(name, None, str(exc))]
+    versions = sorted(
+        int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()
+    )
+    found = False
+    for version in versions:
+        onnx_path = folder / str(version) / "model.onnx"
+        if not onnx_path.is_file():
             continue
+        version_json = folder / str(version) / "model.json"
         try:
-            shared_meta = _read_metadata(folder / "model.json")
+            own_meta = _read_metadata(version_json)
+            settings = declared_settings(own_meta, version_json).over(shared_settings)
         except ValueError as exc:
-            problems.append(SourceProblem(name, None, str(exc)))
+            problems.append(SourceProblem(name, version, str(exc)))
             continue
-        versions = sorted(
-            int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()
+        sources.append(ModelSource(name, version, onnx_path, {**shared_meta, **own_meta},
+                                   settings))
+        found = True
+    if not found and (folder / "model.onnx").is_file():
+        sources.append(ModelSource(name, 1, folder / "model.onnx", shared_meta,
+                                   shared_settings))
+        found = True
+    if not found:
+        problems.append(
+            SourceProblem(name, None, "no model.onnx (expected <name>/model.onnx or "
+                                      "<name>/<N>/model.onnx)", missing=True)
         )
-        found = False
-        for version in versions:
-            onnx_path = folder / str(version) / "model.onnx"
-            if not onnx_path.is_file():
-                continue
-            try:
-                meta = {**shared_meta, **_read_metadata(folder / str(version) / "model.json")}
-            except ValueError as exc:
-                problems.append(SourceProblem(name, version, str(exc)))
-                continue
-            sources.append(ModelSource(name, version, onnx_path, meta))
-            found = True
-        if not found and (folder / "model.onnx").is_file():
-            sources.append(ModelSource(name, 1, folder / "model.onnx", shared_meta))
-            found = True
-        if not found:
-            problems.append(
-                SourceProblem(name, None, "no model.onnx (expected <name>/model.onnx or "
-                                          "<name>/<N>/model.onnx)")
-            )
     return sources, problems

@@ -15,10 +15,13 @@ import numpy as np
 import onnxruntime as ort
 
 from rnnserve.engine.graph import read_graph
+from rnnserve.engine.model_settings import ModelSettings, SettingDefaults
 from rnnserve.engine.providers import ProviderSpec, check_session_providers
 from rnnserve.engine.repository import ModelSource
 from rnnserve.engine.signature import Signature, read_signature
+from rnnserve.engine.statistics import ModelStats
 from rnnserve.engine.streaming import check_streaming
+from rnnserve.engine.warmup import WarmupReport, run_warmup
 from rnnserve.errors import InferenceFailed
 
 Tensors = dict[str, np.ndarray]
@@ -31,6 +34,8 @@ class RunnerOptions:
     device: str
     providers: tuple[ProviderSpec, ...]
     intra_op_threads: int
+    defaults: SettingDefaults = SettingDefaults()
+    """The server's flags, which a model's own settings (model.json) override."""
 
 
 def _session_options(intra_op_threads: int) -> ort.SessionOptions:
@@ -45,11 +50,18 @@ def _session_options(intra_op_threads: int) -> ort.SessionOptions:
 
 class Runner:
     """A loaded, checked model version: its session, signature, provider, and whether it can
-    be stepped (`streaming`, checked by running it: streaming.py)."""
+    be stepped (`streaming`, checked by running it: streaming.py), its effective settings
+    (`settings`: model.json over the flags) and what its warmup ran (`warmed`).
+
+    A model that declares `inference_workers` runs in a worker pool of its own of that many
+    threads (closed by `close`), so its runs neither wait for nor crowd out other models';
+    the others share the server's pool."""
 
     def __init__(self, source: ModelSource, options: RunnerOptions, pool: ThreadPoolExecutor):
         started = time.perf_counter()
         self.source = source
+        self.settings = ModelSettings.effective(source.settings, options.defaults)
+        self._own_pool: ThreadPoolExecutor | None = None
         self._pool = pool
         self.session = ort.InferenceSession(
             str(source.onnx_path),
@@ -72,7 +84,18 @@ class Runner:
         self.streaming = check_streaming(self.run_sync, self.signature, graph,
                                          metadata=source.metadata, onnx_metadata=onnx_metadata,
                                          fixed_time=isinstance(time_dim, int))
+        self.warmed: WarmupReport = run_warmup(self.run_sync, self.signature, self.settings)
+        if self.settings.is_declared("inference_workers"):
+            self._own_pool = self._pool = ThreadPoolExecutor(
+                self.settings.inference_workers,
+                thread_name_prefix=f"onnxruntime-{source.name}-{source.version}")
         self.load_seconds = time.perf_counter() - started
+        self.stats = ModelStats()  # this instance's inference statistics (statistics.py)
+
+    def close(self) -> None:
+        """Let the instance's own worker threads go (if it has any), once its work is done."""
+        if self._own_pool is not None:
+            self._own_pool.shutdown(wait=False)
 
     @property
     def name(self) -> str:

@@ -9,9 +9,7 @@ derived from the model and the sequence id: one store, one entrance, one mechani
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
@@ -34,7 +32,14 @@ from rnnserve.engine.pending import (
     check_step_id,
 )
 from rnnserve.engine.runner import Runner
+from rnnserve.engine.session_ids import (
+    MAX_SESSION_ID_CHARS,
+    new_session_id,
+    new_session_ids,
+    too_long,
+)
 from rnnserve.engine.session_stepper import SessionStepper
+from rnnserve.engine.statistics import counted, now_ns
 from rnnserve.engine.step_waits import answered, one_step, unset
 from rnnserve.engine.steps import StepEntrance
 from rnnserve.engine.tensors import check_state
@@ -68,37 +73,12 @@ def require_streamable(runner: Runner) -> None:
         f"/v1/models/{name}/predict, or KServe v2 inference without sequence_id)")
 
 
-MAX_SESSION_ID_CHARS = 1024
-"""Longer than any id the server makes (22 characters; a v2 sequence's id holds the key's
-hash, the model name and a sequence id of up to 256 characters): a longer one is unknown, and
-its error does not echo it back."""
-
-
-def too_long(session_id: str) -> UnknownSession:
-    return UnknownSession(f"unknown session: its id has {len(session_id)} characters, and no "
-                          f"session id has more than {MAX_SESSION_ID_CHARS}")
-
-
-def new_session_id() -> str:
-    """128 random bits, URL-safe: unguessable, so an id is as good as a capability."""
-    return secrets.token_urlsafe(16)
-
-
-def new_session_ids(count: int) -> list[str]:
-    """`count` ids like new_session_id's, from one read of the random source and one base64
-    pass: each id's 16 bytes padded with two zero bytes encode to 24 characters whose first
-    22 are exactly token_urlsafe(16)'s (the last two are "AA")."""
-    raw = np.zeros((count, 18), np.uint8)
-    raw[:, :16] = np.frombuffer(secrets.token_bytes(16 * count), np.uint8).reshape(count, 16)
-    text = base64.urlsafe_b64encode(raw.tobytes()).decode("ascii")
-    return [text[at:at + 22] for at in range(0, 24 * count, 24)]
-
-
 class ServedVersions(Protocol):
     """What sessions need of the engine (which satisfies it; sessions never import it)."""
 
     def runner(self, model: str, version: str | int | None = None) -> Runner: ...
     def served_version(self, model: str, version: int) -> Runner | None: ...
+    def session_runner(self, model: str, version: int, created: float) -> Runner | None: ...
     def batcher(self, runner: Runner) -> Batcher: ...
 
 
@@ -114,7 +94,7 @@ class Sessions:
         self._store = store
         self._served = served
         self._limits = limits
-        self._entrances: dict[tuple[str, int], StepEntrance] = {}
+        self._entrances: dict[Runner, StepEntrance] = {}  # one per loaded instance
         self._attachments = Attachments()
         store.watch_attachments(self._attachments.attached)
 
@@ -136,7 +116,9 @@ class Sessions:
             raise not_applied(exc) from exc
 
     def _runner_of(self, record: SessionRecord) -> Runner:
-        runner = self._served.served_version(record.model, record.version)
+        """The instance the session steps on: its version's, and of that version's files
+        the ones it started on (model control may have loaded newer ones since)."""
+        runner = self._served.session_runner(record.model, record.version, record.created)
         if runner is None:
             raise SessionNotFound(f"session {record.id!r} runs on {record.model!r} version "
                                   f"{record.version}, which is no longer served")
@@ -152,14 +134,21 @@ class Sessions:
         through here, so none reaches a model that cannot be stepped."""
         require_streamable(runner)
         batcher = self._served.batcher(runner)
-        key = (runner.name, runner.version)
-        entrance = self._entrances.get(key)
+        entrance = self._entrances.get(runner)
         if entrance is None or entrance.batcher is not batcher:
             entrance = StepEntrance(runner.signature, batcher, self._limits)
-            self._entrances[key] = entrance
+            self._entrances[runner] = entrance
         return entrance
 
+    def forget(self, runner: Runner) -> None:
+        """An instance no longer served (model control unloaded it): drop its entrance."""
+        self._entrances.pop(runner, None)
+
     # -- the session API -------------------------------------------------------------------
+
+    async def live_by_model(self) -> dict[str, int]:
+        """Live sessions per model name, as the store counts them (the model listing)."""
+        return await self._store.live_sessions()
 
     async def create(
         self, model: str, *, version: str | int | None = None,
@@ -194,7 +183,7 @@ class Sessions:
         counted = client if not owner and self._settings.max_sessions_per_client else ""
         now = time.time()
         record = SessionRecord(id=session_id, model=runner.name, version=runner.version,
-                               created=now, last_used=now, ttl_s=self._settings.session_ttl_s,
+                               created=now, last_used=now, ttl_s=runner.settings.session_ttl_s,
                                owner=owner, client=counted)
         with deadlines.writing():
             return await self._store.create(self._served.batcher(runner).layout, record,
@@ -215,8 +204,9 @@ class Sessions:
         """A stepper for a session the caller already resolved and holds (a WebSocket, at
         connect): its steps claim the record's holder number, so once a newer connection
         attaches they are refused (StreamReplaced) and not applied."""
-        return SessionStepper(self._entrance(self._runner_of(record)), record.id, record.owner,
-                              decoder, record.holder)
+        runner = self._runner_of(record)
+        return SessionStepper(self._entrance(runner), record.id, record.owner, decoder,
+                              record.holder, stats=runner.stats)
 
     def sequence_stepper(self, runner: Runner, session_id: str, owner: str, *,
                          with_states: bool) -> SessionStepper:
@@ -233,10 +223,18 @@ class Sessions:
         idempotency key), a retry of one of the session's recent steps (its replay window:
         --step-history), e.g. after a lost reply or a replica that died, returns the recorded
         outputs instead of applying it twice. The
-        entrance checks the inputs together with the other steps of its turn (ARRAYS)."""
+        entrance checks the inputs together with the other steps of its turn (ARRAYS).
+        Counted as one request in the statistics of the session's version."""
+        started = now_ns()
         record = await self._owned_to_step(session_id, owner)
+        runner = self._runner_of(record)
+        return await counted(runner.stats, started, self._step(runner, session_id, x, owner,
+                                                                step_id))
+
+    async def _step(self, runner: Runner, session_id: str, x: np.ndarray, owner: str,
+                    step_id: str | None) -> StepResult:
         check_step_id(step_id)
-        return await one_step(self._entrance(self._runner_of(record)), PendingStep(
+        return await one_step(self._entrance(runner), PendingStep(
             [session_id], owner, x, None if step_id is None else [step_id], unset, ARRAYS))
 
     async def step_checked(self, runner: Runner, session_id: str, owner: str, x3: np.ndarray,
@@ -260,8 +258,18 @@ class Sessions:
         enter one by one. Each item succeeds or fails alone; a failed item leaves its session
         unchanged. A model whose default version cannot be stepped fails the whole request
         (NotStreamable): its sessions could only run on another version, which REST steps
-        and the WebSocket still reach."""
+        and the WebSocket still reach. Counted as one request in the statistics of the
+        model's default version (its items' rows count in its runs)."""
+        started = now_ns()
         runner = self._served.runner(model)  # 404 for an unknown model fails the whole request
+        return await counted(runner.stats, started,
+                             self._step_many(runner, model, ids, inputs, step_ids, owner))
+
+    async def _step_many(
+        self, runner: Runner, model: str, ids: list[str],
+        inputs: np.ndarray | list[np.ndarray | RnnServeError], step_ids: list[str | None],
+        owner: str,
+    ) -> Sequence[StepOutcome]:
         require_streamable(runner)
         n = len(ids)
         out: list[StepOutcome | None] = [None] * n

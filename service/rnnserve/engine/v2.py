@@ -27,8 +27,10 @@ from rnnserve import __version__
 from rnnserve.engine.engine import Engine
 from rnnserve.engine.pending import check_step_id
 from rnnserve.engine.runner import Runner
+from rnnserve.engine.statistics import now_ns
 from rnnserve.errors import (
     InvalidInput,
+    RnnServeError,
     SequenceNotActive,
     SessionNotFound,
     Unavailable,
@@ -49,6 +51,8 @@ V2_ADVICE = {
     "sequence's recent step_ids returns its recorded outputs and is never applied twice); "
     "without a "
     "step_id, a retry may apply the step twice",
+    "version-retired": "; start a new sequence (sequence_start=true) without a model version, "
+    "or on one the server lists as ready",
 }
 """What a KServe v2 client (HTTP or gRPC) is told to do about an error's `remedy`."""
 
@@ -201,12 +205,29 @@ class V2DataPlane:
         """Stateless inference, or a sequence step when the parameters name a sequence. An
         unknown requested output is refused before anything runs: a rejected call never
         advances a sequence. `client`: the caller's address as the per-client session cap
-        counts it (a sequence's start creates a session)."""
+        counts it (a sequence's start creates a session). Counted as one request in the
+        statistics of the version that answered it (a refused one: of the version asked for)."""
+        started = now_ns()
+        asked: Runner | None
+        try:
+            asked = self._engine.runner(request.model, request.version)
+        except RnnServeError:
+            asked = None  # a retiring version: its sequences' later steps still go on
+        try:
+            runner, answer = await self._infer(request, asked, owner, client)
+        except Exception:
+            if asked is not None:
+                asked.stats.failed(started)
+            raise
+        runner.stats.succeeded(started)
+        return answer
+
+    async def _infer(self, request: V2Request, asked: Runner | None, owner: str, client: str
+                     ) -> tuple[Runner, V2Response]:
         sequence = sequence_parameters(request.parameters)
-        known = self._engine.runner(request.model, request.version).signature.output_names
-        for name in request.outputs or ():
-            if name not in known:
-                raise InvalidInput(f"unknown output {name!r}; the model gives {list(known)}")
+        if sequence is None or sequence[1]:  # a sequence's later step: once it is resolved
+            _check_outputs(request, asked or self._engine.runner(request.model,
+                                                                request.version))
         step_id = request.parameters.get("step_id")
         check_step_id(step_id)
         if sequence is None:
@@ -223,7 +244,8 @@ class V2DataPlane:
             except Unavailable as exc:  # a 503 before the step (store, start) or of the step
                 raise not_applied(exc) from exc  # itself, which says whether it was applied
         names = request.outputs or runner.signature.output_names
-        return V2Response(runner.name, runner.version, {name: results[name] for name in names})
+        return runner, V2Response(runner.name, runner.version,
+                                  {name: results[name] for name in names})
 
     async def _sequence_step(
         self, request: V2Request, sequence_id: SequenceId, start: bool, end: bool, owner: str,
@@ -244,6 +266,7 @@ class V2DataPlane:
             if version not in (None, "") and str(version) != str(record.version):
                 raise InvalidInput(f"sequence {sequence_id!r} runs on version "
                                    f"{record.version}, not {version}")
+            _check_outputs(request, runner)  # its version may be retiring: no new calls
         sig = runner.signature
         extra = sorted(set(request.inputs) - {sig.input_name})
         if extra:
@@ -266,3 +289,11 @@ class V2DataPlane:
         if with_states:
             outputs.update({s.output: result.states[s.input] for s in sig.states})
         return runner, outputs
+
+
+def _check_outputs(request: V2Request, runner: Runner) -> None:
+    """Refuse an unknown requested output before anything runs."""
+    known = runner.signature.output_names
+    for name in request.outputs or ():
+        if name not in known:
+            raise InvalidInput(f"unknown output {name!r}; the model gives {list(known)}")

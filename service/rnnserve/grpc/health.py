@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2
 
 from rnnserve.engine import Engine
+from rnnserve.grpc.generated import health_pb2
 
 WATCH_POLL_S = 1.0
 """How often Watch looks at readiness."""
@@ -39,7 +39,8 @@ class HealthServicer:
         return health_pb2.HealthCheckResponse(status=self._status(request.service))
 
     async def List(self, request: Any, context: Any) -> Any:
-        """Every service's status (the List RPC of newer grpcio-health-checking)."""
+        """Every service's status (the List RPC: rnnserve serves its own grpc.health.v1 stubs,
+        proto/health.proto, so List is there whatever protobuf major is installed)."""
         statuses = {name: health_pb2.HealthCheckResponse(status=self._status(name))
                     for name in sorted(self._services)}
         return health_pb2.HealthListResponse(statuses=statuses)

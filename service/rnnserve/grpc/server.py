@@ -9,11 +9,10 @@ from typing import Any
 
 import grpc
 from google.protobuf.descriptor_pool import DescriptorPool
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from rnnserve.engine import Engine
-from rnnserve.grpc.generated import inference_pb2
+from rnnserve.grpc.generated import health_pb2, health_pb2_grpc, inference_pb2
 from rnnserve.grpc.health import HealthServicer
 from rnnserve.grpc.observed import CallObserver
 from rnnserve.grpc.servicer import InferenceServicer
@@ -49,6 +48,15 @@ UNARY_METHODS: dict[str, tuple[Any, Any]] = {  # name: (request, response) class
                        inference_pb2.ServerMetadataResponse),
     "ModelMetadata": (inference_pb2.ModelMetadataRequest, inference_pb2.ModelMetadataResponse),
     "ModelInfer": (inference_pb2.ModelInferRequest, inference_pb2.ModelInferResponse),
+    "ModelConfig": (inference_pb2.ModelConfigRequest, inference_pb2.ModelConfigResponse),
+    "ModelStatistics": (inference_pb2.ModelStatisticsRequest,
+                        inference_pb2.ModelStatisticsResponse),
+    "RepositoryIndex": (inference_pb2.RepositoryIndexRequest,
+                        inference_pb2.RepositoryIndexResponse),
+    "RepositoryModelLoad": (inference_pb2.RepositoryModelLoadRequest,
+                            inference_pb2.RepositoryModelLoadResponse),
+    "RepositoryModelUnload": (inference_pb2.RepositoryModelUnloadRequest,
+                              inference_pb2.RepositoryModelUnloadResponse),
 }
 
 

@@ -19,7 +19,7 @@ from urllib.parse import unquote
 from rnnserve.auth import ApiKeys
 from rnnserve.engine import Engine, TimeLimit, V2DataPlane
 from rnnserve.errors import NotFound, RequestTimedOut, Unauthenticated
-from rnnserve.grpc import converters
+from rnnserve.grpc import converters, model_admin, repository
 from rnnserve.grpc.errors import aborts_on_error, status_of
 from rnnserve.grpc.generated import inference_pb2 as pb
 from rnnserve.grpc.stream_call import StreamCall
@@ -135,6 +135,36 @@ class InferenceServicer:
         call = StreamCall(self._engine, self._v2, self._keys, self._replies, owner,
                           self._client(context), self._model_label)
         await call.run(requests, context)
+
+    @aborts_on_error
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any
+                          ) -> pb.ModelConfigResponse:
+        self._owner(context)
+        return model_admin.config_response(self._engine, request)
+
+    @aborts_on_error
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any
+                              ) -> pb.ModelStatisticsResponse:
+        self._owner(context)
+        return model_admin.statistics_response(self._engine, request)
+
+    @aborts_on_error
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any
+                              ) -> pb.RepositoryIndexResponse:
+        self._owner(context)
+        return await repository.index(self._engine, request)
+
+    @aborts_on_error
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: Any
+                                  ) -> pb.RepositoryModelLoadResponse:
+        self._owner(context)
+        return await repository.load(self._engine, request)
+
+    @aborts_on_error
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, context: Any
+                                    ) -> pb.RepositoryModelUnloadResponse:
+        self._owner(context)
+        return await repository.unload(self._engine, request)
 
     async def _infer(self, request: pb.ModelInferRequest, owner: str, client: str
                      ) -> pb.ModelInferResponse:

@@ -21,7 +21,7 @@ error a client sees comes from the one data plane."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Callable, Hashable, Sequence
+from collections.abc import AsyncIterable, Callable, Hashable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -38,6 +38,7 @@ from rnnserve.engine import (
     StepOutcome,
     StepResult,
     V2DataPlane,
+    now_ns,
     sequence_session_id,
 )
 from rnnserve.errors import (
@@ -194,8 +195,8 @@ class StreamCall:
             self._active.pop(key, None)
             return
         runner = self._engine.served_version(served_as, version)
-        if runner is None:
-            return
+        if runner is None or self._engine.registry.has_superseded(served_as, version):
+            return  # (an older instance may hold the session: each step looks it up)
         if len(self._active) >= MAX_ACTIVE:
             self._active.clear()
         sig = runner.signature
@@ -241,13 +242,18 @@ class StreamCall:
         if stepper is None:
             stepper = sequence.steppers[with_states] = self._engine.sessions.sequence_stepper(
                 runner, sequence.session_id, sequence.owner, with_states=with_states)
-        stepper.step(x, step_id, partial(self._stepped, request, key, sequence, names, tick))
+        stepper.step(x, step_id, partial(self._stepped, request, key, sequence, names, tick,
+                                         now_ns()))
         return True
 
     def _stepped(self, request: pb.ModelInferRequest, key: Hashable, sequence: _Sequence,
-                 names: tuple[str, ...], tick: Tick, outcomes: Sequence[StepOutcome]) -> None:
+                 names: tuple[str, ...], tick: Tick, started: int,
+                 outcomes: list[StepOutcome]) -> None:
+        """Answer a short-way step and count it (one request) in its version's statistics;
+        one that goes the whole way again is counted there."""
         outcome = outcomes[0]
         if isinstance(outcome, StepResult):
+            sequence.runner.stats.succeeded(started)
             output_name = sequence.output_name
             states_of = sequence.states_of
             reply = self._writer.stream_reply(
@@ -260,6 +266,7 @@ class StreamCall:
                 del self._active[key]
             self._spawn_whole_way(request, key, tick)
         else:
+            sequence.runner.stats.failed(started)
             error = not_applied(outcome) if isinstance(outcome, Unavailable) else outcome
             self._error(key, request, error, tick)
 

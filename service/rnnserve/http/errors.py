@@ -32,6 +32,9 @@ REST_ADVICE = {
     "retry-step-id": ": retry with the same step_id (a repeat of one of the session's recent "
     "step_ids returns its recorded outputs and is never applied twice); without a step_id, "
     "read the session's steps (GET /v1/sessions/{id}) before retrying",
+    "version-retired": ": create a new session (POST /v1/models/{model}/sessions serves the "
+    "model's current version); before the grace ends, POST /v1/sessions/{id}/migrate moves a "
+    "session to another version",
 }
 """What a REST or WebSocket client is told to do about an error's `remedy` (/v2 routes get the
 KServe v2 advice, V2_ADVICE)."""

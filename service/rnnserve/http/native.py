@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Path, Query, Request
 
-from rnnserve.errors import InvalidInput
+from rnnserve.errors import InvalidInput, RnnServeError
 from rnnserve.http.body import decode_state, encode_state, read_json_object
 from rnnserve.http.common import engine_of
 from rnnserve.http.json_arrays import to_float32
@@ -42,8 +42,19 @@ def parse_sequences(inputs: Any) -> np.ndarray | list[np.ndarray]:
 @router.get("/models", summary="List the loaded models")
 async def list_models(request: Request) -> FastJSONResponse:
     engine = engine_of(request)
+    try:  # a listing answers while the store is down: the counts are then unknown (null)
+        live: dict[str, int] | None = await engine.sessions.live_by_model()
+    except RnnServeError:
+        live = None
+    retirement = engine.control.retirement
+    counts = await retirement.sessions_per_version()  # None: the store cannot answer now
     return FastJSONResponse({
         "models": [engine.describe(name) for name in engine.models.names()],
+        "live_sessions": live,
+        "sessions_per_version": None if counts is None else {
+            name: {str(v): n for v, n in sorted(per.items())} for name, per in counts.items()},
+        "retiring": [{"name": m, "version": v, "until": until}
+                     for (m, v), until in sorted(engine.registry.retiring.items())],
         "unavailable": [
             {"name": p.name, "version": p.version, "reason": p.reason}
             for p in engine.models.problems

@@ -13,7 +13,9 @@ connection until deleted or idle past its timeout. A connect that cannot be serv
 the latest attach wins (a reconnecting device's old TCP connection may still look open): the
 older socket's steps in flight are answered, nothing it sends after the new socket's greeting
 is applied (the store fences its steps by attach number, across replicas too), and it is
-closed with code 4409 ("replaced"), which a client must treat as final.
+closed with code 4409 ("replaced"), which a client must treat as final. A stream whose model
+version was retired and whose grace is over gets the retired error for its step, then close
+4410 ("retired"), final as well: a new session is needed (or a migrated one, before the end).
 
 Under `rnnserve serve` the stream runs in direct mode (http/ws_protocol.py): each message
 is parsed and handed to the session's stepper (the engine's step entrance) from the socket's
@@ -41,7 +43,7 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from rnnserve.engine import Engine, SessionRecord, SessionStepper, StepOutcome
-from rnnserve.errors import InvalidInput, RnnServeError, StreamReplaced
+from rnnserve.errors import InvalidInput, RnnServeError, StreamReplaced, VersionRetired
 from rnnserve.http.auth import chosen_subprotocol
 from rnnserve.http.common import client_of, engine_of, owner_of, session_body
 from rnnserve.http.errors import error_fields
@@ -59,6 +61,8 @@ _FIELDS = {"inputs", "id", "step_id"}
 REPLACED = 4409
 """Close code: a newer connection attached to this session (the latest attach wins). Final:
 the client must not reconnect, since that would take the session back from its successor."""
+RETIRED = 4410
+"""Close code: the session's model version was retired and its grace is over (410). Final."""
 POLICY_VIOLATION, INTERNAL_ERROR, TRY_AGAIN_LATER = 1008, 1011, 1013
 """Close codes of a connect that failed (after its error message): the request was wrong (a
 4xx: unknown session or model, a cap, a revoked key), the server failed (a 5xx but 503), or
@@ -71,6 +75,8 @@ def refusal_close_code(http_status: int) -> int:
     cap, 429, or a full or busy server, 503), 1008 for another 4xx, 1011 for another 5xx."""
     if http_status in (429, 503):
         return TRY_AGAIN_LATER
+    if http_status == 410:
+        return RETIRED
     return POLICY_VIOLATION if http_status < 500 else INTERNAL_ERROR
 DRAIN_S = 0.5  # once replaced, how long the steps in flight may take before the close
 LET_GO = "a newer connection attached to this session; this step was not applied"
@@ -125,7 +131,7 @@ class DirectStream:
     the handler closes with 4409."""
 
     def __init__(self, channel: DirectChannel, stepper: SessionStepper, max_in_flight: int,
-                 replaced: asyncio.Future[None], series: StreamSeries) -> None:
+                 replaced: asyncio.Future[int], series: StreamSeries) -> None:
         self._channel = channel
         self._series = series
         self._step = stepper.step
@@ -135,14 +141,15 @@ class DirectStream:
         self._replaced = replaced
         self._drained: asyncio.Event | None = None  # set once replaced: no reply pending
 
-    async def run(self) -> bool:
-        """Serve until the connection closes (False) or a newer one took the session (True,
-        once the replies in flight are out, or after DRAIN_S)."""
+    async def run(self) -> int | None:
+        """Serve until the connection closes (None) or must be closed with a final code (once
+        the replies in flight are out, or after DRAIN_S): REPLACED when a newer connection
+        took the session, RETIRED when its model version was retired."""
         self._channel.attach(self._on_text, self._on_close)
         closed = self._channel.closed
         await asyncio.wait((closed, self._replaced), return_when=asyncio.FIRST_COMPLETED)
         if closed.done():
-            return False
+            return None
         self._channel.pause_reading()  # what the old client sends from now on is never read
         self._paused = True
         self._drained = asyncio.Event()
@@ -151,7 +158,7 @@ class DirectStream:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(DRAIN_S):
                 await self._drained.wait()
-        return True
+        return self._replaced.result()
 
     def _on_text(self, text: str | None) -> None:
         started = self._series.received()
@@ -161,7 +168,7 @@ class DirectStream:
         try:
             inputs, message_id, step_id = parse_message(text)
             if self._drained is not None:  # read in the same chunk as the let-go
-                raise StreamReplaced(LET_GO)
+                raise _final(self._replaced.result())
             self._step(inputs, step_id, partial(self._answer, slot, message_id=message_id,
                                                 started=started))
         except RnnServeError as exc:
@@ -176,7 +183,9 @@ class DirectStream:
         outcome = outcomes[0]
         self._series.replied(reply_code(outcome), started)
         if type(outcome) is StreamReplaced and not self._replaced.done():
-            self._replaced.set_result(None)  # the store's fence saw a newer attach first
+            self._replaced.set_result(REPLACED)  # the store's fence saw a newer attach first
+        elif type(outcome) is VersionRetired and not self._replaced.done():
+            self._replaced.set_result(RETIRED)
         slot[0] = encode_reply(outcome, message_id)
         replies = self._replies
         while replies and (ready := replies[0][0]) is not None:
@@ -195,25 +204,25 @@ class DirectStream:
 
 
 async def _asgi_loop(websocket: WebSocket, stepper: SessionStepper,
-                     replaced: asyncio.Future[None], series: StreamSeries) -> bool:
-    """The plain ASGI path: one message at a time. True when a newer connection took the
-    session (after the step in flight, if any, was answered)."""
+                     replaced: asyncio.Future[int], series: StreamSeries) -> int | None:
+    """The plain ASGI path: one message at a time. The final close code (REPLACED, RETIRED)
+    once the step in flight, if any, was answered; None when the client went away."""
     while True:
         receiving = asyncio.ensure_future(websocket.receive())
         await asyncio.wait((receiving, replaced), return_when=asyncio.FIRST_COMPLETED)
         if not receiving.done():
             receiving.cancel()
-            return True
+            return replaced.result()
         message = receiving.result()
         if message["type"] == "websocket.disconnect":
-            return False
+            return None
         outcome: StepOutcome
         message_id = None
         started = series.received()
         try:
             inputs, message_id, step_id = parse_message(message.get("text"))
             if replaced.done():
-                raise StreamReplaced(LET_GO)
+                raise _final(replaced.result())
             outcome = await stepper.step_async(inputs, step_id)
         except RnnServeError as exc:
             outcome = exc
@@ -221,9 +230,11 @@ async def _asgi_loop(websocket: WebSocket, stepper: SessionStepper,
         try:
             await websocket.send_text(encode_reply(outcome, message_id).decode())
         except (WebSocketDisconnect, RuntimeError):
-            return False
+            return None
         if isinstance(outcome, StreamReplaced):
-            return True
+            return REPLACED
+        if isinstance(outcome, VersionRetired):
+            return RETIRED
 
 
 ROUTE = "/v1/models/{model}/stream"
@@ -284,20 +295,21 @@ async def _serve(websocket: WebSocket, engine: Engine, model: str, session_id: s
         code = refusal_close_code(exc.http_status)
         await websocket.close(code=code)
         return str(code)
-    replaced: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    replaced: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     release = sessions.hold(record, partial(_set, replaced))
     try:
         await websocket.send_text(_text(greeting(record, engine)))
         channel = websocket.scope.get("extensions", {}).get(DIRECT)
         if isinstance(channel, DirectChannel):
-            let_go = await DirectStream(channel, stepper, engine.settings.ws_max_queue,
+            final = await DirectStream(channel, stepper, engine.settings.ws_max_queue,
                                         replaced, series).run()
         else:
-            let_go = await _asgi_loop(websocket, stepper, replaced, series)
-        if let_go:
+            final = await _asgi_loop(websocket, stepper, replaced, series)
+        if final is not None:
             with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # gone meanwhile
-                await websocket.close(code=REPLACED, reason="replaced")
-            return str(REPLACED)
+                await websocket.close(code=final,
+                                      reason="replaced" if final == REPLACED else "retired")
+            return str(final)
         return CLIENT_CLOSE
     finally:
         release()
@@ -322,6 +334,14 @@ CLIENT_CLOSE = "client"
 client's business)."""
 
 
-def _set(future: asyncio.Future[None]) -> None:
+def _set(future: asyncio.Future[int]) -> None:
     if not future.done():
-        future.set_result(None)
+        future.set_result(REPLACED)
+
+
+def _final(code: int) -> RnnServeError:
+    """The error of a message read once the stream is closing with `code`."""
+    if code == RETIRED:
+        return VersionRetired("the session's model version was retired; this step was not "
+                              "applied")
+    return StreamReplaced(LET_GO)

@@ -27,6 +27,11 @@ class StateLayout:
     model: str
     version: int
     tensors: tuple[tuple[str, int, int], ...]
+    ttl_s: float | None = field(default=None, compare=False)
+    """The version's own idle timeout (model.json `session_ttl_s`); None: the store's."""
+    max_sessions: int | None = field(default=None, compare=False)
+    """The most live sessions of this version (model.json `max_sessions`); None: only the
+    store's cap. (The memory store honours both; see docs/model_settings.md for Redis.)"""
 
     @property
     def key(self) -> str:
@@ -186,6 +191,24 @@ class StateStore(Protocol):
         """Live sessions per model name."""
         ...
 
+    async def version_sessions(self, model: str) -> dict[int, int]:
+        """Live sessions of `model` per version (versions with none may be left out)."""
+        ...
+
+    async def retire(self, model: str, version: int, until: float) -> float:
+        """Record a model version as retired (no new sessions; its sessions step on until
+        `until`, epoch seconds), for every replica sharing the store. The first retirement
+        fixes `until`: the recorded one is returned."""
+        ...
+
+    async def unretire(self, model: str, version: int) -> None:
+        """The version serves again: forget its retirement."""
+        ...
+
+    async def retirements(self) -> dict[tuple[str, int], float]:
+        """Every retired (model, version) and the end of its sessions' grace."""
+        ...
+
     async def owned_sessions(self, owner: str) -> int:
         """Live sessions created by `owner` (an API key's identity), for per-key caps."""
         ...
@@ -201,6 +224,13 @@ def replaced(session_id: str) -> StreamReplaced:
     """The error of a streamed step whose connection no longer holds its session."""
     return StreamReplaced(f"session {session_id!r} was attached by a newer connection; this "
                           "step was not applied")
+
+
+def version_full(layout: StateLayout, max_sessions: int) -> Unavailable:
+    """The refusal of a session past a model version's own `max_sessions` (model.json)."""
+    return Unavailable(f"model {layout.model!r} version {layout.version} holds its maximum of "
+                       f"{max_sessions} live sessions (max_sessions in its model.json); delete "
+                       "idle ones or retry later", retry_after_s=5)
 
 
 def store_full(max_sessions: int) -> Unavailable:

@@ -30,12 +30,14 @@ from rnnserve.state.base import (
     SessionEvent,
     SessionRecord,
     StateLayout,
-    Written,
     replaced,
     store_full,
+    version_full,
 )
 from rnnserve.state.client_counts import ClientCounts
 from rnnserve.state.memory_bulk import SLOT_BITS, BulkCreate
+from rnnserve.state.memory_scatter import Scatter
+from rnnserve.state.retired import MemoryRetirements
 from rnnserve.state.slab import Slab, reserved_rows
 from rnnserve.state.step_history import StepHistory
 
@@ -43,9 +45,9 @@ log = logging.getLogger("rnnserve.state.memory")
 
 RECENTLY_ENDED = 100_000  # how many expired/evicted ids are remembered, to say why they're gone
 
-class MemoryStateStore(BulkCreate):
-    """Sessions of this process, with an idle timeout and a cap on live sessions (bulk
-    creates: memory_bulk)."""
+class MemoryStateStore(Scatter, BulkCreate, MemoryRetirements):
+    """Sessions of this process, idle timeout, live-session cap (+memory_bulk, memory_scatter,
+    retired)."""
 
     name = "memory"
 
@@ -73,10 +75,11 @@ class MemoryStateStore(BulkCreate):
         self._owners: list[str] = [""]
         self._owner_ids: dict[str, int] = {"": 0}
         self._owner_live: dict[int, int] = {}
-        self._ended: dict[str, tuple[str, float]] = {}  # id -> (why, idle seconds)
+        self._ended: dict[str, tuple[str, float, float]] = {}  # id -> (why, idle s, ttl s)
         self._history = StepHistory(step_history)  # only sessions whose clients send ids
         self._sweeper: asyncio.Task[None] | None = None
         self._attach_watchers: list[AttachEvent] = []
+        self._retired: dict[tuple[str, int], float] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -95,9 +98,9 @@ class MemoryStateStore(BulkCreate):
                 pass
 
     async def _sweep_forever(self) -> None:
-        interval = max(0.05, min(1.0, self.ttl_s / 4))
         while True:
-            await asyncio.sleep(interval)
+            shortest = min([self.ttl_s, *(slab.ttl_s for slab in self._slabs)])
+            await asyncio.sleep(max(0.05, min(1.0, shortest / 4)))
             self.sweep()
 
     def sweep(self) -> int:
@@ -105,7 +108,7 @@ class MemoryStateStore(BulkCreate):
         now, ended = self._clock(), 0
         for slab_no, slab in enumerate(self._slabs):
             n = slab.high_water
-            stale = np.flatnonzero(slab.alive[:n] & (slab.last_used[:n] + self.ttl_s <= now))
+            stale = np.flatnonzero(slab.alive[:n] & (slab.last_used[:n] + slab.ttl_s <= now))
             for slot in stale.tolist():
                 self._end(slab_no, slot, "expired")
                 ended += 1
@@ -114,15 +117,20 @@ class MemoryStateStore(BulkCreate):
     # -- index -----------------------------------------------------------------------------
 
     def _slab(self, layout: StateLayout) -> tuple[int, Slab]:
+        """The slab of a model version, which takes the version's own idle timeout and cap
+        (model.json) from the layout it is handed."""
         number = self._slab_of.get(layout.key)
         if number is None:
             number = len(self._slabs)
             self._slabs.append(Slab(layout, reserved_rows(layout, self.max_sessions)))
             self._slab_of[layout.key] = number
-        return number, self._slabs[number]
+        slab = self._slabs[number]
+        slab.ttl_s = self.ttl_s if layout.ttl_s is None else layout.ttl_s
+        slab.max_live = layout.max_sessions
+        return number, slab
 
-    def _remember_end(self, session_id: str, why: str, idle_s: float) -> None:
-        self._ended[session_id] = (why, idle_s)
+    def _remember_end(self, session_id: str, why: str, idle_s: float, ttl_s: float) -> None:
+        self._ended[session_id] = (why, idle_s, ttl_s)
         if len(self._ended) > RECENTLY_ENDED:
             del self._ended[next(iter(self._ended))]
 
@@ -139,15 +147,15 @@ class MemoryStateStore(BulkCreate):
         self._history.forget(session_id)
         slab.release(slot)
         if why != "deleted":
-            self._remember_end(session_id, why, idle)
+            self._remember_end(session_id, why, idle, slab.ttl_s)
 
     def _not_found(self, session_id: str) -> SessionNotFound:
         ended = self._ended.get(session_id)
         if ended is None:
             return UnknownSession(f"unknown session {session_id!r}")
-        why, idle = ended
+        why, idle, ttl_s = ended
         if why == "expired":
-            return SessionNotFound(f"session {session_id!r} expired after {self.ttl_s:g} s "
+            return SessionNotFound(f"session {session_id!r} expired after {ttl_s:g} s "
                                    f"idle; create a new one")
         return SessionNotFound(f"session {session_id!r} was evicted to make room (least "
                                f"recently used, idle {idle:.0f} s); create a new one")
@@ -158,7 +166,7 @@ class MemoryStateStore(BulkCreate):
             raise self._not_found(session_id)
         slab_no, slot = code >> SLOT_BITS, code & ((1 << SLOT_BITS) - 1)
         slab = self._slabs[slab_no]
-        if slab.last_used[slot] + self.ttl_s <= self._clock():  # idle past the timeout
+        if slab.last_used[slot] + slab.ttl_s <= self._clock():  # idle past the timeout
             self._end(slab_no, slot, "expired")
             raise self._not_found(session_id)
         return slab_no, slab, slot
@@ -169,7 +177,7 @@ class MemoryStateStore(BulkCreate):
         return SessionRecord(
             id=session_id, model=slab.layout.model, version=slab.layout.version,
             created=float(slab.created[slot]), last_used=float(slab.last_used[slot]),
-            ttl_s=self.ttl_s, steps=int(slab.steps[slot]),
+            ttl_s=slab.ttl_s, steps=int(slab.steps[slot]),
             owner=self._owners[int(slab.owner[slot])], holder=int(slab.holder[slot]),
             client=self.clients.client_of(session_id),
             last_step_id=self._history.latest(session_id),
@@ -210,8 +218,10 @@ class MemoryStateStore(BulkCreate):
                 raise Unavailable(f"session id {record.id!r} is taken", retry_after_s=0)
             slab_no, _, slot = self._locate_any(record.id)
             self._end(slab_no, slot, "deleted")
-        self._make_room()
         slab_no, slab = self._slab(layout)
+        if slab.max_live is not None and slab.live >= slab.max_live:
+            raise version_full(layout, slab.max_live)
+        self._make_room()
         slot = slab.allocate()
         slab.write(slot, state)
         slab.steps[slot] = 0
@@ -281,7 +291,7 @@ class MemoryStateStore(BulkCreate):
         slots = np.where(codes >= 0, codes & ((1 << SLOT_BITS) - 1), 0)
         ok = (codes >= 0) & ((codes >> SLOT_BITS) == slab_no)
         slots[~ok] = 0
-        ok &= slab.last_used[slots] + self.ttl_s > self._clock()
+        ok &= slab.last_used[slots] + slab.ttl_s > self._clock()
         if owners.count(None) != len(owners):
             distinct = set(owners)
             if len(distinct) == 1:  # one caller's rows (a gateway's): one lookup
@@ -329,54 +339,6 @@ class MemoryStateStore(BulkCreate):
         if self._owners[int(slab.owner[slot])] != owner:
             return None
         return self._history.find(session_id, step_id)
-
-    async def scatter(
-        self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
-        outputs: np.ndarray, step_ids: list[str | None],
-    ) -> Written:
-        slab_no, slots, generations, claimed = gathered.token
-        slab = self._slabs[slab_no]
-        n = len(slots)
-        if gathered.errors.count(None) == n:  # the usual batch: C-level passes, no loop
-            ok = np.ones(n, np.bool_)
-            current = list(map(slab.ids.__getitem__, slots.tolist()))
-        else:
-            ok = np.array([e is None for e in gathered.errors], np.bool_)
-            current = [slab.ids[slot] if error is None else None
-                       for slot, error in zip(slots.tolist(), gathered.errors, strict=True)]
-        if current != gathered.ids:  # some were deleted while their step ran
-            ok &= np.array([a == b for a, b in zip(current, gathered.ids, strict=True)],
-                           np.bool_)
-        let_go: set[int] = set()
-        if claimed is not None:  # a newer connection attached while the step ran: not written
-            moved = ok & (claimed >= 0) & (slab.holder[slots] != claimed)
-            if moved.any():
-                let_go = set(np.flatnonzero(moved).tolist())
-                ok &= ~moved
-        replayed = self._history.replays(gathered.ids, step_ids, ok)  # applied: not again
-        # reset (or recreated) while its step ran: the step came first, so its outputs stand
-        # and the reset's state stays
-        write = ok & (slab.generation[slots] == generations)
-        if replayed.count(None) != n:
-            write &= np.array([r is None for r in replayed], np.bool_)
-        rows = slots[write]
-        everyone = bool(write.all())
-        for name, arr in slab.arrays.items():
-            arr[:, rows] = states[name] if everyone else states[name][:, write]
-        slab.steps[rows] += np.asarray(steps, np.int64)[write]
-        slab.last_used[slots[ok]] = self._clock()
-        if any(step_ids):
-            self._history.record_rows(gathered.ids, step_ids, outputs, write,
-                                      slab.steps[slots])
-        errors: list[RnnServeError | None] = [None] * n
-        for i in np.flatnonzero(~ok).tolist():
-            errors[i] = gathered.errors[i] or (replaced(gathered.ids[i]) if i in let_go else
-                                               SessionNotFound(f"session {gathered.ids[i]!r} "
-                                                               "was deleted or reset during "
-                                                               "its step"))
-        after = [s if again is None else again[1]  # as a replay's first answer said
-                 for s, again in zip(slab.steps[slots].tolist(), replayed, strict=True)]
-        return Written(after, [False] * n, errors, replayed)
 
     async def owned_sessions(self, owner: str) -> int:
         owner_id = self._owner_ids.get(owner)

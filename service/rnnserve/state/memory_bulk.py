@@ -18,6 +18,7 @@ from rnnserve.state.base import (
     StateLayout,
     client_quota_exceeded,
     store_full,
+    version_full,
 )
 from rnnserve.state.client_counts import ClientCounts
 from rnnserve.state.slab import Slab
@@ -33,7 +34,7 @@ class BulkCreate:
     when_full: Literal["reject", "lru"]
     clients: ClientCounts
     _index: dict[str, int]
-    _ended: dict[str, tuple[str, float]]
+    _ended: dict[str, tuple[str, float, float]]
     _owner_live: dict[int, int]
     _on_event: Callable[[str, str, int], None]
 
@@ -56,17 +57,18 @@ class BulkCreate:
         """Store new sessions (never replacing one): each record is created or gets the
         error its single create would get, in order."""
         out: list[SessionRecord | RnnServeError | None] = [None] * len(records)
-        kept, evicting = self._admit(records, out)
+        kept, evicting = self._admit(layout, records, out)
+        ttl_s = self._slab(layout)[1].ttl_s
         if kept:
             self._store(layout, [records[i] for i in kept], [states[i] for i in kept])
             for i in kept:  # as stored: the caller's record, unless its fields differ
                 record = records[i]
                 out[i] = record if (
-                    record.created == record.last_used and record.ttl_s == self.ttl_s
+                    record.created == record.last_used and record.ttl_s == ttl_s
                     and record.model == layout.model and record.version == layout.version
                     and not record.steps and not record.holder) else SessionRecord(
                     id=record.id, model=layout.model, version=layout.version,
-                    created=record.last_used, last_used=record.last_used, ttl_s=self.ttl_s,
+                    created=record.last_used, last_used=record.last_used, ttl_s=ttl_s,
                     owner=record.owner, client=record.client)
         for i in evicting:  # a full store under lru: each evicts the least recently used
             try:
@@ -75,7 +77,7 @@ class BulkCreate:
                 out[i] = exc
         return [o if o is not None else RnnServeError("not created") for o in out]
 
-    def _admit(self, records: list[SessionRecord],
+    def _admit(self, layout: StateLayout, records: list[SessionRecord],
                out: list[SessionRecord | RnnServeError | None]) -> tuple[list[int], list[int]]:
         """The indexes of records that fit, and of those past the room that a full store
         under `lru` makes room for one by one (a single create each); the others' errors go
@@ -101,6 +103,12 @@ class BulkCreate:
                     held[client] = count + 1
         candidates = [i for i in range(len(records)) if out[i] is None]
         room = max(0, self.max_sessions - len(self._index))
+        slab = self._slab(layout)[1]
+        if slab.max_live is not None:  # the version's own cap: past it, refused (never lru)
+            own_room = max(0, slab.max_live - slab.live)
+            for i in candidates[own_room:]:
+                out[i] = version_full(layout, slab.max_live)
+            candidates = candidates[:own_room]
         if len(candidates) <= room:
             return candidates, []
         if self.when_full == "lru":

@@ -66,6 +66,7 @@ from rnnserve.state.redis_format import (
 from rnnserve.state.redis_gather import gather
 from rnnserve.state.redis_history import HISTORY, find
 from rnnserve.state.redis_records import NEWEST, record_format, too_new
+from rnnserve.state.redis_retired import RedisRetirements
 from rnnserve.state.redis_scatter import ScatterWriter
 
 log = logging.getLogger("rnnserve.state.redis")
@@ -137,6 +138,7 @@ class RedisStateStore:
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
         self._attachments = RedisAttachments(self._client, self._where)
+        self._retired = RedisRetirements(self._client, self._where)
         self._bulk = RedisBulkCreate(
             self._client, self._where, max_sessions=max_sessions, ttl_s=ttl_s,
             ttl_ms=self._ttl_ms, marker_ttl_ms=self._marker_ttl_ms, ttl_label=self._ttl_label,
@@ -374,3 +376,17 @@ class RedisStateStore:
         """Live sessions per model across all replicas: the sizes of the live sorted sets
         after pruning expired ids (so exact up to the sweep it runs; no SCAN of the keys)."""
         return await self.sweep()
+
+    # -- retired versions (redis_retired) --------------------------------------------------
+
+    async def retire(self, model: str, version: int, until: float) -> float:
+        return await self._retired.retire(model, version, until)
+
+    async def unretire(self, model: str, version: int) -> None:
+        await self._retired.unretire(model, version)
+
+    async def retirements(self) -> dict[tuple[str, int], float]:
+        return await self._retired.retirements()
+
+    async def version_sessions(self, model: str) -> dict[int, int]:
+        return await self._retired.version_sessions(model)

@@ -43,6 +43,8 @@ class Slab:
         self.high_water = 0
         self.free: list[int] = []
         self.live = 0
+        self.ttl_s = 0.0  # the idle timeout and cap of this version's sessions: set by the
+        self.max_live: int | None = None  # store from the latest layout it was handed
 
     def _grow(self) -> None:
         new_capacity = self.capacity * 2

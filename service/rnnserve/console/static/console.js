@@ -154,7 +154,27 @@
     return el('div', {}, table, sitesTable(metrics.sites));
   }
 
-  function modelCard(m) {
+  // Each version this server knows: its state (READY, UNAVAILABLE, ...; why when not ready),
+  // its live sessions (per version where the listing counts them, else the model's), and the
+  // settings its model.json sets.
+  function versionsTable(m, liveByModel) {
+    const body = el('tbody');
+    for (const v of m.version_states || []) {
+      const live = v.live_sessions ?? (v.version === m.version ? liveByModel?.[m.name] : null);
+      const own = v.settings ? v.settings.from_model_json
+        .map((k) => `${k}=${k === 'warmup' ? v.settings.warmup.length : v.settings[k]}`) : [];
+      body.append(el('tr', { 'data-version': String(v.version), class: `state-${v.state}` },
+        el('td', {}, `v${v.version}${v.version === m.version ? ' (default)' : ''}`),
+        el('td', { class: 'version-state' }, v.state + (v.reason ? `: ${v.reason}` : '')),
+        el('td', { class: 'num live-sessions' }, live == null ? '–' : String(live)),
+        el('td', {}, own.join(', ') || 'server defaults')));
+    }
+    return el('table', { class: 'versions' }, el('thead', {}, el('tr', {},
+      el('th', {}, 'Version'), el('th', {}, 'State'), el('th', { class: 'num' }, 'Live sessions'),
+      el('th', {}, 'model.json settings'))), body);
+  }
+
+  function modelCard(m, liveByModel) {
     const state = m.state.map((s) => `${s.input} [${s.shape.join(', ')}]`).join(', ') || 'none';
     const features = (m.features || []).map((f) => `${f.name}${f.unit ? ` (${f.unit})` : ''}`);
     const facts = el('dl', { class: 'facts' });
@@ -176,7 +196,7 @@
       plots.append(el('figure', {}, img, caption));
       loadReportImage(img, caption, m.name, file);
     }
-    const left = el('div', {}, facts);
+    const left = el('div', {}, facts, versionsTable(m, liveByModel));
     metricsTable(m).then((t) => left.append(t), (err) => left.append(
       el('p', { class: 'muted' }, `Metrics not available: ${err.message}`)));
     return el('article', { class: 'card', 'data-model': m.name },
@@ -193,7 +213,7 @@
       const data = await getJSON('/v1/models');
       models = data.models;
       const box = $('#models');
-      box.replaceChildren(...models.map(modelCard));
+      box.replaceChildren(...models.map((m) => modelCard(m, data.live_sessions)));
       for (const p of data.unavailable || []) {
         box.append(el('article', { class: 'card' }, el('h2', {}, p.name,
           el('span', { class: 'badge' }, 'not loaded')), el('p', { class: 'muted' }, p.reason)));

@@ -1,0 +1,72 @@
+"""The memory store's scatter: a batch's new states, step counts and recorded outputs written
+back to the slab in one fancy-indexed write per array, row by row only for the rare rows that
+need it (deleted, reset or taken over by a newer connection while their step ran, or step ids
+found in the session's replay window: step_history). A mixin of MemoryStateStore (memory.py),
+which holds the slabs and the clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from rnnserve.errors import RnnServeError, SessionNotFound
+from rnnserve.state.base import Gathered, Written, replaced
+from rnnserve.state.slab import Slab
+from rnnserve.state.step_history import StepHistory
+
+
+class Scatter:
+    """`scatter` for MemoryStateStore; the attributes below are the store's."""
+
+    _slabs: list[Slab]
+    _clock: Callable[[], float]
+    _history: StepHistory
+
+    async def scatter(
+        self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
+        outputs: np.ndarray, step_ids: list[str | None],
+    ) -> Written:
+        slab_no, slots, generations, claimed = gathered.token
+        slab = self._slabs[slab_no]
+        n = len(slots)
+        if gathered.errors.count(None) == n:  # the usual batch: C-level passes, no loop
+            ok = np.ones(n, np.bool_)
+            current = list(map(slab.ids.__getitem__, slots.tolist()))
+        else:
+            ok = np.array([e is None for e in gathered.errors], np.bool_)
+            current = [slab.ids[slot] if error is None else None
+                       for slot, error in zip(slots.tolist(), gathered.errors, strict=True)]
+        if current != gathered.ids:  # some were deleted while their step ran
+            ok &= np.array([a == b for a, b in zip(current, gathered.ids, strict=True)],
+                           np.bool_)
+        let_go: set[int] = set()
+        if claimed is not None:  # a newer connection attached while the step ran: not written
+            moved = ok & (claimed >= 0) & (slab.holder[slots] != claimed)
+            if moved.any():
+                let_go = set(np.flatnonzero(moved).tolist())
+                ok &= ~moved
+        replayed = self._history.replays(gathered.ids, step_ids, ok)  # applied: not again
+        # reset (or recreated) while its step ran: the step came first, so its outputs stand
+        # and the reset's state stays
+        write = ok & (slab.generation[slots] == generations)
+        if replayed.count(None) != n:
+            write &= np.array([r is None for r in replayed], np.bool_)
+        rows = slots[write]
+        everyone = bool(write.all())
+        for name, arr in slab.arrays.items():
+            arr[:, rows] = states[name] if everyone else states[name][:, write]
+        slab.steps[rows] += np.asarray(steps, np.int64)[write]
+        slab.last_used[slots[ok]] = self._clock()
+        if any(step_ids):
+            self._history.record_rows(gathered.ids, step_ids, outputs, write,
+                                      slab.steps[slots])
+        errors: list[RnnServeError | None] = [None] * n
+        for i in np.flatnonzero(~ok).tolist():
+            errors[i] = gathered.errors[i] or (replaced(gathered.ids[i]) if i in let_go else
+                                               SessionNotFound(f"session {gathered.ids[i]!r} "
+                                                               "was deleted or reset during "
+                                                               "its step"))
+        after = [s if again is None else again[1]  # as a replay's first answer said
+                 for s, again in zip(slab.steps[slots].tolist(), replayed, strict=True)]
+        return Written(after, [False] * n, errors, replayed)
