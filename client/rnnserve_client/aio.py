@@ -155,11 +155,11 @@ class AsyncClient:
     # -- streams ----------------------------------------------------------------------------
 
     def stream(self, model: str, session_id: str | None = None, *,
-               window: int | None = None) -> AsyncStream:
-        """A WebSocket stream into a new session, or into `session_id` (resumed). Use as
-        `async with client.stream(m) as s:`; see AsyncStream."""
+               version: int | None = None, window: int | None = None) -> AsyncStream:
+        """A WebSocket stream into a new session (of `version`, if given), or into
+        `session_id` (resumed). Use as `async with client.stream(m) as s:`; see AsyncStream."""
         return AsyncStream(self.url, model, session_id, api_key=self.api_key,
-                           window=window or self.window, retry=self.retry)
+                           window=window or self.window, retry=self.retry, version=version)
 
 
 class AsyncSession:

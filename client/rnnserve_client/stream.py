@@ -70,11 +70,12 @@ class AsyncStream:
 
     def __init__(self, url: str, model: str, session_id: str | None = None, *,
                  api_key: str | None = None, window: int = 16,
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None, version: int | None = None) -> None:
         base = "wss" + url[5:] if url.startswith("https") else "ws" + url[4:]
         self._endpoint = f"{base}/v1/models/{model}/stream"
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.model = model
+        self.version = version
         self.session_id = session_id
         self.window = max(1, window)
         self.replay_window: int | None = None
@@ -234,7 +235,10 @@ class AsyncStream:
     _greeted = False
 
     async def _connect_and_read(self) -> None:
-        url = self._endpoint + (f"?session_id={self.session_id}" if self.session_id else "")
+        if self.session_id:
+            url = f"{self._endpoint}?session_id={self.session_id}"
+        else:
+            url = self._endpoint + (f"?version={self.version}" if self.version else "")
         try:
             ws = await connect(url, additional_headers=self._headers, open_timeout=10,
                                max_size=2 ** 24)
@@ -275,6 +279,7 @@ class AsyncStream:
                 raise _Reconnect(str(error), error.retry_after_s)
             raise error
         self.session_id = hello["session_id"]
+        self.version = hello.get("version", self.version)
         self.last_step_id = hello.get("last_step_id")
         self.replay_window = hello.get("replay_window") or 1
         if self._steps is None:

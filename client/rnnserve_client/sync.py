@@ -94,8 +94,8 @@ class Client:
         return self._run(self.aio.step_many(model, list(steps)))
 
     def stream(self, model: str, session_id: str | None = None, *,
-               window: int | None = None) -> Stream:
-        return Stream(self, self.aio.stream(model, session_id, window=window))
+               version: int | None = None, window: int | None = None) -> Stream:
+        return Stream(self, self.aio.stream(model, session_id, version=version, window=window))
 
 
 class Session:
