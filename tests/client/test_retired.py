@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from rnnserve.client import Client, SessionRetired
+
 from tests.conftest import serving
 from tests.lifecycle.test_retirement import put_version
 
