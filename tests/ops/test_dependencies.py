@@ -103,6 +103,7 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "service", src / "service", ignore=ignore)
     shutil.copytree(ROOT / "export", src / "export", ignore=ignore)
+    shutil.copytree(ROOT / "client", src / "client", ignore=ignore)  # as the Dockerfile copies
     install("project", str(venv))
     yield venv
 
