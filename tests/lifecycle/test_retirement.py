@@ -18,63 +18,24 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from rnnserve.grpc.generated import inference_pb2 as pb
 from rnnserve.grpc.generated import inference_pb2_grpc
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.conftest import COMMITTED_MODELS, ServerProcess, serving
+from tests.conftest import ServerProcess, serving
+from tests.http.test_model_control import (
+    index,
+    input_width,
+    predict,
+    put_version,
+    sequence_step,
+    wait_for,
+)
 
 RNG = np.random.default_rng(19)
 POLL_S = 0.5
 GRACE_S = 6.0
 LOAD_ALLOWANCE_S = 20.0
-
-
-def put_version(repo: Path, name: str, version: int, committed: str) -> None:
-    """models/<committed>'s files as repo/<name>/<version>/, moved into place by a rename."""
-    staging = repo / f".staging-{name}-{version}"
-    staging.mkdir(parents=True)
-    for file in ("model.onnx", "model.json"):
-        shutil.copy(COMMITTED_MODELS / committed / file, staging / file)
-    (repo / name).mkdir(exist_ok=True)
-    staging.replace(repo / name / str(version))
-
-
-def index(server: ServerProcess) -> dict[tuple[str, str], dict[str, Any]]:
-    r = httpx.post(f"{server.url}/v2/repository/index", timeout=10)
-    assert r.status_code == 200, r.text
-    return {(row["name"], row.get("version", "")): row for row in r.json()}
-
-
-def wait_for(check: Any, within_s: float, what: str) -> None:
-    deadline = time.monotonic() + within_s
-    while not check():
-        assert time.monotonic() < deadline, f"not within {within_s:g} s: {what}"
-        time.sleep(0.1)
-
-
-def input_width(server: ServerProcess, model: str, version: str) -> int:
-    meta = httpx.get(f"{server.url}/v2/models/{model}/versions/{version}", timeout=10).json()
-    return int(meta["inputs"][0]["shape"][-1])
-
-
-def predict(server: ServerProcess, model: str, seq: np.ndarray, version: str) -> np.ndarray:
-    r = httpx.post(f"{server.url}/v1/models/{model}/predict", params={"version": version},
-                   json={"inputs": [seq.tolist()]}, timeout=30)
-    assert r.status_code == 200, r.text
-    return np.asarray(r.json()["outputs"][0], np.float32)
-
-
-def sequence_step(x: np.ndarray, model: str, version: str, sequence_id: int,
-                  start: bool) -> pb.ModelInferRequest:
-    message = pb.ModelInferRequest(model_name=model, model_version=version)
-    message.parameters["sequence_id"].int64_param = sequence_id
-    if start:
-        message.parameters["sequence_start"].bool_param = True
-    message.inputs.add(name="input", datatype="FP32", shape=[1, *x.shape])
-    message.raw_input_contents.append(x.astype("<f4").tobytes())
-    return message
 
 
 @pytest.fixture
@@ -117,8 +78,6 @@ def state_of(server: ServerProcess, version: str) -> str:
 @pytest.mark.parametrize("with_grpc", [False, True], ids=["http", "http+grpc"])
 def test_a_removed_version_steps_on_within_its_grace_then_every_transport_says_retired(
         repo: Path, tmp_path: Path, with_grpc: bool) -> None:
-    if with_grpc:  # the gRPC server needs it (a declared dependency)
-        pytest.importorskip("grpc_health", reason="grpcio-health-checking is not installed")
     with poll_server(repo, tmp_path, GRACE_S, with_grpc=with_grpc) as server, \
             ExitStack() as stack:
         width = input_width(server, "forecast", "1")
