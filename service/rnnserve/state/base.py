@@ -32,6 +32,12 @@ class StateLayout:
     max_sessions: int | None = field(default=None, compare=False)
     """The most live sessions of this version (model.json `max_sessions`); None: only the
     store's cap. (The memory store honours both; see docs/model_settings.md for Redis.)"""
+    rewarm_steps: int = field(default=0, compare=False)
+    """How many of each session's last timesteps of input the store keeps (model.json
+    `rewarm_steps`), so the session can be migrated to another version (docs/migration.md);
+    0: none are kept, and `scatter` is handed no inputs."""
+    features: int = field(default=0, compare=False)
+    """The width of one timestep of input (what a kept input holds)."""
 
     @property
     def key(self) -> str:
@@ -169,11 +175,21 @@ class StateStore(Protocol):
 
     async def scatter(
         self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
-        outputs: np.ndarray, step_ids: list[str | None],
+        outputs: np.ndarray, step_ids: list[str | None], inputs: np.ndarray | None = None,
     ) -> Written:
         """Write back the rows of `gathered` that had no error, adding `steps[i]` steps. A row
         with a step id also records it with its outputs [time, out], atomically with the state;
-        a row whose step id is already the session's last is not written but replayed."""
+        a row whose step id is already the session's last is not written but replayed. With
+        `inputs` [rows, time, features] (the layout's `rewarm_steps` > 0), each written row's
+        inputs are appended to the session's window of its last `rewarm_steps` inputs, in the
+        same write as its state."""
+        ...
+
+    async def recent_inputs(self, session_id: str) -> tuple[SessionRecord, np.ndarray]:
+        """The session's record and its last inputs since its creation or reset, at most its
+        version's `rewarm_steps` of them, oldest first [n, features] (n 0: none kept). A store
+        that cannot vouch for them (Redis: an older replica stepped the session without
+        keeping its inputs) raises MigrationRefused."""
         ...
 
     async def replay(
@@ -189,6 +205,11 @@ class StateStore(Protocol):
 
     async def version_sessions(self, model: str) -> dict[int, int]:
         """Live sessions of `model` per version (versions with none may be left out)."""
+        ...
+
+    async def version_session_ids(self, model: str, version: int, owner: str) -> list[str]:
+        """The ids of the live sessions of one model version created by `owner` (a bulk
+        migration's sessions)."""
         ...
 
     async def retire(self, model: str, version: int, until: float) -> float:

@@ -75,6 +75,8 @@ class MemoryStateStore(Scatter, BulkCreate, MemoryRetirements):
         self._ended: dict[str, tuple[str, float, float]] = {}  # id -> (why, idle s, ttl s)
         # id -> (step id, outputs, steps after): only sessions whose clients send step ids
         self._last: dict[str, tuple[str, np.ndarray, int]] = {}
+        # id -> its last inputs [n <= rewarm_steps, features]: only versions that keep them
+        self._windows: dict[str, np.ndarray] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._attach_watchers: list[AttachEvent] = []
         self._retired: dict[tuple[str, int], float] = {}
@@ -125,6 +127,7 @@ class MemoryStateStore(Scatter, BulkCreate, MemoryRetirements):
         slab = self._slabs[number]
         slab.ttl_s = self.ttl_s if layout.ttl_s is None else layout.ttl_s
         slab.max_live = layout.max_sessions
+        slab.rewarm_steps = layout.rewarm_steps
         return number, slab
 
     def _remember_end(self, session_id: str, why: str, idle_s: float, ttl_s: float) -> None:
@@ -143,6 +146,7 @@ class MemoryStateStore(Scatter, BulkCreate, MemoryRetirements):
         self.clients.remove(session_id)
         del self._index[session_id]
         self._last.pop(session_id, None)
+        self._windows.pop(session_id, None)
         slab.release(slot)
         if why != "deleted":
             self._remember_end(session_id, why, idle, slab.ttl_s)
@@ -255,9 +259,16 @@ class MemoryStateStore(Scatter, BulkCreate, MemoryRetirements):
         _, slab, slot = self._locate(session_id)
         slab.write(slot, state)
         self._last.pop(session_id, None)
+        self._windows.pop(session_id, None)
         slab.steps[slot] = 0
         slab.last_used[slot] = self._clock()
         return self._record(slab, slot)
+
+    async def recent_inputs(self, session_id: str) -> tuple[SessionRecord, np.ndarray]:
+        _, slab, slot = self._locate(session_id)
+        width = slab.layout.features
+        kept = self._windows.get(session_id, np.zeros((0, width), np.float32))
+        return self._record(slab, slot), kept.copy()
 
     async def delete(self, session_id: str) -> None:
         slab_no, _, slot = self._locate(session_id)

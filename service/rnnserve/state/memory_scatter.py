@@ -20,10 +20,11 @@ class Scatter:
     _slabs: list[Slab]
     _clock: Callable[[], float]
     _last: dict[str, tuple[str, np.ndarray, int]]
+    _windows: dict[str, np.ndarray]
 
     async def scatter(
         self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
-        outputs: np.ndarray, step_ids: list[str | None],
+        outputs: np.ndarray, step_ids: list[str | None], inputs: np.ndarray | None = None,
     ) -> Written:
         slab_no, slots, generations, claimed = gathered.token
         slab = self._slabs[slab_no]
@@ -70,6 +71,8 @@ class Scatter:
                                                    int(slab.steps[slots[i]]))
                 else:
                     self._last.pop(gathered.ids[i], None)
+        if inputs is not None and slab.rewarm_steps:
+            self._keep_inputs(gathered.ids, write, inputs, slab.rewarm_steps)
         errors: list[RnnServeError | None] = [None] * n
         for i in np.flatnonzero(~ok).tolist():
             errors[i] = gathered.errors[i] or (replaced(gathered.ids[i]) if i in let_go else
@@ -77,3 +80,12 @@ class Scatter:
                                                                "was deleted or reset during "
                                                                "its step"))
         return Written(slab.steps[slots].tolist(), [False] * n, errors, replayed)
+
+    def _keep_inputs(self, ids: list[str], written: np.ndarray, inputs: np.ndarray,
+                     window: int) -> None:
+        """Append each written row's inputs [time, features] to its session's window of the
+        last `window` inputs (a copy: the batch's array is not kept alive by the store)."""
+        for i in np.flatnonzero(written).tolist():
+            kept = self._windows.get(ids[i])
+            rows = inputs[i] if kept is None else np.concatenate((kept, inputs[i]))
+            self._windows[ids[i]] = np.array(rows[-window:], np.float32)
