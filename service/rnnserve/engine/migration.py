@@ -104,7 +104,14 @@ async def migrate(store: StateStore, served: MigrationTargets, record: SessionRe
     if not target.streaming.streamable:
         raise MigrationRefused(f"model {target.name!r} version {target.version} cannot be "
                                "stepped in a session, so no session can move to it")
-    _, inputs = await store.recent_inputs(record.id)
+    window = source.settings.rewarm_steps
+    _, inputs = await store.recent_inputs(record.id, source.signature.input_size)
+    if len(inputs) < min(record.steps, window):
+        raise MigrationRefused(
+            f"session {record.id!r} kept {len(inputs)} of its last {min(record.steps, window)} "
+            "inputs (some were stepped while its version kept none), so they cannot be "
+            "replayed exactly; reset it, or migrate it after rewarm_steps more steps")
+    inputs = inputs[-window:]
     state = await rewarmed_state(target, inputs)
     now = time.time()
     moved = SessionRecord(id=record.id, model=record.model, version=target.version,

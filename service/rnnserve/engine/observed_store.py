@@ -117,8 +117,9 @@ class ObservedStore:
         return await self._observed(
             self.inner.scatter(gathered, states, steps, outputs, step_ids, inputs=inputs))
 
-    async def recent_inputs(self, session_id: str) -> tuple[SessionRecord, np.ndarray]:
-        return await self._observed(self.inner.recent_inputs(session_id))
+    async def recent_inputs(self, session_id: str, features: int
+                            ) -> tuple[SessionRecord, np.ndarray]:
+        return await self._observed(self.inner.recent_inputs(session_id, features))
 
     async def replay(
         self, session_id: str, step_id: str, owner: str

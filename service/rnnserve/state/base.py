@@ -185,7 +185,8 @@ class StateStore(Protocol):
         same write as its state."""
         ...
 
-    async def recent_inputs(self, session_id: str) -> tuple[SessionRecord, np.ndarray]:
+    async def recent_inputs(self, session_id: str, features: int
+                            ) -> tuple[SessionRecord, np.ndarray]:
         """The session's record and its last inputs since its creation or reset, at most its
         version's `rewarm_steps` of them, oldest first [n, features] (n 0: none kept). A store
         that cannot vouch for them (Redis: an older replica stepped the session without

@@ -264,10 +264,10 @@ class MemoryStateStore(Scatter, BulkCreate, MemoryRetirements):
         slab.last_used[slot] = self._clock()
         return self._record(slab, slot)
 
-    async def recent_inputs(self, session_id: str) -> tuple[SessionRecord, np.ndarray]:
+    async def recent_inputs(self, session_id: str, features: int
+                            ) -> tuple[SessionRecord, np.ndarray]:
         _, slab, slot = self._locate(session_id)
-        width = slab.layout.features
-        kept = self._windows.get(session_id, np.zeros((0, width), np.float32))
+        kept = self._windows.get(session_id, np.zeros((0, features), np.float32))
         return self._record(slab, slot), kept.copy()
 
     async def delete(self, session_id: str) -> None:
