@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -201,3 +202,33 @@ def test_an_unknown_version_or_a_bad_body_is_refused(client: httpx.Client) -> No
         404, 404, 404)
     assert (missing.status_code, wrong.status_code) == (400, 400)
     assert '"version" is missing' in missing.json()["error"]
+
+
+def test_the_sessions_of_a_retiring_version_migrate_in_bulk_during_its_grace(
+        tiny_repo: Path, tmp_path: Path) -> None:
+    """The use it is made for: a version removed from the repository (poll mode) retires;
+    while its sessions step on, one call moves them all to the current version, where they
+    step on past the grace instead of getting 410."""
+    repo = build_repository(tiny_repo, tmp_path / "models")
+    with serving(["--models", str(repo), "--model-control", "poll", "--repository-poll-s",
+                  "0.5", "--retire-grace-s", "600"], tmp_path / "server.log") as server, \
+            httpx.Client(base_url=server.url, timeout=30) as client:
+        history = rows(5, seed=21)
+        moved, reference = session(client, "moving", 1), session(client, "moving", 2)
+        step(client, moved, history)
+        step(client, reference, history)
+        shutil.rmtree(repo / "moving" / "1")
+        deadline = time.monotonic() + 30
+        while not client.get("/v1/models").json().get("retiring"):
+            assert time.monotonic() < deadline, "version 1 did not retire"
+            time.sleep(0.2)
+
+        assert client.post("/v1/models/moving/sessions", json={"version": 1}
+                           ).status_code == 410
+
+        answer = client.post("/v1/models/moving/versions/1/migrate", json={"to": 2})
+
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["results"] == [
+            {"session_id": moved, "version": 2, "replayed_steps": 5}]
+        assert_same_session(client, moved, reference, seed=22)
