@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ServerProcess
-from tests.http.test_migration import build_repository
+from tests.http.test_migration import WINDOW, build_repository
 from tests.state.redis_server import REDIS_SERVER, RedisServer
 from tests.state.test_rolling_upgrade import ReleaseServer, release_source
 
@@ -79,4 +79,25 @@ def test_an_older_replica_steps_on_and_its_unkept_steps_block_migration(
     np.testing.assert_allclose(
         post(f"{current}/v1/sessions/{ours}/step", {"inputs": after}).json()["outputs"],
         post(f"{current}/v1/sessions/{reference}/step", {"inputs": after}).json()["outputs"],
+        atol=1e-4)
+
+    # an unkept step inside a full window: the steps after it restart the window, so the
+    # session is refused until it holds W inputs again, then re-warmed from exactly those
+    rng = np.random.default_rng(20)
+    full, gap, later = (rng.standard_normal((n, 3)).round(4).tolist() for n in (WINDOW, 1,
+                                                                                 WINDOW))
+    for server, part in ((current, full), (previous, gap), (current, later[:2])):
+        assert post(f"{server}/v1/sessions/{mixed}/step", {"inputs": part}).status_code == 200
+    still = post(f"{current}/v1/sessions/{mixed}/migrate", {"version": 2})
+    assert still.status_code == 409, still.text
+    assert post(f"{current}/v1/sessions/{mixed}/step", {"inputs": later[2:]}
+                ).status_code == 200
+    fresh = post(f"{current}/v1/models/moving/sessions", {"version": 2}).json()["session_id"]
+    assert post(f"{current}/v1/sessions/{fresh}/step", {"inputs": later}).status_code == 200
+    again = post(f"{current}/v1/sessions/{mixed}/migrate", {"version": 2})
+    assert again.status_code == 200, again.text
+    assert again.json()["replayed_steps"] == WINDOW
+    np.testing.assert_allclose(
+        post(f"{current}/v1/sessions/{mixed}/step", {"inputs": after}).json()["outputs"],
+        post(f"{current}/v1/sessions/{fresh}/step", {"inputs": after}).json()["outputs"],
         atol=1e-4)

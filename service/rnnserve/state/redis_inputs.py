@@ -8,8 +8,9 @@
 Both are new names that a replica of an older release never reads, so records stay readable
 by it (docs/deploy.md, "Rolling upgrades"). Such a replica steps a session without keeping its
 inputs: then `in_steps` is not the session's `steps`, and the kept inputs are refused as
-incomplete rather than replayed wrong. After a reset (steps 0) or a migration (a new hash)
-only the inputs of the steps since then count: the last min(steps, kept) of them."""
+incomplete rather than replayed wrong; and the next step this code writes restarts the window
+(redis_scatter.lua drops what was kept when `in_steps` is not the steps before it, as after a
+reset), so the session can be migrated again once it has taken `rewarm_steps` steps since."""
 
 from __future__ import annotations
 

@@ -6,7 +6,9 @@
 --       format 1, n tensor byte strings; format 2, one string of them all; then the row's
 --       inputs bytes ('' when none are kept).
 -- Kept inputs (redis_inputs.py): a written row's inputs are appended to rnnserve:in:{id},
--- cut to the most bytes from its end, and the hash's `in_steps` set to its steps.
+-- cut to the most bytes from its end, and the hash's `in_steps` set to its steps. When
+-- `in_steps` is not the steps before this one (a reset, or a step of an older release that
+-- keeps no inputs), the inputs kept so far are dropped: the window restarts with this step.
 -- -> {now, then per row: status ('ok' | 'conflict' | 'missing' | 'replay' | 'landed' |
 --     'format'), steps or marker or the unread format, recorded outputs (replay only, else '')}
 -- 'format': a record of a format newer than this release reads; left as it was.
@@ -27,7 +29,8 @@ for r = 0, (#KEYS - 2) / 3 - 1 do
   local hash, marker, state_key = KEYS[3 + 3 * r], KEYS[4 + 3 * r], KEYS[5 + 3 * r]
   local base = head + r * stride
   local step_id = ARGV[base + 5]
-  local cur = redis.call('HMGET', hash, 'gen', 'last_id', 'last_out', 'steps', 'wid', 'fmt')
+  local cur = redis.call('HMGET', hash, 'gen', 'last_id', 'last_out', 'steps', 'wid', 'fmt',
+                        'in_steps')
   if not cur[1] then
     out[#out + 1] = 'missing'
     out[#out + 1] = redis.call('GET', marker) or ''
@@ -76,7 +79,11 @@ for r = 0, (#KEYS - 2) / 3 - 1 do
     local steps = redis.call('HINCRBY', hash, 'steps', ARGV[base + 3])
     if keep_bytes > 0 then
       local inputs_key = inputs_prefix .. ARGV[base + 1]
-      local kept = (redis.call('GET', inputs_key) or '') .. ARGV[base + 7 + values]
+      local kept = ''
+      if (cur[7] or '0') == (cur[4] or '0') then  -- no step went unkept since the last append
+        kept = redis.call('GET', inputs_key) or ''
+      end
+      kept = kept .. ARGV[base + 7 + values]
       if #kept > keep_bytes then kept = string.sub(kept, -keep_bytes) end
       redis.call('SET', inputs_key, kept, 'PX', ttl_ms)
       redis.call('HSET', hash, 'in_steps', steps)
