@@ -8,7 +8,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rnnserve.errors import RnnServeError, SessionQuotaExceeded, StreamReplaced, Unavailable
+from rnnserve.errors import (
+    MigrationRefused,
+    RnnServeError,
+    SessionQuotaExceeded,
+    StreamReplaced,
+    Unavailable,
+)
 
 SessionEvent = Callable[[str, str, int], None]
 """(event, model, steps): event is created, deleted, expired or evicted (evicted: the memory
@@ -249,6 +255,14 @@ def version_full(layout: StateLayout, max_sessions: int) -> Unavailable:
     return Unavailable(f"model {layout.model!r} version {layout.version} holds its maximum of "
                        f"{max_sessions} live sessions (max_sessions in its model.json); delete "
                        "idle ones or retry later", retry_after_s=5)
+
+
+def unkept(session_id: str) -> MigrationRefused:
+    """The refusal of a migration whose kept inputs miss the session's latest steps."""
+    return MigrationRefused(
+        f"session {session_id!r} was stepped without keeping its inputs (by a replica of an "
+        "older release, or while its version had rewarm_steps 0), so they cannot be replayed "
+        "exactly; reset it, or migrate it after rewarm_steps more steps")
 
 
 def store_full(max_sessions: int) -> Unavailable:

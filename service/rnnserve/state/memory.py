@@ -32,6 +32,7 @@ from rnnserve.state.base import (
     StateLayout,
     replaced,
     store_full,
+    unkept,
     version_full,
 )
 from rnnserve.state.client_counts import ClientCounts
@@ -75,8 +76,9 @@ class MemoryStateStore(Scatter, BulkCreate, MemoryRetirements):
         self._ended: dict[str, tuple[str, float, float]] = {}  # id -> (why, idle s, ttl s)
         # id -> (step id, outputs, steps after): only sessions whose clients send step ids
         self._last: dict[str, tuple[str, np.ndarray, int]] = {}
-        # id -> its last inputs [n <= rewarm_steps, features]: only versions that keep them
-        self._windows: dict[str, np.ndarray] = {}
+        # id -> (steps after them, its last inputs [n <= rewarm_steps, features]): only the
+        # sessions of versions that keep them
+        self._windows: dict[str, tuple[int, np.ndarray]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._attach_watchers: list[AttachEvent] = []
         self._retired: dict[tuple[str, int], float] = {}
@@ -267,8 +269,11 @@ class MemoryStateStore(Scatter, BulkCreate, MemoryRetirements):
     async def recent_inputs(self, session_id: str, features: int
                             ) -> tuple[SessionRecord, np.ndarray]:
         _, slab, slot = self._locate(session_id)
-        kept = self._windows.get(session_id, np.zeros((0, features), np.float32))
-        return self._record(slab, slot), kept.copy()
+        record = self._record(slab, slot)
+        kept_after, kept = self._windows.get(session_id, (0, np.zeros((0, features), np.float32)))
+        if record.steps and kept_after != record.steps:
+            raise unkept(session_id)
+        return record, kept.copy()
 
     async def delete(self, session_id: str) -> None:
         slab_no, _, slot = self._locate(session_id)

@@ -20,7 +20,7 @@ class Scatter:
     _slabs: list[Slab]
     _clock: Callable[[], float]
     _last: dict[str, tuple[str, np.ndarray, int]]
-    _windows: dict[str, np.ndarray]
+    _windows: dict[str, tuple[int, np.ndarray]]
 
     async def scatter(
         self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
@@ -72,7 +72,8 @@ class Scatter:
                 else:
                     self._last.pop(gathered.ids[i], None)
         if inputs is not None and slab.rewarm_steps:
-            self._keep_inputs(gathered.ids, write, inputs, slab.rewarm_steps)
+            self._keep_inputs(gathered.ids, write, inputs, slab.rewarm_steps,
+                              slab.steps[slots].tolist(), steps)
         errors: list[RnnServeError | None] = [None] * n
         for i in np.flatnonzero(~ok).tolist():
             errors[i] = gathered.errors[i] or (replaced(gathered.ids[i]) if i in let_go else
@@ -82,10 +83,14 @@ class Scatter:
         return Written(slab.steps[slots].tolist(), [False] * n, errors, replayed)
 
     def _keep_inputs(self, ids: list[str], written: np.ndarray, inputs: np.ndarray,
-                     window: int) -> None:
+                     window: int, after: list[int], steps: list[int]) -> None:
         """Append each written row's inputs [time, features] to its session's window of the
-        last `window` inputs (a copy: the batch's array is not kept alive by the store)."""
+        last `window` inputs (a copy: the batch's array is not kept alive by the store), with
+        the session's steps after them. A window that missed steps (taken while the version
+        kept no inputs) restarts with this step's inputs."""
         for i in np.flatnonzero(written).tolist():
             kept = self._windows.get(ids[i])
-            rows = inputs[i] if kept is None else np.concatenate((kept, inputs[i]))
-            self._windows[ids[i]] = np.array(rows[-window:], np.float32)
+            before = after[i] - steps[i]
+            rows = inputs[i] if kept is None or kept[0] != before else np.concatenate(
+                (kept[1], inputs[i]))
+            self._windows[ids[i]] = (after[i], np.array(rows[-window:], np.float32))

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from rnnserve.errors import MigrationRefused
 from rnnserve.state import redis_records
+from rnnserve.state.base import unkept
 from rnnserve.state.redis_client import guard
 from rnnserve.state.redis_format import MARKER, PREFIX, SESSION, not_found, text
 
@@ -29,7 +29,7 @@ INPUTS = PREFIX + "in:"
 async def recent_inputs(client: Any, where: str, session_id: str, features: int
                         ) -> tuple[dict[bytes, Any], np.ndarray]:
     """The session's hash and its kept inputs [n, features], read in one MULTI so that they
-    agree; SessionNotFound as any read, MigrationRefused when steps went unkept."""
+    agree; SessionNotFound as any read, MigrationRefused (unkept) when steps went unkept."""
     async with guard(where):
         async with client.pipeline(transaction=True) as pipe:
             pipe.hgetall(SESSION + session_id)
@@ -44,8 +44,5 @@ async def recent_inputs(client: Any, where: str, session_id: str, features: int
     if steps == 0:
         return dict(fields), rows[:0].astype(np.float32)
     if text(fields.get(b"in_steps", b"")) != str(steps):
-        raise MigrationRefused(
-            f"session {session_id!r} was stepped without keeping its inputs (by a replica "
-            "of an older release, or while its version had rewarm_steps 0), so they cannot "
-            "be replayed exactly; reset it, or migrate it after rewarm_steps more steps")
+        raise unkept(session_id)
     return dict(fields), rows[-steps:].astype(np.float32)
