@@ -19,6 +19,7 @@ they enter.
     │   └── SessionQuotaExceeded                               a key's live sessions
     ├── StreamReplaced                 409  ABORTED            a newer connection holds the session
     ├── ModelControlDisabled           409  FAILED_PRECONDITION load/unload outside explicit mode
+    ├── MigrationRefused               409  FAILED_PRECONDITION no kept inputs, other inputs
     ├── VersionRetired                 410  FAILED_PRECONDITION the session's version was retired
     ├── Unavailable                    503  UNAVAILABLE        model not ready, server full
     │   ├── StepConflict                                       another replica stepped the session
@@ -145,6 +146,16 @@ class ModelControlDisabled(RnnServeError):
     answers it 503 / UNAVAILABLE; rnnserve answers 409 / FAILED_PRECONDITION: the server's
     mode, not a passing state, refuses it, so a retry never helps, and a 503 would tell
     clients and load balancers to retry."""
+
+    http_status = 409
+    grpc_code = "FAILED_PRECONDITION"
+
+
+class MigrationRefused(RnnServeError):
+    """A session migration that cannot give an exact answer: the session's version keeps no
+    inputs (model.json `rewarm_steps` 0), the target version takes other inputs (width or
+    feature names), or the kept inputs are incomplete. 409: the server's configuration or the
+    models, not a passing state, refuse it; the message says what to change."""
 
     http_status = 409
     grpc_code = "FAILED_PRECONDITION"

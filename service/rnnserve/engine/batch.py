@@ -124,8 +124,13 @@ class BatchMechanics:
         step_ids = [t for j in stateful for t in (j.step_ids or [None] * j.rows)]
         scattering = time.perf_counter()
         try:
-            written = await self.store.scatter(gathered, new_states, [x.shape[1]] * k,
-                                               out[sig.output_name][:k], step_ids)
+            if self.layout.rewarm_steps:  # the sessions keep their last inputs (migration)
+                written = await self.store.scatter(gathered, new_states, [x.shape[1]] * k,
+                                                   out[sig.output_name][:k], step_ids,
+                                                   inputs=x[:k])
+            else:
+                written = await self.store.scatter(gathered, new_states, [x.shape[1]] * k,
+                                                   out[sig.output_name][:k], step_ids)
         except StoreFull as exc:  # Redis refuses a script before its first write
             raise not_applied(exc) from exc
         except Exception as exc:  # sent, perhaps, and applied: nobody can tell

@@ -53,7 +53,8 @@ class Batcher:
         self.layout = StateLayout(
             runner.name, runner.version, tuple((s.input, s.layers, s.hidden) for s in sig.states),
             ttl_s=own.session_ttl_s if own.is_declared("session_ttl_s") else None,
-            max_sessions=own.max_sessions if own.is_declared("max_sessions") else None)
+            max_sessions=own.max_sessions if own.is_declared("max_sessions") else None,
+            rewarm_steps=own.rewarm_steps, features=sig.input_size)
         self._mechanics = BatchMechanics(runner, store, self.layout, metrics)
         self._slots = slots
         label = (runner.name, str(runner.version))  # labelled once: labels() is costly per job

@@ -109,10 +109,17 @@ class ObservedStore:
 
     async def scatter(
         self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
-        outputs: np.ndarray, step_ids: list[str | None],
+        outputs: np.ndarray, step_ids: list[str | None], inputs: np.ndarray | None = None,
     ) -> Written:
+        if inputs is None:  # keeps stores (and test doubles) without the argument working
+            return await self._observed(
+                self.inner.scatter(gathered, states, steps, outputs, step_ids))
         return await self._observed(
-            self.inner.scatter(gathered, states, steps, outputs, step_ids))
+            self.inner.scatter(gathered, states, steps, outputs, step_ids, inputs=inputs))
+
+    async def recent_inputs(self, session_id: str, features: int
+                            ) -> tuple[SessionRecord, np.ndarray]:
+        return await self._observed(self.inner.recent_inputs(session_id, features))
 
     async def replay(
         self, session_id: str, step_id: str, owner: str
@@ -127,6 +134,9 @@ class ObservedStore:
 
     async def version_sessions(self, model: str) -> dict[int, int]:
         return await self._observed(self.inner.version_sessions(model))
+
+    async def version_session_ids(self, model: str, version: int, owner: str) -> list[str]:
+        return await self._observed(self.inner.version_session_ids(model, version, owner))
 
     async def retire(self, model: str, version: int, until: float) -> float:
         return await self._observed(self.inner.retire(model, version, until))

@@ -21,6 +21,7 @@ from rnnserve.engine.attachments import Attachments, LetGo
 from rnnserve.engine.batcher import Batcher
 from rnnserve.engine.bulk_create import CreateOutcome, NewSession, create_many
 from rnnserve.engine.limits import Limits
+from rnnserve.engine.migration import Migrated, migrate, migrate_version
 from rnnserve.engine.pending import (
     ARRAYS,
     PendingStep,
@@ -348,6 +349,18 @@ class Sessions:
         checked = check_state(runner.signature, state, "state")
         with deadlines.writing():
             return await self._store.reset(session_id, checked)
+
+    async def migrate(self, session_id: str, version: int | str, *, owner: str = ""
+                      ) -> Migrated:
+        """Move the session to another version of its model, re-warmed (migration.py)."""
+        record, runner = await self.resolve(session_id, owner)
+        return await migrate(self._store, self._served, record, runner, version)
+
+    async def migrate_version(self, model: str, version: int, to: int | str, *,
+                              owner: str = "") -> list[dict[str, object]]:
+        """`migrate` for each of `owner`'s sessions on the version: one outcome each."""
+        return await migrate_version(self._store, self._served, model, version, to, owner,
+                                     lambda sid: self.migrate(sid, to, owner=owner))
 
     async def describe(self, session_id: str, *, owner: str = "") -> SessionRecord:
         return await self._owned(session_id, owner)

@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from rnnserve import __version__
 from rnnserve.console import router as console_router
 from rnnserve.engine import Engine, V2DataPlane
-from rnnserve.http import native, sessions, stream, v2, v2_extensions, v2_repository
+from rnnserve.http import migration, native, sessions, stream, v2, v2_extensions, v2_repository
 from rnnserve.http.api_docs import install_api_docs
 from rnnserve.http.auth import AuthAndRateLimit
 from rnnserve.http.errors import install_error_handlers
@@ -64,6 +64,7 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
     install_error_handlers(app)
     app.include_router(native.router)
     app.include_router(sessions.router)
+    app.include_router(migration.router)
     app.include_router(stream.router)
     app.include_router(v2_extensions.router)  # first: /v2/models/stats is not a model
     app.include_router(v2.router)

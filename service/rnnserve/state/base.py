@@ -8,7 +8,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rnnserve.errors import RnnServeError, SessionQuotaExceeded, StreamReplaced, Unavailable
+from rnnserve.errors import (
+    MigrationRefused,
+    RnnServeError,
+    SessionQuotaExceeded,
+    StreamReplaced,
+    Unavailable,
+)
 
 SessionEvent = Callable[[str, str, int], None]
 """(event, model, steps): event is created, deleted, expired or evicted (evicted: the memory
@@ -32,6 +38,12 @@ class StateLayout:
     max_sessions: int | None = field(default=None, compare=False)
     """The most live sessions of this version (model.json `max_sessions`); None: only the
     store's cap. (The memory store honours both; see docs/model_settings.md for Redis.)"""
+    rewarm_steps: int = field(default=0, compare=False)
+    """How many of each session's last timesteps of input the store keeps (model.json
+    `rewarm_steps`), so the session can be migrated to another version (docs/migration.md);
+    0: none are kept, and `scatter` is handed no inputs."""
+    features: int = field(default=0, compare=False)
+    """The width of one timestep of input (what a kept input holds)."""
 
     @property
     def key(self) -> str:
@@ -172,12 +184,22 @@ class StateStore(Protocol):
 
     async def scatter(
         self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
-        outputs: np.ndarray, step_ids: list[str | None],
+        outputs: np.ndarray, step_ids: list[str | None], inputs: np.ndarray | None = None,
     ) -> Written:
         """Write back the rows of `gathered` that had no error, adding `steps[i]` steps. A row
         with a step id also records it with its outputs [time, out], atomically with the state;
         a row whose step id is among the session's recorded ones (its replay window: the last
-        N step ids) is not written but replayed."""
+        N step ids) is not written but replayed. With `inputs` [rows, time, features] (the
+        layout's `rewarm_steps` > 0), each written row's inputs are appended to the session's
+        window of its last `rewarm_steps` inputs, in the same write as its state."""
+        ...
+
+    async def recent_inputs(self, session_id: str, features: int
+                            ) -> tuple[SessionRecord, np.ndarray]:
+        """The session's record and its last inputs since its creation or reset, at most its
+        version's `rewarm_steps` of them, oldest first [n, features] (n 0: none kept). A store
+        that cannot vouch for them (Redis: an older replica stepped the session without
+        keeping its inputs) raises MigrationRefused."""
         ...
 
     async def replay(
@@ -193,6 +215,11 @@ class StateStore(Protocol):
 
     async def version_sessions(self, model: str) -> dict[int, int]:
         """Live sessions of `model` per version (versions with none may be left out)."""
+        ...
+
+    async def version_session_ids(self, model: str, version: int, owner: str) -> list[str]:
+        """The ids of the live sessions of one model version created by `owner` (a bulk
+        migration's sessions)."""
         ...
 
     async def retire(self, model: str, version: int, until: float) -> float:
@@ -231,6 +258,14 @@ def version_full(layout: StateLayout, max_sessions: int) -> Unavailable:
     return Unavailable(f"model {layout.model!r} version {layout.version} holds its maximum of "
                        f"{max_sessions} live sessions (max_sessions in its model.json); delete "
                        "idle ones or retry later", retry_after_s=5)
+
+
+def unkept(session_id: str) -> MigrationRefused:
+    """The refusal of a migration whose kept inputs miss the session's latest steps."""
+    return MigrationRefused(
+        f"session {session_id!r} was stepped without keeping its inputs (by a replica of an "
+        "older release, or while its version had rewarm_steps 0), so they cannot be replayed "
+        "exactly; reset it, or migrate it after rewarm_steps more steps")
 
 
 def store_full(max_sessions: int) -> Unavailable:

@@ -32,6 +32,7 @@ from rnnserve.state.base import (
     StateLayout,
     replaced,
     store_full,
+    unkept,
     version_full,
 )
 from rnnserve.state.client_counts import ClientCounts
@@ -77,6 +78,9 @@ class MemoryStateStore(Scatter, BulkCreate, MemoryRetirements):
         self._owner_live: dict[int, int] = {}
         self._ended: dict[str, tuple[str, float, float]] = {}  # id -> (why, idle s, ttl s)
         self._history = StepHistory(step_history)  # only sessions whose clients send ids
+        # id -> (steps after them, its last inputs [n <= rewarm_steps, features]): only the
+        # sessions of versions that keep them
+        self._windows: dict[str, tuple[int, np.ndarray]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._attach_watchers: list[AttachEvent] = []
         self._retired: dict[tuple[str, int], float] = {}
@@ -127,6 +131,7 @@ class MemoryStateStore(Scatter, BulkCreate, MemoryRetirements):
         slab = self._slabs[number]
         slab.ttl_s = self.ttl_s if layout.ttl_s is None else layout.ttl_s
         slab.max_live = layout.max_sessions
+        slab.rewarm_steps = layout.rewarm_steps
         return number, slab
 
     def _remember_end(self, session_id: str, why: str, idle_s: float, ttl_s: float) -> None:
@@ -145,6 +150,7 @@ class MemoryStateStore(Scatter, BulkCreate, MemoryRetirements):
         self.clients.remove(session_id)
         del self._index[session_id]
         self._history.forget(session_id)
+        self._windows.pop(session_id, None)
         slab.release(slot)
         if why != "deleted":
             self._remember_end(session_id, why, idle, slab.ttl_s)
@@ -258,9 +264,19 @@ class MemoryStateStore(Scatter, BulkCreate, MemoryRetirements):
         _, slab, slot = self._locate(session_id)
         slab.write(slot, state)
         self._history.forget(session_id)
+        self._windows.pop(session_id, None)
         slab.steps[slot] = 0
         slab.last_used[slot] = self._clock()
         return self._record(slab, slot)
+
+    async def recent_inputs(self, session_id: str, features: int
+                            ) -> tuple[SessionRecord, np.ndarray]:
+        _, slab, slot = self._locate(session_id)
+        record = self._record(slab, slot)
+        kept_after, kept = self._windows.get(session_id, (0, np.zeros((0, features), np.float32)))
+        if record.steps and kept_after != record.steps:
+            raise unkept(session_id)
+        return record, kept.copy()
 
     async def delete(self, session_id: str) -> None:
         slab_no, _, slot = self._locate(session_id)

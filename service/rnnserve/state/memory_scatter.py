@@ -22,10 +22,11 @@ class Scatter:
     _slabs: list[Slab]
     _clock: Callable[[], float]
     _history: StepHistory
+    _windows: dict[str, tuple[int, np.ndarray]]
 
     async def scatter(
         self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
-        outputs: np.ndarray, step_ids: list[str | None],
+        outputs: np.ndarray, step_ids: list[str | None], inputs: np.ndarray | None = None,
     ) -> Written:
         slab_no, slots, generations, claimed = gathered.token
         slab = self._slabs[slab_no]
@@ -61,6 +62,9 @@ class Scatter:
         if any(step_ids):
             self._history.record_rows(gathered.ids, step_ids, outputs, write,
                                       slab.steps[slots])
+        if inputs is not None and slab.rewarm_steps:
+            self._keep_inputs(gathered.ids, write, inputs, slab.rewarm_steps,
+                              slab.steps[slots].tolist(), steps)
         errors: list[RnnServeError | None] = [None] * n
         for i in np.flatnonzero(~ok).tolist():
             errors[i] = gathered.errors[i] or (replaced(gathered.ids[i]) if i in let_go else
@@ -70,3 +74,16 @@ class Scatter:
         after = [s if again is None else again[1]  # as a replay's first answer said
                  for s, again in zip(slab.steps[slots].tolist(), replayed, strict=True)]
         return Written(after, [False] * n, errors, replayed)
+
+    def _keep_inputs(self, ids: list[str], written: np.ndarray, inputs: np.ndarray,
+                     window: int, after: list[int], steps: list[int]) -> None:
+        """Append each written row's inputs [time, features] to its session's window of the
+        last `window` inputs (a copy: the batch's array is not kept alive by the store), with
+        the session's steps after them. A window that missed steps (taken while the version
+        kept no inputs) restarts with this step's inputs."""
+        for i in np.flatnonzero(written).tolist():
+            kept = self._windows.get(ids[i])
+            before = after[i] - steps[i]
+            rows = inputs[i] if kept is None or kept[0] != before else np.concatenate(
+                (kept[1], inputs[i]))
+            self._windows[ids[i]] = (after[i], np.array(rows[-window:], np.float32))

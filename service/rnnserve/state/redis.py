@@ -30,10 +30,7 @@ from typing import Any
 import numpy as np
 import redis.asyncio as aioredis
 
-from rnnserve.errors import (
-    RnnServeError,
-    Unavailable,
-)
+from rnnserve.errors import RnnServeError, Unavailable
 from rnnserve.state import redis_records, redis_scripts
 from rnnserve.state.base import (
     AttachEvent,
@@ -65,6 +62,7 @@ from rnnserve.state.redis_format import (
 )
 from rnnserve.state.redis_gather import gather
 from rnnserve.state.redis_history import HISTORY, find
+from rnnserve.state.redis_inputs import recent_inputs
 from rnnserve.state.redis_records import NEWEST, record_format, too_new
 from rnnserve.state.redis_retired import RedisRetirements
 from rnnserve.state.redis_scatter import ScatterWriter
@@ -358,10 +356,10 @@ class RedisStateStore:
 
     async def scatter(
         self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
-        outputs: np.ndarray, step_ids: list[str | None],
+        outputs: np.ndarray, step_ids: list[str | None], inputs: np.ndarray | None = None,
     ) -> Written:
         """The batch's write, and its WAIT when replicas must acknowledge it: redis_scatter."""
-        return await self._writer.scatter(gathered, states, steps, outputs, step_ids)
+        return await self._writer.scatter(gathered, states, steps, outputs, step_ids, inputs)
 
     async def owned_sessions(self, owner: str) -> int:
         """Live sessions created by `owner`, across replicas: the size of its sorted set once
@@ -390,3 +388,11 @@ class RedisStateStore:
 
     async def version_sessions(self, model: str) -> dict[int, int]:
         return await self._retired.version_sessions(model)
+
+    async def version_session_ids(self, model: str, version: int, owner: str) -> list[str]:
+        return await self._retired.version_session_ids(model, version, owner)
+
+    async def recent_inputs(self, session_id: str, features: int
+                            ) -> tuple[SessionRecord, np.ndarray]:
+        fields, kept = await recent_inputs(self._client, self._where, session_id, features)
+        return self._record(session_id, fields), kept

@@ -5,8 +5,8 @@
                            replica to retire a version fixes it; a version loaded again is
                            deleted from it.
 
-Live sessions per version are counted by one script over the model's live set
-(redis_version_count.lua)."""
+Live sessions per version are counted (redis_version_count.lua), and a version's ids listed
+(redis_version_ids.lua), by one script over the model's live set."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ class RedisRetirements:
         self._client = client
         self._where = where
         self._count = client.register_script(redis_scripts.VERSION_COUNT)
+        self._ids = client.register_script(redis_scripts.VERSION_IDS)
 
     async def retire(self, model: str, version: int, until: float) -> float:
         async with guard(self._where):
@@ -56,3 +57,9 @@ class RedisRetirements:
         async with guard(self._where):
             flat = await self._count(keys=[LIVE + model], args=[SESSION])
         return {int(text(flat[i])): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    async def version_session_ids(self, model: str, version: int, owner: str) -> list[str]:
+        """The live sessions of the version that `owner` created (a bulk migration's)."""
+        async with guard(self._where):
+            ids = await self._ids(keys=[LIVE + model], args=[SESSION, version, owner])
+        return [text(i) for i in ids]

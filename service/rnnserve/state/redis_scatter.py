@@ -38,6 +38,7 @@ from rnnserve.state.redis_format import (
     write_id,
 )
 from rnnserve.state.redis_history import HISTORY
+from rnnserve.state.redis_inputs import INPUTS
 
 APPLIED = ("ok", "landed", "replay")
 """Row statuses whose step is in Redis after the script (and so waits for its replicas)."""
@@ -62,7 +63,7 @@ class ScatterWriter:
 
     async def scatter(
         self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
-        outputs: np.ndarray, step_ids: list[str | None],
+        outputs: np.ndarray, step_ids: list[str | None], inputs: np.ndarray | None = None,
     ) -> Written:
         """One script call for the batch: each row is written only if its gen is still the
         gathered one; a changed gen is a conflict (another writer came first: run again), a
@@ -84,8 +85,11 @@ class ScatterWriter:
         fmt = self.record_format
         fields = redis_records.tensor_fields(layout.tensors)
         keys: list[str] = [GEN, LIVE + layout.model]
+        keep = layout.rewarm_steps if inputs is not None else 0
         args: list[Any] = [*self._head, layout.model, redis_records.NEWEST, fmt, len(fields),
-                           *fields, OWNER, write_id(), self.history - 1]
+                           *fields, OWNER, write_id(), self.history - 1,
+                           4 * keep * layout.features, INPUTS]
+        kept = inputs.astype("<f4", copy=False) if inputs is not None and keep else None
         per_value = redis_records.stack_rows(states, layout.tensors, fmt)
         for i in rows:
             session_id, before = gathered.ids[i], token.records[i]
@@ -95,7 +99,8 @@ class ScatterWriter:
             step_id = step_ids[i] or ""
             args += [session_id, token.gens[i], int(steps[i]), before.owner, step_id,
                      outputs_bytes(outputs[i]) if step_id else b"",
-                     *(rows[i].tobytes() for rows in per_value)]
+                     *(rows[i].tobytes() for rows in per_value),
+                     b"" if kept is None else kept[i].tobytes()]
         out, acked = await self.run(keys, args)
         short = acked is not None and acked < self.wait_replicas
         for j, i in enumerate(rows):

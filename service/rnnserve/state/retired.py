@@ -7,6 +7,8 @@ Redis store's is `redis_retired`); the first retirement of a version fixes its `
 
 from __future__ import annotations
 
+import numpy as np
+
 from rnnserve.state.slab import Slab
 
 
@@ -15,6 +17,7 @@ class MemoryRetirements:
 
     _slabs: list[Slab]
     _retired: dict[tuple[str, int], float]
+    _owner_ids: dict[str, int]
 
     async def retire(self, model: str, version: int, until: float) -> float:
         """Record the version as retired with its sessions stepping on until `until`; a
@@ -36,3 +39,15 @@ class MemoryRetirements:
             if slab.layout.model == model and slab.live:
                 counts[slab.layout.version] = counts.get(slab.layout.version, 0) + slab.live
         return counts
+
+    async def version_session_ids(self, model: str, version: int, owner: str) -> list[str]:
+        """The live sessions of the version that `owner` created (a bulk migration's)."""
+        owner_id = self._owner_ids.get(owner)
+        if owner_id is None:
+            return []
+        for slab in self._slabs:
+            if (slab.layout.model, slab.layout.version) == (model, version):
+                n = slab.high_water
+                slots = np.flatnonzero(slab.alive[:n] & (slab.owner[:n] == owner_id))
+                return [str(slab.ids[slot]) for slot in slots.tolist()]
+        return []

@@ -45,6 +45,7 @@ class Slab:
         self.live = 0
         self.ttl_s = 0.0  # the idle timeout and cap of this version's sessions: set by the
         self.max_live: int | None = None  # store from the latest layout it was handed
+        self.rewarm_steps = 0  # how many last inputs each session keeps (the layout's)
 
     def _grow(self) -> None:
         new_capacity = self.capacity * 2

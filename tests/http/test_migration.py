@@ -1,0 +1,234 @@
+"""Session migration over REST, on real servers with the memory and the Redis store: a session
+shorter than its version's `rewarm_steps` migrates to exactly what a session run on the target
+version from its start holds (its next outputs equal to 1e-4), one by one and in bulk; a
+version that keeps no inputs, a target with other inputs, and an unknown version are refused
+with what to do."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import ServerProcess, serving
+from tests.state.redis_server import REDIS_SERVER, RedisServer
+
+WINDOW = 8
+FEATURES = ["a", "b", "c"]
+
+
+def build_repository(tiny_repo: Path, root: Path) -> Path:
+    """moving: versions 1 and 2 (tiny-lstm's, other weights, the same features) keeping the
+    last 8 inputs; 3 with 4 inputs a timestep; 4 with version 2's weights but other feature
+    names. fixed: tiny-lstm's two versions, keeping no inputs."""
+    import torch
+    from rnnserve.export.onnx_export import export_recurrent
+    from torch import nn
+
+    for version in ("1", "2", "4"):
+        shutil.copytree(tiny_repo / "tiny-lstm" / ("2" if version == "4" else version),
+                        root / "moving" / version)
+    torch.manual_seed(9)
+    (root / "moving" / "3").mkdir()
+    export_recurrent(nn.LSTM(4, 8, num_layers=2, batch_first=True), nn.Linear(8, 1),
+                     root / "moving" / "3" / "model.onnx")
+    (root / "moving" / "model.json").write_text(json.dumps(
+        {"rewarm_steps": WINDOW, "features": FEATURES}))
+    (root / "moving" / "4" / "model.json").write_text(json.dumps({"features": ["a", "b", "d"]}))
+    shutil.copytree(tiny_repo / "tiny-lstm", root / "fixed")
+    return root
+
+
+def rows(count: int, seed: int) -> list[list[float]]:
+    return np.random.default_rng(seed).standard_normal((count, 3)).round(4).tolist()
+
+
+def session(client: httpx.Client, model: str, version: int) -> str:
+    answer = client.post(f"/v1/models/{model}/sessions", json={"version": version})
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["session_id"])
+
+
+def step(client: httpx.Client, session_id: str, inputs: list[list[float]]) -> np.ndarray:
+    answer = client.post(f"/v1/sessions/{session_id}/step", json={"inputs": inputs})
+    assert answer.status_code == 200, answer.text
+    return np.asarray(answer.json()["outputs"])
+
+
+def state(client: httpx.Client, session_id: str) -> dict[str, np.ndarray]:
+    answer = client.get(f"/v1/sessions/{session_id}/state")
+    assert answer.status_code == 200, answer.text
+    return {name: np.asarray(t["data"]) for name, t in answer.json()["state"].items()}
+
+
+def assert_same_session(client: httpx.Client, moved: str, reference: str, seed: int) -> None:
+    """The migrated session holds the reference's state, and its next step answers alike."""
+    ours, theirs = state(client, moved), state(client, reference)
+    for name in theirs:
+        np.testing.assert_allclose(ours[name], theirs[name], atol=1e-4)
+    after = rows(2, seed)
+    np.testing.assert_allclose(step(client, moved, after), step(client, reference, after),
+                               atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def repository(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_repository(tiny_repo, tmp_path_factory.mktemp("migration-models"))
+
+
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def server(request: pytest.FixtureRequest, repository: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    logs = tmp_path_factory.mktemp("migration-logs")
+    args = ["--models", str(repository)]
+    if request.param == "memory":
+        with serving(args, logs / "server.log") as server:
+            yield server
+        return
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed: the Redis migration test needs one")
+    pytest.importorskip("redis", reason="redis-py is not installed (pip install .[redis])")
+    redis = RedisServer(logs / "redis")
+    redis.start()
+    try:
+        with serving([*args, "--state-store", redis.url], logs / "server.log") as server:
+            yield server
+    finally:
+        redis.stop()
+
+
+@pytest.fixture
+def client(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+def test_a_session_shorter_than_the_window_migrates_exactly(client: httpx.Client) -> None:
+    history = rows(6, seed=1)
+    moved, reference = session(client, "moving", 1), session(client, "moving", 2)
+    for part in (history[:4], history[4:]):  # two steps: the window spans steps
+        step(client, moved, part)
+        step(client, reference, part)
+    before = state(client, moved)
+
+    answer = client.post(f"/v1/sessions/{moved}/migrate", json={"version": 2})
+
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["session_id"], body["version"], body["replayed_steps"]) == (moved, 2, 6)
+    assert client.get(f"/v1/sessions/{moved}").json()["version"] == 2
+    assert not np.allclose(before["h0"], state(client, reference)["h0"], atol=1e-3)
+    assert_same_session(client, moved, reference, seed=2)
+
+
+def test_a_session_longer_than_the_window_is_rewarmed_from_its_last_inputs(
+        client: httpx.Client) -> None:
+    history = rows(WINDOW + 5, seed=3)
+    moved, reference = session(client, "moving", 1), session(client, "moving", 2)
+    step(client, moved, history)
+    step(client, reference, history[-WINDOW:])  # from zeros, the last W inputs only
+
+    answer = client.post(f"/v1/sessions/{moved}/migrate", json={"version": "2"})
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["replayed_steps"] == WINDOW
+    assert_same_session(client, moved, reference, seed=4)
+
+
+def test_every_session_of_a_version_migrates_in_bulk(client: httpx.Client) -> None:
+    made = []
+    for seed in (5, 6, 7):
+        history = rows(3 + seed % 3, seed)
+        moved, reference = session(client, "moving", 1), session(client, "moving", 2)
+        step(client, moved, history)
+        step(client, reference, history)
+        made.append((moved, reference, seed))
+
+    answer = client.post("/v1/models/moving/versions/1/migrate", json={"to": 2})
+
+    assert answer.status_code == 200, answer.text
+    results = {r["session_id"]: r for r in answer.json()["results"]}
+    for moved, reference, seed in made:
+        assert results[moved]["version"] == 2, results[moved]
+        assert_same_session(client, moved, reference, seed + 10)
+    assert client.post("/v1/models/moving/versions/1/migrate",
+                       json={"to": 2}).json() == {"results": []}
+
+
+def test_a_version_that_keeps_no_inputs_refuses_migration_saying_how_to_enable_it(
+        client: httpx.Client) -> None:
+    sid = session(client, "fixed", 1)
+    step(client, sid, rows(2, 8))
+
+    one = client.post(f"/v1/sessions/{sid}/migrate", json={"version": 2})
+    bulk = client.post("/v1/models/fixed/versions/1/migrate", json={"to": 2})
+
+    for answer in (one, bulk):
+        assert answer.status_code == 409, answer.text
+        assert "rewarm_steps" in answer.json()["error"]
+        assert "model.json" in answer.json()["error"]
+    assert client.get(f"/v1/sessions/{sid}").json()["version"] == 1
+
+
+@pytest.mark.parametrize(("target", "says"), [(3, "4 features"), (4, "'d'")])
+def test_a_target_with_other_inputs_is_refused(client: httpx.Client, target: int,
+                                               says: str) -> None:
+    sid = session(client, "moving", 1)
+    step(client, sid, rows(2, 9))
+
+    answer = client.post(f"/v1/sessions/{sid}/migrate", json={"version": target})
+
+    assert answer.status_code == 409, answer.text
+    assert says in answer.json()["error"]
+    assert client.get(f"/v1/sessions/{sid}").json()["version"] == 1
+
+
+def test_an_unknown_version_or_a_bad_body_is_refused(client: httpx.Client) -> None:
+    sid = session(client, "moving", 1)
+
+    unknown = client.post(f"/v1/sessions/{sid}/migrate", json={"version": 9})
+    bulk_unknown = client.post("/v1/models/moving/versions/1/migrate", json={"to": 9})
+    no_sessions = client.post("/v1/models/moving/versions/7/migrate", json={"to": 2})
+    missing = client.post(f"/v1/sessions/{sid}/migrate", json={})
+    wrong = client.post(f"/v1/sessions/{sid}/migrate", json={"version": [2]})
+
+    assert (unknown.status_code, bulk_unknown.status_code, no_sessions.status_code) == (
+        404, 404, 404)
+    assert (missing.status_code, wrong.status_code) == (400, 400)
+    assert '"version" is missing' in missing.json()["error"]
+
+
+def test_the_sessions_of_a_retiring_version_migrate_in_bulk_during_its_grace(
+        tiny_repo: Path, tmp_path: Path) -> None:
+    """The use it is made for: a version removed from the repository (poll mode) retires;
+    while its sessions step on, one call moves them all to the current version, where they
+    step on past the grace instead of getting 410."""
+    repo = build_repository(tiny_repo, tmp_path / "models")
+    with serving(["--models", str(repo), "--model-control", "poll", "--repository-poll-s",
+                  "0.5", "--retire-grace-s", "600"], tmp_path / "server.log") as server, \
+            httpx.Client(base_url=server.url, timeout=30) as client:
+        history = rows(5, seed=21)
+        moved, reference = session(client, "moving", 1), session(client, "moving", 2)
+        step(client, moved, history)
+        step(client, reference, history)
+        shutil.rmtree(repo / "moving" / "1")
+        deadline = time.monotonic() + 30
+        while not client.get("/v1/models").json().get("retiring"):
+            assert time.monotonic() < deadline, "version 1 did not retire"
+            time.sleep(0.2)
+
+        assert client.post("/v1/models/moving/sessions", json={"version": 1}
+                           ).status_code == 410
+
+        answer = client.post("/v1/models/moving/versions/1/migrate", json={"to": 2})
+
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["results"] == [
+            {"session_id": moved, "version": 2, "replayed_steps": 5}]
+        assert_same_session(client, moved, reference, seed=22)
