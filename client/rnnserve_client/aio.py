@@ -212,6 +212,7 @@ class AsyncSession:
         answer = await self.client.call("POST", f"{self._path}/migrate",
                                         json={"version": version}, session=True)
         self.version = int(answer.get("version", version))
+        self.steps = int(answer.get("steps", self.steps))
 
     async def describe(self) -> dict[str, Any]:
         answer: dict[str, Any] = await self.client.call("GET", self._path, session=True)

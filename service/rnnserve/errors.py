@@ -23,6 +23,8 @@ they enter.
     ├── VersionRetired                 410  FAILED_PRECONDITION the session's version was retired
     ├── Unavailable                    503  UNAVAILABLE        model not ready, server full
     │   ├── StepConflict                                       another replica stepped the session
+    │   ├── SessionChanged                                     stepped while being migrated
+    │   ├── SessionMoved                                       migrated while this step ran
     │   ├── StepMayBeApplied                                   the store failed writing a step
     │   ├── StoreUnreachable                                   no connection to the state store
     │   ├── StoreFull                                          Redis at maxmemory refused a write
@@ -181,6 +183,17 @@ class Unavailable(RnnServeError):
 class StepConflict(Unavailable):
     """Another writer (replica) changed the session between this step's read and write; the
     step was not applied and may simply run again."""
+
+
+class SessionChanged(Unavailable):
+    """A migration's write found the session stepped (reset, or moved) since its inputs were
+    read: nothing was written; the migration reads again (engine/migration.py)."""
+
+
+class SessionMoved(Unavailable):
+    """The session was migrated to another version of its model while this step ran (or this
+    stream was bound to its old version): the step was not applied. Run it again: a REST step
+    as it is, a stream after reconnecting with ?session_id= (its close code 1012 says so)."""
 
 
 class StepMayBeApplied(Unavailable):

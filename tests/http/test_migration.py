@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import websockets
+from rnnserve.client import AsyncClient
+from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import ServerProcess, serving
 from tests.state.redis_server import REDIS_SERVER, RedisServer
@@ -232,3 +236,159 @@ def test_the_sessions_of_a_retiring_version_migrate_in_bulk_during_its_grace(
         assert answer.json()["results"] == [
             {"session_id": moved, "version": 2, "replayed_steps": 5}]
         assert_same_session(client, moved, reference, seed=22)
+
+
+def migrate_until_done(url: str, session_id: str, migrated: threading.Event,
+                       refusals: list[str]) -> None:
+    """Migrate the session to version 2, again after each 503 (it stepped meanwhile); any
+    other answer is recorded in `refusals` for the test to fail on."""
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for _ in range(1000):
+            answer = client.post(f"/v1/sessions/{session_id}/migrate", json={"version": 2})
+            if answer.status_code == 200:
+                migrated.set()
+                return
+            if answer.status_code != 503:
+                refusals.append(f"{answer.status_code} {answer.text}")
+                return
+            time.sleep(0.001)
+
+
+def test_a_step_acknowledged_while_the_session_migrates_is_never_lost(
+        server: ServerProcess) -> None:
+    """A client keeps stepping while its session is migrated: every step answered 200 is in
+    the session's state afterwards. The migrated state is the target's after the kept inputs,
+    and each later step builds on it, so with fewer steps than the window the final state is
+    the target's after every acknowledged input from zeros; a step answered and then
+    overwritten by the migration's write would be missing from it. Each trial races one
+    migration against a stream of one-timestep steps; a step the migration cuts off is refused
+    (not applied) and is left out of the inputs."""
+    inputs = rows(WINDOW, seed=40)
+    overlapped = 0
+    for trial in range(12):
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            moved = session(client, "moving", 1)
+            step(client, moved, inputs[:1])
+            acknowledged = [inputs[0]]
+            migrated = threading.Event()
+            refusals: list[str] = []
+            mover = threading.Thread(target=migrate_until_done,
+                                     args=(server.url, moved, migrated, refusals))
+            mover.start()
+            for row in inputs[1:]:
+                answer = client.post(f"/v1/sessions/{moved}/step", json={"inputs": [row]})
+                if answer.status_code == 200:
+                    acknowledged.append(row)
+                    overlapped += not migrated.is_set()
+                else:  # cut off by the migration's write: not applied, said so
+                    assert answer.status_code == 409, answer.text
+            mover.join(timeout=30)
+            assert not refusals, refusals
+            assert migrated.is_set(), f"trial {trial}: the migration never succeeded"
+            assert client.get(f"/v1/sessions/{moved}").json()["version"] == 2
+            reference = session(client, "moving", 2)
+            step(client, reference, acknowledged)
+            ours, theirs = state(client, moved), state(client, reference)
+            for name in theirs:
+                np.testing.assert_allclose(
+                    ours[name], theirs[name], atol=1e-4,
+                    err_msg=f"trial {trial}: an acknowledged step was lost by the migration "
+                            f"({len(acknowledged)} acknowledged)")
+    assert overlapped, "no step ran while a migration was under way: the race was not tried"
+
+
+def test_migration_keeps_the_step_count_and_the_replay_window(client: httpx.Client) -> None:
+    """A step resent after the migration with the id of a step applied before it (its reply
+    was lost, say) is answered from the replay window, not applied a second time; the
+    session's step count goes on from where it was."""
+    history = rows(5, seed=50)
+    moved, reference = session(client, "moving", 1), session(client, "moving", 2)
+    first = client.post(f"/v1/sessions/{moved}/step",
+                        json={"inputs": history[:3], "step_id": "before"}).json()
+    step(client, moved, history[3:])
+    step(client, reference, history)
+
+    answer = client.post(f"/v1/sessions/{moved}/migrate", json={"version": 2})
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["steps"] == 5
+    again = client.post(f"/v1/sessions/{moved}/step",
+                        json={"inputs": history[:3], "step_id": "before"})
+    assert again.status_code == 200, again.text
+    assert again.json()["outputs"] == first["outputs"]  # the recorded answer, on version 1
+    assert client.get(f"/v1/sessions/{moved}").json()["steps"] == 5  # not applied again
+    assert_same_session(client, moved, reference, seed=51)
+
+
+def test_a_second_migration_replays_the_same_last_inputs(client: httpx.Client) -> None:
+    """The kept inputs move with the session, so migrating back and forth within the window
+    re-warms from every input the session took, not only those since the last move."""
+    history = rows(6, seed=52)
+    moved, reference = session(client, "moving", 1), session(client, "moving", 1)
+    step(client, moved, history[:4])
+    assert client.post(f"/v1/sessions/{moved}/migrate", json={"version": 2}).status_code == 200
+    step(client, moved, history[4:])
+    step(client, reference, history)
+
+    back = client.post(f"/v1/sessions/{moved}/migrate", json={"version": 1})
+
+    assert back.status_code == 200, back.text
+    assert back.json()["replayed_steps"] == 6
+    assert_same_session(client, moved, reference, seed=53)
+
+
+async def test_a_stream_on_a_migrated_session_reconnects_and_steps_on(
+        server: ServerProcess) -> None:
+    """A WebSocket holds the session when it is migrated: the step that finds it moved is
+    answered 503, not applied, and the stream closes with 1012; reconnecting with
+    ?session_id= steps on the new version from where the session was."""
+    history = np.asarray(rows(4, seed=54), np.float32)
+    url = f"ws://127.0.0.1:{server.port}/v1/models/moving/stream"
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http, \
+            websockets.connect(f"{url}?version=1") as ws:
+        sid = json.loads(await ws.recv())["session_id"]
+        for row in history[:3]:
+            await ws.send(json.dumps({"inputs": [row.tolist()]}))
+            assert json.loads(await ws.recv())["steps"] >= 1
+        moved = await http.post(f"/v1/sessions/{sid}/migrate", json={"version": 2})
+        assert moved.status_code == 200, moved.text
+
+        await ws.send(json.dumps({"inputs": [history[3].tolist()]}))
+        refused = json.loads(await ws.recv())
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+
+        assert refused["status"] == 503 and "migrated" in refused["error"], refused
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+        assert (await http.get(f"/v1/sessions/{sid}")).json()["steps"] == 3  # not applied
+        async with websockets.connect(f"{url}?session_id={sid}") as again:
+            hello = json.loads(await again.recv())
+            assert (hello["version"], hello["steps"]) == (2, 3)
+            await again.send(json.dumps({"inputs": [history[3].tolist()]}))
+            last = json.loads(await again.recv())
+        reference = (await http.post("/v1/models/moving/predict?version=2",
+                                     json={"inputs": [history.tolist()]})).json()
+    assert last["steps"] == 4
+    np.testing.assert_allclose(last["outputs"], reference["outputs"][0][-1:], atol=1e-4)
+
+
+async def test_the_client_stream_rides_through_a_migration(server: ServerProcess) -> None:
+    """rnnserve_client's stream, fed readings while its session is migrated: every reading is
+    answered once, in order, and the outputs after the move are the new version's."""
+    readings = np.asarray(rows(WINDOW, seed=56), np.float32)
+    async with AsyncClient(server.url) as client:
+        async with client.stream("moving", version=1) as stream:
+            outputs = [await stream.step(readings[0])]
+            session_id = stream.session_id
+            assert session_id is not None
+            await (await client.session(session_id)).migrate(2)
+            outputs += [await stream.step(x) for x in readings[1:]]
+            assert stream.reconnects >= 1
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        v1 = (await http.post("/v1/models/moving/predict?version=1",
+                              json={"inputs": [readings[:1].tolist()]})).json()
+        v2 = (await http.post("/v1/models/moving/predict?version=2",
+                              json={"inputs": [readings.tolist()]})).json()
+    got = np.concatenate(outputs)
+    np.testing.assert_allclose(got[:1], np.asarray(v1["outputs"][0]), atol=1e-4)
+    np.testing.assert_allclose(got[1:], np.asarray(v2["outputs"][0])[1:], atol=1e-4)

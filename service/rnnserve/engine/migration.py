@@ -4,11 +4,13 @@ The state of one model version means nothing to another (other weights, perhaps 
 hidden size), so it is never carried over. Instead a version with `rewarm_steps` W > 0 in its
 model.json has the store keep each session's last W timesteps of input, written with the
 state in the same store write. Migration replays those inputs through the target version from
-a zero state and stores the session again under its id on the target version with exactly
-that state: the state the target would hold had the session started W steps ago (for a
-session shorter than W, exactly what a session run on the target from its start holds). That
-is only a good start because a recurrent state forgets its distant past; how much W is enough
-is measured per model, not assumed.
+a zero state and moves the session to the target version with exactly that state, keeping
+its id, step count and replay window of step ids (the store's `move`, refused and tried again
+when the session stepped meanwhile, so no acknowledged step is overwritten): the state the
+target would hold had the session started W steps ago (for a session shorter than W, exactly
+what a session run on the target from its start holds). That is only a good start because a
+recurrent state forgets its distant past; how much W is enough is measured per model, not
+assumed.
 
 Refused with 409 (MigrationRefused) where no exact answer exists: the session's version keeps
 no inputs (W = 0), the target takes other inputs (another width or other feature names), or
@@ -16,7 +18,6 @@ the kept inputs are incomplete. An unknown target version is 404 like any unknow
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,8 +27,18 @@ import numpy as np
 from rnnserve.engine import deadlines
 from rnnserve.engine.batcher import Batcher
 from rnnserve.engine.runner import Runner
-from rnnserve.errors import InvalidInput, MigrationRefused, ModelNotFound, RnnServeError
+from rnnserve.errors import (
+    InvalidInput,
+    MigrationRefused,
+    ModelNotFound,
+    RnnServeError,
+    SessionChanged,
+    Unavailable,
+)
 from rnnserve.state import SessionRecord, StateStore
+
+MIGRATE_TRIES = 5
+"""Attempts to move a session that keeps stepping while its inputs replay, before a 503."""
 
 
 class MigrationTargets(Protocol):
@@ -105,22 +116,29 @@ async def migrate(store: StateStore, served: MigrationTargets, record: SessionRe
         raise MigrationRefused(f"model {target.name!r} version {target.version} cannot be "
                                "stepped in a session, so no session can move to it")
     window = source.settings.rewarm_steps
-    _, inputs = await store.recent_inputs(record.id, source.signature.input_size)
-    if len(inputs) < min(record.steps, window):
-        raise MigrationRefused(
-            f"session {record.id!r} kept {len(inputs)} of its last {min(record.steps, window)} "
-            "inputs (some were stepped while its version kept none), so they cannot be "
-            "replayed exactly; reset it, or migrate it after rewarm_steps more steps")
-    inputs = inputs[-window:]
-    state = await rewarmed_state(target, inputs)
-    now = time.time()
-    moved = SessionRecord(id=record.id, model=record.model, version=target.version,
-                          created=now, last_used=now, ttl_s=target.settings.session_ttl_s,
-                          owner=record.owner, client=record.client)
-    with deadlines.writing():
-        stored = await store.create(served.batcher(target).layout, moved, state,
-                                    replace=True)
-    return Migrated(stored, int(len(inputs)))
+    for _ in range(MIGRATE_TRIES):
+        before, inputs = await store.recent_inputs(record.id, source.signature.input_size)
+        if before.version != record.version:
+            raise Unavailable(f"session {record.id!r} moved to version {before.version} "
+                              "meanwhile (another migration); look it up and retry",
+                              retry_after_s=0)
+        if len(inputs) < min(before.steps, window):
+            raise MigrationRefused(
+                f"session {record.id!r} kept {len(inputs)} of its last "
+                f"{min(before.steps, window)} inputs (some were stepped while its version kept "
+                "none), so they cannot be replayed exactly; reset it, or migrate it after "
+                "rewarm_steps more steps")
+        inputs = inputs[-window:]
+        state = await rewarmed_state(target, inputs)
+        try:
+            with deadlines.writing():
+                stored = await store.move(served.batcher(target).layout, before, state, inputs)
+        except SessionChanged:
+            continue  # stepped (or reset) while the inputs replayed: replay what it has now
+        return Migrated(stored, int(len(inputs)))
+    raise Unavailable(f"session {record.id!r} took steps during each of {MIGRATE_TRIES} "
+                      "attempts to migrate it; migrate it between its steps (pause its "
+                      "client), or retry", retry_after_s=1)
 
 
 async def migrate_each(ids: list[str], one: Callable[[str], Awaitable[Migrated]]

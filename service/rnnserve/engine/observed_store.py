@@ -121,6 +121,10 @@ class ObservedStore:
                             ) -> tuple[SessionRecord, np.ndarray]:
         return await self._observed(self.inner.recent_inputs(session_id, features))
 
+    async def move(self, layout: StateLayout, expect: SessionRecord,
+                   state: dict[str, np.ndarray], inputs: np.ndarray) -> SessionRecord:
+        return await self._observed(self.inner.move(layout, expect, state, inputs))
+
     async def replay(
         self, session_id: str, step_id: str, owner: str
     ) -> tuple[np.ndarray, int] | None:

@@ -48,6 +48,7 @@ from rnnserve.errors import (
     InvalidInput,
     NotStreamable,
     RnnServeError,
+    SessionMoved,
     SessionNotFound,
     SessionOnOtherVersion,
     SessionQuotaExceeded,
@@ -62,9 +63,8 @@ log = logging.getLogger("rnnserve.sessions")
 
 
 def require_streamable(runner: Runner) -> None:
-    """Refuse (NotStreamable, 400) a session, a sequence or a step on a model version that
-    cannot be stepped (runner.streaming, checked at load): its steps would answer wrong numbers
-    silently. Predict runs the model on whole sequences and is never refused."""
+    """Refuse (NotStreamable, 400) a session, sequence or step on a version that cannot be
+    stepped (runner.streaming, checked at load): its steps would silently answer wrong numbers."""
     if runner.streaming.streamable:
         return
     name = runner.name
@@ -86,8 +86,7 @@ class ServedVersions(Protocol):
 class Sessions:
     """Session lifecycle over the store and the step entrances. `owner` is the API key's
     identity (empty when keys are off): another owner's session is reported as unknown.
-    `client` is the caller's address as its transport counts it for the per-address cap
-    (empty: not counted, e.g. a trusted proxy itself)."""
+    `client` is the caller's address for the per-address cap (empty: not counted)."""
 
     def __init__(self, settings: Settings, store: StateStore, served: ServedVersions,
                  limits: Limits) -> None:
@@ -172,10 +171,9 @@ class Sessions:
     async def open(self, runner: Runner, session_id: str, owner: str,
                    state: dict[str, np.ndarray] | None = None, *,
                    replace: bool = False, client: str = "") -> SessionRecord:
-        """Store a new session under `session_id` (a v2 sequence's start replaces its
-        session), within the key's quota; without keys, within the client address's (the
-        store counts and refuses it in one step, across replicas). A model that cannot be
-        stepped gets no session (NotStreamable)."""
+        """Store a new session under `session_id` (a v2 sequence's start replaces its session)
+        within the key's quota, or without keys the client address's (the store counts it,
+        across replicas). A model that cannot be stepped gets none (NotStreamable)."""
         require_streamable(runner)
         cap = self._settings.max_sessions_per_key
         if cap and owner and await self._store.owned_sessions(owner) >= cap:
@@ -220,17 +218,21 @@ class Sessions:
 
     async def step(self, session_id: str, x: np.ndarray, *, owner: str = "",
                    step_id: str | None = None) -> StepResult:
-        """Apply one or more timesteps [time, features]. With a `step_id` (the client's
-        idempotency key), a retry of one of the session's recent steps (its replay window:
-        --step-history), e.g. after a lost reply or a replica that died, returns the recorded
-        outputs instead of applying it twice. The
-        entrance checks the inputs together with the other steps of its turn (ARRAYS).
-        Counted as one request in the statistics of the session's version."""
-        started = now_ns()
-        record = await self._owned_to_step(session_id, owner)
-        runner = self._runner_of(record)
-        return await counted(runner.stats, started, self._step(runner, session_id, x, owner,
-                                                                step_id))
+        """Apply timesteps [time, features]. With a `step_id` (the client's idempotency key),
+        a retry of one of the session's recent steps (its replay window: --step-history)
+        returns the recorded outputs instead of applying it twice. The entrance checks the
+        inputs with the other steps of its turn (ARRAYS). A session migrated while its step
+        ran (not applied) steps once more, on its new version. One request in the statistics."""
+        started, tries = now_ns(), 2
+        while True:
+            runner = self._runner_of(await self._owned_to_step(session_id, owner))
+            tries -= 1
+            try:
+                return await counted(runner.stats, started,
+                                     self._step(runner, session_id, x, owner, step_id))
+            except (SessionOnOtherVersion, SessionMoved):
+                if not tries:
+                    raise
 
     async def _step(self, runner: Runner, session_id: str, x: np.ndarray, owner: str,
                     step_id: str | None) -> StepResult:
@@ -350,8 +352,7 @@ class Sessions:
         with deadlines.writing():
             return await self._store.reset(session_id, checked)
 
-    async def migrate(self, session_id: str, version: int | str, *, owner: str = ""
-                      ) -> Migrated:
+    async def migrate(self, session_id: str, version: int | str, *, owner: str = "") -> Migrated:
         """Move the session to another version of its model, re-warmed (migration.py)."""
         record, runner = await self.resolve(session_id, owner)
         return await migrate(self._store, self._served, record, runner, version)

@@ -16,6 +16,10 @@ is applied (the store fences its steps by attach number, across replicas too), a
 closed with code 4409 ("replaced"), which a client must treat as final. A stream whose model
 version was retired and whose grace is over gets the retired error for its step, then close
 4410 ("retired"), final as well: a new session is needed (or a migrated one, before the end).
+A session migrated to another version (POST .../migrate) while a stream holds it: the step
+that finds it moved is answered 503 (not applied) and the stream closes with 1012 ("service
+restart"), so the client reconnects with `?session_id=` and steps on its new version, with
+its step count and replay window of step ids intact.
 
 Under `rnnserve serve` the stream runs in direct mode (http/ws_protocol.py): each message
 is parsed and handed to the session's stepper (the engine's step entrance) from the socket's
@@ -43,7 +47,14 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from rnnserve.engine import Engine, SessionRecord, SessionStepper, StepOutcome
-from rnnserve.errors import InvalidInput, RnnServeError, StreamReplaced, VersionRetired
+from rnnserve.errors import (
+    InvalidInput,
+    RnnServeError,
+    SessionMoved,
+    SessionOnOtherVersion,
+    StreamReplaced,
+    VersionRetired,
+)
 from rnnserve.http.auth import chosen_subprotocol
 from rnnserve.http.common import client_of, engine_of, owner_of, session_body
 from rnnserve.http.errors import error_fields
@@ -63,6 +74,10 @@ REPLACED = 4409
 the client must not reconnect, since that would take the session back from its successor."""
 RETIRED = 4410
 """Close code: the session's model version was retired and its grace is over (410). Final."""
+MOVED = 1012
+"""Close code ("service restart"): the session was migrated to another version; reconnect with
+?session_id= to step it there. Not final."""
+CLOSE_REASONS = {REPLACED: "replaced", RETIRED: "retired", MOVED: "migrated"}
 POLICY_VIOLATION, INTERNAL_ERROR, TRY_AGAIN_LATER = 1008, 1011, 1013
 """Close codes of a connect that failed (after its error message): the request was wrong (a
 4xx: unknown session or model, a cap, a revoked key), the server failed (a 5xx but 503), or
@@ -144,7 +159,8 @@ class DirectStream:
     async def run(self) -> int | None:
         """Serve until the connection closes (None) or must be closed with a final code (once
         the replies in flight are out, or after DRAIN_S): REPLACED when a newer connection
-        took the session, RETIRED when its model version was retired."""
+        took the session, RETIRED when its model version was retired, MOVED when the session
+        was migrated to another version."""
         self._channel.attach(self._on_text, self._on_close)
         closed = self._channel.closed
         await asyncio.wait((closed, self._replaced), return_when=asyncio.FIRST_COMPLETED)
@@ -180,9 +196,11 @@ class DirectStream:
 
     def _answer(self, slot: list[bytes | None], outcomes: Sequence[StepOutcome],
                 message_id: Any, started: float) -> None:
-        outcome = outcomes[0]
+        outcome = was_moved(outcomes[0])
         self._series.replied(reply_code(outcome), started)
-        if type(outcome) is StreamReplaced and not self._replaced.done():
+        if type(outcome) is SessionMoved and not self._replaced.done():
+            self._replaced.set_result(MOVED)
+        elif type(outcome) is StreamReplaced and not self._replaced.done():
             self._replaced.set_result(REPLACED)  # the store's fence saw a newer attach first
         elif type(outcome) is VersionRetired and not self._replaced.done():
             self._replaced.set_result(RETIRED)
@@ -223,9 +241,9 @@ async def _asgi_loop(websocket: WebSocket, stepper: SessionStepper,
             inputs, message_id, step_id = parse_message(message.get("text"))
             if replaced.done():
                 raise _final(replaced.result())
-            outcome = await stepper.step_async(inputs, step_id)
+            outcome = was_moved(await stepper.step_async(inputs, step_id))
         except RnnServeError as exc:
-            outcome = exc
+            outcome = was_moved(exc)
         series.replied(reply_code(outcome), started)
         try:
             await websocket.send_text(encode_reply(outcome, message_id).decode())
@@ -235,6 +253,8 @@ async def _asgi_loop(websocket: WebSocket, stepper: SessionStepper,
             return REPLACED
         if isinstance(outcome, VersionRetired):
             return RETIRED
+        if isinstance(outcome, SessionMoved):
+            return MOVED
 
 
 ROUTE = "/v1/models/{model}/stream"
@@ -258,7 +278,8 @@ async def stream(websocket: WebSocket, model: str, session_id: str | None = None
             closed = await _serve(websocket, engine, model, session_id, version, series)
     finally:
         series.closed(closed)
-        log_line(logging.DEBUG if closed in (CLIENT_CLOSE, str(REPLACED)) else logging.WARNING,
+        log_line(logging.DEBUG if closed in (CLIENT_CLOSE, str(REPLACED), str(MOVED))
+                 else logging.WARNING,
                  websocket, f"closed {closed}", time.perf_counter() - started, label)
 
 
@@ -307,8 +328,7 @@ async def _serve(websocket: WebSocket, engine: Engine, model: str, session_id: s
             final = await _asgi_loop(websocket, stepper, replaced, series)
         if final is not None:
             with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # gone meanwhile
-                await websocket.close(code=final,
-                                      reason="replaced" if final == REPLACED else "retired")
+                await websocket.close(code=final, reason=CLOSE_REASONS[final])
             return str(final)
         return CLIENT_CLOSE
     finally:
@@ -339,8 +359,21 @@ def _set(future: asyncio.Future[int]) -> None:
         future.set_result(REPLACED)
 
 
+def was_moved(outcome: StepOutcome) -> StepOutcome:
+    """A step that found its session on another version than the stream's (migrated since
+    the connect, or during the step) as SessionMoved: not applied, and the stream reconnects
+    (MOVED) rather than step a version the session left."""
+    if isinstance(outcome, SessionOnOtherVersion):
+        return _final(MOVED)
+    return outcome
+
+
 def _final(code: int) -> RnnServeError:
     """The error of a message read once the stream is closing with `code`."""
+    if code == MOVED:
+        return SessionMoved("the session was migrated to another version of its model; this "
+                            "step was not applied: reconnect with ?session_id= and send it "
+                            "again")
     if code == RETIRED:
         return VersionRetired("the session's model version was retired; this step was not "
                               "applied")

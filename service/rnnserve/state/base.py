@@ -11,6 +11,8 @@ import numpy as np
 from rnnserve.errors import (
     MigrationRefused,
     RnnServeError,
+    SessionChanged,
+    SessionMoved,
     SessionQuotaExceeded,
     StreamReplaced,
     Unavailable,
@@ -202,6 +204,15 @@ class StateStore(Protocol):
         keeping its inputs) raises MigrationRefused."""
         ...
 
+    async def move(self, layout: StateLayout, expect: SessionRecord,
+                   state: dict[str, np.ndarray], inputs: np.ndarray) -> SessionRecord:
+        """Migrate the session `expect` (as read by recent_inputs) to `layout`'s version of its
+        model with `state`, atomically: refused with SessionChanged when it stepped, reset,
+        was attached or moved since that read. It keeps its id, owner, client, created time,
+        steps and replay window of step ids; its kept inputs become `inputs` [n, features]
+        (the last `layout.rewarm_steps` of them)."""
+        ...
+
     async def replay(
         self, session_id: str, step_id: str, owner: str
     ) -> tuple[np.ndarray, int] | None:
@@ -258,6 +269,19 @@ def version_full(layout: StateLayout, max_sessions: int) -> Unavailable:
     return Unavailable(f"model {layout.model!r} version {layout.version} holds its maximum of "
                        f"{max_sessions} live sessions (max_sessions in its model.json); delete "
                        "idle ones or retry later", retry_after_s=5)
+
+
+def moved(session_id: str) -> SessionMoved:
+    """The error of a step whose session was migrated to another version while it ran."""
+    return SessionMoved(f"session {session_id!r} was migrated to another version of its model "
+                        "while this step ran; the step was not applied: send it again")
+
+
+def session_changed(session_id: str) -> SessionChanged:
+    """The refusal of a move (migration) whose session changed since it was read: the
+    migration reads it again."""
+    return SessionChanged(f"session {session_id!r} stepped while it was being migrated; "
+                          "migrate it again")
 
 
 def unkept(session_id: str) -> MigrationRefused:

@@ -37,6 +37,7 @@ from rnnserve.state.base import (
 )
 from rnnserve.state.client_counts import ClientCounts
 from rnnserve.state.memory_bulk import SLOT_BITS, BulkCreate
+from rnnserve.state.memory_move import Move
 from rnnserve.state.memory_scatter import Scatter
 from rnnserve.state.retired import MemoryRetirements
 from rnnserve.state.slab import Slab, reserved_rows
@@ -46,7 +47,7 @@ log = logging.getLogger("rnnserve.state.memory")
 
 RECENTLY_ENDED = 100_000  # how many expired/evicted ids are remembered, to say why they're gone
 
-class MemoryStateStore(Scatter, BulkCreate, MemoryRetirements):
+class MemoryStateStore(Scatter, Move, BulkCreate, MemoryRetirements):
     """Sessions of this process, idle timeout, live-session cap (+memory_bulk, memory_scatter,
     retired)."""
 

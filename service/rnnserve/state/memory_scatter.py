@@ -11,7 +11,8 @@ from collections.abc import Callable
 import numpy as np
 
 from rnnserve.errors import RnnServeError, SessionNotFound
-from rnnserve.state.base import Gathered, Written, replaced
+from rnnserve.state.base import Gathered, Written, moved, replaced
+from rnnserve.state.memory_bulk import SLOT_BITS
 from rnnserve.state.slab import Slab
 from rnnserve.state.step_history import StepHistory
 
@@ -23,6 +24,7 @@ class Scatter:
     _clock: Callable[[], float]
     _history: StepHistory
     _windows: dict[str, tuple[int, np.ndarray]]
+    _index: dict[str, int]
 
     async def scatter(
         self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
@@ -43,10 +45,10 @@ class Scatter:
                            np.bool_)
         let_go: set[int] = set()
         if claimed is not None:  # a newer connection attached while the step ran: not written
-            moved = ok & (claimed >= 0) & (slab.holder[slots] != claimed)
-            if moved.any():
-                let_go = set(np.flatnonzero(moved).tolist())
-                ok &= ~moved
+            taken = ok & (claimed >= 0) & (slab.holder[slots] != claimed)
+            if taken.any():
+                let_go = set(np.flatnonzero(taken).tolist())
+                ok &= ~taken
         replayed = self._history.replays(gathered.ids, step_ids, ok)  # applied: not again
         # reset (or recreated) while its step ran: the step came first, so its outputs stand
         # and the reset's state stays
@@ -71,6 +73,9 @@ class Scatter:
                                                SessionNotFound(f"session {gathered.ids[i]!r} "
                                                                "was deleted or reset during "
                                                                "its step"))
+            if (type(errors[i]) is SessionNotFound
+                    and self._index.get(gathered.ids[i], -1) >> SLOT_BITS not in (-1, slab_no)):
+                errors[i] = moved(gathered.ids[i])  # on another slab now: memory_move
         after = [s if again is None else again[1]  # as a replay's first answer said
                  for s, again in zip(slab.steps[slots].tolist(), replayed, strict=True)]
         return Written(after, [False] * n, errors, replayed)

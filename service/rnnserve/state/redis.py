@@ -62,7 +62,7 @@ from rnnserve.state.redis_format import (
 )
 from rnnserve.state.redis_gather import gather
 from rnnserve.state.redis_history import HISTORY, find
-from rnnserve.state.redis_inputs import recent_inputs
+from rnnserve.state.redis_move import RedisMigration
 from rnnserve.state.redis_records import NEWEST, record_format, too_new
 from rnnserve.state.redis_retired import RedisRetirements
 from rnnserve.state.redis_scatter import ScatterWriter
@@ -74,7 +74,7 @@ SWEEP_LIMIT = 1000  # expired ids pruned per model per sweep (bounds the script'
 RESET_ATTEMPTS = 8
 
 
-class RedisStateStore:
+class RedisStateStore(RedisMigration):
     """Sessions in Redis, shared by replicas; the memory store's semantics, except:
 
     - a full store always rejects (no LRU eviction; `when_full` is not offered);
@@ -129,6 +129,7 @@ class RedisStateStore:
                                      wait_timeout_s=wait_timeout_s,
                                      record_format=record_format, history=step_history)
         self._reset = self._client.register_script(redis_scripts.RESET)
+        self._move = self._client.register_script(redis_scripts.MOVE)
         self._delete = self._client.register_script(redis_scripts.DELETE)
         self._sweep = self._client.register_script(redis_scripts.SWEEP)
         self._owned = self._client.register_script(redis_scripts.OWNED)
@@ -391,8 +392,3 @@ class RedisStateStore:
 
     async def version_session_ids(self, model: str, version: int, owner: str) -> list[str]:
         return await self._retired.version_session_ids(model, version, owner)
-
-    async def recent_inputs(self, session_id: str, features: int
-                            ) -> tuple[SessionRecord, np.ndarray]:
-        fields, kept = await recent_inputs(self._client, self._where, session_id, features)
-        return self._record(session_id, fields), kept

@@ -27,6 +27,7 @@ _HISTORY = _read("history")  # history_find, history_push, history_head: the rep
 CREATE = _NOW + _CLIENTS + _RECORDS + _read("create")
 SCATTER = _NOW + _RECORDS + _HISTORY + _read("scatter")
 RESET = _NOW + _RECORDS + _read("reset")
+MOVE = _NOW + _RECORDS + _read("move")
 DELETE = _RECORDS + _read("delete")
 SWEEP = _NOW + _read("sweep")
 OWNED = _NOW + _read("owned")
