@@ -180,3 +180,17 @@ async def test_redis_two_replicas_agree_on_a_versions_cap(make_redis: MakeStore)
     assert len(made) == 3 and len(refused) == 9
     assert all("(max_sessions in its model.json)" in r.message for r in refused)
     assert (await one.version_sessions("lstm")) == {1: 3}
+
+
+async def test_redis_sweeps_often_enough_for_a_versions_shorter_timeout(
+        make_redis: MakeStore) -> None:
+    """The store's own 60 s timeout alone means a sweep every 5 s; a version of 0.4 s makes
+    it sweep every 0.1 s, so that version's expiries are reported (and counted off the live
+    gauge) within about a quarter of its timeout, not seconds later."""
+    events: list[tuple[str, str, int]] = []
+    store = await make_redis(events=events)
+    await store.create(SHORT, rec("brief"), None)
+    deadline = time.monotonic() + SHORT_S + 2.5  # well before the 5 s sweep
+    while ("expired", "lstm", 0) not in events and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert ("expired", "lstm", 0) in events
