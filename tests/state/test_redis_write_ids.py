@@ -28,7 +28,7 @@ WRITE_ID = "0123456789abcdef0123456789abcdef"
 def fixed_write_id(monkeypatch: pytest.MonkeyPatch, write_id: str = WRITE_ID) -> None:
     """Every script call of the store gets this write id: a second call is then exactly what
     a resend of the first after a lost reply looks like to Redis."""
-    for module in ("redis", "redis_scatter", "redis_attach"):
+    for module in ("redis", "redis_create", "redis_scatter", "redis_attach"):
         monkeypatch.setattr(f"rnnserve.state.{module}.write_id", lambda: write_id)
 
 

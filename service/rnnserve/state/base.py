@@ -39,7 +39,7 @@ class StateLayout:
     """The version's own idle timeout (model.json `session_ttl_s`); None: the store's."""
     max_sessions: int | None = field(default=None, compare=False)
     """The most live sessions of this version (model.json `max_sessions`); None: only the
-    store's cap. (The memory store honours both; see docs/model_settings.md for Redis.)"""
+    store's cap. Both stores honour it and `ttl_s` (docs/model_settings.md)."""
     rewarm_steps: int = field(default=0, compare=False)
     """How many of each session's last timesteps of input the store keeps (model.json
     `rewarm_steps`), so the session can be migrated to another version (docs/migration.md);

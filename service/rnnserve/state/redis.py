@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 from typing import Any
 
 import numpy as np
@@ -44,6 +43,7 @@ from rnnserve.state.redis_attach import RedisAttachments
 from rnnserve.state.redis_bulk import RedisBulkCreate
 from rnnserve.state.redis_client import connect, guard, safe_url
 from rnnserve.state.redis_client_sets import ClientSets
+from rnnserve.state.redis_create import RedisCreate
 from rnnserve.state.redis_format import (
     GEN,
     LIVE,
@@ -53,7 +53,8 @@ from rnnserve.state.redis_format import (
     RECEIPT,
     RECEIPT_MS,
     SESSION,
-    layout_json,
+    VLIVE,
+    VLIVES,
     not_found,
     outputs_from,
     record_from,
@@ -66,12 +67,17 @@ from rnnserve.state.redis_move import RedisMigration
 from rnnserve.state.redis_records import NEWEST, record_format, too_new
 from rnnserve.state.redis_retired import RedisRetirements
 from rnnserve.state.redis_scatter import ScatterWriter
+from rnnserve.state.redis_ttl import Timeouts
 
 log = logging.getLogger("rnnserve.state.redis")
 
-MARKER_GRACE_MS = 86_400_000  # how long after expiry an id still answers "expired"
 SWEEP_LIMIT = 1000  # expired ids pruned per model per sweep (bounds the script's run time)
 RESET_ATTEMPTS = 8
+
+
+def sweep_interval(ttl_s: float) -> float:
+    """How often to sweep for sessions of timeout `ttl_s`: a quarter of it, within bounds."""
+    return max(0.05, min(5.0, ttl_s / 4))
 
 
 class RedisStateStore(RedisMigration):
@@ -116,17 +122,13 @@ class RedisStateStore(RedisMigration):
         self.max_sessions = max_sessions
         self._where = safe_url(url)
         self._on_event = on_event or (lambda event, model, steps: None)
-        self._ttl_ms = max(1, math.ceil(ttl_s * 1000))
-        self._marker_ttl_ms = self._ttl_ms + MARKER_GRACE_MS
-        self._ttl_label = f"{ttl_s:g}"
+        self._timeouts = Timeouts(ttl_s)  # the store's, and each version's (redis_ttl)
+        self._sweep_fixed = sweep_interval_s is not None
         self._sweep_interval = (sweep_interval_s if sweep_interval_s is not None
-                                else max(0.05, min(5.0, ttl_s / 4)))
+                                else sweep_interval(ttl_s))
         self._client: aioredis.Redis = connect(url, connect_timeout_s, command_timeout_s)
-        self._create = self._client.register_script(redis_scripts.CREATE)
-        self._writer = ScatterWriter(self._client, self._where, ttl_ms=self._ttl_ms,
-                                     marker_ttl_ms=self._marker_ttl_ms,
-                                     ttl_label=self._ttl_label, wait_replicas=wait_replicas,
-                                     wait_timeout_s=wait_timeout_s,
+        self._writer = ScatterWriter(self._client, self._where, timeouts=self._timeouts,
+                                     wait_replicas=wait_replicas, wait_timeout_s=wait_timeout_s,
                                      record_format=record_format, history=step_history)
         self._reset = self._client.register_script(redis_scripts.RESET)
         self._move = self._client.register_script(redis_scripts.MOVE)
@@ -138,9 +140,12 @@ class RedisStateStore(RedisMigration):
         self._closing = False
         self._attachments = RedisAttachments(self._client, self._where)
         self._retired = RedisRetirements(self._client, self._where)
+        self._creator = RedisCreate(
+            self._client, self._where, max_sessions=max_sessions, timeouts=self._timeouts,
+            record_format=record_format, clients=self.clients,
+            on_event=lambda event, model, steps: self._on_event(event, model, steps))
         self._bulk = RedisBulkCreate(
-            self._client, self._where, max_sessions=max_sessions, ttl_s=ttl_s,
-            ttl_ms=self._ttl_ms, marker_ttl_ms=self._marker_ttl_ms, ttl_label=self._ttl_label,
+            self._client, self._where, max_sessions=max_sessions, timeouts=self._timeouts,
             record_format=record_format, clients=self.clients,
             on_event=lambda event, model, steps: self._on_event(event, model, steps))
 
@@ -170,6 +175,13 @@ class RedisStateStore(RedisMigration):
             self._sweeper = None
         await self._client.aclose()
 
+    def _sweep_for(self, layout: StateLayout) -> None:
+        """Sweep often enough for the shortest timeout seen (a version's own may be shorter
+        than the store's) unless made with a `sweep_interval_s`: `expired` events then come
+        a quarter of that timeout late at most, as with the store's own."""
+        if layout.ttl_s is not None and not self._sweep_fixed:
+            self._sweep_interval = min(self._sweep_interval, sweep_interval(layout.ttl_s))
+
     async def _sweep_forever(self) -> None:
         """Sweep until close(). The flag, not only the cancel, ends the loop: redis-py may
         turn a cancel that lands mid-command into a connection error (Unavailable here)."""
@@ -190,7 +202,7 @@ class RedisStateStore(RedisMigration):
         across all replicas) and return the live sessions per model."""
         async with guard(self._where):
             counts, ended = await self._sweep(
-                keys=[MODELS], args=[LIVE, SESSION, MARKER, SWEEP_LIMIT])
+                keys=[MODELS, VLIVES], args=[LIVE, SESSION, MARKER, SWEEP_LIMIT, VLIVE])
         for i in range(0, len(ended), 2):
             self._on_event("expired", text(ended[i]), int(ended[i + 1]))
         return {text(counts[i]): int(counts[i + 1]) for i in range(0, len(counts), 2)}
@@ -227,46 +239,17 @@ class RedisStateStore(RedisMigration):
         self, layout: StateLayout, record: SessionRecord, state: dict[str, np.ndarray] | None,
         *, replace: bool = False,
     ) -> SessionRecord:
-        """One script: refuse a taken id (unless `replace`) or a full store, then write the
-        hash, its marker and its live-set entry together."""
-        pairs, whole = redis_records.state_fields(layout.tensors, state, self.record_format)
-        fields: list[Any] = [
-            "model", layout.model, "version", layout.version, "created", repr(record.created),
-            "steps", 0, "owner", record.owner, "layout", layout_json(layout.tensors), *pairs]
-        async with guard(self._where):
-            out = await self._create(
-                keys=[SESSION + record.id, MARKER + record.id, GEN, MODELS, LIVE + layout.model,
-                      OWNER + record.owner, *self.clients.keys(record.client),
-                      redis_records.STATE + record.id, HISTORY + record.id],
-                args=[int(replace), self.max_sessions, self._ttl_ms, self._marker_ttl_ms,
-                      self._ttl_label, record.id, layout.model, LIVE, OWNER,
-                      *self.clients.args(record.client), write_id(), NEWEST,
-                      self.record_format, whole, *fields])
-        status = text(out[0])
-        if status == "format":
-            raise too_new(record.id, out[1])
-        if status == "taken":
-            raise Unavailable(f"session id {record.id!r} is taken", retry_after_s=0)
-        if status == "full":
-            raise Unavailable(f"the server holds its maximum of {self.max_sessions} live "
-                              "sessions; delete idle ones or retry later", retry_after_s=5)
-        if status == "client-full":
-            raise self.clients.refusal(record.client)
-        now, rmodel, rsteps, emodel, esteps = (text(v) for v in out[1:6])
-        if emodel:
-            self._on_event("expired", emodel, int(esteps))
-        if rmodel:
-            self._on_event("deleted", rmodel, int(rsteps))
-        self._on_event("created", layout.model, 0)
-        return SessionRecord(id=record.id, model=layout.model, version=layout.version,
-                             created=record.created, last_used=float(now), ttl_s=self.ttl_s,
-                             steps=0, owner=record.owner, client=record.client)
+        """One script (redis_create): refuse a taken id (unless `replace`), an address over
+        its cap, a version at its own cap or a full store, else write the session."""
+        self._sweep_for(layout)
+        return await self._creator.create(layout, record, state, replace=replace)
 
     async def create_many(
         self, layout: StateLayout, records: list[SessionRecord],
         states: list[dict[str, np.ndarray] | None],
     ) -> list[SessionRecord | RnnServeError]:
         """One script per chunk of sessions: redis_bulk."""
+        self._sweep_for(layout)
         return await self._bulk.create_many(layout, records, states)
 
     async def get(self, session_id: str) -> SessionRecord:
@@ -290,6 +273,7 @@ class RedisStateStore(RedisMigration):
         since a reset must win over steps that ran before it)."""
         for _ in range(RESET_ATTEMPTS):
             fields = await self._fetch(session_id)
+            ttl = self._timeouts.of_record(fields)  # the session's own (its version's)
             tensors = [(str(n), int(layers), int(hidden))
                        for n, layers, hidden in json.loads(fields[b"layout"])]
             pairs, whole = redis_records.state_fields(tensors, state, self.record_format)
@@ -298,7 +282,7 @@ class RedisStateStore(RedisMigration):
                 out = await self._reset(
                     keys=[SESSION + session_id, MARKER + session_id, GEN,
                           redis_records.STATE + session_id, HISTORY + session_id],
-                    args=[fields[b"gen"], self._ttl_ms, self._marker_ttl_ms, self._ttl_label,
+                    args=[fields[b"gen"], ttl.ms, ttl.marker_ms, ttl.label,
                           LIVE, session_id, OWNER, write_id(), NEWEST, self.record_format,
                           whole, len(names), *names, *pairs[1::2]])
             status = text(out[0])
@@ -317,7 +301,7 @@ class RedisStateStore(RedisMigration):
             out = await self._delete(
                 keys=[SESSION + session_id, MARKER + session_id, RECEIPT + write_id(),
                       redis_records.STATE + session_id, HISTORY + session_id],
-                args=[LIVE, session_id, OWNER, self.clients.prefix, RECEIPT_MS, NEWEST])
+                args=[LIVE, session_id, OWNER, self.clients.prefix, RECEIPT_MS, NEWEST, VLIVE])
         if text(out[0]) == "missing":
             raise not_found(session_id, out[1])
         if text(out[0]) == "format":
@@ -335,7 +319,8 @@ class RedisStateStore(RedisMigration):
         holders: list[int | None] | None = None,
     ) -> Gathered:
         """A batch's sessions in one round trip: redis_gather."""
-        return await gather(self._client, self._where, self.ttl_s, layout, ids, owners, holders)
+        return await gather(self._client, self._where, self._timeouts.of_layout(layout).ttl_s,
+                            layout, ids, owners, holders)
 
     async def replay(
         self, session_id: str, step_id: str, owner: str

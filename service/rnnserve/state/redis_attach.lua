@@ -1,7 +1,8 @@
 -- KEYS: hash, marker, gen counter, replay window. ARGV: owner, channel, id, write id, newest
 -- record format.
 -- -> {'missing', marker} | {'format', fmt} | {'other'} |
---    {'ok', holder, model, version, created, last_used, steps, latest step id or ''}
+--    {'ok', holder, model, version, created, last_used, steps, latest step id or '',
+--     the `ttl` field or '' (redis_ttl.py)}
 -- A connection takes the session over: holder + 1, and a fresh gen so that a step gathered
 -- before this attach conflicts at its scatter (and is gathered again, under the new holder).
 -- Every replica hears of it on the channel ("{id} {holder}"). A resend of an attach that
@@ -17,6 +18,6 @@ if cur[3] ~= ARGV[4] then
   redis.call('PUBLISH', ARGV[2], ARGV[3] .. ' ' .. holder)
 end
 local meta = redis.call('HMGET', KEYS[1], 'model', 'version', 'created', 'last_used', 'steps',
-                        'last_id')
+                        'last_id', 'ttl')
 return {'ok', tostring(holder), meta[1], meta[2], meta[3], meta[4], meta[5],
-        meta[6] or history_head(KEYS[4]) or ''}
+        meta[6] or history_head(KEYS[4]) or '', meta[7] or ''}

@@ -32,6 +32,7 @@ from rnnserve.state.redis_format import (
 )
 from rnnserve.state.redis_history import HISTORY
 from rnnserve.state.redis_records import NEWEST, too_new
+from rnnserve.state.redis_ttl import TTL, record_ttl
 
 log = logging.getLogger("rnnserve.state.redis")
 
@@ -54,7 +55,8 @@ class RedisAttachments:
         self._watchers.append(on_attach)
 
     async def attach(self, session_id: str, owner: str, ttl_s: float) -> SessionRecord:
-        """Run the attach script; the record as it stands after the attach."""
+        """Run the attach script; the record as it stands after the attach (`ttl_s`: the
+        timeout of a record that stores none, from an older release)."""
         async with guard(self._where):
             out = await self._attach(keys=[SESSION + session_id, MARKER + session_id, GEN,
                                            HISTORY + session_id],
@@ -68,6 +70,7 @@ class RedisAttachments:
             raise not_found(session_id, out[1])
         holder = int(text(out[1]))
         model, version, created, last_used, steps, latest = (text(v) for v in out[2:8])
+        ttl_s = record_ttl({TTL: out[8]}, ttl_s) or ttl_s  # the session's own, if stored
         self._tell(session_id, holder)  # this process at once; the channel echoes it later
         return SessionRecord(id=session_id, model=model, version=int(version),
                              created=float(created), last_used=float(last_used), ttl_s=ttl_s,

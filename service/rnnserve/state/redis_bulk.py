@@ -1,6 +1,7 @@
 """The Redis store's bulk create: many sessions of one model version, one script call
 (redis_create_many.lua) and one round trip per CHUNK of them, each item checked as a single
-create checks it (an id taken, the client address's cap, --max-sessions). Zeros states, the
+create checks it (an id taken, the client address's cap, the version's own max_sessions,
+--max-sessions), with the version's idle timeout (redis_ttl). Zeros states, the
 common case, are sent once per call, not once per session. Each call carries its own write
 id, stored on every session it makes, so a call resent after a lost reply (redis_client
 resends once) answers the sessions its first run made as made, and makes none twice."""
@@ -15,7 +16,7 @@ import redis.asyncio as aioredis
 
 from rnnserve.errors import RnnServeError, Unavailable
 from rnnserve.state import redis_records, redis_scripts
-from rnnserve.state.base import SessionRecord, StateLayout, store_full
+from rnnserve.state.base import SessionRecord, StateLayout, store_full, version_full
 from rnnserve.state.redis_client import guard
 from rnnserve.state.redis_client_sets import ClientSets
 from rnnserve.state.redis_format import (
@@ -27,11 +28,14 @@ from rnnserve.state.redis_format import (
     MODELS,
     OWNER,
     SESSION,
+    VLIVES,
     layout_json,
     text,
+    version_key,
     write_id,
 )
 from rnnserve.state.redis_records import NEWEST
+from rnnserve.state.redis_ttl import Timeouts
 
 CHUNK = 256
 """Sessions per script call: a call holds Redis for its whole run (about 8 commands a
@@ -41,16 +45,13 @@ session), so a chunk bounds how long other replicas' commands wait behind one.""
 class RedisBulkCreate:
     """`create_many` of RedisStateStore, with the store's settings."""
 
-    def __init__(self, client: aioredis.Redis, where: str, *, max_sessions: int, ttl_s: float,
-                 ttl_ms: int, marker_ttl_ms: int, ttl_label: str, record_format: int,
-                 clients: ClientSets, on_event: Callable[[str, str, int], None]) -> None:
+    def __init__(self, client: aioredis.Redis, where: str, *, max_sessions: int,
+                 timeouts: Timeouts, record_format: int, clients: ClientSets,
+                 on_event: Callable[[str, str, int], None]) -> None:
         self._script = client.register_script(redis_scripts.CREATE_MANY)
         self._where = where
         self._max_sessions = max_sessions
-        self._ttl_s = ttl_s
-        self._ttl_ms = ttl_ms
-        self._marker_ttl_ms = marker_ttl_ms
-        self._ttl_label = ttl_label
+        self._timeouts = timeouts
         self._format = record_format
         self._clients = clients
         self._on_event = on_event
@@ -84,25 +85,27 @@ class RedisBulkCreate:
         """One script call; the records share a model version, an owner, a client address
         and a creation time (they come from one bulk create)."""
         first = records[0]
+        ttl = self._timeouts.of_layout(layout)
         names = redis_records.tensor_fields(layout.tensors) if self._format == 1 else []
         zeros = self._state_values(layout, None)
         blank = [""] * len(zeros)
         shared = ["model", layout.model, "version", layout.version, "created",
                   repr(first.created), "steps", 0, "owner", first.owner, "layout",
-                  layout_json(layout.tensors)]
+                  layout_json(layout.tensors), "ttl", ttl.field]
         items: list[Any] = []
         for record, state in zip(records, states, strict=True):
             items.append(record.id)
             items += blank if state is None else self._state_values(layout, state)
         client = first.client
         args: list[Any] = [
-            self._max_sessions, self._ttl_ms, self._marker_ttl_ms, self._ttl_label, layout.model,
+            self._max_sessions, ttl.ms, ttl.marker_ms, ttl.label, layout.model,
             LIVE, client, self._clients.cap, SESSION, MARKER, redis_records.STATE, write_id(),
-            NEWEST, self._format, len(shared), len(names), *shared, *names, *zeros, *items]
+            NEWEST, self._format, len(shared), len(names), layout.max_sessions or 0,
+            layout.version, *shared, *names, *zeros, *items]
         async with guard(self._where):
             now, statuses, expired = await self._script(
                 keys=[GEN, MODELS, LIVE + layout.model, OWNER + first.owner, CLIENT + client,
-                      CLIENTS], args=args)
+                      CLIENTS, version_key(layout.model, layout.version), VLIVES], args=args)
         for i in range(0, len(expired), 2):
             self._on_event("expired", text(expired[i]), int(expired[i + 1]))
         used = float(text(now))
@@ -113,12 +116,14 @@ class RedisBulkCreate:
                 self._on_event("created", layout.model, 0)
                 out.append(SessionRecord(
                     id=record.id, model=layout.model, version=layout.version,
-                    created=record.created, last_used=used, ttl_s=self._ttl_s, steps=0,
+                    created=record.created, last_used=used, ttl_s=ttl.ttl_s, steps=0,
                     owner=record.owner, client=record.client))
             elif status == "taken":
                 out.append(Unavailable(f"session id {record.id!r} is taken", retry_after_s=0))
             elif status == "client-full":
                 out.append(self._clients.refusal(record.client))
+            elif status == "version-full":
+                out.append(version_full(layout, layout.max_sessions or 0))
             else:
                 out.append(store_full(self._max_sessions))
         return out

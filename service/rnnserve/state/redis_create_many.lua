@@ -1,23 +1,28 @@
 -- Many new sessions of one model version in one call (a bulk create): each item as
 -- redis_create.lua without `replace`, the counts read once and carried along.
--- KEYS: gen counter, models set, live zset of the model, owner zset, client set, clients index.
+-- KEYS: gen counter, models set, live zset of the model, owner zset, client set, clients index,
+--       the version's live zset (redis_vlive.lua), the set of versions with one.
 -- ARGV: 1 max_sessions, 2 ttl_ms, 3 marker_ttl_ms, 4 ttl label, 5 model, 6 live prefix,
 --       7 client address ('' if not counted), 8 max per client (0: no cap), 9 session prefix,
 --       10 marker prefix, 11 state key prefix, 12 write id, 13 newest record format read,
 --       14 record format written, 15 count S of shared values, 16 count N of state field
---       names (format 1: one per tensor; format 2: 0), then the S shared field, value pairs
---       (model, version, created, steps, owner, layout), the N names, the state's zeros (N
+--       names (format 1: one per tensor; format 2: 0), 17 the version's max_sessions (0:
+--       none), 18 the version, then the S shared field, value pairs (model, version,
+--       created, steps, owner, layout, ttl), the N names, the state's zeros (N
 --       values; format 2: 1, the whole state), then per item its id and its state values as
 --       many as the zeros ('' for zeros).
+-- ttl_ms, marker_ttl_ms and the label are the version's timeout (redis_ttl.py).
 -- -> {now, statuses, expired}: one status per item in order, 'ok' | 'taken' | 'full' |
---    'client-full'; expired: model, steps of each expiry found at an id and counted now.
+--    'client-full' | 'version-full'; expired: model, steps of each expiry found at an id and
+--    counted now.
 -- A resent call (same write id) answers 'ok' for the items its first run created.
 local max_sessions, ttl_ms, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[8])
 local client, wid, fmt = ARGV[7], ARGV[12], ARGV[14]
 local nshared, nnames = tonumber(ARGV[15]), tonumber(ARGV[16])
 local per = nnames
 if fmt == '2' then per = 1 end
-local at = 17
+local version_cap, version = tonumber(ARGV[17]), ARGV[18]
+local at = 19
 local shared = {}
 for i = 1, nshared do shared[i] = ARGV[at + i - 1] end
 at = at + nshared
@@ -36,6 +41,8 @@ local total = 0
 for _, m in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   total = total + redis.call('ZCOUNT', ARGV[6] .. m, '(' .. now_ms, '+inf')
 end
+local version_held = 0
+if version_cap > 0 then version_held = prune_version(KEYS[7], ARGV[5], version, ARGV[9], 0) end
 local expiry = now_ms + ttl_ms
 local statuses, expired = {}, {}
 local made = 0
@@ -48,6 +55,8 @@ while at <= #ARGV do
     if old[2] ~= wid then status = 'taken' end  -- equal: this call's first run made it
   elseif counted and held >= cap then
     status = 'client-full'
+  elseif version_cap > 0 and version_held >= version_cap then
+    status = 'version-full'
   elseif total >= max_sessions then
     status = 'full'
   else
@@ -82,6 +91,8 @@ while at <= #ARGV do
     redis.call('SET', ARGV[10] .. id, ARGV[4] .. ' 0 ' .. ARGV[5], 'PX', ARGV[3])
     redis.call('ZADD', KEYS[3], expiry, id)
     redis.call('ZADD', KEYS[4], expiry, id)
+    redis.call('ZADD', KEYS[7], expiry, id)
+    version_held = version_held + 1
     if client ~= '' then
       redis.call('ZADD', KEYS[5], expiry, id)
       held = held + 1
@@ -94,6 +105,7 @@ while at <= #ARGV do
 end
 if made > 0 then
   redis.call('SADD', KEYS[2], ARGV[5])
+  redis.call('SADD', KEYS[8], ARGV[5] .. '/' .. version)
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now_ms)
   if client ~= '' then  -- the index learns when to look at the address's set again
     redis.call('ZADD', KEYS[6], redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')[2], client)

@@ -18,6 +18,8 @@ Key layout (PREFIX is `rnnserve:`):
                            lost reply finds its own id and answers as its first run did
                            (scatter: 'landed', written) instead of failing its gen check
         layout             JSON [[name, layers, hidden], ...] of the state tensors
+        ttl                the session's idle timeout in seconds: its model version's
+                           (redis_ttl); absent in records of older releases
         fmt                the record format (absent: 1), which says where the state is
                            (redis_records):
         t:{name}           format 1: raw float32 little-endian bytes of that tensor,
@@ -37,6 +39,10 @@ Key layout (PREFIX is `rnnserve:`):
     rnnserve:live:{model}  sorted set: session id -> expiry in epoch ms (Redis clock). It is
                            what counts live sessions (max_sessions, live_sessions(), metrics)
                            without a SCAN; it is kept in step with the hash by the same scripts
+    rnnserve:vlive:{model}/{version}  sorted set: session id -> a lower bound of its expiry,
+                           per model version, for the version's own max_sessions
+                           (redis_create): written by creates, pruned where counted
+    rnnserve:vlives        set of "{model}/{version}" that have such a set (the sweep's list)
     rnnserve:owner:{owner} the same per creating owner (API key identity), for per-key caps;
                            pruned by score when that owner creates or is counted
     rnnserve:client:{addr} sorted set: session id -> expiry as of its create, per client
@@ -55,6 +61,7 @@ import numpy as np
 
 from rnnserve.errors import InvalidInput, SessionNotFound, UnknownSession
 from rnnserve.state.base import SessionRecord, StateLayout
+from rnnserve.state.redis_ttl import record_ttl
 
 PREFIX = "rnnserve:"
 SESSION = PREFIX + "s:"
@@ -67,8 +74,10 @@ CLIENT = PREFIX + "client:"
 CLIENTS = PREFIX + "clients"
 RECEIPT = PREFIX + "w:"
 RECEIPT_MS = 60_000  # how long a delete's receipt answers a resend of that delete
+VLIVE = PREFIX + "vlive:"
+VLIVES = PREFIX + "vlives"
 META = (b"model", b"version", b"gen", b"steps", b"created", b"last_used", b"owner", b"layout",
-        b"holder")
+        b"holder", b"ttl")
 
 
 def text(value: Any) -> str:
@@ -124,12 +133,19 @@ def not_found(session_id: str, marker: Any) -> SessionNotFound:
     return UnknownSession(f"unknown session {session_id!r}")
 
 
+def version_key(model: str, version: int | str) -> str:
+    """The sorted set of one model version's live ids (its max_sessions)."""
+    return f"{VLIVE}{model}/{version}"
+
+
 def record_from(session_id: str, meta: dict[bytes, Any], ttl_s: float) -> SessionRecord:
-    """A session's record from its hash fields (a missing holder field is 0: its creator)."""
+    """A session's record from its hash fields (a missing holder field is 0: its creator;
+    a missing `ttl`, from an older release, is `ttl_s`: the reader's default)."""
     return SessionRecord(
         id=session_id, model=text(meta[b"model"]), version=int(meta[b"version"]),
         created=float(meta[b"created"]), last_used=float(meta[b"last_used"]),
-        ttl_s=ttl_s, steps=int(meta[b"steps"]), owner=text(meta.get(b"owner", b"")),
+        ttl_s=record_ttl(meta, ttl_s) or ttl_s, steps=int(meta[b"steps"]),
+        owner=text(meta.get(b"owner", b"")),
         holder=int(meta.get(b"holder") or 0), client=text(meta.get(b"client", b"")),
         last_step_id=text(meta[b"last_id"]) if meta.get(b"last_id") else None,
     )

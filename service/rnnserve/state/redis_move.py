@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from rnnserve.state import redis_records
-from rnnserve.state.base import SessionRecord, StateLayout, session_changed
+from rnnserve.state.base import SessionRecord, StateLayout, session_changed, version_full
 from rnnserve.state.redis_client import guard
 from rnnserve.state.redis_format import (
     GEN,
@@ -24,13 +24,16 @@ from rnnserve.state.redis_format import (
     MARKER,
     OWNER,
     SESSION,
+    VLIVES,
     layout_json,
     not_found,
     text,
+    version_key,
     write_id,
 )
 from rnnserve.state.redis_history import HISTORY
 from rnnserve.state.redis_inputs import INPUTS, recent_inputs
+from rnnserve.state.redis_ttl import TTL, Timeouts, TtlTimes
 
 
 def same_point(fields: dict[bytes, Any], expect: SessionRecord) -> bool:
@@ -42,10 +45,10 @@ def same_point(fields: dict[bytes, Any], expect: SessionRecord) -> bool:
 
 
 def move_args(fields: dict[bytes, Any], layout: StateLayout, state: dict[str, np.ndarray],
-              inputs: np.ndarray, record_format: int, ttls: list[Any], session_id: str,
+              inputs: np.ndarray, record_format: int, ttl: TtlTimes, session_id: str,
               ) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of redis_move.lua for moving the session whose hash is `fields`; `ttls`
-    is the store's [ttl_ms, marker_ttl_ms, ttl label]."""
+    """KEYS and ARGV of redis_move.lua for moving the session whose hash is `fields` to
+    `layout`'s version, whose idle timeout is `ttl`."""
     old = [(str(n), int(layers), int(hidden))
            for n, layers, hidden in json.loads(fields[b"layout"])]
     old_fields = redis_records.tensor_fields(old)
@@ -53,15 +56,17 @@ def move_args(fields: dict[bytes, Any], layout: StateLayout, state: dict[str, np
     names = redis_records.tensor_fields(layout.tensors)
     kept = inputs[-layout.rewarm_steps:] if layout.rewarm_steps else inputs[:0]
     keys = [SESSION + session_id, MARKER + session_id, GEN,
-            redis_records.STATE + session_id, INPUTS + session_id, HISTORY + session_id]
-    args = [fields[b"gen"], *ttls, LIVE, session_id, OWNER, write_id(), redis_records.NEWEST,
-            record_format, whole, layout.version, layout_json(layout.tensors),
-            kept.astype("<f4").tobytes(), len(old_fields), *old_fields, len(names), *names,
-            *pairs[1::2], repr(time.time())]
+            redis_records.STATE + session_id, INPUTS + session_id, HISTORY + session_id,
+            version_key(layout.model, layout.version), VLIVES]
+    args = [fields[b"gen"], ttl.ms, ttl.marker_ms, ttl.label, LIVE, session_id, OWNER,
+            write_id(), redis_records.NEWEST, record_format, whole, layout.version,
+            layout_json(layout.tensors), kept.astype("<f4").tobytes(), repr(time.time()),
+            ttl.field, layout.max_sessions or 0, SESSION, len(old_fields), *old_fields,
+            len(names), *names, *pairs[1::2]]
     return keys, args
 
 
-def outcome(session_id: str, out: list[Any]) -> Any:
+def outcome(session_id: str, layout: StateLayout, out: list[Any]) -> Any:
     """The script's `now` on success; the error of any other answer."""
     status = text(out[0])
     if status == "ok":
@@ -70,6 +75,8 @@ def outcome(session_id: str, out: list[Any]) -> Any:
         raise not_found(session_id, out[1])
     if status == "format":
         raise redis_records.too_new(session_id, out[1])
+    if status == "full":
+        raise version_full(layout, layout.max_sessions or 0)
     raise session_changed(session_id)
 
 
@@ -80,9 +87,7 @@ class RedisMigration:
     _where: str
     _move: Any  # redis_move.lua, registered by the store
     record_format: int
-    _ttl_ms: int
-    _marker_ttl_ms: int
-    _ttl_label: str
+    _timeouts: Timeouts
     _fetch: Callable[[str], Awaitable[dict[bytes, Any]]]
     _record: Callable[[str, dict[bytes, Any]], SessionRecord]
 
@@ -98,10 +103,11 @@ class RedisMigration:
         fields = await self._fetch(expect.id)
         if not same_point(fields, expect):
             raise session_changed(expect.id)
-        keys, args = move_args(fields, layout, state, inputs, self.record_format,
-                               [self._ttl_ms, self._marker_ttl_ms, self._ttl_label], expect.id)
+        ttl = self._timeouts.of_layout(layout)
+        keys, args = move_args(fields, layout, state, inputs, self.record_format, ttl,
+                               expect.id)
         async with guard(self._where):
-            now = outcome(expect.id, await self._move(keys=keys, args=args))
+            now = outcome(expect.id, layout, await self._move(keys=keys, args=args))
         fields.update({b"last_used": now, b"version": str(layout.version).encode(),
-                       b"created": args[-1]})
+                       b"created": args[14], TTL: ttl.field})
         return self._record(expect.id, fields)

@@ -3,10 +3,12 @@
 -- ARGV: ttl_ms, marker_ttl_ms, ttl label, model, newest record format read, record format
 --       written, n, the n format 1 tensor fields (t:{name}), owner prefix, write id, how
 --       many steps the window keeps besides the hash's latest, the kept inputs' most bytes
---       (0: none kept), their key prefix, then per row: id, gathered gen, steps to add,
+--       (0: none kept), their key prefix, the `ttl` field's value, then per row: id, gathered gen, steps to add,
 --       owner, step id ('' for none), outputs bytes, then the state: format 1, n tensor byte
 --       strings; format 2, one string of them all; then the row's inputs bytes ('' when none
 --       are kept).
+-- ttl_ms, marker_ttl_ms, the label and the `ttl` field are the version's timeout
+-- (redis_ttl.py): every written row takes it, with its marker, window and kept inputs.
 -- Kept inputs (redis_inputs.py): a written row's inputs are appended to rnnserve:in:{id},
 -- cut to the most bytes from its end, and the hash's `in_steps` set to its steps. When
 -- `in_steps` is not the steps before this one (a reset, or a step of an older release that
@@ -25,7 +27,8 @@ local owners = ARGV[8 + n]
 local write_id = ARGV[9 + n]
 local keep = tonumber(ARGV[10 + n])
 local keep_bytes, inputs_prefix = tonumber(ARGV[11 + n]), ARGV[12 + n]
-local head = 12 + n
+local ttl_field = ARGV[13 + n]
+local head = 13 + n
 local values = fmt == '1' and n or 1
 local stride = 7 + values
 local out = {now}
@@ -75,7 +78,7 @@ for r = 0, (#KEYS - 2) / 4 - 1 do
     out[#out + 1] = ''
   else
     local args = {'last_used', now, 'gen', tostring(redis.call('INCR', KEYS[1])),
-                  'wid', write_id}
+                  'wid', write_id, 'ttl', ttl_field}
     if fmt == '1' then
       for j = 1, n do
         args[#args + 1] = tensor_fields[j]

@@ -39,6 +39,7 @@ from rnnserve.state.redis_format import (
 )
 from rnnserve.state.redis_history import HISTORY
 from rnnserve.state.redis_inputs import INPUTS
+from rnnserve.state.redis_ttl import Timeouts
 
 APPLIED = ("ok", "landed", "replay")
 """Row statuses whose step is in Redis after the script (and so waits for its replicas)."""
@@ -47,15 +48,15 @@ APPLIED = ("ok", "landed", "replay")
 class ScatterWriter:
     """The scatter of one store. `wait_replicas` 0: no WAIT (one EVALSHA, as ever)."""
 
-    def __init__(self, client: aioredis.Redis, where: str, *, ttl_ms: int,
-                 marker_ttl_ms: int, ttl_label: str, wait_replicas: int = 0,
-                 wait_timeout_s: float = 1.0, record_format: int = 1,
+    def __init__(self, client: aioredis.Redis, where: str, *, timeouts: Timeouts,
+                 wait_replicas: int = 0, wait_timeout_s: float = 1.0, record_format: int = 1,
                  history: int = 1) -> None:
-        """`history`: how many step ids each session keeps for replays (its window)."""
+        """`history`: how many step ids each session keeps for replays (its window);
+        `timeouts`: the store's, which give each batch its version's idle timeout."""
         self._client = client
         self._where = where
         self._script = client.register_script(redis_scripts.SCATTER)
-        self._head: list[Any] = [ttl_ms, marker_ttl_ms, ttl_label]
+        self._timeouts = timeouts
         self.wait_replicas = wait_replicas
         self._wait_ms = max(1, math.ceil(wait_timeout_s * 1000))
         self.record_format = record_format
@@ -86,9 +87,10 @@ class ScatterWriter:
         fields = redis_records.tensor_fields(layout.tensors)
         keys: list[str] = [GEN, LIVE + layout.model]
         keep = layout.rewarm_steps if inputs is not None else 0
-        args: list[Any] = [*self._head, layout.model, redis_records.NEWEST, fmt, len(fields),
-                           *fields, OWNER, write_id(), self.history - 1,
-                           4 * keep * layout.features, INPUTS]
+        ttl = self._timeouts.of_layout(layout)  # the version's: every row is of that version
+        args: list[Any] = [ttl.ms, ttl.marker_ms, ttl.label, layout.model, redis_records.NEWEST,
+                           fmt, len(fields), *fields, OWNER, write_id(), self.history - 1,
+                           4 * keep * layout.features, INPUTS, ttl.field]
         kept = inputs.astype("<f4", copy=False) if inputs is not None and keep else None
         per_value = redis_records.stack_rows(states, layout.tensors, fmt)
         for i in rows:

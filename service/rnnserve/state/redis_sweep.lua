@@ -1,6 +1,8 @@
--- KEYS: models set. ARGV: live prefix, session prefix, marker prefix, limit.
+-- KEYS: models set, the set of versions with a live zset of their own. ARGV: live prefix,
+-- session prefix, marker prefix, limit, version zsets' prefix.
 -- Drops ids whose expiry passed from each live zset (re-scoring any whose hash is in fact
--- still alive), and forgets models with no live session left.
+-- still alive), and forgets models with no live session left; then the same for each
+-- version's zset (prune_version, redis_vlive.lua: it reports no events, the model's do).
 -- -> {{model, live count, ...}, {model, steps of an expired session, ...}}
 local counts, ended = {}, {}
 for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
@@ -26,6 +28,13 @@ for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   else
     counts[#counts + 1] = m
     counts[#counts + 1] = tostring(n)
+  end
+end
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local model, version = string.match(member, '^(.*)/(%d+)$')
+  if not model or prune_version(ARGV[5] .. member, model, version, ARGV[2],
+                                tonumber(ARGV[4])) == 0 then
+    redis.call('SREM', KEYS[2], member)
   end
 end
 return {counts, ended}
