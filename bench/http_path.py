@@ -1,6 +1,7 @@
 """Event-loop CPU per hot HTTP request, the direct path against the ASGI path, in one process.
 
-`python -m bench.http_path [--requests 4000] [--clients 64] [--rounds 3]`
+`python -m bench.http_path [--requests 4000] [--clients 64] [--rounds 3] [--routes v2,rest]
+[--loop uvloop|asyncio]`
 
 The server's part of a request that the HTTP layer decides (parsing, the layers around the
 route, the route, writing the answer) runs on the event loop thread. On this shared 2-core
@@ -12,7 +13,9 @@ connections at once, and counts the event loop thread's own CPU time (`time.thre
 per answered request. ONNX Runtime runs on the engine's worker threads and is not counted.
 Rounds alternate the two paths; the figure per path is the median round.
 
-Routes: a KServe v2 sequence step with binary tensors, and a REST session step."""
+Routes: a KServe v2 sequence step with binary tensors, and a REST session step. The event
+loop is the one `rnnserve serve` runs (uvloop when installed) unless `--loop asyncio` asks
+for the standard library's, whose pure-Python timers and callbacks cost more per request."""
 
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from rnnserve.http.app import create_app
 from rnnserve.http.connections import ConnectionGuard
 from rnnserve.http.direct_path import DirectPath
 from rnnserve.http.http_protocols import server_protocols
+from rnnserve.serve import _loop_factory
 from rnnserve.settings import Settings
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -159,7 +163,7 @@ async def main(args: argparse.Namespace) -> None:
         ids = [(await engine.sessions.create(MODEL)).id for _ in range(args.clients)]
         print(f"{args.clients} connections, {args.requests} requests a round, "
               f"{args.rounds} rounds; event-loop CPU per request (median round)")
-        for route in ("v2", "rest"):
+        for route in args.routes.split(","):
             figures: dict[bool, list[float]] = {True: [], False: []}
             for _ in range(args.rounds):
                 for direct in (False, True):
@@ -178,4 +182,11 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--routes", default="v2,rest", help="comma-separated: v2, rest")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
+                        help="uvloop (as rnnserve serve runs, when installed) or asyncio")
+    arguments = parser.parse_args()
+    factory = _loop_factory() if arguments.loop == "uvloop" else None
+    print(f"event loop: {'uvloop' if factory is not None else 'asyncio'}")
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main(arguments))

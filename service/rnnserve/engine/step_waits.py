@@ -1,7 +1,8 @@
 """How a caller awaits a step it entered: one future per step, and where the call has a
-deadline (deadlines.py), one timer that withdraws the step at the deadline if it has not
-reached its commit point (steps.py). The WebSocket stream does not come here for its steps
-(it is called back, SessionStepper.step): no future, no timer per message."""
+deadline (deadlines.py), a watch on the call's one timer that withdraws the step at the
+deadline if it has not reached its commit point (steps.py). The WebSocket stream does not
+come here for its steps (it is called back, SessionStepper.step): no future, no timer per
+message."""
 
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ async def answered(entrance: StepEntrance, step: PendingStep) -> Sequence[StepOu
     withdrawn and answered StepTimedOut: not applied. A step past it is awaited to its real
     outcome, however late: a time-out never hides an applied step. Meanwhile the step owns the
     deadline, so the transport does not cancel the call under it; a caller cancelled anyway
-    (a gRPC client gone) withdraws its step if it still can. One timer per awaited step, none
-    without a deadline (the stream)."""
+    (a gRPC client gone) withdraws its step if it still can. No timer of its own: the call's
+    deadline has one, and tells the steps that watch it."""
     deadline = deadlines.current()
     if deadline is None:
         return await _entered(entrance, step)
@@ -48,7 +49,12 @@ async def answered(entrance: StepEntrance, step: PendingStep) -> Sequence[StepOu
         return [_timed_out(deadline)] * step.rows
     step.phase = WAITING
     answer = _entered(entrance, step)
-    timer = loop.call_at(deadline.when, _at_deadline, entrance, step, answer, deadline)
+
+    def at_deadline() -> None:  # the call's own timer (CallDeadline) calls it
+        if not answer.done() and entrance.withdraw(step):
+            answer.set_result([_timed_out(deadline)] * step.rows)
+
+    watching = deadline.watch(at_deadline)
     deadline.hold()
     try:
         return await answer
@@ -56,15 +62,8 @@ async def answered(entrance: StepEntrance, step: PendingStep) -> Sequence[StepOu
         entrance.withdraw(step)
         raise
     finally:
-        timer.cancel()
+        deadline.unwatch(watching)
         deadline.release(committed=step.phase == COMMITTED)
-
-
-def _at_deadline(entrance: StepEntrance, step: PendingStep,
-                 answer: asyncio.Future[Sequence[StepOutcome]], deadline: deadlines.CallDeadline
-                 ) -> None:
-    if not answer.done() and entrance.withdraw(step):
-        answer.set_result([_timed_out(deadline)] * step.rows)
 
 
 def _timed_out(deadline: deadlines.CallDeadline) -> StepTimedOut:

@@ -34,12 +34,17 @@ def parse_json(raw: bytes) -> Any:
         ) from None
 
 
-async def read_body(request: Request) -> bytes:
+async def read_body(request: Request, headers: Mapping[bytes, bytes] | None = None) -> bytes:
     """The request body as sent before any Content-Encoding: gzip or deflate is inflated,
     never past --max-body-bytes (content_encoding.decompress: 413 beyond, 415 for another
-    coding, 400 for data that is not what the header says)."""
-    return decompress(await request.body(), request.headers.get("content-encoding"),
-                      engine_of(request).settings.max_body_bytes)
+    coding, 400 for data that is not what the header says). `headers`: the request's
+    `common.first_headers`, where the caller made them already."""
+    if headers is None:
+        encoding = request.headers.get("content-encoding")
+    else:
+        coding = headers.get(b"content-encoding")
+        encoding = None if coding is None else coding.decode("latin-1")
+    return decompress(await request.body(), encoding, engine_of(request).settings.max_body_bytes)
 
 
 async def read_json_object(request: Request, *, optional: bool = False) -> dict[str, Any]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Request, WebSocket
+from starlette.types import Scope
 
 from rnnserve.engine import Engine, SessionRecord, V2DataPlane
 
@@ -26,13 +27,25 @@ def owner_of(request: Request | WebSocket) -> str:
     return str(getattr(request.state, "owner", ""))
 
 
-def client_of(request: Request | WebSocket) -> str:
+def client_of(request: Request | WebSocket,
+              headers: Mapping[bytes, bytes] | None = None) -> str:
     """The caller's address as the per-client session cap counts it; "" for a trusted
     proxy's own request. uvicorn has put the forwarded address in scope["client"] already
-    where the peer is a trusted proxy (--forwarded-allow-ips), and only there."""
+    where the peer is a trusted proxy (--forwarded-allow-ips), and only there. `headers`:
+    the request's `first_headers`, where the caller made them already."""
     host = (request.scope.get("client") or ("",))[0] or ""
-    forwarded = any(name == b"x-forwarded-for" for name, _ in request.scope["headers"])
+    if headers is None:
+        forwarded = any(name == b"x-forwarded-for" for name, _ in request.scope["headers"])
+    else:
+        forwarded = b"x-forwarded-for" in headers
     return engine_of(request).proxies.counted(host, forwarded)
+
+
+def first_headers(scope: Scope) -> dict[bytes, bytes]:
+    """A request's headers by (lower-case) name, the first of a repeated one as Starlette's
+    `request.headers.get` gives it, made in one pass: a hot route that reads several
+    headers would otherwise scan the list once for each."""
+    return dict(reversed(scope["headers"]))
 
 
 def iso(timestamp: float) -> str:

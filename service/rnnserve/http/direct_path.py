@@ -24,7 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import Message, Scope
 
@@ -129,10 +129,16 @@ class DirectPath:
         return status, headers, payload
 
 
-async def _written(response: Callable[..., Awaitable[None]], scope: Scope,
+async def _written(response: Response, scope: Scope,
                    receive: Callable[[], Awaitable[Message]]) -> Answer:
     """What a Starlette response writes, collected instead of sent (any response class, its
-    background task included, behaves as it would on the ASGI path)."""
+    background task included, behaves as it would on the ASGI path). A plain Response without
+    a background task writes its status, header lines and body as they are: those are read
+    without the two messages."""
+    if response.background is None and type(response).__call__ is Response.__call__:
+        body = response.body
+        return (response.status_code, list(response.raw_headers),
+                body if type(body) is bytes else bytes(body))
     status = 500
     headers: list[tuple[bytes, bytes]] = []
     chunks: list[bytes] = []

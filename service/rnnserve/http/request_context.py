@@ -80,7 +80,7 @@ class RequestContext:
         with self.tracing.span(f"{scope['method']} {scope['path']}", server=True,
                                carrier=carrier) as span:
             try:
-                async with TimeLimit(self.timeout_s):  # no extra task, unlike wait_for
+                with TimeLimit(self.timeout_s):  # no extra task, unlike wait_for
                     await answer()
             except TimeoutError:
                 if exchange.status == 0:

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Request, Response
 
 from rnnserve.engine import EXTENSIONS
 from rnnserve.http.body import read_body
-from rnnserve.http.common import client_of, engine_of, owner_of, v2_of
+from rnnserve.http.common import client_of, engine_of, first_headers, owner_of, v2_of
 from rnnserve.http.content_encoding import compress
 from rnnserve.http.errors import error_response
 from rnnserve.http.openapi import V2_INFER_EXAMPLE, V2_INFER_REQUEST, json_body
-from rnnserve.http.responses import FastJSONResponse
+from rnnserve.http.responses import FastJSONResponse, ReadyResponse
 from rnnserve.http.v2_codec import decode_request, encode_response
 
 router = APIRouter(prefix="/v2", tags=["KServe v2"])
@@ -67,19 +67,22 @@ async def model_version_ready(request: Request, model: str, version: str) -> Fas
 
 
 async def _infer(request: Request, model: str, version: str | None) -> Response:
-    body = await read_body(request)
-    call = decode_request(body, request.headers.get("inference-header-content-length"),
-                          model, version)
-    answer = await v2_of(request).infer(call.request, owner_of(request), client_of(request))
-    payload, header_length = encode_response(call, answer)
-    headers: dict[str, str] = {}
-    payload, encoding = compress(payload, request.headers.get("accept-encoding", ""))
+    headers = first_headers(request.scope)  # one pass for the four headers read here
+    body = await read_body(request, headers)
+    header_length = headers.get(b"inference-header-content-length")
+    call = decode_request(body, None if header_length is None else header_length.decode(
+        "latin-1"), model, version)
+    answer = await v2_of(request).infer(call.request, owner_of(request),
+                                        client_of(request, headers))
+    payload, header_length_out = encode_response(call, answer)
+    lines: list[tuple[bytes, bytes]] = []
+    payload, encoding = compress(payload, headers.get(b"accept-encoding", b"").decode("latin-1"))
     if encoding:
-        headers["Content-Encoding"] = encoding
-    if header_length is None:
-        return Response(payload, media_type="application/json", headers=headers)
-    headers["Inference-Header-Content-Length"] = str(header_length)
-    return Response(payload, media_type="application/octet-stream", headers=headers)
+        lines.append((b"content-encoding", encoding.encode()))
+    if header_length_out is None:
+        return ReadyResponse(payload, b"application/json", lines)
+    lines.append((b"inference-header-content-length", str(header_length_out).encode()))
+    return ReadyResponse(payload, b"application/octet-stream", lines)
 
 
 _INFER_DOC = dict(

@@ -36,6 +36,69 @@ class InferCall:
     binary_output: bool  # default for outputs not listed (request-level binary_data_output)
 
 
+@dataclass(frozen=True)
+class Layout:
+    """What a header's tensors decode to, apart from the bytes: each binary input's name,
+    shape and place in the body, and the requested outputs (shared by the calls of this
+    layout: read, never changed)."""
+
+    tensors: tuple[tuple[str, tuple[int, ...], int, int], ...]
+    outputs: list[RequestedOutput] | None
+    names: list[str] | None
+    binary_output: bool
+
+
+class Layouts:
+    """The layouts of recent headers. A sequence's clients send one header layout again and
+    again, the sequence id and flags apart (tritonclient builds it the same way each time),
+    and checking its tensors cost more server CPU than parsing it. The key is the header's
+    tensors, requested outputs and binary_data_output written back as JSON by orjson, which
+    keeps every type (8 and 8.0, 1 and true are different keys), with the binary part's
+    length: two headers with one key decode alike, so a hit is the decoding the checks would
+    give. Only headers whose inputs are all binary are kept (JSON data differs each time);
+    at most `size`, forgotten all at once when full."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._kept: dict[bytes, Layout] = {}
+
+    def key(self, header: dict[str, Any], parameters: dict[str, Any],
+            binary_bytes: int) -> bytes | None:
+        """The header's layout key; None when some input is not binary (not kept)."""
+        inputs = header.get("inputs")
+        if not isinstance(inputs, list) or not all(
+                isinstance(tensor, dict) and isinstance(tensor.get("parameters"), dict)
+                and "binary_data_size" in tensor["parameters"] for tensor in inputs):
+            return None
+        try:
+            return orjson.dumps((inputs, header.get("outputs"),
+                                 parameters.get("binary_data_output"), binary_bytes))
+        except orjson.JSONEncodeError:  # (an integer past 64 bits: the checks refuse it)
+            return None
+
+    def get(self, key: bytes | None) -> Layout | None:
+        return None if key is None else self._kept.get(key)
+
+    def keep(self, key: bytes | None, call: InferCall) -> None:
+        """Keep the layout of a call decoded from a header with that key (its inputs are the
+        body's binary part, in order)."""
+        if key is None:
+            return
+        tensors = []
+        start = 0
+        for name, x in call.request.inputs.items():
+            tensors.append((name, x.shape, start, start + x.nbytes))
+            start += x.nbytes
+        if len(self._kept) >= self.size:
+            self._kept.clear()
+        self._kept[key] = Layout(tuple(tensors), call.outputs, call.request.outputs,
+                                 call.binary_output)
+
+
+LAYOUTS = Layouts()
+"""The process's header layouts (decode_request)."""
+
+
 def _shape(value: Any, name: str) -> list[int]:
     if not isinstance(value, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
@@ -57,7 +120,9 @@ def _binary_flag(parameters: Any, key: str, default: bool) -> bool:
 
 def decode_request(body: bytes, header_length: str | None, model: str,
                    version: str | None) -> InferCall:
-    """Parse the JSON header and attach binary tensor data where `binary_data_size` says."""
+    """Parse the JSON header and attach binary tensor data where `binary_data_size` says.
+    A header whose tensors are laid out as an earlier request's (LAYOUTS) skips their
+    checks: only its id and parameters (the sequence's) are read anew."""
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(body):
             raise InvalidInput(f"Inference-Header-Content-Length {header_length!r} must be the "
@@ -74,6 +139,22 @@ def decode_request(body: bytes, header_length: str | None, model: str,
     parameters = header.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise InvalidInput('"parameters" must be a JSON object')
+    key = LAYOUTS.key(header, parameters, len(binary))
+    layout = LAYOUTS.get(key)
+    if layout is None:
+        call = _decoded(header, parameters, binary, model, version)
+        LAYOUTS.keep(key, call)
+        return call
+    inputs = {name: np.frombuffer(binary[start:end], dtype="<f4").reshape(shape)
+              for name, shape, start, end in layout.tensors}
+    return InferCall(V2Request(model, version, inputs, parameters, layout.names), request_id,
+                     layout.outputs, layout.binary_output)
+
+
+def _decoded(header: dict[str, Any], parameters: dict[str, Any], binary: memoryview,
+             model: str, version: str | None) -> InferCall:
+    """The whole decoding and every check of a header's tensors and requested outputs."""
+    request_id = header.get("id")
     raw_inputs = header.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidInput('"inputs" must be a non-empty list of tensors '
