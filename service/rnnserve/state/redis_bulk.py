@@ -8,17 +8,15 @@ resends once) answers the sessions its first run made as made, and makes none tw
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import redis.asyncio as aioredis
 
 from rnnserve.errors import RnnServeError, Unavailable
 from rnnserve.state import redis_records, redis_scripts
 from rnnserve.state.base import SessionRecord, StateLayout, store_full, version_full
 from rnnserve.state.redis_client import guard
-from rnnserve.state.redis_client_sets import ClientSets
+from rnnserve.state.redis_create import CreateScript
 from rnnserve.state.redis_format import (
     CLIENT,
     CLIENTS,
@@ -35,26 +33,16 @@ from rnnserve.state.redis_format import (
     write_id,
 )
 from rnnserve.state.redis_records import NEWEST
-from rnnserve.state.redis_ttl import Timeouts
 
 CHUNK = 256
 """Sessions per script call: a call holds Redis for its whole run (about 8 commands a
 session), so a chunk bounds how long other replicas' commands wait behind one."""
 
 
-class RedisBulkCreate:
+class RedisBulkCreate(CreateScript):
     """`create_many` of RedisStateStore, with the store's settings."""
 
-    def __init__(self, client: aioredis.Redis, where: str, *, max_sessions: int,
-                 timeouts: Timeouts, record_format: int, clients: ClientSets,
-                 on_event: Callable[[str, str, int], None]) -> None:
-        self._script = client.register_script(redis_scripts.CREATE_MANY)
-        self._where = where
-        self._max_sessions = max_sessions
-        self._timeouts = timeouts
-        self._format = record_format
-        self._clients = clients
-        self._on_event = on_event
+    SCRIPT = redis_scripts.CREATE_MANY
 
     async def create_many(
         self, layout: StateLayout, records: list[SessionRecord],

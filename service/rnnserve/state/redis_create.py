@@ -43,19 +43,28 @@ from rnnserve.state.redis_records import NEWEST, too_new
 from rnnserve.state.redis_ttl import Timeouts
 
 
-class RedisCreate:
-    """`create` of RedisStateStore, with the store's settings."""
+class CreateScript:
+    """The store's settings that its create scripts' callers share (RedisCreate here,
+    RedisBulkCreate in redis_bulk), with their script (`SCRIPT`) registered."""
+
+    SCRIPT: str
 
     def __init__(self, client: aioredis.Redis, where: str, *, max_sessions: int,
                  timeouts: Timeouts, record_format: int, clients: ClientSets,
                  on_event: Callable[[str, str, int], None]) -> None:
-        self._script = client.register_script(redis_scripts.CREATE)
+        self._script = client.register_script(self.SCRIPT)
         self._where = where
         self._max_sessions = max_sessions
         self._timeouts = timeouts
         self._format = record_format
         self._clients = clients
         self._on_event = on_event
+
+
+class RedisCreate(CreateScript):
+    """`create` of RedisStateStore, with the store's settings."""
+
+    SCRIPT = redis_scripts.CREATE
 
     async def create(
         self, layout: StateLayout, record: SessionRecord, state: dict[str, np.ndarray] | None,
