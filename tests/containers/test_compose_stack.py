@@ -25,6 +25,7 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -51,15 +52,22 @@ MODELS = ("temperature-gru", "temperature-lstm", "temperature-rnn")
 FIGURES = ROOT / "test-artifacts" / "compose-figures.json"
 
 
+def past_503(call: Callable[[], httpx.Response]) -> httpx.Response:
+    """`call`'s answer, asked again while it is 503 (not done: e.g. a replica's connection to
+    Redis timed out while the stack settles or recovers), for up to 30 s, as a client would."""
+    deadline = time.monotonic() + 30
+    while True:
+        r = call()
+        if r.status_code != 503 or time.monotonic() > deadline:
+            return r
+        time.sleep(0.5)
+
+
 def create_session(url: str, model: str) -> str:
     """A new session; a 503 (not created: e.g. a replica's first connection to Redis timed
     out while the stack settles) is tried again, as a client would after Retry-After."""
-    deadline = time.monotonic() + 30
-    while True:
-        r = httpx.post(f"{url}/v1/models/{model}/sessions", timeout=30, trust_env=False)
-        if r.status_code != 503 or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    r = past_503(lambda: httpx.post(f"{url}/v1/models/{model}/sessions", timeout=30,
+                                    trust_env=False))
     assert r.status_code == 201, r.text
     sid: str = r.json()["session_id"]
     return sid
@@ -88,7 +96,10 @@ def make_clients(stack: ComposeStack, rng: np.random.Generator) -> list[Stepping
 
 
 def session_steps(url: str, session_id: str) -> int:
-    r = httpx.get(f"{url}/v1/sessions/{session_id}", timeout=10, trust_env=False)
+    """The session's step count. A 503 (the replica's Redis connection still recovering from
+    the faults just made) is asked again, as any client would, for up to 30 s."""
+    r = past_503(lambda: httpx.get(f"{url}/v1/sessions/{session_id}", timeout=10,
+                                   trust_env=False))
     assert r.status_code == 200, (session_id, r.text)
     return int(r.json()["steps"])
 
