@@ -11,7 +11,8 @@ httptools protocol exactly as `rnnserve serve` does, feeds each protocol instanc
 requests through `data_received` (what the socket would hand it) from `--clients` in-memory
 connections at once, and counts the event loop thread's own CPU time (`time.thread_time`)
 per answered request. ONNX Runtime runs on the engine's worker threads and is not counted.
-Rounds alternate the two paths; the figure per path is the median round.
+Rounds alternate the two paths; the figure per path is the median round. The process is tuned
+as `rnnserve serve` tunes it (rnnserve.runtime: the garbage collector's settings above all).
 
 Routes: a KServe v2 sequence step with binary tensors, and a REST session step. The event
 loop is the one `rnnserve serve` runs (uvloop when installed) unless `--loop asyncio` asks
@@ -34,6 +35,7 @@ from rnnserve.http.app import create_app
 from rnnserve.http.connections import ConnectionGuard
 from rnnserve.http.direct_path import DirectPath
 from rnnserve.http.http_protocols import server_protocols
+from rnnserve.runtime import tune_for_serving
 from rnnserve.serve import _loop_factory
 from rnnserve.settings import Settings
 
@@ -159,6 +161,7 @@ async def main(args: argparse.Namespace) -> None:
     engine = Engine(Settings(models=MODELS, grpc_port=0, log_level="warning"))
     engine.start()
     await engine.open()
+    tune_for_serving(engine.settings.gil_switch_interval_ms / 1000)  # as `rnnserve serve` does
     try:
         ids = [(await engine.sessions.create(MODEL)).id for _ in range(args.clients)]
         print(f"{args.clients} connections, {args.requests} requests a round, "
