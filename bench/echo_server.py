@@ -8,6 +8,10 @@
 * REST JSON echo (FastAPI): `POST /v1/models/{m}/sessions` -> 201 {"session_id"} and
   `POST /v1/sessions/{id}/step`, which parses the JSON body (orjson) and answers a reply of the
   same shape and size, with the cheapest FastAPI path (async route, raw Response).
+* KServe v2 binary echo (FastAPI): `POST /v2/models/{m}/infer` splits the body at
+  Inference-Header-Content-Length, parses the JSON header (orjson) and answers the v2 binary
+  reply rnnserve gives a one-timestep sequence step (the same header bytes' shape, one FP32
+  output), by the same cheapest path: the floor of a Python ASGI server under the v2 rows.
 
 uvicorn with one worker, uvloop and httptools, websockets protocol (what uvicorn[standard]
 picks, as for rnnserve); the access log is off.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import struct
 
 import orjson
 import uvicorn
@@ -30,6 +35,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 # {"outputs":[[-0.031251997]],"steps":N}: the echo sends the same bytes with its own counter.
 OUTPUT_TEXT = "-0.031251997"
 _ids = itertools.count()
+V2_OUTPUT = struct.pack("<f", float(OUTPUT_TEXT))  # the v2 echo's one FP32 output
 
 
 def reply_text(steps: int) -> str:
@@ -76,6 +82,33 @@ def create_app() -> FastAPI:
         steps = counts.get(session_id, 0) + 1
         counts[session_id] = steps
         return Response(reply_text(steps).encode(), media_type="application/json")
+
+    @app.post("/v2/models/{model}/infer")
+    async def v2_infer(model: str, request: Request) -> Response:
+        body = await request.body()
+        split = int(request.headers.get("inference-header-content-length", len(body)))
+        header = orjson.loads(body[:split])
+        if not isinstance(header, dict) or "inputs" not in header:
+            return Response(b'{"error":"inputs missing"}', status_code=400)
+        reply = orjson.dumps(
+            {
+                "model_name": model,
+                "model_version": "1",
+                "outputs": [
+                    {
+                        "name": "output",
+                        "datatype": "FP32",
+                        "shape": [1, 1, 1],
+                        "parameters": {"binary_data_size": 4},
+                    }
+                ],
+            }
+        )
+        return Response(
+            reply + V2_OUTPUT,
+            media_type="application/octet-stream",
+            headers={"inference-header-content-length": str(len(reply))},
+        )
 
     @app.delete("/v1/sessions/{session_id}", status_code=204)
     async def delete(session_id: str) -> Response:

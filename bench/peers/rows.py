@@ -137,6 +137,12 @@ def systems_of(plan: Plan, files: ModelFiles) -> dict[str, list[System]]:
                 "rnnserve",
                 lambda srv: s.v2_http(srv, plan, "json", n),
             ),
+            System(
+                "v2-http/echo",
+                "FastAPI v2 binary echo, same request bytes",
+                "echo",
+                lambda srv: s.v2_http(srv, plan, "binary", n),
+            ),
         ],
         "grpc": [
             System(
@@ -216,6 +222,18 @@ def targets_of(plan: Plan) -> dict[str, list[Target]]:
             Target(
                 "v2 HTTP JSON: rnnserve ÷ Triton binary",
                 ratio("v2-http/rnnserve-json", "v2-http/triton"),
+                "reported",
+                None,
+            ),
+            Target(
+                "v2 HTTP binary: rnnserve ÷ FastAPI echo",
+                ratio("v2-http/rnnserve", "v2-http/echo"),
+                "reported",
+                None,
+            ),
+            Target(
+                "v2 HTTP binary: Triton ÷ FastAPI echo",
+                ratio("v2-http/triton", "v2-http/echo"),
                 "reported",
                 None,
             ),

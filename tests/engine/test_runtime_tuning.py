@@ -8,7 +8,6 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-
 from rnnserve.runtime import GC_THRESHOLDS, tune_for_serving
 
 
