@@ -13,14 +13,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 import pytest
 import websockets
 from rnnserve.client import AsyncClient
+from rnnserve.grpc.generated import inference_pb2 as pb
+from rnnserve.grpc.generated import inference_pb2_grpc
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import ServerProcess, serving
+from tests.grpc.test_grpc_stream_steps import Stream
 from tests.state.redis_server import REDIS_SERVER, RedisServer
 
 WINDOW = 8
@@ -92,7 +96,7 @@ def server(request: pytest.FixtureRequest, repository: Path,
     logs = tmp_path_factory.mktemp("migration-logs")
     args = ["--models", str(repository)]
     if request.param == "memory":
-        with serving(args, logs / "server.log") as server:
+        with serving(args, logs / "server.log", grpc=True) as server:
             yield server
         return
     if REDIS_SERVER is None:
@@ -101,7 +105,8 @@ def server(request: pytest.FixtureRequest, repository: Path,
     redis = RedisServer(logs / "redis")
     redis.start()
     try:
-        with serving([*args, "--state-store", redis.url], logs / "server.log") as server:
+        with serving([*args, "--state-store", redis.url], logs / "server.log",
+                     grpc=True) as server:
             yield server
     finally:
         redis.stop()
@@ -294,6 +299,130 @@ def test_a_step_acknowledged_while_the_session_migrates_is_never_lost(
                     ours[name], theirs[name], atol=1e-4,
                     err_msg=f"trial {trial}: an acknowledged step was lost by the migration "
                             f"({len(acknowledged)} acknowledged)")
+    assert overlapped, "no step ran while a migration was under way: the race was not tried"
+
+
+def v2_step(client: httpx.Client, sequence_id: int, row: list[float],
+            start: bool = False) -> httpx.Response:
+    """One KServe v2 sequence step of one timestep (JSON body): a start on version 1, a later
+    step on whatever version the sequence runs (the request names none)."""
+    parameters: dict[str, object] = {"sequence_id": sequence_id}
+    if start:
+        parameters.update(sequence_start=True)
+    path = "/v2/models/moving/versions/1/infer" if start else "/v2/models/moving/infer"
+    return client.post(path, json={
+        "parameters": parameters, "outputs": [{"name": "output"}],
+        "inputs": [{"name": "input", "shape": [1, 1, 3], "datatype": "FP32", "data": row}]})
+
+
+def test_a_kserve_v2_sequence_steps_on_through_a_migration(server: ServerProcess) -> None:
+    """A KServe v2 client names its sequence, not a version: a step that a migration of the
+    sequence catches runs once more on the new version (as a REST step does) instead of
+    answering 404, and every acknowledged step is in the migrated state."""
+    inputs = rows(WINDOW, seed=60)
+    overlapped = 0
+    for trial in range(12):
+        sequence_id = 7_000 + trial
+        moved = f"v2.moving.n.{sequence_id}"
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            first = v2_step(client, sequence_id, inputs[0], start=True)
+            assert first.status_code == 200, first.text
+            assert first.json()["model_version"] == "1"
+            acknowledged = [inputs[0]]
+            migrated = threading.Event()
+            refusals: list[str] = []
+            mover = threading.Thread(target=migrate_until_done,
+                                     args=(server.url, moved, migrated, refusals))
+            mover.start()
+            for row in inputs[1:]:
+                answer = v2_step(client, sequence_id, row)
+                if answer.status_code == 200:
+                    acknowledged.append(row)
+                    overlapped += not migrated.is_set()
+                else:  # cut off by the migration's write: not applied, said so
+                    assert answer.status_code == 409, answer.text
+            mover.join(timeout=30)
+            assert not refusals, refusals
+            assert migrated.is_set(), f"trial {trial}: the migration never succeeded"
+            after = v2_step(client, sequence_id, inputs[0])
+            assert after.status_code == 200, after.text
+            assert after.json()["model_version"] == "2"
+            acknowledged.append(inputs[0])
+            reference = session(client, "moving", 2)
+            step(client, reference, acknowledged)
+            ours, theirs = state(client, moved), state(client, reference)
+            for name in theirs:
+                np.testing.assert_allclose(
+                    ours[name], theirs[name], atol=1e-4,
+                    err_msg=f"trial {trial}: an acknowledged v2 step was lost by the migration")
+    assert overlapped, "no step ran while a migration was under way: the race was not tried"
+
+
+def v2_message(sequence_id: int, row: list[float], start: bool = False
+               ) -> pb.ModelInferRequest:
+    """The gRPC form of `v2_step`: a start on version 1, a later step naming no version."""
+    message = pb.ModelInferRequest(model_name="moving", model_version="1" if start else "")
+    message.parameters["sequence_id"].int64_param = sequence_id
+    if start:
+        message.parameters["sequence_start"].bool_param = True
+    message.inputs.add(name="input", datatype="FP32", shape=[1, 1, 3])
+    message.raw_input_contents.append(np.asarray(row, "<f4").tobytes())
+    message.outputs.add(name="output")
+    return message
+
+
+def test_a_grpc_stream_sequence_steps_on_through_a_migration(server: ServerProcess) -> None:
+    """The same over ModelStreamInfer, whose steady steps take the stream's short way (bound
+    to the version the sequence ran on): a step the migration catches goes the whole way,
+    which steps it on the new version; no step gets an error, and none is lost."""
+    inputs = rows(WINDOW, seed=61)
+    overlapped = 0
+    with grpc.insecure_channel(server.grpc_url) as channel, \
+            httpx.Client(base_url=server.url, timeout=30) as client:
+        stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+        for trial in range(12):
+            sequence_id = 8_000 + trial
+            moved = f"v2.moving.n.{sequence_id}"
+            stream = Stream(stub)
+            try:
+                first = stream.step(v2_message(sequence_id, inputs[0], start=True))
+                assert not first.error_message, first.error_message
+                acknowledged = [inputs[0]]
+                for row in inputs[1:3]:  # the sequence's steady steps take the short way
+                    reply = stream.step(v2_message(sequence_id, row))
+                    assert not reply.error_message, reply.error_message
+                    acknowledged.append(row)
+                migrated = threading.Event()
+                refusals: list[str] = []
+                mover = threading.Thread(target=migrate_until_done,
+                                         args=(server.url, moved, migrated, refusals))
+                mover.start()
+                versions = []
+                for pair in (inputs[3:5], inputs[5:7], inputs[7:]):  # two in flight at once
+                    for row in pair:
+                        stream.send(v2_message(sequence_id, row))
+                    for row in pair:
+                        reply = stream.take()
+                        assert not reply.error_message, f"trial {trial}: {reply.error_message}"
+                        acknowledged.append(row)
+                        versions.append(reply.infer_response.model_version)
+                        overlapped += not migrated.is_set()
+                mover.join(timeout=30)
+                assert not refusals, refusals
+                assert migrated.is_set(), f"trial {trial}: the migration never succeeded"
+                last = stream.step(v2_message(sequence_id, inputs[0]))
+                assert not last.error_message, last.error_message
+                assert last.infer_response.model_version == "2"
+                acknowledged.append(inputs[0])
+            finally:
+                stream.close()
+            reference = session(client, "moving", 2)
+            step(client, reference, acknowledged)
+            ours, theirs = state(client, moved), state(client, reference)
+            for name in theirs:
+                np.testing.assert_allclose(
+                    ours[name], theirs[name], atol=1e-4,
+                    err_msg=f"trial {trial}: an acknowledged stream step was lost ({versions})")
     assert overlapped, "no step ran while a migration was under way: the race was not tried"
 
 

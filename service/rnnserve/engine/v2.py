@@ -32,7 +32,9 @@ from rnnserve.errors import (
     InvalidInput,
     RnnServeError,
     SequenceNotActive,
+    SessionMoved,
     SessionNotFound,
+    SessionOnOtherVersion,
     Unavailable,
     not_applied,
 )
@@ -251,7 +253,23 @@ class V2DataPlane:
         self, request: V2Request, sequence_id: SequenceId, start: bool, end: bool, owner: str,
         client: str = "", step_id: str | None = None,
     ) -> tuple[Runner, dict[str, np.ndarray]]:
-        """`start` (re)starts the sequence from zeros; `end` frees it after this step."""
+        """`start` (re)starts the sequence from zeros; `end` frees it after this step. A later
+        step caught by a migration of its sequence (not applied) runs once more, on the
+        version the sequence moved to, as a REST step does."""
+        tries = 1 if start else 2
+        while True:
+            tries -= 1
+            try:
+                return await self._sequence_step_once(request, sequence_id, start, end, owner,
+                                                      client, step_id)
+            except (SessionOnOtherVersion, SessionMoved):
+                if not tries:
+                    raise
+
+    async def _sequence_step_once(
+        self, request: V2Request, sequence_id: SequenceId, start: bool, end: bool, owner: str,
+        client: str, step_id: str | None,
+    ) -> tuple[Runner, dict[str, np.ndarray]]:
         engine, model, version = self._engine, request.model, request.version
         sessions = engine.sessions
         session_id = sequence_session_id(model, sequence_id, owner)

@@ -12,11 +12,12 @@ with the engine's own checks and entered with a callback: no lookup of the sessi
 no future, and its reply encoded straight to bytes (wire.py). The step is the one
 `V2DataPlane.infer` would make (`Sessions.step_checked`: same entrance, same batches, same
 step ids); what it skips is only the lookup that found the session a moment ago. If the
-session went meanwhile (ended or restarted elsewhere, expired, evicted, its version unloaded),
-the step fails before anything is written, the stream forgets the sequence and the message
-goes the whole way, which answers it as before (SequenceNotActive, or the step on the
-sequence's new session). A message the short way would refuse goes the whole way too, so every
-error a client sees comes from the one data plane."""
+session went meanwhile (ended or restarted elsewhere, expired, evicted, its version unloaded,
+migrated to another version), the step fails before anything is written, the stream forgets
+the sequence and the message goes the whole way, which answers it as before
+(SequenceNotActive, or the step on the sequence's new session or new version). A message
+the short way would refuse goes the whole way too, so every error a client sees comes from
+the one data plane."""
 
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ from rnnserve.engine import (
 )
 from rnnserve.errors import (
     RnnServeError,
+    SessionMoved,
     SessionNotFound,
     Unauthenticated,
     Unavailable,
@@ -261,7 +263,8 @@ class StreamCall:
                 [(name, outcome.outputs[None] if name == output_name
                   else outcome.states[states_of[name]]) for name in names])
             self._finish(key, reply, tick)
-        elif isinstance(outcome, SessionNotFound):  # gone meanwhile: nothing was written
+        elif isinstance(outcome, SessionNotFound | SessionMoved):  # gone or migrated
+            # meanwhile: nothing was written, and the whole way finds where it is now
             if self._active.get(key) is sequence:
                 del self._active[key]
             self._spawn_whole_way(request, key, tick)
