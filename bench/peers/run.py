@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         "environment_before": environment(),
         "fd_limit": raise_fd_limit(4 * plan.sessions + 512),
         "unavailable": {},
+        "peer_crashes": [],
     }
     env = report["environment_before"]
     print(
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         layout = {
             row: systems for row, systems in systems_of(plan, files).items() if row in plan.rows
         }
-        rounds = measure(plan, layout, servers, unavailable)
+        rounds = measure(plan, layout, servers, unavailable, report["peer_crashes"])
         report["server_logs_tail"] = {n: p.log_tail(1500) for n, p in servers.items()}
     report["environment_after"] = environment()
     report["rounds"] = rounds
@@ -97,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print("\n" + figures_table(report["layout"], rounds, report["unavailable"]))
     print("\n" + targets_table(report["targets"]))
+    for crash in report["peer_crashes"]:
+        print(f"\n{crash['server']} crashed (exit code {crash['exit_code']}) and was started "
+              f"again; its log ended: {crash['log_tail'][-300:]}")
     print(
         f"\nload average before {env['load_average']}, after "
         f"{report['environment_after']['load_average']}"
@@ -131,14 +135,24 @@ def drop_bulk_binary(
         print(f"{BULK_BINARY}: {unavailable[BULK_BINARY]}", flush=True)
 
 
+PEER_RESTARTS = 3
+"""How often a run starts the peer again after it crashed (Triton 2.51's server has exited
+with SIGSEGV or SIGABRT under the gRPC stream load here, about once in two full runs)."""
+
+
 def measure(
     plan: Plan,
     layout: dict[str, list[System]],
     servers: dict[str, ServerProcess],
     unavailable: dict[str, str],
+    crashes: list[dict[str, Any]] | None = None,
 ) -> Rounds:
     """Round after round, row after row, each system one phase; a phase that fails is printed
-    and that system sits out the later rounds (the others go on)."""
+    and that system sits out the later rounds (the others go on). The peer is the exception:
+    when it has crashed, it is started again (up to PEER_RESTARTS times, each crash with its
+    log's tail kept in `crashes` and printed), the phase it crashed in counts for nothing,
+    and its systems go on. A phase that answered no request at all is a failed phase."""
+    crashes = [] if crashes is None else crashes
     phases = {}
     server_of: dict[str, ServerProcess] = {}
     for systems in layout.values():
@@ -154,18 +168,30 @@ def measure(
         for key, phase in phases.items():
             if key in failed:
                 continue
-            code = server_of[key].exit_code()
-            if code is not None:  # e.g. the peer crashed in an earlier phase: no 60 s waits
-                failed[key] = f"{server_of[key].name} exited with code {code}"
-                unavailable[key] = f"{failed[key]}; its log ends: {server_of[key].log_tail(300)}"
-                print(f"  {key:<24} SKIPPED: {server_of[key].name} exited, code {code}", flush=True)
+            server = server_of[key]
+            if server.exit_code() is not None and server.name == "triton":
+                restarted(server, crashes)
+            code = server.exit_code()
+            if code is not None:  # e.g. crashed in an earlier phase: no 60 s waits
+                failed[key] = f"{server.name} exited with code {code}"
+                unavailable[key] = f"{failed[key]}; its log ends: {server.log_tail(300)}"
+                print(f"  {key:<24} SKIPPED: {server.name} exited, code {code}", flush=True)
                 continue
             try:
                 summary = phase()
             except Exception as exc:  # reported; the other systems go on
+                if server.exit_code() is not None and server.name == "triton":
+                    print(f"  {key:<24} peer crashed in this phase: measured again later",
+                          flush=True)
+                    continue
                 failed[key] = f"{type(exc).__name__}: {str(exc)[:400]}"
                 unavailable[key] = failed[key]
                 print(f"  {key:<24} FAILED {failed[key]}", flush=True)
+                continue
+            if not summary["requests"]:
+                crashed = server.exit_code() is not None
+                print(f"  {key:<24} no request answered in round {number}"
+                      f"{f' ({server.name} exited)' if crashed else ''}: not counted", flush=True)
                 continue
             summary["round"] = number
             rounds.setdefault(key, []).append(summary)
@@ -179,6 +205,20 @@ def measure(
             if summary["errors"]:
                 print(f"    errors: {summary['error_samples']}", flush=True)
     return rounds
+
+
+def restarted(server: ServerProcess, crashes: list[dict[str, Any]]) -> None:
+    """Start a crashed peer again (same command line, ports and model repository), keeping
+    the crash's exit code and log tail first; past PEER_RESTARTS it stays down."""
+    code = server.exit_code()
+    crashes.append({"server": server.name, "exit_code": code, "log_tail": server.log_tail(1500)})
+    if len(crashes) > PEER_RESTARTS:
+        return
+    print(f"  ({server.name} exited with code {code}: starting it again)", flush=True)
+    try:
+        server.start(ready_timeout_s=120)
+    except RuntimeError as exc:
+        print(f"  ({server.name} did not come back: {str(exc)[:300]})", flush=True)
 
 
 def verdicts(plan: Plan, rounds: Rounds, unavailable: dict[str, str]) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,3 +81,61 @@ def test_every_row_prints_figures_and_a_verdict_without_the_peer(tmp_path: Path)
         assert any(line.endswith(verdicts) for line in mine), f"no verdict for {row}:\n{lines}"
         steps_p50_p99 = re.compile(r"rnnserve.*\s\d+\s+\d+\.?\d*\s+\d+\.?\d*\s")
         assert any(steps_p50_p99.search(line) for line in mine), f"no figures for {row}: {mine}"
+
+
+def test_a_crashed_peer_is_started_again_and_measured_in_later_rounds(tmp_path: Path) -> None:
+    """Triton 2.51 has died under load here (SIGSEGV, SIGABRT). A run then starts it again,
+    keeps the crash (exit code and log tail), counts nothing for the phase it died in, and
+    measures it in the next round; a system on a server that is not the peer still sits out
+    the rounds after its failure. The peer here is a real process (Python's HTTP server under
+    the peer's name) killed with SIGSEGV in its phase, as a crash would end it."""
+    import signal
+
+    from bench.peers.plan import parse_plan
+    from bench.peers.rows import System
+    from bench.peers.run import measure
+    from bench.procs import ServerProcess, free_port
+
+    port = free_port()
+    (tmp_path / "ok").write_text("ready")
+    peer = ServerProcess(
+        "triton",
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        f"http://127.0.0.1:{port}/ok",
+        tmp_path / "peer.log",
+        cwd=tmp_path,
+    )
+    peer.start(ready_timeout_s=30)
+    phases_run: list[int] = []
+
+    def peer_phase(_: ServerProcess) -> Any:
+        def phase() -> dict[str, Any]:
+            phases_run.append(peer.pid)
+            if len(phases_run) == 1:
+                peer._popen.send_signal(signal.SIGSEGV)  # type: ignore[union-attr]
+                peer._popen.wait(timeout=10)  # type: ignore[union-attr]
+                raise ConnectionResetError("the peer went away mid-phase")
+            return {"requests": 10, "errors": 0, "sequences_per_s": 5.0, "p50_ms": 1.0,
+                    "p99_ms": 2.0, "cpu_ms_per_request": {}}
+        return phase
+
+    def broken(_: ServerProcess) -> Any:
+        def phase() -> dict[str, Any]:
+            raise RuntimeError("a system that fails")
+        return phase
+
+    plan = parse_plan(["--no-peer", "--rounds", "3"])
+    layout = {"v2-http": [System("v2-http/triton", "peer", "triton", peer_phase),
+                          System("v2-http/other", "other", "other", broken)]}
+    unavailable: dict[str, str] = {}
+    crashes: list[dict[str, Any]] = []
+    try:
+        rounds = measure(plan, layout, {"triton": peer, "other": peer}, unavailable, crashes)
+    finally:
+        peer.stop()
+
+    assert [r["round"] for r in rounds["v2-http/triton"]] == [2, 3]
+    assert len(set(phases_run)) == 2, "the peer was not started again"
+    assert [c["exit_code"] for c in crashes] == [-signal.SIGSEGV]
+    assert "v2-http/triton" not in unavailable
+    assert "v2-http/other" not in rounds and "a system that fails" in unavailable["v2-http/other"]
