@@ -10,7 +10,8 @@ import json
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -274,32 +275,58 @@ def test_a_step_acknowledged_while_the_session_migrates_is_never_lost(
         with httpx.Client(base_url=server.url, timeout=30) as client:
             moved = session(client, "moving", 1)
             step(client, moved, inputs[:1])
-            acknowledged = [inputs[0]]
-            migrated = threading.Event()
-            refusals: list[str] = []
-            mover = threading.Thread(target=migrate_until_done,
-                                     args=(server.url, moved, migrated, refusals))
-            mover.start()
-            for row in inputs[1:]:
-                answer = client.post(f"/v1/sessions/{moved}/step", json={"inputs": [row]})
-                if answer.status_code == 200:
-                    acknowledged.append(row)
-                    overlapped += not migrated.is_set()
-                else:  # cut off by the migration's write: not applied, said so
-                    assert answer.status_code == 409, answer.text
-            mover.join(timeout=30)
-            assert not refusals, refusals
-            assert migrated.is_set(), f"trial {trial}: the migration never succeeded"
+            acknowledged, overlaps = race_a_migration(
+                server.url, moved, inputs[1:], partial(rest_step, client, moved))
+            overlapped += overlaps
             assert client.get(f"/v1/sessions/{moved}").json()["version"] == 2
-            reference = session(client, "moving", 2)
-            step(client, reference, acknowledged)
-            ours, theirs = state(client, moved), state(client, reference)
-            for name in theirs:
-                np.testing.assert_allclose(
-                    ours[name], theirs[name], atol=1e-4,
-                    err_msg=f"trial {trial}: an acknowledged step was lost by the migration "
-                            f"({len(acknowledged)} acknowledged)")
+            assert_holds_version_2_after(client, moved, [inputs[0], *acknowledged],
+                                         f"trial {trial}")
     assert overlapped, "no step ran while a migration was under way: the race was not tried"
+
+
+def rest_step(client: httpx.Client, session_id: str, row: list[float]) -> httpx.Response:
+    """One REST step of one timestep, its answer as it came."""
+    return client.post(f"/v1/sessions/{session_id}/step", json={"inputs": [row]})
+
+
+def race_a_migration(url: str, moved: str, rows_to_send: list[list[float]],
+                     send: Callable[[list[float]], httpx.Response]
+                     ) -> tuple[list[list[float]], int]:
+    """Migrate `moved` to version 2 (again after each 503) while `send` steps it with each
+    row in turn; (the rows acknowledged, how many were acknowledged before the migration
+    finished). A step the migration cut off must say so: 409, not applied."""
+    acknowledged: list[list[float]] = []
+    overlapped = 0
+    migrated = threading.Event()
+    refusals: list[str] = []
+    mover = threading.Thread(target=migrate_until_done, args=(url, moved, migrated, refusals))
+    mover.start()
+    for row in rows_to_send:
+        answer = send(row)
+        if answer.status_code == 200:
+            acknowledged.append(row)
+            overlapped += not migrated.is_set()
+        else:  # cut off by the migration's write: not applied, said so
+            assert answer.status_code == 409, answer.text
+    mover.join(timeout=30)
+    assert not refusals, refusals
+    assert migrated.is_set(), "the migration never succeeded"
+    return acknowledged, overlapped
+
+
+def assert_holds_version_2_after(client: httpx.Client, moved: str,
+                                 acknowledged: list[list[float]], what: str) -> None:
+    """The migrated session's state is version 2's after every acknowledged input from zeros
+    (fewer than the window: the migration replays them all), so no acknowledged step was
+    lost or applied twice."""
+    reference = session(client, "moving", 2)
+    step(client, reference, acknowledged)
+    ours, theirs = state(client, moved), state(client, reference)
+    for name in theirs:
+        np.testing.assert_allclose(
+            ours[name], theirs[name], atol=1e-4,
+            err_msg=f"{what}: an acknowledged step was lost by the migration "
+                    f"({len(acknowledged)} acknowledged)")
 
 
 def v2_step(client: httpx.Client, sequence_id: int, row: list[float],
@@ -328,33 +355,14 @@ def test_a_kserve_v2_sequence_steps_on_through_a_migration(server: ServerProcess
             first = v2_step(client, sequence_id, inputs[0], start=True)
             assert first.status_code == 200, first.text
             assert first.json()["model_version"] == "1"
-            acknowledged = [inputs[0]]
-            migrated = threading.Event()
-            refusals: list[str] = []
-            mover = threading.Thread(target=migrate_until_done,
-                                     args=(server.url, moved, migrated, refusals))
-            mover.start()
-            for row in inputs[1:]:
-                answer = v2_step(client, sequence_id, row)
-                if answer.status_code == 200:
-                    acknowledged.append(row)
-                    overlapped += not migrated.is_set()
-                else:  # cut off by the migration's write: not applied, said so
-                    assert answer.status_code == 409, answer.text
-            mover.join(timeout=30)
-            assert not refusals, refusals
-            assert migrated.is_set(), f"trial {trial}: the migration never succeeded"
+            acknowledged, overlaps = race_a_migration(
+                server.url, moved, inputs[1:], partial(v2_step, client, sequence_id))
+            overlapped += overlaps
             after = v2_step(client, sequence_id, inputs[0])
             assert after.status_code == 200, after.text
             assert after.json()["model_version"] == "2"
-            acknowledged.append(inputs[0])
-            reference = session(client, "moving", 2)
-            step(client, reference, acknowledged)
-            ours, theirs = state(client, moved), state(client, reference)
-            for name in theirs:
-                np.testing.assert_allclose(
-                    ours[name], theirs[name], atol=1e-4,
-                    err_msg=f"trial {trial}: an acknowledged v2 step was lost by the migration")
+            assert_holds_version_2_after(client, moved, [inputs[0], *acknowledged, inputs[0]],
+                                         f"trial {trial}")
     assert overlapped, "no step ran while a migration was under way: the race was not tried"
 
 
@@ -416,13 +424,8 @@ def test_a_grpc_stream_sequence_steps_on_through_a_migration(server: ServerProce
                 acknowledged.append(inputs[0])
             finally:
                 stream.close()
-            reference = session(client, "moving", 2)
-            step(client, reference, acknowledged)
-            ours, theirs = state(client, moved), state(client, reference)
-            for name in theirs:
-                np.testing.assert_allclose(
-                    ours[name], theirs[name], atol=1e-4,
-                    err_msg=f"trial {trial}: an acknowledged stream step was lost ({versions})")
+            assert_holds_version_2_after(client, moved, acknowledged,
+                                         f"trial {trial}, versions {versions}")
     assert overlapped, "no step ran while a migration was under way: the race was not tried"
 
 
