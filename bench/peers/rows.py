@@ -175,6 +175,12 @@ def systems_of(plan: Plan, files: ModelFiles) -> dict[str, list[System]]:
                 "triton",
                 lambda srv: s.v2_grpc(srv, plan, True, False, n),
             ),
+            System(
+                "grpc/echo-unary",
+                "bare grpc.aio unary echo, same-size messages",
+                "grpc-echo",
+                lambda srv: s.v2_grpc(srv, plan, False, False, n),
+            ),
         ],
         "rest": [
             System(
@@ -254,6 +260,12 @@ def targets_of(plan: Plan) -> dict[str, list[Target]]:
             Target(
                 "gRPC unary: rnnserve ÷ Triton unary",
                 ratio("grpc/rnnserve-unary", "grpc/triton-unary"),
+                "reported",
+                None,
+            ),
+            Target(
+                "gRPC unary: rnnserve ÷ bare unary echo",
+                ratio("grpc/rnnserve-unary", "grpc/echo-unary"),
                 "reported",
                 None,
             ),
