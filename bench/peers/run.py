@@ -150,8 +150,9 @@ def measure(
     """Round after round, row after row, each system one phase; a phase that fails is printed
     and that system sits out the later rounds (the others go on). The peer is the exception:
     when it has crashed, it is started again (up to PEER_RESTARTS times, each crash with its
-    log's tail kept in `crashes` and printed), the phase it crashed in counts for nothing,
-    and its systems go on. A phase that answered no request at all is a failed phase."""
+    log's tail kept in `crashes` and printed), the phase it crashed in counts for nothing
+    (whether it raised or returned the figures of its failed requests), and its systems go
+    on. A phase that answered no request at all counts for nothing either."""
     crashes = [] if crashes is None else crashes
     phases = {}
     server_of: dict[str, ServerProcess] = {}
@@ -188,10 +189,17 @@ def measure(
                 unavailable[key] = failed[key]
                 print(f"  {key:<24} FAILED {failed[key]}", flush=True)
                 continue
+            if server.exit_code() is not None:  # it died during the phase: what the phase
+                # measured is a crash, not a speed (a peer is started again for the next one)
+                print(f"  {key:<24} {server.name} exited during this phase (code "
+                      f"{server.exit_code()}): not counted", flush=True)
+                if server.name != "triton":
+                    failed[key] = f"{server.name} exited with code {server.exit_code()}"
+                    unavailable[key] = f"{failed[key]}; its log ends: {server.log_tail(300)}"
+                continue
             if not summary["requests"]:
-                crashed = server.exit_code() is not None
-                print(f"  {key:<24} no request answered in round {number}"
-                      f"{f' ({server.name} exited)' if crashed else ''}: not counted", flush=True)
+                print(f"  {key:<24} no request answered in round {number}: not counted",
+                      flush=True)
                 continue
             summary["round"] = number
             rounds.setdefault(key, []).append(summary)
