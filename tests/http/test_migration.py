@@ -35,7 +35,8 @@ FEATURES = ["a", "b", "c"]
 def build_repository(tiny_repo: Path, root: Path) -> Path:
     """moving: versions 1 and 2 (tiny-lstm's, other weights, the same features) keeping the
     last 8 inputs; 3 with 4 inputs a timestep; 4 with version 2's weights but other feature
-    names. fixed: tiny-lstm's two versions, keeping no inputs."""
+    names. fixed: tiny-lstm's two versions, keeping no inputs. capped: tiny-lstm's two
+    versions keeping inputs, one live session a version at most."""
     import torch
     from rnnserve.export.onnx_export import export_recurrent
     from torch import nn
@@ -51,6 +52,9 @@ def build_repository(tiny_repo: Path, root: Path) -> Path:
         {"rewarm_steps": WINDOW, "features": FEATURES}))
     (root / "moving" / "4" / "model.json").write_text(json.dumps({"features": ["a", "b", "d"]}))
     shutil.copytree(tiny_repo / "tiny-lstm", root / "fixed")
+    shutil.copytree(tiny_repo / "tiny-lstm", root / "capped")
+    (root / "capped" / "model.json").write_text(json.dumps(
+        {"rewarm_steps": WINDOW, "max_sessions": 1}))
     return root
 
 
@@ -169,6 +173,27 @@ def test_every_session_of_a_version_migrates_in_bulk(client: httpx.Client) -> No
         assert_same_session(client, moved, reference, seed + 10)
     assert client.post("/v1/models/moving/versions/1/migrate",
                        json={"to": 2}).json() == {"results": []}
+
+
+def test_a_migrated_session_frees_its_place_under_the_old_versions_cap(
+        client: httpx.Client) -> None:
+    """max_sessions counts per version: a session migrated from 1 to 2 counts against 2 at
+    once (a second session there is refused), and 1 has room again at once, not only when
+    the moved session's place there would have expired."""
+    moved = session(client, "capped", 1)
+    step(client, moved, rows(2, seed=70))
+    full = client.post("/v1/models/capped/sessions", json={"version": 1})
+    assert full.status_code == 503, full.text
+
+    answer = client.post(f"/v1/sessions/{moved}/migrate", json={"version": 2})
+
+    assert answer.status_code == 200, answer.text
+    refused = client.post("/v1/models/capped/sessions", json={"version": 2})
+    assert refused.status_code == 503, refused.text
+    again = client.post("/v1/models/capped/sessions", json={"version": 1})
+    assert again.status_code == 201, again.text
+    for session_id in (moved, again.json()["session_id"]):
+        assert client.delete(f"/v1/sessions/{session_id}").status_code == 204
 
 
 def test_a_version_that_keeps_no_inputs_refuses_migration_saying_how_to_enable_it(

@@ -1,6 +1,6 @@
 -- KEYS: hash, marker, gen counter, state key, kept inputs (redis_inputs), replay window
 --       (redis_history), the target version's live ids (redis_vlive), the set of versions
---       with one.
+--       with one, the old version's live ids.
 -- ARGV: gathered gen, ttl_ms, marker_ttl_ms, ttl label, live prefix, id, owner prefix, write
 --       id, newest record format read, record format written, the whole state (format 2; ''
 --       for format 1), the new version, its layout (JSON), the kept inputs' bytes, `created`
@@ -53,7 +53,10 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[6], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[4] .. ' ' .. steps .. ' ' .. cur[2], 'PX', ARGV[3])
 redis.call('ZADD', ARGV[5] .. cur[2], now_ms + tonumber(ARGV[2]), ARGV[6])
-redis.call('ZADD', KEYS[7], now_ms + tonumber(ARGV[2]), ARGV[6])  -- the old version's prunes it
+redis.call('ZADD', KEYS[7], now_ms + tonumber(ARGV[2]), ARGV[6])
+if KEYS[9] ~= KEYS[7] then  -- its place under the old version's cap is free at once
+  redis.call('ZREM', KEYS[9], ARGV[6])
+end
 redis.call('SADD', KEYS[8], cur[2] .. '/' .. ARGV[12])
 redis.call('ZADD', ARGV[7] .. (cur[3] or ''), now_ms + tonumber(ARGV[2]), ARGV[6])
 return {'ok', now}

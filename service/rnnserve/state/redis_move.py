@@ -57,7 +57,8 @@ def move_args(fields: dict[bytes, Any], layout: StateLayout, state: dict[str, np
     kept = inputs[-layout.rewarm_steps:] if layout.rewarm_steps else inputs[:0]
     keys = [SESSION + session_id, MARKER + session_id, GEN,
             redis_records.STATE + session_id, INPUTS + session_id, HISTORY + session_id,
-            version_key(layout.model, layout.version), VLIVES]
+            version_key(layout.model, layout.version), VLIVES,
+            version_key(layout.model, text(fields[b"version"]))]
     args = [fields[b"gen"], ttl.ms, ttl.marker_ms, ttl.label, LIVE, session_id, OWNER,
             write_id(), redis_records.NEWEST, record_format, whole, layout.version,
             layout_json(layout.tensors), kept.astype("<f4").tobytes(), repr(time.time()),
