@@ -12,7 +12,8 @@ requests through `data_received` (what the socket would hand it) from `--clients
 connections at once, and counts the event loop thread's own CPU time (`time.thread_time`)
 per answered request. ONNX Runtime runs on the engine's worker threads and is not counted.
 Rounds alternate the two paths; the figure per path is the median round. The process is tuned
-as `rnnserve serve` tunes it (rnnserve.runtime: the garbage collector's settings above all).
+as `rnnserve serve` tunes it (rnnserve.runtime: the garbage collector's settings above all),
+and the collector's own share of each figure is printed beside it.
 
 Routes: a KServe v2 sequence step with binary tensors, and a REST session step. The event
 loop is the one `rnnserve serve` runs (uvloop when installed) unless `--loop asyncio` asks
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import statistics
 import time
@@ -107,6 +109,33 @@ def rest_step(session_id: str) -> bytes:
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
+class CollectorTime:
+    """The garbage collector's CPU time on this thread while the `with` runs (gc.callbacks):
+    part of the request cost the figures count, printed apart because the collector's
+    settings (rnnserve.runtime) decide it."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._began = 0.0
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._began = time.thread_time()
+        else:
+            self.seconds += time.thread_time() - self._began
+
+    def __enter__(self) -> CollectorTime:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+
+GC_SECONDS: dict[bool, list[float]] = {True: [], False: []}
+"""Collector seconds per request of each round, by path (True: direct)."""
+
+
 async def one_round(engine: Engine, direct: bool, route: str, clients: int,
                     requests: int, session_ids: list[str]) -> float:
     """Event-loop CPU microseconds per request for `requests` requests from `clients`
@@ -143,11 +172,14 @@ async def one_round(engine: Engine, direct: bool, route: str, clients: int,
         protocol.connection_made(MemoryTransport(i, answered(i)))
         protocols.append(protocol)
     counted = engine.metrics.registry.get_sample_value("rnnserve_http_direct_requests_total")
+    collector = CollectorTime()
     started = time.thread_time()
-    for i, protocol in enumerate(protocols):
-        protocol.data_received(request_for(i, True))
-    await asyncio.wait_for(done, 120)
+    with collector:
+        for i, protocol in enumerate(protocols):
+            protocol.data_received(request_for(i, True))
+        await asyncio.wait_for(done, 120)
     spent = time.thread_time() - started
+    GC_SECONDS[direct].append(collector.seconds / requests)
     direct_answers = (engine.metrics.registry.get_sample_value(
         "rnnserve_http_direct_requests_total") or 0) - (counted or 0)
     # every request took the path measured (a few more may be in flight at the end)
@@ -173,8 +205,12 @@ async def main(args: argparse.Namespace) -> None:
                     figures[direct].append(await one_round(
                         engine, direct, route, args.clients, args.requests, ids))
             asgi, fast = (statistics.median(figures[d]) for d in (False, True))
+            collected = {d: statistics.median(GC_SECONDS[d]) * 1e6 for d in (False, True)}
+            for d in GC_SECONDS:
+                GC_SECONDS[d].clear()
             print(f"{route:5} ASGI path {asgi:7.1f} µs   direct path {fast:7.1f} µs   "
-                  f"direct ÷ ASGI {fast / asgi:.2f}")
+                  f"direct ÷ ASGI {fast / asgi:.2f}   (of which garbage collection: "
+                  f"{collected[False]:.1f} and {collected[True]:.1f} µs)")
     finally:
         await engine.aclose()
         engine.close()

@@ -21,3 +21,6 @@ def test_both_paths_answer_and_print_a_figure() -> None:
                          done.stdout, re.M)
         assert line, done.stdout
         assert float(line.group(1)) > 0 and float(line.group(2)) > 0
+        collected = re.search(rf"^{route} .*garbage collection: ([\d.]+) and ([\d.]+) µs",
+                              done.stdout, re.M)
+        assert collected, done.stdout  # the collector's share, printed beside each figure
