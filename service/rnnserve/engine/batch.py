@@ -124,13 +124,10 @@ class BatchMechanics:
         step_ids = [t for j in stateful for t in (j.step_ids or [None] * j.rows)]
         scattering = time.perf_counter()
         try:
-            if self.layout.rewarm_steps:  # the sessions keep their last inputs (migration)
-                written = await self.store.scatter(gathered, new_states, [x.shape[1]] * k,
-                                                   out[sig.output_name][:k], step_ids,
-                                                   inputs=x[:k])
-            else:
-                written = await self.store.scatter(gathered, new_states, [x.shape[1]] * k,
-                                                   out[sig.output_name][:k], step_ids)
+            # the sessions keep their last inputs (migration) only where the version says so
+            kept = {"inputs": x[:k]} if self.layout.rewarm_steps else {}
+            written = await self.store.scatter(gathered, new_states, [x.shape[1]] * k,
+                                               out[sig.output_name][:k], step_ids, **kept)
         except StoreFull as exc:  # Redis refuses a script before its first write
             raise not_applied(exc) from exc
         except Exception as exc:  # sent, perhaps, and applied: nobody can tell

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -33,12 +33,30 @@ from rnnserve.errors import (
     ModelNotFound,
     RnnServeError,
     SessionChanged,
+    SessionMoved,
+    SessionOnOtherVersion,
     Unavailable,
 )
 from rnnserve.state import SessionRecord, StateStore
 
 MIGRATE_TRIES = 5
 """Attempts to move a session that keeps stepping while its inputs replay, before a 503."""
+
+T = TypeVar("T")
+
+
+async def once_more_if_moved(attempt: Callable[[], Awaitable[T]], *, again: bool = True) -> T:
+    """`attempt()` (a step that looks its session up, then steps it), run once more when a
+    migration caught it: the session was moved to another version while the step ran, or
+    between its lookup and its step, so it was not applied. The second run looks the
+    session up again and steps it on its new version. REST steps and KServe v2 sequence steps
+    both come here; `again` False: no second run (a v2 sequence's start)."""
+    try:
+        return await attempt()
+    except (SessionOnOtherVersion, SessionMoved):
+        if not again:
+            raise
+        return await attempt()
 
 
 class MigrationTargets(Protocol):
@@ -106,7 +124,7 @@ async def rewarmed_state(target: Runner, inputs: np.ndarray) -> dict[str, np.nda
 async def migrate(store: StateStore, served: MigrationTargets, record: SessionRecord,
                   source: Runner, version: int | str) -> Migrated:
     """Move one session (its owned record, its current instance) to `version`."""
-    require_kept_inputs(source)
+    window = require_kept_inputs(source)
     target = served.runner(record.model, version)
     if target.version == record.version:
         raise InvalidInput(f"session {record.id!r} is on model {record.model!r} version "
@@ -115,7 +133,6 @@ async def migrate(store: StateStore, served: MigrationTargets, record: SessionRe
     if not target.streaming.streamable:
         raise MigrationRefused(f"model {target.name!r} version {target.version} cannot be "
                                "stepped in a session, so no session can move to it")
-    window = source.settings.rewarm_steps
     for _ in range(MIGRATE_TRIES):
         before, inputs = await store.recent_inputs(record.id, source.signature.input_size)
         if before.version != record.version:

@@ -111,11 +111,10 @@ class ObservedStore:
         self, gathered: Gathered, states: dict[str, np.ndarray], steps: list[int],
         outputs: np.ndarray, step_ids: list[str | None], inputs: np.ndarray | None = None,
     ) -> Written:
-        if inputs is None:  # keeps stores (and test doubles) without the argument working
-            return await self._observed(
-                self.inner.scatter(gathered, states, steps, outputs, step_ids))
+        # passed on only when given: stores (and test doubles) without the argument still work
+        kept = {} if inputs is None else {"inputs": inputs}
         return await self._observed(
-            self.inner.scatter(gathered, states, steps, outputs, step_ids, inputs=inputs))
+            self.inner.scatter(gathered, states, steps, outputs, step_ids, **kept))
 
     async def recent_inputs(self, session_id: str, features: int
                             ) -> tuple[SessionRecord, np.ndarray]:

@@ -21,7 +21,7 @@ from rnnserve.engine.attachments import Attachments, LetGo
 from rnnserve.engine.batcher import Batcher
 from rnnserve.engine.bulk_create import CreateOutcome, NewSession, create_many
 from rnnserve.engine.limits import Limits
-from rnnserve.engine.migration import Migrated, migrate, migrate_version
+from rnnserve.engine.migration import Migrated, migrate, migrate_version, once_more_if_moved
 from rnnserve.engine.pending import (
     ARRAYS,
     PendingStep,
@@ -48,7 +48,6 @@ from rnnserve.errors import (
     InvalidInput,
     NotStreamable,
     RnnServeError,
-    SessionMoved,
     SessionNotFound,
     SessionOnOtherVersion,
     SessionQuotaExceeded,
@@ -223,16 +222,14 @@ class Sessions:
         returns the recorded outputs instead of applying it twice. The entrance checks the
         inputs with the other steps of its turn (ARRAYS). A session migrated while its step
         ran (not applied) steps once more, on its new version. One request in the statistics."""
-        started, tries = now_ns(), 2
-        while True:
+        started = now_ns()
+
+        async def attempt() -> StepResult:
             runner = self._runner_of(await self._owned_to_step(session_id, owner))
-            tries -= 1
-            try:
-                return await counted(runner.stats, started,
-                                     self._step(runner, session_id, x, owner, step_id))
-            except (SessionOnOtherVersion, SessionMoved):
-                if not tries:
-                    raise
+            return await counted(runner.stats, started,
+                                 self._step(runner, session_id, x, owner, step_id))
+
+        return await once_more_if_moved(attempt)
 
     async def _step(self, runner: Runner, session_id: str, x: np.ndarray, owner: str,
                     step_id: str | None) -> StepResult:

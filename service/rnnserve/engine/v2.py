@@ -25,6 +25,7 @@ import numpy as np
 
 from rnnserve import __version__
 from rnnserve.engine.engine import Engine
+from rnnserve.engine.migration import once_more_if_moved
 from rnnserve.engine.pending import check_step_id
 from rnnserve.engine.runner import Runner
 from rnnserve.engine.statistics import now_ns
@@ -32,9 +33,7 @@ from rnnserve.errors import (
     InvalidInput,
     RnnServeError,
     SequenceNotActive,
-    SessionMoved,
     SessionNotFound,
-    SessionOnOtherVersion,
     Unavailable,
     not_applied,
 )
@@ -256,15 +255,9 @@ class V2DataPlane:
         """`start` (re)starts the sequence from zeros; `end` frees it after this step. A later
         step caught by a migration of its sequence (not applied) runs once more, on the
         version the sequence moved to, as a REST step does."""
-        tries = 1 if start else 2
-        while True:
-            tries -= 1
-            try:
-                return await self._sequence_step_once(request, sequence_id, start, end, owner,
-                                                      client, step_id)
-            except (SessionOnOtherVersion, SessionMoved):
-                if not tries:
-                    raise
+        return await once_more_if_moved(
+            lambda: self._sequence_step_once(request, sequence_id, start, end, owner, client,
+                                             step_id), again=not start)
 
     async def _sequence_step_once(
         self, request: V2Request, sequence_id: SequenceId, start: bool, end: bool, owner: str,

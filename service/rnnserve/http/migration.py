@@ -37,8 +37,9 @@ def target_version(body: dict[str, Any], field: str) -> int | str:
              description="Body `{\"version\": N}`. The session's kept inputs (its last "
              "`rewarm_steps`, set in its version's model.json) run through version N from a "
              "zero state, and the session, under the same id, holds that state on version N "
-             "(steps count from 0). 409 when its version keeps no inputs (rewarm_steps 0) or "
-             "version N takes other inputs; 404 for an unknown version.",
+             "(its step count and replay window of step ids are kept). 409 when its version "
+             "keeps no inputs (rewarm_steps 0) or version N takes other inputs; 404 for an "
+             "unknown version.",
              openapi_extra=json_body({"type": "object", "required": ["version"], "properties": {
                  "version": {"type": "integer"}}}, {"version": 2}))
 async def migrate_session(request: Request, session_id: str = SESSION) -> FastJSONResponse:
