@@ -15,10 +15,11 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 # Containers (tests/containers: the image built and started, the Compose stack up): podman with
 # runc (crun fails on this kind of machine), netavark and aardvark-dns for networks where
-# containers reach each other by name, debootstrap for the Debian base images the tests make
-# (no registry serves images here), openssl for the TLS test's certificate, shellcheck for the
-# deploy scripts.
-for tool in podman runc debootstrap netavark aardvark-dns openssl shellcheck; do
+# containers reach each other by name, iptables for netavark's firewall rules (Debian's podman
+# only recommends it; without it every container start fails with "netavark: No such file or
+# directory"), debootstrap for the Debian base images the tests make (no registry serves images
+# here), openssl for the TLS test's certificate, shellcheck for the deploy scripts.
+for tool in podman runc debootstrap netavark aardvark-dns iptables openssl shellcheck; do
     command -v "$tool" >/dev/null || [ -x "/usr/lib/podman/$tool" ] || need+=("$tool")
 done
 # Prometheus and promtool (tests/ops/test_prometheus_*.py: the scrape configs and rules checked,
