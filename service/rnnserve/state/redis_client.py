@@ -8,7 +8,13 @@ That is safe for writes because every write script carries a write id of its own
 with what it wrote: a script resent after a lost reply whose first run landed finds its id
 and answers as that run did (redis_scatter: 'landed', written once), never a conflict that
 would run the step again. Reads just read again. What still fails after that one retry
-surfaces as Unavailable (503, retry after 1 s): StoreUnreachable for a connection error."""
+surfaces as Unavailable (503, retry after 1 s): StoreUnreachable for a connection error.
+
+Connections are pooled, at most POOL_CONNECTIONS of them; a command that finds every one busy
+waits for one (up to the command timeout) instead of failing. redis-py's own pool fails it at
+once when its cap is reached, and since redis-py 8 that cap is 100: 256 sequences starting at
+once got "Too many connections" 503s from the Redis store. Before 8 it opened one connection
+per concurrent command, without bound, each kept open afterwards."""
 
 from __future__ import annotations
 
@@ -28,7 +34,11 @@ from rnnserve.redact import safe_url
 from rnnserve.state.redis_sentinel import connect_sentinel
 from rnnserve.state.redis_url import is_sentinel_url, parse_sentinel_url
 
-__all__ = ["connect", "guard", "safe_url"]
+__all__ = ["POOL_CONNECTIONS", "connect", "guard", "safe_url"]
+
+POOL_CONNECTIONS = 256
+"""Connections one server keeps to Redis at most (its step batches need one or two; bursts of
+creates and reads each hold one while they run)."""
 
 
 def retry_once() -> Retry:
@@ -37,17 +47,19 @@ def retry_once() -> Retry:
 
 
 def connect(url: str, connect_timeout_s: float, command_timeout_s: float) -> aioredis.Redis:
-    """A client for `url` that retries a command once (see above): one Redis, or with
-    redis+sentinel:// whichever node the sentinels name master now (redis_sentinel)."""
+    """A client for `url` that retries a command once and waits for a pooled connection
+    (see above): one Redis, or with redis+sentinel:// whichever node the sentinels name master
+    now (redis_sentinel)."""
     if is_sentinel_url(url):
         return connect_sentinel(parse_sentinel_url(url), connect_timeout_s,
                                 command_timeout_s, health_check_interval_s=10,
-                                retry=retry_once())
-    return aioredis.from_url(
-        url, decode_responses=False, socket_connect_timeout=connect_timeout_s,
-        socket_timeout=command_timeout_s, retry=retry_once(),
-        health_check_interval=10,
+                                retry=retry_once(), max_connections=POOL_CONNECTIONS)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=POOL_CONNECTIONS, timeout=command_timeout_s,
+        decode_responses=False, socket_connect_timeout=connect_timeout_s,
+        socket_timeout=command_timeout_s, retry=retry_once(), health_check_interval=10,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 FULL_ADVICE = ("Redis reached its maxmemory and refuses writes (maxmemory-policy noeviction "

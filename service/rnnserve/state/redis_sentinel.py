@@ -19,7 +19,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from rnnserve.state.redis_url import SentinelTarget
@@ -35,6 +35,13 @@ class SentinelMaster(aioredis.Redis):
         await super().aclose(close_connection_pool)
         if self.sentinels is not None:
             await self.sentinels.aclose()
+
+
+class WaitingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """The master's connections, at most `max_connections`: a command that finds every one
+    busy waits for one (up to `timeout`) instead of failing, as with one Redis
+    (redis_client.POOL_CONNECTIONS). The Sentinel pool finds the master's address; the blocking
+    pool hands out its connections."""
 
 
 class _Sentinels(Sentinel):
@@ -54,17 +61,20 @@ class _Sentinels(Sentinel):
 
 
 def connect_sentinel(target: SentinelTarget, connect_timeout_s: float,
-                     command_timeout_s: float, health_check_interval_s: int, retry: Retry
-                     ) -> aioredis.Redis:
+                     command_timeout_s: float, health_check_interval_s: int, retry: Retry,
+                     max_connections: int) -> aioredis.Redis:
     """A client of `target`'s master, found through its sentinels (no I/O until used);
-    `retry` is the master's commands' (redis_client.retry_once)."""
+    `retry` is the master's commands' (redis_client.retry_once); at most `max_connections`
+    to the master, a command waiting up to the command timeout for one (WaitingSentinelPool)."""
     asked: dict[str, Any] = {"socket_connect_timeout": connect_timeout_s,
                              "socket_timeout": command_timeout_s,
                              "retry": Retry(NoBackoff(), 0)}
     sentinel = _Sentinels(list(target.sentinels), sentinel_kwargs=asked)  # type: ignore[no-untyped-call]
     sentinel._addresses = target.sentinels
     client = sentinel.master_for(
-        target.master_name, redis_class=SentinelMaster, db=target.db,
+        target.master_name, redis_class=SentinelMaster,
+        connection_pool_class=WaitingSentinelPool, max_connections=max_connections,
+        timeout=command_timeout_s, db=target.db,
         username=target.username, password=target.password, decode_responses=False,
         socket_connect_timeout=connect_timeout_s, socket_timeout=command_timeout_s,
         retry=retry, health_check_interval=health_check_interval_s,
