@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from rnnserve.state.base import SessionRecord, StateLayout, StateStore
 
+from tests.state.redis_sentinel_cluster import SentinelCluster
 from tests.state.redis_server import REDIS_SERVER, RedisServer
 
 LSTM = StateLayout("lstm", 1, (("h0", 2, 16), ("c0", 2, 16)))
@@ -84,6 +85,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[SentinelCluster]:
+    """A Redis master with two replicas and three sentinels of the test's own (failover and
+    Sentinel tests; their modules skip without redis-sentinel)."""
+    cluster = SentinelCluster(tmp_path / "redis")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

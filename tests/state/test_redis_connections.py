@@ -5,13 +5,11 @@ Against a real redis-server, and through real Redis Sentinels (its pool is anoth
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.state.conftest import GRU, NO_REDIS_PY, MakeStore, rec
-from tests.state.redis_sentinel_cluster import SentinelCluster
+from tests.state.redis_sentinel_cluster import REDIS_SENTINEL, SentinelCluster
 
 redis = pytest.importorskip("redis", reason=NO_REDIS_PY)
 
@@ -51,16 +49,8 @@ async def test_a_burst_beyond_the_pool_waits_for_connections(make_redis: MakeSto
         client.close()
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[SentinelCluster]:
-    cluster = SentinelCluster(tmp_path / "redis")
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-
-
+@pytest.mark.skipif(REDIS_SENTINEL is None,
+                    reason="redis-sentinel is not installed (apt-get install redis-sentinel)")
 async def test_through_sentinels_a_burst_waits_for_connections_too(
         make_redis: MakeStore, cluster: SentinelCluster) -> None:
     master = f"redis://127.0.0.1:{cluster.master.port}/0"

@@ -44,16 +44,6 @@ RNG = np.random.default_rng(16)
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[SentinelCluster]:
-    cluster = SentinelCluster(tmp_path / "redis")
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture
 def servers(cluster: SentinelCluster, tiny_repo: Path, tmp_path: Path
             ) -> Iterator[list[ServerProcess]]:
     # a step is acknowledged only once a replica has it (WAIT 1 after each batch's write):
