@@ -12,9 +12,10 @@ surfaces as Unavailable (503, retry after 1 s): StoreUnreachable for a connectio
 
 Connections are pooled, at most POOL_CONNECTIONS of them; a command that finds every one busy
 waits for one (up to the command timeout) instead of failing. redis-py's own pool fails it at
-once when its cap is reached, and since redis-py 8 that cap is 100: 256 sequences starting at
-once got "Too many connections" 503s from the Redis store. Before 8 it opened one connection
-per concurrent command, without bound, each kept open afterwards."""
+once when its cap is reached, and the redis-py that installs today (8.1) defaults that cap to
+100: 256 sequences starting at once got "Too many connections" 503s from the Redis store.
+redis-py 5 defaulted it to 2**31: one connection per concurrent command, without bound, each
+kept open afterwards."""
 
 from __future__ import annotations
 
