@@ -122,6 +122,14 @@ def test_runs_as_non_root_with_the_committed_models_baked_in(built_image: BuiltI
     assert set(out[2:]) == models_in(ROOT / "models")
 
 
+def test_its_redis_client_parses_replies_with_hiredis(built_image: BuiltImage) -> None:
+    """The image installs the `redis` extra, hiredis with it (the Redis store's replies parsed
+    in C: tests/state/test_redis_connections.py)."""
+    out = podman("run", "--rm", "--entrypoint", "/opt/rnnserve/bin/python", built_image.tag,
+                 "-c", "import redis.utils; print(redis.utils.HIREDIS_AVAILABLE)").stdout
+    assert out.strip() == "True", out
+
+
 def test_healthy_on_the_port_it_was_given_and_answers_like_a_local_server(
     start_container: Any, local_server: Any
 ) -> None:
