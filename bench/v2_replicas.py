@@ -70,8 +70,9 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=256)
     parser.add_argument("--max-requests", type=int, default=1_000_000)
     args = parser.parse_args()
-    print(f"code: commit {environment()['git_commit']}; load average "
-          f"{environment()['load_average']}; {args.sessions} sessions, {args.duration:g} s "
+    before = environment()
+    print(f"code: commit {before['git_commit']}; load average "
+          f"{before['load_average']}; {args.sessions} sessions, {args.duration:g} s "
           "phases", flush=True)
     with tempfile.TemporaryDirectory(prefix="rnnserve-v2-replicas-") as tmp:
         workdir = Path(tmp)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -51,16 +51,14 @@ def connect(url: str, connect_timeout_s: float, command_timeout_s: float) -> aio
     """A client for `url` that retries a command once and waits for a pooled connection
     (see above): one Redis, or with redis+sentinel:// whichever node the sentinels name master
     now (redis_sentinel)."""
+    options: dict[str, Any] = {
+        "max_connections": POOL_CONNECTIONS, "timeout": command_timeout_s,  # waiting for one
+        "socket_connect_timeout": connect_timeout_s, "socket_timeout": command_timeout_s,
+        "retry": retry_once(), "health_check_interval": 10, "decode_responses": False,
+    }
     if is_sentinel_url(url):
-        return connect_sentinel(parse_sentinel_url(url), connect_timeout_s,
-                                command_timeout_s, health_check_interval_s=10,
-                                retry=retry_once(), max_connections=POOL_CONNECTIONS)
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=POOL_CONNECTIONS, timeout=command_timeout_s,
-        decode_responses=False, socket_connect_timeout=connect_timeout_s,
-        socket_timeout=command_timeout_s, retry=retry_once(), health_check_interval=10,
-    )
-    return aioredis.Redis.from_pool(pool)
+        return connect_sentinel(parse_sentinel_url(url), options)
+    return aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(url, **options))
 
 
 FULL_ADVICE = ("Redis reached its maxmemory and refuses writes (maxmemory-policy noeviction "

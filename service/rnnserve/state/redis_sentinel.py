@@ -60,24 +60,20 @@ class _Sentinels(Sentinel):
                 f"answered, none monitors that name, or a failover is under way)") from exc
 
 
-def connect_sentinel(target: SentinelTarget, connect_timeout_s: float,
-                     command_timeout_s: float, health_check_interval_s: int, retry: Retry,
-                     max_connections: int) -> aioredis.Redis:
-    """A client of `target`'s master, found through its sentinels (no I/O until used);
-    `retry` is the master's commands' (redis_client.retry_once); at most `max_connections`
-    to the master, a command waiting up to the command timeout for one (WaitingSentinelPool)."""
-    asked: dict[str, Any] = {"socket_connect_timeout": connect_timeout_s,
-                             "socket_timeout": command_timeout_s,
+def connect_sentinel(target: SentinelTarget, options: dict[str, Any]) -> aioredis.Redis:
+    """A client of `target`'s master, found through its sentinels (no I/O until used).
+    `options` are the master's pool and connection options (redis_client.connect: its
+    timeouts, retry and connection cap, a command waiting for a free connection here too, in
+    WaitingSentinelPool); the sentinels are asked with the same timeouts and no retry."""
+    asked: dict[str, Any] = {"socket_connect_timeout": options["socket_connect_timeout"],
+                             "socket_timeout": options["socket_timeout"],
                              "retry": Retry(NoBackoff(), 0)}
     sentinel = _Sentinels(list(target.sentinels), sentinel_kwargs=asked)  # type: ignore[no-untyped-call]
     sentinel._addresses = target.sentinels
     client = sentinel.master_for(
         target.master_name, redis_class=SentinelMaster,
-        connection_pool_class=WaitingSentinelPool, max_connections=max_connections,
-        timeout=command_timeout_s, db=target.db,
-        username=target.username, password=target.password, decode_responses=False,
-        socket_connect_timeout=connect_timeout_s, socket_timeout=command_timeout_s,
-        retry=retry, health_check_interval=health_check_interval_s,
+        connection_pool_class=WaitingSentinelPool, db=target.db,
+        username=target.username, password=target.password, **options,
     )
     assert isinstance(client, SentinelMaster)
     client.sentinels = sentinel
