@@ -6,7 +6,7 @@ from --api-key or $RNNSERVE_API_KEY. A CSV has one reading per line, one column 
 feature (a first line that is not numbers is a header and is skipped). Outputs are printed as
 comma-separated values, one line per timestep, with enough digits to give back the exact
 float32 values. A stream prints its session id on stderr first ("session: ID"), so that a
-stream cut short can go on with --session ID."""
+stream cut short can go on with --session=ID (in one argument: an id may begin with "-")."""
 
 from __future__ import annotations
 

@@ -52,7 +52,9 @@ def test_the_cli_streams_a_csv_exactly_as_the_library_does(server: ServerProcess
     session = streamed.stderr.split("session: ", 1)[1].split()[0]
 
     # resumed from stdin, the URL from the environment: the state goes on where it stopped
-    more = cli("stream", "tiny-gru", "-", "--session", session,
+    # (one `--session=ID` argument: an id may begin with "-", which argparse would otherwise
+    # take for an option; CI hit one)
+    more = cli("stream", "tiny-gru", "-", f"--session={session}",
                stdin=csv_file.read_text(), env={"RNNSERVE_URL": server.url})
     assert more.returncode == 0, more.stderr
     with Client(server.url) as client:
