@@ -121,7 +121,9 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("stream", help="stream readings into a session, one output line each")
     st.add_argument("model")
     st.add_argument("file", nargs="?", default="-", help="CSV file, or - for stdin")
-    st.add_argument("--session", default=None, help="resume this session instead of a new one")
+    st.add_argument("--session", default=None,
+                    help='resume this session instead of a new one; write --session=ID, '
+                    'as an id may begin with "-"')
     st.add_argument("--window", type=int, default=16, help="steps in flight (default 16)")
     st.set_defaults(run=cmd_stream)
     return p
