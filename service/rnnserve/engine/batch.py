@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import time
+from itertools import chain
+from typing import Any
 
 import numpy as np
 
@@ -90,11 +92,11 @@ class BatchMechanics:
                               int((ran - fed) * 1e9), int((time.perf_counter() - ran) * 1e9))
 
     async def _gather(self, stateful: list[Job], started: float) -> Gathered:
-        ids = [sid for j in stateful for sid in j.sessions or ()]
-        owners = [o for j in stateful for o in (j.owners or [None] * j.rows)]
+        ids = _per_row(stateful, "sessions")
+        owners = _per_row(stateful, "owners")
         holders = None
         if any(j.holders for j in stateful):  # streamed steps: fenced by their attach
-            holders = [h for j in stateful for h in (j.holders or [None] * j.rows)]
+            holders = _per_row(stateful, "holders")
         try:
             gathered = await self.store.gather(self.layout, ids, owners, holders)
         except Unavailable as exc:  # nothing is written before the scatter
@@ -121,7 +123,7 @@ class BatchMechanics:
         sig = self.runner.signature
         k = len(gathered.ids)
         new_states = {s.input: out[s.output][:, :k] for s in sig.states}
-        step_ids = [t for j in stateful for t in (j.step_ids or [None] * j.rows)]
+        step_ids = _per_row(stateful, "step_ids")
         scattering = time.perf_counter()
         try:
             # the sessions keep their last inputs (migration) only where the version says so
@@ -155,6 +157,13 @@ class BatchMechanics:
             job.future.set_result(result)
 
 
+def _per_row(jobs: list[Job], field: str) -> list[Any]:
+    """The jobs' lists named `field` (None for a job without one), joined: one row each.
+    A batch of one job (a bulk request's part) takes its list as it is, not row by row."""
+    lists = [getattr(job, field) or [None] * job.rows for job in jobs]
+    return list(lists[0]) if len(lists) == 1 else list(chain.from_iterable(lists))
+
+
 def _commit(stateful: list[Job], gathered: Gathered) -> None:
     """The commit point of the batch's steps: rows of withdrawn steps become errors (the
     store skips rows with errors); every other step can no longer be withdrawn."""
@@ -173,12 +182,15 @@ def _session_rows(result: JobResult, written: Written, rows: slice,
     """A session job's rows of the scatter's outcome: steps, errors (a conflict becomes a
     StepConflict), and the recorded outputs of replayed steps in place of the run's; their
     states, if asked for, are the stored ones (the replayed step's: it is the latest)."""
-    result.errors = [e or (StepConflict("another replica kept changing the session between "
-                                        f"this step's read and write; {NOT_APPLIED}",
-                                        retry_after_s=0) if c else None)
-                     for e, c in zip(written.errors[rows], written.conflict[rows], strict=True)]
+    errors, conflict = written.errors[rows], written.conflict[rows]
+    if True in conflict or errors.count(None) != len(errors):  # else: a pass per row saved
+        errors = [e or (StepConflict("another replica kept changing the session between "
+                                     f"this step's read and write; {NOT_APPLIED}",
+                                     retry_after_s=0) if c else None)
+                  for e, c in zip(errors, conflict, strict=True)]
+    result.errors = errors
     replayed = written.replayed[rows]
-    if any(r is not None for r in replayed):
+    if replayed.count(None) != len(replayed):
         result.y = result.y.copy()
         result.states = {name: value.copy() for name, value in result.states.items()}
         for i, r in enumerate(replayed):

@@ -76,8 +76,10 @@ class Scatter:
             if (type(errors[i]) is SessionNotFound
                     and self._index.get(gathered.ids[i], -1) >> SLOT_BITS not in (-1, slab_no)):
                 errors[i] = moved(gathered.ids[i])  # on another slab now: memory_move
-        after = [s if again is None else again[1]  # as a replay's first answer said
-                 for s, again in zip(slab.steps[slots].tolist(), replayed, strict=True)]
+        after = slab.steps[slots].tolist()
+        if replayed.count(None) != n:
+            after = [s if again is None else again[1]  # as a replay's first answer said
+                     for s, again in zip(after, replayed, strict=True)]
         return Written(after, [False] * n, errors, replayed)
 
     def _keep_inputs(self, ids: list[str], written: np.ndarray, inputs: np.ndarray,
