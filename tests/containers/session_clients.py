@@ -81,7 +81,8 @@ class SteppingClient(ABC):
                 self.failure_samples[exc.kind] = exc.detail
                 if time.monotonic() > deadline:
                     raise AssertionError(f"{self.name}: step {t} not acknowledged in "
-                                         f"{STEP_DEADLINE_S}s: {dict(self.failures)}") from exc
+                                         f"{STEP_DEADLINE_S}s: {dict(self.failures)}; the "
+                                         f"latest of each: {self.failure_samples}") from exc
                 time.sleep(RETRY_PAUSE_S)
                 continue
             break
