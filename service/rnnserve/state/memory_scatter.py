@@ -53,7 +53,8 @@ class Scatter:
         # reset (or recreated) while its step ran: the step came first, so its outputs stand
         # and the reset's state stays
         write = ok & (slab.generation[slots] == generations)
-        if replayed.count(None) != n:
+        some_replayed = replayed.count(None) != n
+        if some_replayed:
             write &= np.array([r is None for r in replayed], np.bool_)
         rows = slots[write]
         everyone = bool(write.all())
@@ -61,12 +62,12 @@ class Scatter:
             arr[:, rows] = states[name] if everyone else states[name][:, write]
         slab.steps[rows] += np.asarray(steps, np.int64)[write]
         slab.last_used[slots[ok]] = self._clock()
+        steps_after = slab.steps[slots]  # each row's session's timesteps after this write
         if any(step_ids):
-            self._history.record_rows(gathered.ids, step_ids, outputs, write,
-                                      slab.steps[slots])
+            self._history.record_rows(gathered.ids, step_ids, outputs, write, steps_after)
+        after = steps_after.tolist()
         if inputs is not None and slab.rewarm_steps:
-            self._keep_inputs(gathered.ids, write, inputs, slab.rewarm_steps,
-                              slab.steps[slots].tolist(), steps)
+            self._keep_inputs(gathered.ids, write, inputs, slab.rewarm_steps, after, steps)
         errors: list[RnnServeError | None] = [None] * n
         for i in np.flatnonzero(~ok).tolist():
             errors[i] = gathered.errors[i] or (replaced(gathered.ids[i]) if i in let_go else
@@ -76,8 +77,7 @@ class Scatter:
             if (type(errors[i]) is SessionNotFound
                     and self._index.get(gathered.ids[i], -1) >> SLOT_BITS not in (-1, slab_no)):
                 errors[i] = moved(gathered.ids[i])  # on another slab now: memory_move
-        after = slab.steps[slots].tolist()
-        if replayed.count(None) != n:
+        if some_replayed:
             after = [s if again is None else again[1]  # as a replay's first answer said
                      for s, again in zip(after, replayed, strict=True)]
         return Written(after, [False] * n, errors, replayed)
