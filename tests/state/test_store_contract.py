@@ -153,6 +153,34 @@ async def test_gather_scatter_many(store: StateStore) -> None:
     assert written.steps == [s + 2 for s in steps]
 
 
+@pytest.mark.parametrize("order", ["created", "reversed", "shuffled", "every other"])
+async def test_gather_scatter_in_any_order(store: StateStore, order: str) -> None:
+    """A batch of sessions in the order they were created is one block of the memory
+    store's slab (copied as a slice); any other order, or a gap, is copied row by row. Both
+    must move exactly each session's own bytes."""
+    ids = [f"s{i}" for i in range(24)]
+    initial = random_state(LSTM, 4, batch=len(ids))
+    for i, sid in enumerate(ids):
+        await store.create(LSTM, rec(sid), {n: a[:, i:i + 1] for n, a in initial.items()})
+    picked = {"created": list(range(24)), "reversed": list(range(23, -1, -1)),
+              "shuffled": np.random.default_rng(5).permutation(24).tolist(),
+              "every other": list(range(0, 24, 2))}[order]
+    batch = [ids[i] for i in picked]
+    gathered = await store.gather(LSTM, batch, [None] * len(batch))
+    assert_bytes_equal(gathered.states, {n: a[:, picked] for n, a in initial.items()})
+
+    new = random_state(LSTM, 6, batch=len(batch))
+    written = await store.scatter(gathered, new, *no_ids([1] * len(batch)))
+    assert written.errors == [None] * len(batch)
+    for row, i in enumerate(picked):
+        assert_bytes_equal((await store.read(ids[i]))[1], {n: a[:, row:row + 1]
+                                                            for n, a in new.items()})
+    for i in sorted(set(range(24)) - set(picked)):  # sessions not in the batch: untouched
+        record, read = await store.read(ids[i])
+        assert record.steps == 0
+        assert_bytes_equal(read, {n: a[:, i:i + 1] for n, a in initial.items()})
+
+
 async def test_gather_rows_with_errors(store: StateStore) -> None:
     good = random_state(LSTM, 1)
     await store.create(LSTM, rec("good"), good)

@@ -40,7 +40,7 @@ from rnnserve.state.memory_bulk import SLOT_BITS, BulkCreate
 from rnnserve.state.memory_move import Move
 from rnnserve.state.memory_scatter import Scatter
 from rnnserve.state.retired import MemoryRetirements
-from rnnserve.state.slab import Slab, reserved_rows
+from rnnserve.state.slab import Slab, block, reserved_rows
 from rnnserve.state.step_history import StepHistory
 
 log = logging.getLogger("rnnserve.state.memory")
@@ -328,7 +328,9 @@ class MemoryStateStore(Scatter, Move, BulkCreate, MemoryRetirements):
         for i in np.flatnonzero(~ok).tolist():
             errors[i] = errors[i] or self._gather_error(ids[i], owners[i], slab_no)
             slots[i] = 0
-        states = {name: np.take(arr, slots, axis=1) for name, arr in slab.arrays.items()}
+        rows = block(slots)
+        states = {name: arr[:, rows].copy() if type(rows) is slice else np.take(arr, rows, axis=1)
+                  for name, arr in slab.arrays.items()}
         if not ok.all():
             for arr in states.values():
                 arr[:, ~ok] = 0.0  # rows of missing sessions are zeros, not another's state

@@ -13,7 +13,7 @@ import numpy as np
 from rnnserve.errors import RnnServeError, SessionNotFound
 from rnnserve.state.base import Gathered, Written, moved, replaced
 from rnnserve.state.memory_bulk import SLOT_BITS
-from rnnserve.state.slab import Slab
+from rnnserve.state.slab import Slab, block
 from rnnserve.state.step_history import StepHistory
 
 
@@ -56,7 +56,7 @@ class Scatter:
         some_replayed = replayed.count(None) != n
         if some_replayed:
             write &= np.array([r is None for r in replayed], np.bool_)
-        rows = slots[write]
+        rows = block(slots[write])
         everyone = bool(write.all())
         for name, arr in slab.arrays.items():
             arr[:, rows] = states[name] if everyone else states[name][:, write]

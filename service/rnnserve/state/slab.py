@@ -16,6 +16,20 @@ np.empty / np.zeros cost no memory (the OS backs them on first write), so reserv
 avoids growth copies, whose freed blocks would otherwise linger in the allocator's heap."""
 
 
+def block(slots: np.ndarray) -> slice | np.ndarray:
+    """The slots as one slice when they are consecutive and ascending (sessions created
+    together and stepped in the same order: a gateway's), else as they are. Indexing rows by
+    a slice copies them as one block; a fancy index copies them one at a time, about three
+    times slower on a batch of 1024 rows (bench.binary_steps)."""
+    count = len(slots)
+    if count:
+        first = int(slots[0])
+        if int(slots[-1]) == first + count - 1 and (count < 3 or bool(
+                (np.diff(slots) == 1).all())):
+            return slice(first, first + count)
+    return slots
+
+
 def reserved_rows(layout: StateLayout, max_sessions: int) -> int:
     return max(1024, min(max_sessions, RESERVE_BYTES // max(1, layout.row_bytes)))
 
@@ -114,11 +128,7 @@ class Slab:
         """`write` for many slots: zeros with one fancy-indexed store per tensor, then the
         given states (only the items that have one) row by row."""
         self.generation[slots] += 1
-        first, count = int(slots[0]), len(slots)
-        rows: slice | np.ndarray = slots
-        if int(slots[-1]) == first + count - 1 and (count < 3 or bool(
-                (np.diff(slots) == 1).all())):
-            rows = slice(first, first + count)  # fresh slots: a plain block, no fancy index
+        rows = block(slots)  # fresh slots: a plain block, no fancy index
         for arr in self.arrays.values():
             arr[:, rows] = 0.0
         for slot, state in zip(slots.tolist(), states, strict=True):
