@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--server-flags", default="",
+                        help='more `rnnserve serve` flags, one string: "--max-batch 1024"')
     args = parser.parse_args(argv)
     config = MediumConfig()
     rng = np.random.default_rng(11)
@@ -85,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rnnserve-binsteps-") as tmp:
         work = Path(tmp)
         files = write_model_files(work, config)
-        server = start_rnnserve(files.repository, work, ["--log-level", "warning"])
+        server = start_rnnserve(files.repository, work,
+                                ["--log-level", "warning", *shlex.split(args.server_flags)])
         try:
             url = base_url(server)
             clients = max(args.clients)

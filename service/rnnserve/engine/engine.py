@@ -116,7 +116,7 @@ class Engine:
         self._pool = ThreadPoolExecutor(s.inference_workers, thread_name_prefix="onnxruntime")
         options = self._runner_options = RunnerOptions(
             s.device, tuple(choose_providers(s.device, tf32=s.cuda_tf32)), s.intra_op_threads,
-            SettingDefaults.of(s))
+            SettingDefaults.of(s), s.all_cores_rows)
         only = None if s.model_control != "explicit" or "*" in s.load_model else s.load_model
         self.models = LoadedModels.load(s.models, options, self._pool, only)
         self.registry = ModelRegistry(self.models)

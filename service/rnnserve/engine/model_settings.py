@@ -88,7 +88,7 @@ class DeclaredSettings:
 class SettingDefaults:
     """The server's flags that a model's settings override (from `Settings`)."""
 
-    max_batch: int = 512
+    max_batch: int = 1024
     max_delay_ms: float = 0.5
     session_ttl_s: float = 900.0
     max_sessions: int = 500_000

@@ -1,0 +1,103 @@
+"""Large batches on every core (`--all-cores-rows`): a model version on the CPU with one
+intra-op thread per run also gets a session that uses every core, and a batch of at least
+that many rows runs there, with the outputs the one-thread session gives."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from rnnserve.engine import Engine, StepResult
+from rnnserve.settings import Settings
+
+RNG = np.random.default_rng(31)
+MULTI_CORE = pytest.mark.skipif((os.cpu_count() or 1) < 2,
+                                reason="the all-cores session exists only with several cores")
+
+
+class CountingSession:
+    """Wraps the runner's real all-cores session and notes the rows of each run on it."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.rows: list[int] = []
+
+    def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> Any:
+        self.rows.append(len(feeds["input"]))
+        return self.session.run(names, feeds)
+
+
+@asynccontextmanager
+async def serving(tiny_repo: Path, **flags: Any) -> AsyncIterator[Engine]:
+    eng = Engine(Settings(models=tiny_repo, grpc_port=0, **flags))
+    eng.start()
+    await eng.open()
+    try:
+        yield eng
+    finally:
+        await eng.aclose()
+        eng.close()
+
+
+@MULTI_CORE
+async def test_by_default_batches_of_256_rows_run_on_every_core(tiny_repo: Path) -> None:
+    async with serving(tiny_repo) as eng:
+        assert eng.runner("tiny-rnn").all_cores_rows == 256
+
+
+@MULTI_CORE
+async def test_a_large_batch_runs_on_every_core_with_the_same_outputs(tiny_repo: Path) -> None:
+    async with serving(tiny_repo, all_cores_rows=8) as eng:
+        runner = eng.runner("tiny-rnn")
+        counting = CountingSession(runner._all_cores)
+        runner._all_cores = counting  # type: ignore[assignment]
+        x = RNG.normal(size=(20, 4, 3)).astype(np.float32)
+        together = (await eng.predict("tiny-rnn", x)).outputs
+        assert counting.rows == [20]
+        small = (await eng.predict("tiny-rnn", x[:3])).outputs  # under 8 rows: one thread
+        assert counting.rows == [20]
+        np.testing.assert_allclose(small, together[:3], atol=1e-6)
+        for i in (0, 7, 19):
+            alone = (await eng.predict("tiny-rnn", x[i:i + 1])).outputs
+            np.testing.assert_allclose(together[i], alone[0], atol=1e-6)
+
+
+@MULTI_CORE
+async def test_session_steps_of_a_large_batch_run_on_every_core(tiny_repo: Path) -> None:
+    """A gateway's bulk step: outputs and new states as if each session stepped alone (the
+    next step, taken alone on both servers, reads the state the first one wrote)."""
+    async with serving(tiny_repo, all_cores_rows=8) as eng, \
+            serving(tiny_repo, all_cores_rows=0) as reference:
+        runner = eng.runner("tiny-gru")
+        counting = CountingSession(runner._all_cores)
+        runner._all_cores = counting  # type: ignore[assignment]
+        x = RNG.normal(size=(12, 2, 3)).astype(np.float32)
+        ids = [(await eng.sessions.create("tiny-gru")).id for _ in range(12)]
+        bulk = await eng.sessions.step_many("tiny-gru", ids, x, [None] * 12)
+        assert counting.rows == [12]
+        for i, sid in enumerate(ids):
+            one = (await reference.sessions.create("tiny-gru")).id
+            alone = await reference.sessions.step(one, x[i])
+            assert isinstance(bulk[i], StepResult)
+            np.testing.assert_allclose(bulk[i].outputs, alone.outputs, atol=1e-6)
+            after = await eng.sessions.step(sid, x[0])
+            after_alone = await reference.sessions.step(one, x[0])
+            np.testing.assert_allclose(after.outputs, after_alone.outputs, atol=1e-6)
+
+
+@pytest.mark.parametrize("flags", [{"all_cores_rows": 0}, {"intra_op_threads": 2},
+                                   {"intra_op_threads": 0}],
+                         ids=["all-cores-rows 0", "intra-op-threads 2", "intra-op-threads 0"])
+async def test_no_all_cores_session_when_off_or_runs_already_have_threads(
+        tiny_repo: Path, flags: dict[str, int]) -> None:
+    """Only with one thread per run (the default) is a second session worth its memory."""
+    async with serving(tiny_repo, **flags) as eng:
+        runner = eng.runner("tiny-rnn")
+        assert runner.all_cores_rows == 0 and runner._all_cores is None
+        x = RNG.normal(size=(300, 2, 3)).astype(np.float32)
+        assert (await eng.predict("tiny-rnn", x)).outputs.shape[0] == 300
