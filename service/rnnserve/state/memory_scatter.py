@@ -13,7 +13,7 @@ import numpy as np
 from rnnserve.errors import RnnServeError, SessionNotFound
 from rnnserve.state.base import Gathered, Written, moved, replaced
 from rnnserve.state.memory_bulk import SLOT_BITS
-from rnnserve.state.slab import Slab, block
+from rnnserve.state.slab import Slab, block, write_rows
 from rnnserve.state.step_history import StepHistory
 
 
@@ -59,7 +59,7 @@ class Scatter:
         rows = block(slots[write])
         everyone = bool(write.all())
         for name, arr in slab.arrays.items():
-            arr[:, rows] = states[name] if everyone else states[name][:, write]
+            write_rows(arr, rows, states[name] if everyone else states[name][:, write])
         slab.steps[rows] += np.asarray(steps, np.int64)[write]
         slab.last_used[slots[ok]] = self._clock()
         steps_after = slab.steps[slots]  # each row's session's timesteps after this write

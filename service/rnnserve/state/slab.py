@@ -30,6 +30,20 @@ def block(slots: np.ndarray) -> slice | np.ndarray:
     return slots
 
 
+def write_rows(target: np.ndarray, rows: slice | np.ndarray, values: np.ndarray) -> None:
+    """target[:, rows] = values for [layers, slots, hidden] arrays. Rows not in one block are
+    written through a view of each row's hidden values as one opaque item, so the fancy index
+    copies a row at a time instead of a value at a time: on 1024 scattered rows of 128 floats
+    about a third less time (bench.binary_steps's sessions are one block; bench.peers' are
+    not)."""
+    if (type(rows) is slice or values.dtype != target.dtype
+            or values.strides[-1] != values.itemsize):
+        target[:, rows] = values
+        return
+    item = np.dtype((np.void, target.shape[-1] * target.itemsize))
+    target.view(item)[..., 0][:, rows] = values.view(item)[..., 0]
+
+
 def reserved_rows(layout: StateLayout, max_sessions: int) -> int:
     return max(1024, min(max_sessions, RESERVE_BYTES // max(1, layout.row_bytes)))
 
