@@ -236,6 +236,32 @@ async def test_steps_refresh_the_idle_timeout(store: StateStore) -> None:
         await store.get("s")
 
 
+async def test_steps_whose_sessions_ended_reset_or_were_replaced_meanwhile(
+        store: StateStore) -> None:
+    """Between a batch's gather and its scatter: a deleted session's row is an error; so is
+    one whose slot another session took (the newcomer keeps its own state); a reset
+    session's step stands but its state stays the reset one; the others are written."""
+    ids = ["keep", "gone", "taken", "reset"]
+    for sid in ids:
+        await store.create(LSTM, rec(sid), None)
+    gathered = await store.gather(LSTM, ids, [None] * 4)
+    await store.delete("gone")
+    await store.delete("taken")
+    newcomer = random_state(LSTM, 8)
+    await store.create(LSTM, rec("newcomer"), newcomer)  # may reuse a freed slot
+    reset_to = random_state(LSTM, 9)
+    await store.reset("reset", reset_to)
+    new = random_state(LSTM, 10, batch=4)
+    written = await store.scatter(gathered, new, *no_ids([1] * 4))
+    assert written.errors[0] is None and written.errors[3] is None
+    assert isinstance(written.errors[1], SessionNotFound)
+    assert isinstance(written.errors[2], SessionNotFound)
+    assert_bytes_equal((await store.read("keep"))[1], {n: a[:, :1] for n, a in new.items()})
+    assert_bytes_equal((await store.read("newcomer"))[1], newcomer)
+    assert (await store.get("newcomer")).steps == 0
+    assert_bytes_equal((await store.read("reset"))[1], reset_to)
+
+
 async def test_step_on_session_deleted_meanwhile(store: StateStore) -> None:
     await store.create(LSTM, rec("s"), None)
     gathered = await store.gather(LSTM, ["s"], [None])

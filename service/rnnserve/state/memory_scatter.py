@@ -35,14 +35,14 @@ class Scatter:
         n = len(slots)
         if gathered.errors.count(None) == n:  # the usual batch: C-level passes, no loop
             ok = np.ones(n, np.bool_)
-            current = list(map(slab.ids.__getitem__, slots.tolist()))
         else:
             ok = np.array([e is None for e in gathered.errors], np.bool_)
-            current = [slab.ids[slot] if error is None else None
-                       for slot, error in zip(slots.tolist(), gathered.errors, strict=True)]
-        if current != gathered.ids:  # some were deleted while their step ran
-            ok &= np.array([a == b for a, b in zip(current, gathered.ids, strict=True)],
-                           np.bool_)
+        # A slot is (re)filled only by a write, which bumps its generation: a live slot of the
+        # gathered generation still holds its session. Only the other rows (deleted, reset, or
+        # reused by another session while their step ran) look up the id the slot holds now.
+        moved_on = ok & ~(slab.alive[slots] & (slab.generation[slots] == generations))
+        for i in np.flatnonzero(moved_on).tolist():
+            ok[i] = slab.ids[int(slots[i])] == gathered.ids[i]
         let_go: set[int] = set()
         if claimed is not None:  # a newer connection attached while the step ran: not written
             taken = ok & (claimed >= 0) & (slab.holder[slots] != claimed)
