@@ -1,10 +1,12 @@
 """Coalesce concurrent work for one model version into few ONNX Runtime calls: the queue and
 its policy. What one batch does (gather, run, scatter) is batch.py's.
 
-Jobs are stateless sequences (predict, v2 infer) or session steps (from the step entrance,
-steps.py). A batch holds jobs of one length (timesteps), so no padding exists to leak into a
-result, and at most one job per session, so a session's steps apply one at a time in arrival
-order: a session with a step in flight waits for the next batch.
+Jobs are stateless sequences (predict, v2 infer) or session steps. A batch holds jobs of one
+length (timesteps), so no padding exists to leak into a result. Session jobs come only from the
+step entrance (steps.py), which keeps at most one step of a session in flight until it is
+answered, so a batch never holds two rows of one session and no job overtakes an earlier step
+of its session: the batcher keeps no per-session record of its own (for a gateway's 1024
+sessions that was four set operations over them per batch).
 
 Policy: when a run slot is free and no run of this model is in flight, run at once (a lone
 request never waits); while another run is in flight, wait up to `max_delay_s` for the batch to
@@ -63,7 +65,6 @@ class Batcher:
         self.tracing = tracing
         self._queue: deque[Job] = deque()
         self._queued_rows = 0
-        self._in_flight_sessions: set[str] = set()
         self._runs_in_flight = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -185,40 +186,29 @@ class Batcher:
             except BaseException:
                 self._slots.release()
                 raise
-            if not batch:
+            if not batch:  # every queued job was cancelled by its caller: back to idle
                 self._slots.release()
-                if self._queue:  # everything queued waits on a session already in flight
-                    self._wake.clear()
-                    await self._wake.wait()
-                continue  # (or every queued job was cancelled: back to idle)
+                continue
             self._runs_in_flight += 1
             asyncio.create_task(self._run_and_release(batch))
 
     def _take_batch(self) -> list[Job]:
-        """The oldest eligible job, then every later job of the same length that fits, at
-        most one step per session, never overtaking an earlier job of the same session."""
+        """The oldest job, then every later job of the same length that fits."""
         batch: list[Job] = []
         kept: deque[Job] = deque()
-        blocked: set[str] = set(self._in_flight_sessions)
         steps, rows = -1, 0
         for job in self._queue:
             if job.future.done():  # cancelled by its caller while queued
                 self._queued_rows -= job.rows
                 continue
-            sessions = job.sessions or ()
-            free = not blocked.intersection(sessions) if sessions else True
-            fits = (free and steps in (-1, job.steps)
-                    and (rows + job.rows <= self.options.max_batch or not batch))
-            if fits:
+            if steps in (-1, job.steps) and (rows + job.rows <= self.options.max_batch
+                                              or not batch):
                 batch.append(job)
                 steps, rows = job.steps, rows + job.rows
             else:
                 kept.append(job)
-            blocked.update(sessions)  # a kept job's later steps must not overtake it
         self._queue = kept
         self._queued_rows -= rows
-        for job in batch:
-            self._in_flight_sessions.update(job.sessions or ())
         self._depth_gauge.set(self._queued_rows)
         return batch
 
@@ -240,8 +230,6 @@ class Batcher:
                 if not job.future.done():
                     job.future.set_exception(exc)
         finally:
-            for job in batch:
-                self._in_flight_sessions.difference_update(job.sessions or ())
             self._runs_in_flight -= 1
             self._slots.release()
             self._wake.set()
