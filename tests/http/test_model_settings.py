@@ -69,7 +69,7 @@ def test_max_batch_splits_that_models_batches(client: httpx.Client) -> None:
     runs = {model: metric_value(after, "rnnserve_batch_rows_count", f'model="{model}"')
             - metric_value(before, "rnnserve_batch_rows_count", f'model="{model}"')
             for model in ("tiny-gru", "tiny-rnn")}
-    assert runs == {"tiny-gru": 3, "tiny-rnn": 1}  # 4 + 4 + 2 rows; the flag's 512 is one run
+    assert runs == {"tiny-gru": 3, "tiny-rnn": 1}  # 4 + 4 + 2 rows; default --max-batch: one run
 
 
 def test_session_ttl_expires_that_models_sessions_only(client: httpx.Client) -> None:
