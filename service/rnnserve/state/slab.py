@@ -2,7 +2,8 @@
 
 Rows live in arrays preallocated for many sessions ([layers, slots, hidden] per state tensor,
 plus per-slot metadata arrays), so an idle session costs its raw state bytes, and a batch is
-gathered and scattered with one fancy-indexing operation per tensor."""
+gathered and scattered with one indexing operation per tensor: a slice when its sessions sit in
+consecutive slots (`block`), else a fancy index over whole rows (`write_rows`)."""
 
 from __future__ import annotations
 
