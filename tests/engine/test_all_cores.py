@@ -4,7 +4,6 @@ that many rows runs there, with the outputs the one-thread session gives."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,10 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 from rnnserve.engine import Engine, StepResult
+from rnnserve.engine.runner import usable_cores
 from rnnserve.settings import Settings
 
 RNG = np.random.default_rng(31)
-MULTI_CORE = pytest.mark.skipif((os.cpu_count() or 1) < 2,
+MULTI_CORE = pytest.mark.skipif(usable_cores() < 2,
                                 reason="the all-cores session exists only with several cores")
 
 

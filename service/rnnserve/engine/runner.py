@@ -85,7 +85,7 @@ class Runner:
         self.all_cores_rows = 0
         self._all_cores: ort.InferenceSession | None = None
         if (options.all_cores_rows and options.intra_op_threads == 1 and self.provider == CPU
-                and _cores() > 1):
+                and usable_cores() > 1):
             self._all_cores = ort.InferenceSession(
                 str(source.onnx_path), sess_options=_session_options(0, spinning=False),
                 providers=[CPU])
@@ -179,7 +179,7 @@ class Runner:
         return out, time.perf_counter() - started
 
 
-def _cores() -> int:
+def usable_cores() -> int:
     """The cores this process may run on (its affinity: a container or taskset limits it)."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))

@@ -40,7 +40,7 @@ from rnnserve.state.memory_bulk import SLOT_BITS, BulkCreate
 from rnnserve.state.memory_move import Move
 from rnnserve.state.memory_scatter import Scatter
 from rnnserve.state.retired import MemoryRetirements
-from rnnserve.state.slab import Slab, block, reserved_rows
+from rnnserve.state.slab import Slab, block, read_rows, reserved_rows
 from rnnserve.state.step_history import StepHistory
 
 log = logging.getLogger("rnnserve.state.memory")
@@ -329,8 +329,7 @@ class MemoryStateStore(Scatter, Move, BulkCreate, MemoryRetirements):
             errors[i] = errors[i] or self._gather_error(ids[i], owners[i], slab_no)
             slots[i] = 0
         rows = block(slots)
-        states = {name: arr[:, rows].copy() if type(rows) is slice else np.take(arr, rows, axis=1)
-                  for name, arr in slab.arrays.items()}
+        states = {name: read_rows(arr, rows) for name, arr in slab.arrays.items()}
         if not ok.all():
             for arr in states.values():
                 arr[:, ~ok] = 0.0  # rows of missing sessions are zeros, not another's state

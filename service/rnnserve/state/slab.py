@@ -3,7 +3,7 @@
 Rows live in arrays preallocated for many sessions ([layers, slots, hidden] per state tensor,
 plus per-slot metadata arrays), so an idle session costs its raw state bytes, and a batch is
 gathered and scattered with one indexing operation per tensor: a slice when its sessions sit in
-consecutive slots (`block`), else a fancy index over whole rows (`write_rows`)."""
+consecutive slots (`block`), else a fancy index over whole rows (`read_rows`, `write_rows`)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,12 @@ def block(slots: np.ndarray) -> slice | np.ndarray:
                 (np.diff(slots) == 1).all())):
             return slice(first, first + count)
     return slots
+
+
+def read_rows(source: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
+    """A copy of source[:, rows], [layers, len(rows), hidden], contiguous: ONNX Runtime's
+    feed. A block is one slice copy; other rows are taken one row at a time."""
+    return source[:, rows].copy() if type(rows) is slice else np.take(source, rows, axis=1)
 
 
 def write_rows(target: np.ndarray, rows: slice | np.ndarray, values: np.ndarray) -> None:
