@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.client_loop import quiet_collector
 from bench.stats import CpuMarks, CpuProbe, LoadResult, Window
 from bench.wsload import run_uv
 
@@ -351,5 +352,6 @@ def run_grpc_stream_point(
     grpc core's own, the loop schedules the tasks and futures) or on the stdlib loop."""
     coro = run_grpc_stream_point_async(target, model, bodies, **options)
     if loop == "asyncio":
-        return asyncio.run(coro)
+        with quiet_collector():
+            return asyncio.run(coro)
     return run_uv(coro)

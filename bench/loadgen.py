@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from bench.client_loop import run_client
 from bench.stats import CpuMarks, CpuProbe, LoadResult, Window
 
 ClientKind = Literal["aiohttp", "httpx"]
@@ -150,11 +151,6 @@ async def run_load_async(
 
 def run_load(base_url: str, factory: RequestFactory, **options: Any) -> LoadResult:
     """`run_load_async` from synchronous code, on uvloop when it is installed (it is with
-    uvicorn[standard]): less client CPU left competing with the server."""
-    coro = run_load_async(base_url, factory, **options)
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
+    uvicorn[standard]): less client CPU left competing with the server; the client's
+    collector quiet (bench.client_loop)."""
+    return run_client(run_load_async(base_url, factory, **options))

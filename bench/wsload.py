@@ -20,6 +20,7 @@ import time
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
+from bench.client_loop import run_client
 from bench.stats import CpuMarks, CpuProbe, LoadResult, Window
 
 T = TypeVar("T")
@@ -27,13 +28,9 @@ REPLY_PREFIX = '{"outputs"'  # every good step reply of rnnserve and of the echo
 
 
 def run_uv(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine on uvloop when installed (cheaper client), else asyncio."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
+    """Run a load generator's coroutine on uvloop when installed, the collector quiet
+    (bench.client_loop)."""
+    return run_client(coro)
 
 
 async def _bounded(coros: Sequence[Coroutine[Any, Any, T]], limit: int) -> list[T]:
