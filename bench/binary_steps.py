@@ -5,16 +5,22 @@ sessions per client, closed loop.
 
     python -m bench.binary_steps                 # clients 1 and 2, 5 s windows
     python -m bench.binary_steps --clients 1 2 4 --seconds 10
+    python -m bench.binary_steps --churn 4000    # sessions made as bench.peers' bulk row makes them
 
 The ceiling is the better of ONNX Runtime's library defaults (intra-op threads: one per
-core) in one loop and one thread per loop in as many loops as clients. Prints one line per
-point and a JSON summary with each ratio. Bounded: requests to 127.0.0.1 only, for the
+core) in one loop and one thread per loop in as many loops as clients. The gateway's sessions
+are created in one bulk request, so they sit in consecutive slots of the store; `--churn N`
+first creates N sessions and deletes them in random order, then creates the measured ones one
+request each, 64 at once (as bench.peers' bulk row does, after its earlier phases' sessions
+came and went). Prints one line per point (with the server's gather and scatter time per
+binary batch) and a JSON summary with each ratio. Bounded: requests to 127.0.0.1 only, for the
 windows given; the server is stopped at the end."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import shlex
 import tempfile
 from pathlib import Path
@@ -30,6 +36,7 @@ from bench.loadgen import Request, run_load
 from bench.medium_model import MODEL_NAME, MediumConfig, write_model_files
 from bench.procs import base_url, start_rnnserve
 from bench.sessions.servers import server_cpu
+from bench.wsload import create_sessions, delete_sessions
 
 SESSIONS = 1024
 BODIES = 4  # different inputs per client, cycled
@@ -40,6 +47,27 @@ def bulk_sessions(url: str, count: int) -> list[str]:
                    json={"sessions": [{}] * count}, timeout=60)
     r.raise_for_status()
     return [item["session_id"] for item in r.json()["results"]]
+
+
+def churned_sessions(url: str, churn: int, count: int) -> list[str]:
+    """`churn` sessions created and deleted in random order, then `count` created one request
+    each, 64 at once."""
+    made = create_sessions(url, MODEL_NAME, churn)
+    random.Random(churn).shuffle(made)
+    delete_sessions(url, made)
+    return create_sessions(url, MODEL_NAME, count)
+
+
+def copy_ms(url: str) -> dict[str, float]:
+    """The server's cumulative gather and scatter time (its v2 statistics: compute_input and
+    compute_output, counted per row as Triton counts them) and their count, to take
+    differences of around a point."""
+    stats = httpx.get(f"{url}/v2/models/{MODEL_NAME}/stats", timeout=10).json()
+    model = stats["model_stats"][0]
+    phases = model["inference_stats"]
+    return {"gather": phases["compute_input"]["ns"] / 1e6,
+            "scatter": phases["compute_output"]["ns"] / 1e6,
+            "rows": float(phases["compute_input"]["count"])}
 
 
 def json_body(ids: list[str], x: np.ndarray) -> bytes:
@@ -79,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--churn", type=int, default=0,
+                        help="sessions created and deleted before the measured ones, which are "
+                             "then created one request each")
     parser.add_argument("--server-flags", default="",
                         help='more `rnnserve serve` flags, one string: "--max-batch 1024"')
     args = parser.parse_args(argv)
@@ -95,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             clients = max(args.clients)
             inputs = rng.standard_normal((clients, BODIES, SESSIONS, 1, config.input_size)
                                          ).astype(np.float32)
-            ids = [bulk_sessions(url, SESSIONS) for _ in range(clients)]
+            ids = [churned_sessions(url, args.churn, SESSIONS) if args.churn
+                   else bulk_sessions(url, SESSIONS) for _ in range(clients)]
             json_bodies = [[json_body(ids[c], inputs[c, b]) for b in range(BODIES)]
                            for c in range(clients)]
             binary_bodies = [[binary_body(ids[c], inputs[c, b]) for b in range(BODIES)]
@@ -130,9 +162,14 @@ def main(argv: list[str] | None = None) -> int:
                 row["json"] = point(run_load(url, json_request, concurrency=count, **window,
                                              validate=check_json,
                                              cpu_probes=server_cpu(server)))
+                before = copy_ms(url)
                 row["binary"] = point(run_load(url, binary_request, concurrency=count,
                                                **window, validate=check_binary,
                                                cpu_probes=server_cpu(server)))
+                after = copy_ms(url)
+                rows = max(1.0, after["rows"] - before["rows"])
+                row["binary"]["gather_ms"], row["binary"]["scatter_ms"] = (
+                    round((after[k] - before[k]) / rows, 3) for k in ("gather", "scatter"))
                 in_defaults = point(run_threads(loops(defaults, 1), concurrency=1, **window))
                 in_loops = point(run_threads(loops(single, count), concurrency=count, **window))
                 row["in_process"] = max(in_defaults, in_loops, key=lambda p: p["steps_per_s"])
@@ -148,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"clients={count}: json {row['json']['steps_per_s']:,} steps/s, binary "
                       f"{row['binary']['steps_per_s']:,}, in-process {top:,} "
                       f"({row['in_process']['how']}): json {row['json_over_in_process']}×, "
-                      f"binary {row['binary_over_in_process']}× (target 0.40×)", flush=True)
+                      f"binary {row['binary_over_in_process']}× (target 0.40×); a binary "
+                      f"batch's gather {row['binary']['gather_ms']} ms, scatter "
+                      f"{row['binary']['scatter_ms']} ms", flush=True)
         finally:
             server.stop()
     print(json.dumps(out))

@@ -7,6 +7,8 @@ consecutive slots (`block`), else a fancy index over whole rows (`read_rows`, `w
 
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
 
 from rnnserve.state.base import StateLayout
@@ -57,7 +59,10 @@ def reserved_rows(layout: StateLayout, max_sessions: int) -> int:
 
 class Slab:
     """The rows of one model version. Rows are allocated upward from 0 and reused when
-    freed, so the touched (resident) part stays as small as the live sessions need."""
+    freed, lowest first, so the touched (resident) part stays as small as the live sessions
+    need, and sessions created one after another sit in ascending slots even after others
+    came and went: a batch of them is copied nearly in memory order (`python -m
+    bench.binary_steps --churn 4000` measures the copies against sessions created in bulk)."""
 
     def __init__(self, layout: StateLayout, capacity: int) -> None:
         self.layout = layout
@@ -76,7 +81,7 @@ class Slab:
         self.holder = np.zeros(capacity, np.int64)  # which attach holds the session
         self.ids: list[str | None] = []  # slot -> session id, grown by append
         self.high_water = 0
-        self.free: list[int] = []
+        self.free: list[int] = []  # freed slots, a heap: the lowest is reused first
         self.live = 0
         self.ttl_s = 0.0  # the idle timeout and cap of this version's sessions: set by the
         self.max_live: int | None = None  # store from the latest layout it was handed
@@ -106,7 +111,7 @@ class Slab:
 
     def allocate(self) -> int:
         if self.free:
-            slot = self.free.pop()
+            slot = heapq.heappop(self.free)
         else:
             if self.high_water == self.capacity:
                 self._grow()
@@ -117,11 +122,13 @@ class Slab:
         return slot
 
     def allocate_many(self, count: int) -> np.ndarray:
-        """`count` slots at once (a bulk create): freed ones first, then fresh ones above the
-        high water mark, growing once if need be. No loop per slot."""
+        """`count` slots at once (a bulk create), ascending: freed ones first, lowest first,
+        then fresh ones above the high water mark, growing once if need be."""
         reused_count = min(count, len(self.free))
-        reused = self.free[len(self.free) - reused_count:]
-        del self.free[len(self.free) - reused_count:]
+        if reused_count == len(self.free):
+            reused, self.free = sorted(self.free), []
+        else:
+            reused = [heapq.heappop(self.free) for _ in range(reused_count)]
         fresh = count - reused_count
         while self.high_water + fresh > self.capacity:
             self._grow()
@@ -129,13 +136,13 @@ class Slab:
         self.high_water += fresh
         self.ids.extend([None] * fresh)
         self.live += count
-        return np.concatenate([np.array(reused[::-1], np.int64),
+        return np.concatenate([np.array(reused, np.int64),
                                np.arange(start, start + fresh, dtype=np.int64)])
 
     def release(self, slot: int) -> None:
         self.alive[slot] = False
         self.ids[slot] = None
-        self.free.append(slot)
+        heapq.heappush(self.free, slot)
         self.live -= 1
 
     def write(self, slot: int, state: dict[str, np.ndarray] | None) -> None:
