@@ -8,10 +8,11 @@ of those) the collector ran every few requests and, now and then, walked everyth
 benchmark process holds, figures of earlier phases included. Each pause stops every client
 at once, and the requests then in flight look slow: latency the server under test never
 caused, growing with the process. Measured with `bench.peers --only rest --no-peer
---rounds 2`, two runs each way, alternated: p99 ÷ p50 of rnnserve's REST steps 1.53, 2.87,
-1.54, 2.86 and of the FastAPI echo 3.29, 3.59, 2.73, 3.50 with the defaults; 1.43, 1.65,
-1.46, 1.59 and 1.87, 2.28, 2.42, 2.03 with the collector kept quiet (the second round of each
-run was the worse with the defaults: more objects to walk). Every system measured gets the
+--rounds 2`, two runs each way, alternated (the quiet settings applied once, at the start of
+the process, for that comparison): p99 ÷ p50 of rnnserve's REST steps 1.53, 2.87, 1.54, 2.86
+and of the FastAPI echo 3.29, 3.59, 2.73, 3.50 with the defaults; 1.43, 1.65, 1.46, 1.59 and
+1.87, 2.28, 2.42, 2.03 with the collector kept quiet (the second round of each run was the
+worse with the defaults: more objects to walk). Every system measured gets the
 same client, so this changes no comparison; it takes the client's pauses out of all of
 them."""
 
