@@ -63,8 +63,7 @@ def copy_ms(url: str) -> dict[str, float]:
     compute_output, counted per row as Triton counts them) and their count, to take
     differences of around a point."""
     stats = httpx.get(f"{url}/v2/models/{MODEL_NAME}/stats", timeout=10).json()
-    model = stats["model_stats"][0]
-    phases = model["inference_stats"]
+    phases = stats["model_stats"][0]["inference_stats"]
     return {"gather": phases["compute_input"]["ns"] / 1e6,
             "scatter": phases["compute_output"]["ns"] / 1e6,
             "rows": float(phases["compute_input"]["count"])}

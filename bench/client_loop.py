@@ -47,13 +47,15 @@ def quiet_collector() -> Iterator[None]:
         gc.unfreeze()
 
 
-def run_client(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a load generator's coroutine to the end, on uvloop when installed, with the
-    collector quiet."""
+def run_client(coro: Coroutine[Any, Any, T], use_uvloop: bool = True) -> T:
+    """Run a load generator's coroutine to the end with the collector quiet: on uvloop when
+    installed (unless `use_uvloop` is False: the standard library's loop, for comparison)."""
     with quiet_collector():
         try:
             import uvloop
         except ImportError:
+            use_uvloop = False
+        if not use_uvloop:
             return asyncio.run(coro)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(coro)

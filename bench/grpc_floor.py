@@ -23,12 +23,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bench.client_loop import run_client
 from bench.grpcload import encode_bodies, encode_prefix, run_grpc_stream_point
 from bench.medium_model import MODEL_NAME, MediumConfig, write_model_files
 from bench.procs import HOST, RnnserveProcess, ServerProcess, cpu_seconds, free_port, start_rnnserve
 from bench.sessions.servers import batch_counters, mean_batch_rows
 from bench.stats import CpuMarks, CpuProbe, LoadResult, Window
-from bench.wsload import run_uv
 
 SYSTEMS = ("stream", "echo-stream", "unary", "echo-unary")
 RATIOS = {"stream": "echo-stream", "unary": "echo-unary"}
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
                         result, _, _ = run_grpc_stream_point(targets[system], MODEL_NAME,
                                                              bodies, **window)
                     else:
-                        result = run_uv(run_unary_point_async(targets[system], bodies,
+                        result = run_client(run_unary_point_async(targets[system], bodies,
                                                               **window))
                     summary = result.summary()
                     summary["mean_batch_rows"] = mean_batch_rows(counters,

@@ -45,9 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.client_loop import quiet_collector
+from bench.client_loop import run_client
 from bench.stats import CpuMarks, CpuProbe, LoadResult, Window
-from bench.wsload import run_uv
 
 METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
 
@@ -351,7 +350,4 @@ def run_grpc_stream_point(
     """On uvloop when installed (as the WebSocket client; grpc.aio runs on it: its sockets are
     grpc core's own, the loop schedules the tasks and futures) or on the stdlib loop."""
     coro = run_grpc_stream_point_async(target, model, bodies, **options)
-    if loop == "asyncio":
-        with quiet_collector():
-            return asyncio.run(coro)
-    return run_uv(coro)
+    return run_client(coro, use_uvloop=loop != "asyncio")

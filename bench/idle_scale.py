@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.bulk_create import create_bulk
+from bench.client_loop import run_client
 from bench.medium_model import MODEL_NAME, MediumConfig, write_model_files
 from bench.procs import start_rnnserve
 from bench.server_memory import rss_bytes
 from bench.sessions.points import step_messages
 from bench.sessions.servers import server_cpu, ws_url
-from bench.wsload import delete_sessions, run_uv, run_ws_point
+from bench.wsload import delete_sessions, run_ws_point
 
 ACTIVE = 256
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             none_idle = [ws_point(server, messages, args.seconds) for _ in range(args.rounds)]
             print(f"none idle: {none_idle}", flush=True)
             began = time.perf_counter()
-            made = run_uv(create_bulk(port, MODEL_NAME, args.idle, 1024))
+            made = run_client(create_bulk(port, MODEL_NAME, args.idle, 1024))
             create_s = time.perf_counter() - began
             print(f"{made:,} idle sessions in {create_s:.1f} s: {made / create_s:,.0f}/s",
                   flush=True)

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.client_loop import run_client
 from bench.medium_model import MODEL_NAME, MediumConfig, write_model_files
 from bench.peers.closedloop import run_sequences
 from bench.peers.servers import tree_cpu
@@ -38,7 +39,6 @@ from bench.procs import HOST, RnnserveProcess, free_port, start_rnnserve
 from bench.report import environment
 from bench.sessions.plan import RNNSERVE_FLAGS
 from bench.sessions.points import step_inputs
-from bench.wsload import run_uv
 
 SETUPS = (("1 × memory", 1, "memory"), ("1 × redis", 1, "redis"),
           ("2 × redis", 2, "redis"), ("2 × memory", 2, "memory"))
@@ -56,7 +56,7 @@ def measure(servers: list[RnnserveProcess], redis_pid: int, args: argparse.Names
                         first_id)
     probes = {f"server {i}": tree_cpu(s.pid) for i, s in enumerate(servers)}
     probes["redis"] = tree_cpu(redis_pid)
-    result = run_uv(run_sequences(opener, codec, concurrency=args.sessions,
+    result = run_client(run_sequences(opener, codec, concurrency=args.sessions,
                                   duration_s=args.duration, warmup_s=args.warmup,
                                   max_requests=args.max_requests, cpu_probes=probes))
     return result.summary()

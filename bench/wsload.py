@@ -27,12 +27,6 @@ T = TypeVar("T")
 REPLY_PREFIX = '{"outputs"'  # every good step reply of rnnserve and of the echo starts so
 
 
-def run_uv(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a load generator's coroutine on uvloop when installed, the collector quiet
-    (bench.client_loop)."""
-    return run_client(coro)
-
-
 async def _bounded(coros: Sequence[Coroutine[Any, Any, T]], limit: int) -> list[T]:
     gate = asyncio.Semaphore(limit)
 
@@ -129,7 +123,7 @@ async def run_ws_point_async(
 def run_ws_point(
     url: str, messages: Sequence[str], **options: Any
 ) -> tuple[LoadResult, list[str], float]:
-    return run_uv(run_ws_point_async(url, messages, **options))
+    return run_client(run_ws_point_async(url, messages, **options))
 
 
 async def create_sessions_async(
@@ -170,8 +164,8 @@ async def delete_sessions_async(base_url: str, session_ids: Sequence[str], limit
 
 
 def create_sessions(base_url: str, model: str, count: int) -> list[str]:
-    return run_uv(create_sessions_async(base_url, model, count))
+    return run_client(create_sessions_async(base_url, model, count))
 
 
 def delete_sessions(base_url: str, session_ids: Sequence[str]) -> int:
-    return run_uv(delete_sessions_async(base_url, session_ids))
+    return run_client(delete_sessions_async(base_url, session_ids))

@@ -113,7 +113,7 @@ def check_peers(
     servers: dict[str, ServerProcess], sequences: np.ndarray, expected: np.ndarray
 ) -> tuple[dict[str, Any], bytes | None]:
     """Verdicts per system and path (printed), and one rnnserve stream reply's bytes."""
-    from bench.wsload import run_uv
+    from bench.client_loop import run_client
 
     verdicts: dict[str, Any] = {}
     sample: bytes | None = None
@@ -128,7 +128,7 @@ def check_peers(
         for name, carry in (("rnnserve", False), ("triton", True)):
             if name not in servers:
                 continue
-            got = run_uv(_one_system(servers[name], carry, sequence, 900_000 + 10 * i))
+            got = run_client(_one_system(servers[name], carry, sequence, 900_000 + 10 * i))
             if name == "rnnserve" and sample is None:
                 sample = got["sample"]
             for path in ("http", "grpc"):

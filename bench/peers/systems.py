@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.client_loop import run_client
 from bench.medium_model import MODEL_NAME, MediumConfig
 from bench.peers.closedloop import Codec, LinkOpener, run_sequences
 from bench.peers.plan import Plan
@@ -24,7 +25,6 @@ from bench.peers.v2http import BinaryCodec, HttpLink, JsonCodec
 from bench.procs import HOST, ServerProcess, base_url
 from bench.sessions.points import rest_point, step_inputs, step_messages, ws_point
 from bench.stats import LoadResult
-from bench.wsload import run_uv
 
 Phase = Callable[[], dict[str, Any]]
 STATE_SHAPE = (MediumConfig().num_layers, MediumConfig().hidden_size)  # per session
@@ -57,7 +57,7 @@ def v2_http(server: ServerProcess, plan: Plan, kind: str, sessions: int) -> Phas
             return await HttpLink.open(HOST, port)
 
         return _summary(
-            run_uv(
+            run_client(
                 run_sequences(
                     opener,
                     codec,
@@ -96,7 +96,7 @@ def v2_grpc(server: ServerProcess, plan: Plan, carry: bool, stream: bool, sessio
             finally:
                 await channel.aclose()
 
-        return _summary(run_uv(go()))
+        return _summary(run_client(go()))
 
     return phase
 

@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 import orjson
 
+from bench.client_loop import run_client
 from bench.medium_model import MODEL_NAME, agreement
 from bench.procs import RnnserveProcess, ServerProcess, base_url
 from bench.sessions.plan import ONNX_INPUT, ONNX_OUTPUT, Plan
 from bench.sessions.servers import ws_url
-from bench.wsload import delete_sessions, run_uv
+from bench.wsload import delete_sessions
 
 
 def check_rest(server: ServerProcess, sequence: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
@@ -97,7 +98,7 @@ def check_ws(server: ServerProcess, sequence: np.ndarray, expected: np.ndarray) 
                     replies.append(orjson.loads((await ws.receive()).data))
                 return replies, sid
 
-    replies, sid = run_uv(go())
+    replies, sid = run_client(go())
     delete_sessions(base_url(server), [sid])
     outputs = np.asarray([r["outputs"][0] for r in replies], dtype=np.float32)
     return {

@@ -125,10 +125,7 @@ class Slab:
         """`count` slots at once (a bulk create), ascending: freed ones first, lowest first,
         then fresh ones above the high water mark, growing once if need be."""
         reused_count = min(count, len(self.free))
-        if reused_count == len(self.free):
-            reused, self.free = sorted(self.free), []
-        else:
-            reused = [heapq.heappop(self.free) for _ in range(reused_count)]
+        reused = [heapq.heappop(self.free) for _ in range(reused_count)]
         fresh = count - reused_count
         while self.high_water + fresh > self.capacity:
             self._grow()
