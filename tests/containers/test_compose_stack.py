@@ -142,6 +142,7 @@ def test_compose_stack_survives_replica_and_redis_faults(tmp_path: Path) -> None
     figures: dict[str, object] = {}
     with compose_stack(tmp_path) as stack:
         figures["compose_up_s"] = round(stack.up_s, 1)
+        figures["redis_reachable_after_up_s"] = stack.redis_reachable_after_s
         http = f"http://127.0.0.1:{stack.ports['RNNSERVE_HTTP_PUBLISH']}"
         clients = make_clients(stack, np.random.default_rng(15))
         gates = {step: threading.Event() for step in (KILL_AT, REDIS_AT, REJOIN_AT)}
@@ -196,6 +197,7 @@ def test_compose_stack_survives_replica_and_redis_faults(tmp_path: Path) -> None
         new_address = stack.address("rnnserve-1")
         wait_until("rnnserve-1 ready", lambda: podman(
             "healthcheck", "run", stack.container("rnnserve-1"), check=False).returncode == 0, 60)
+        redis_reachable_s = stack.wait_until_reaches("rnnserve-1", "redis", 6379)
         if new_address != old_address:
             wait_until("nginx reloaded with rnnserve-1's new address",
                        lambda: re.search(rf"nginx reloaded: .*rnnserve-1 {re.escape(new_address)}",
@@ -209,6 +211,7 @@ def test_compose_stack_survives_replica_and_redis_faults(tmp_path: Path) -> None
         figures["replica_restart"] = {
             "address_changed": new_address != old_address,
             "ready_and_nginx_reloaded_s": rejoined_s,
+            "reached_redis_after_ready_s": round(redis_reachable_s, 2),
             "longest_wait_for_an_ack_after_killing_the_other_s": longest_wait_s(
                 clients, other_killed_at, time.monotonic()),
             "failed_tries": dict(sorted((failed_tries(clients) - failed_before_rejoin).items()))}
