@@ -186,7 +186,7 @@ class ComposeStack:
         self.wait_for_nginx(started + timeout_s)
         self.up_s = time.monotonic() - started
         self.redis_reachable_after_s = {
-            replica: round(self.wait_until_reaches(replica, "redis", 6379), 2)
+            replica: round(self.wait_until_reaches(replica), 2)
             for replica in REPLICAS}
 
     def wait_for_nginx(self, deadline: float) -> None:
@@ -202,7 +202,7 @@ class ComposeStack:
             time.sleep(0.2)
         raise RuntimeError(f"nginx never answered {url}:\n{self.logs('nginx', 60)}")
 
-    def wait_until_reaches(self, service: str, host: str, port: int,
+    def wait_until_reaches(self, service: str, host: str = "redis", port: int = 6379,
                            timeout_s: float = 90) -> float:
         """Seconds until `service`'s container resolves `host` and opens a TCP connection to
         it; raises with the container's resolver settings if it never does.

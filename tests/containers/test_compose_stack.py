@@ -197,7 +197,7 @@ def test_compose_stack_survives_replica_and_redis_faults(tmp_path: Path) -> None
         new_address = stack.address("rnnserve-1")
         wait_until("rnnserve-1 ready", lambda: podman(
             "healthcheck", "run", stack.container("rnnserve-1"), check=False).returncode == 0, 60)
-        redis_reachable_s = stack.wait_until_reaches("rnnserve-1", "redis", 6379)
+        redis_reachable_s = stack.wait_until_reaches("rnnserve-1")
         if new_address != old_address:
             wait_until("nginx reloaded with rnnserve-1's new address",
                        lambda: re.search(rf"nginx reloaded: .*rnnserve-1 {re.escape(new_address)}",
