@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnserve.engine.model_settings import DeclaredSettings, declared_settings
+from rnnserve.whole_numbers import whole_number
 
 log = logging.getLogger("rnnserve.repository")
 
@@ -112,7 +113,8 @@ def discover_folder(folder: Path) -> tuple[list[ModelSource], list[SourceProblem
     except ValueError as exc:  # ModelSettingsError is one: it names the file and field
         return [], [SourceProblem(name, None, str(exc))]
     versions = sorted(
-        int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()
+        number for p in folder.iterdir()
+        if p.is_dir() and (number := whole_number(p.name)) is not None
     )
     found = False
     for version in versions:

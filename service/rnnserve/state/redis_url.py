@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
+from rnnserve.whole_numbers import whole_number
+
 SCHEME = "redis+sentinel"
 TLS_SCHEME = "rediss+sentinel"
 FORM = f"{SCHEME}://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB]"
@@ -94,10 +96,10 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     if not _NAME.fullmatch(name):
         raise bad(f"the master name {name!r} may hold only letters, digits, '.', '_' and '-'")
     db_text = db_text.rstrip("/")
-    if db_text and not db_text.isdigit():
+    db = whole_number(db_text) if db_text else 0
+    if db is None:
         raise bad(f"the database {db_text!r} must be a number (0, 1, ...)")
-    return SentinelTarget(sentinels=sentinels, master_name=name,
-                          db=int(db_text) if db_text else 0,
+    return SentinelTarget(sentinels=sentinels, master_name=name, db=db,
                           username=username, password=password)
 
 
@@ -123,6 +125,7 @@ def _address(item: str, bad: Callable[[str], BadSentinelUrl]) -> tuple[str, int]
         raise bad(f"a sentinel address {item!r} has no host")
     if not port_text:
         return host, DEFAULT_SENTINEL_PORT
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    port = whole_number(port_text)
+    if port is None or not 0 < port < 65536:
         raise bad(f"the sentinel address {item!r} has no valid port (1-65535)")
-    return host, int(port_text)
+    return host, port
