@@ -24,6 +24,7 @@ from rnnserve.engine.statistics import ModelStats, now_ns
 from rnnserve.engine.v2 import (
     DATATYPES,
     EXTENSIONS,
+    MAX_REQUEST_ID_CHARS,
     PLATFORM,
     V2_ADVICE,
     ModelMetadata,
@@ -33,6 +34,8 @@ from rnnserve.engine.v2 import (
     V2Request,
     V2Response,
     check_datatype,
+    check_request_id,
+    check_shape,
     sequence_parameters,
     sequence_session_id,
 )
@@ -59,6 +62,7 @@ __all__ = [
     "ServerMetadata",
     "Sessions",
     "StepDecoder",
+    "MAX_REQUEST_ID_CHARS",
     "MAX_STEP_ID",
     "StepOutcome",
     "StepResult",
@@ -68,6 +72,8 @@ __all__ = [
     "V2Request",
     "V2Response",
     "check_datatype",
+    "check_request_id",
+    "check_shape",
     "check_load_parameters",
     "model_config",
     "model_statistics",

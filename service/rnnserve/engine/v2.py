@@ -37,6 +37,7 @@ from rnnserve.errors import (
     Unavailable,
     not_applied,
 )
+from rnnserve.whole_numbers import whole_number
 
 DATATYPES = frozenset({"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
                        "INT64", "FP16", "FP32", "FP64", "BYTES", "BF16"})
@@ -116,12 +117,57 @@ def check_datatype(name: str, datatype: object) -> None:
         raise InvalidInput(f"input {name!r} has datatype {datatype}; this model takes FP32")
 
 
+MAX_RANK = 8
+"""The most dimensions an input's shape may have: every input of an rnnserve model has 3
+(the sequence input [batch, time, features], a state [layers, batch, hidden]); the model's
+own check words the exact shape it wants, this one only keeps numpy from refusing a shape
+(more than 64 dimensions, a size past the address space) with an error of its own."""
+MAX_DIMENSION = 2**31 - 1
+
+
+def check_shape(shape: object, what: str) -> list[int]:
+    """A tensor's shape from the wire, as a list: non-negative whole numbers, at most MAX_RANK
+    of them, none past MAX_DIMENSION (a 0 elsewhere makes a huge one hold no values, so a
+    size check alone would pass it on to numpy, which refuses it). `what` names the tensor
+    in the refusal ("input 'x'", "state.h0")."""
+    if not isinstance(shape, list | tuple) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise InvalidInput(f"{what}: shape must be a list of non-negative integers")
+    if len(shape) > MAX_RANK:
+        raise InvalidInput(f"{what}: shape has {len(shape)} dimensions; inputs have 3: "
+                           "[batch, time, features] (a state: [layers, batch, hidden])")
+    if any(d > MAX_DIMENSION for d in shape):
+        raise InvalidInput(f"{what}: shape {list(shape)} has a dimension past {MAX_DIMENSION}")
+    return list(shape)
+
+
+MAX_REQUEST_ID_CHARS = 1024
+"""The longest request `id`. A reply echoes it, and a gRPC reply past the size limit never
+leaves the server, although the step it answers was applied."""
+
+
+def check_request_id(request_id: object) -> None:
+    """A request id is a string of at most MAX_REQUEST_ID_CHARS characters (or none); the
+    refusal comes before anything runs."""
+    if request_id is None:
+        return
+    if not isinstance(request_id, str):
+        raise InvalidInput('"id" must be a string')
+    if len(request_id) > MAX_REQUEST_ID_CHARS:
+        raise InvalidInput(f"the request id has {len(request_id)} characters; the most is "
+                           f"{MAX_REQUEST_ID_CHARS}: send a shorter id")
+
+
 def sequence_parameters(params: Mapping[str, object]) -> Sequence | None:
     """(sequence_id, start, end) when a request belongs to a sequence: an id is an unsigned
     64-bit integer or a string of 1 to 256 printable characters (no control characters: an
     id ends up in log lines); 0 and "" mean "no sequence"; start and end are booleans (absent
     or null: false)."""
     sequence_id = params.get("sequence_id")
+    if isinstance(sequence_id, bool | float):  # (False == 0 and 0.0 == 0: not "no sequence")
+        raise InvalidInput("sequence_id must be an unsigned 64-bit integer or a string, not "
+                           f"{type(sequence_id).__name__}")
     if sequence_id is None or sequence_id == 0 or sequence_id == "":
         for key in ("sequence_start", "sequence_end"):
             if params.get(key):
@@ -272,9 +318,12 @@ class V2DataPlane:
             try:
                 record, runner = await sessions.resolve(session_id, owner)
             except SessionNotFound:
+                if model not in engine.models.versions:
+                    engine.runner(model, version)  # an unknown model: 404, as everywhere
                 raise SequenceNotActive(
                     f"sequence {sequence_id!r} of model {model!r} is not active") from None
-            if version not in (None, "") and str(version) != str(record.version):
+            if version not in (None, "") and _version_number(version) != record.version:
+                engine.runner(model, version)  # a version the model lacks: 404, as everywhere
                 raise InvalidInput(f"sequence {sequence_id!r} runs on version "
                                    f"{record.version}, not {version}")
             _check_outputs(request, runner)  # its version may be retiring: no new calls
@@ -302,9 +351,18 @@ class V2DataPlane:
         return runner, outputs
 
 
+def _version_number(version: str | int) -> int | None:
+    """A requested version as the number it names ("01" is 1), None for no number."""
+    return version if isinstance(version, int) else whole_number(version)
+
+
 def _check_outputs(request: V2Request, runner: Runner) -> None:
-    """Refuse an unknown requested output before anything runs."""
+    """Refuse an unknown or repeated requested output before anything runs."""
     known = runner.signature.output_names
     for name in request.outputs or ():
         if name not in known:
             raise InvalidInput(f"unknown output {name!r}; the model gives {list(known)}")
+    if request.outputs and len(set(request.outputs)) != len(request.outputs):
+        twice = sorted({n for n in request.outputs if request.outputs.count(n) > 1})
+        raise InvalidInput(f"output(s) {twice} requested more than once: name each output "
+                           "once")

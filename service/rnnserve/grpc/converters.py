@@ -15,11 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnnserve.engine import (
+    MAX_REQUEST_ID_CHARS,
     ModelMetadata,
     Sequence,
     ServerMetadata,
     V2Request,
     check_datatype,
+    check_request_id,
+    check_shape,
     sequence_parameters,
 )
 from rnnserve.errors import InvalidInput
@@ -66,8 +69,17 @@ def parameter_value(parameter: pb.InferParameter) -> ParameterValue | None:
     return value
 
 
-def parameters(mapping: Mapping[str, pb.InferParameter]) -> dict[str, ParameterValue | None]:
-    return {key: parameter_value(value) for key, value in mapping.items()}
+def parameters(mapping: Mapping[str, pb.InferParameter]) -> dict[str, ParameterValue]:
+    """The parameters' values; one with no value set is refused (it is no "absent": a
+    sequence_id sent empty must not turn a step into stateless inference)."""
+    values: dict[str, ParameterValue] = {}
+    for key, parameter in mapping.items():
+        value = parameter_value(parameter)
+        if value is None:
+            raise InvalidInput(f"parameter {key!r} has no value: set one of bool_param, "
+                               "int64_param, string_param (or leave the parameter out)")
+        values[key] = value
+    return values
 
 
 def sequence_key(request: pb.ModelInferRequest) -> tuple[str, str, ParameterValue] | None:
@@ -86,9 +98,8 @@ def sequence_key(request: pb.ModelInferRequest) -> tuple[str, str, ParameterValu
 
 def _tensor(request: pb.ModelInferRequest, position: int) -> tuple[str, np.ndarray]:
     tensor = request.inputs[position]
-    name, shape, datatype = tensor.name, list(tensor.shape), tensor.datatype
-    if any(d < 0 for d in shape):
-        raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers")
+    name, datatype = tensor.name, tensor.datatype
+    shape = check_shape(list(tensor.shape), f"input {name!r}")
     check_datatype(name, datatype)
     count = math.prod(shape)
     if request.raw_input_contents:
@@ -99,7 +110,12 @@ def _tensor(request: pb.ModelInferRequest, position: int) -> tuple[str, np.ndarr
             raise InvalidInput(f"input {name!r}: raw_input_contents[{position}] holds {len(raw)} "
                                f"bytes; shape {shape} of FP32 needs {count * 4}")
         return name, np.frombuffer(raw, dtype="<f4").reshape(shape)
-    values = tensor.contents.fp32_contents
+    contents = tensor.contents
+    others = [field.name for field, _ in contents.ListFields() if field.name != "fp32_contents"]
+    if others:
+        raise InvalidInput(f"input {name!r} has {others}: FP32 data goes in fp32_contents "
+                           "(or raw_input_contents)")
+    values = contents.fp32_contents
     if count and not values:
         raise InvalidInput(f"input {name!r} has no data: give raw_input_contents or "
                            "contents.fp32_contents")
@@ -127,6 +143,7 @@ def decode_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
 
 
 def decode_infer_request(request: pb.ModelInferRequest) -> InferCall:
+    check_request_id(request.id)
     params = parameters(request.parameters)
     sequence = sequence_parameters(params)
     outputs = [o.name for o in request.outputs] or None
@@ -154,8 +171,12 @@ def encode_infer_response(
 def stream_error(request: pb.ModelInferRequest, message: str) -> pb.ModelStreamInferResponse:
     """An in-band stream error; the request's id and model ride along so that clients reading
     the raw stream can tell which request failed (tritonclient reads only the message)."""
-    echo = pb.ModelInferResponse(model_name=request.model_name,
-                                 model_version=request.model_version, id=request.id)
+    def echoed(text: str) -> str:  # (not a refused one past any size: the reply must go)
+        return text if len(text) <= MAX_REQUEST_ID_CHARS else ""
+
+    echo = pb.ModelInferResponse(model_name=echoed(request.model_name),
+                                 model_version=echoed(request.model_version),
+                                 id=echoed(request.id))
     return pb.ModelStreamInferResponse(error_message=message, infer_response=echo)
 
 

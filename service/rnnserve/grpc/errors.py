@@ -23,11 +23,27 @@ Response = TypeVar("Response")
 Unary = Callable[[Servicer, Request, Any], Awaitable[Response]]
 
 
+MAX_MESSAGE_BYTES = 2000
+"""The longest status message sent, in UTF-8 bytes. A status message travels in the trailing
+metadata (`grpc-message`, percent-encoded: up to 3 characters a byte), and a client drops a
+reply whose metadata passes its limit (16 KiB in grpc's C core) with RESOURCE_EXHAUSTED of its
+own, so a message quoting a 20,000-character model name would never be read."""
+
+
+def shortened(message: str) -> str:
+    """The message, cut to MAX_MESSAGE_BYTES with a note of its length when longer."""
+    raw = message.encode()
+    if len(raw) <= MAX_MESSAGE_BYTES:
+        return message
+    kept = raw[:MAX_MESSAGE_BYTES - 60].decode(errors="ignore")
+    return f"{kept} ... (message cut: {len(raw)} bytes in all)"
+
+
 def status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, RnnServeError):
         if exc.http_status >= 500 and not isinstance(exc, RequestTimedOut):  # a limit, no fault
-            log.error("%s: %s", type(exc).__name__, exc.message)
-        message = exc.message + V2_ADVICE.get(exc.remedy or "", "")
+            log.error("%s: %s", type(exc).__name__, shortened(exc.message))
+        message = shortened(exc.message + V2_ADVICE.get(exc.remedy or "", ""))
         return grpc.StatusCode[exc.grpc_code], message
     log.error("unexpected error in a gRPC call", exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the server log"

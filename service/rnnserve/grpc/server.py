@@ -16,6 +16,7 @@ from rnnserve.grpc.generated import health_pb2, health_pb2_grpc, inference_pb2
 from rnnserve.grpc.health import HealthServicer
 from rnnserve.grpc.observed import CallObserver
 from rnnserve.grpc.servicer import InferenceServicer
+from rnnserve.grpc.undecodable import lenient, refusing_undecodable
 from rnnserve.settings import Settings
 
 log = logging.getLogger("rnnserve.grpc")
@@ -63,18 +64,19 @@ UNARY_METHODS: dict[str, tuple[Any, Any]] = {  # name: (request, response) class
 def add_inference_service(servicer: InferenceServicer, observer: CallObserver,
                           server: grpc.aio.Server) -> None:
     """The generated `add_GRPCInferenceServiceServicer_to_server`, but every method observed
-    (grpc/observed.py: metrics, log, span, request id), and ModelStreamInfer's replies go out
+    (grpc/observed.py: metrics, log, span, request id), a message that does not parse is
+    answered INVALID_ARGUMENT (grpc/undecodable.py), and ModelStreamInfer's replies go out
     as the bytes the servicer encodes (grpc/wire.py): no response serializer, so no message
     object per reply."""
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
-            observer.unary(name, getattr(servicer, name)),
-            request_deserializer=request.FromString,
+            observer.unary(name, refusing_undecodable(getattr(servicer, name))),
+            request_deserializer=lenient(request),
             response_serializer=response.SerializeToString)
         for name, (request, response) in UNARY_METHODS.items()}
     handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
         observer.streaming("ModelStreamInfer", servicer.ModelStreamInfer),
-        request_deserializer=inference_pb2.ModelInferRequest.FromString)
+        request_deserializer=lenient(inference_pb2.ModelInferRequest))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from rnnserve.auth import ApiKeys
 from rnnserve.engine import (
+    MAX_REQUEST_ID_CHARS,
     MAX_STEP_ID,
     Engine,
     Runner,
@@ -54,6 +55,7 @@ from rnnserve.grpc import converters
 from rnnserve.grpc.errors import status_of
 from rnnserve.grpc.generated import inference_pb2 as pb
 from rnnserve.grpc.stream import Key, StreamLanes
+from rnnserve.grpc.undecodable import Undecodable
 from rnnserve.grpc.wire import ReplyWriter
 from rnnserve.stream_metrics import StreamSeries
 from rnnserve.tracing import STREAM_SPAN_EVERY
@@ -101,8 +103,8 @@ class StreamCall:
         self._writer = writer
         self._owner = owner
         self._client = client
-        self._lanes: StreamLanes[pb.ModelInferRequest, bytes] = StreamLanes(
-            self._start, converters.sequence_key, STREAM_WINDOW)
+        self._lanes: StreamLanes[pb.ModelInferRequest | Undecodable, bytes] = StreamLanes(
+            self._start, _key, STREAM_WINDOW)
         self._active: dict[Hashable, _Sequence] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -130,7 +132,11 @@ class StreamCall:
 
     # -- each message ----------------------------------------------------------------------
 
-    def _start(self, request: pb.ModelInferRequest, key: Key) -> None:
+    def _start(self, request: pb.ModelInferRequest | Undecodable, key: Key) -> None:
+        if isinstance(request, Undecodable):  # answered in band; the stream goes on
+            series = self._streams.series("grpc", ROUTE, "")
+            self._error(None, pb.ModelInferRequest(), request.error, (series, series.received()))
+            return
         series = self._streams.series("grpc", ROUTE, self._model_label(request.model_name))
         tick = series, series.received()
         self._messages += 1
@@ -220,7 +226,7 @@ class StreamCall:
             del self._active[key]  # unloaded or reloaded: the whole way says what to do
             return False
         plain, step_id = _plain_step(request.parameters)
-        if not plain:
+        if not plain or len(request.id) > MAX_REQUEST_ID_CHARS:
             return False
         sig = runner.signature
         names = sequence.output_names
@@ -272,6 +278,11 @@ class StreamCall:
             sequence.runner.stats.failed(started)
             error = not_applied(outcome) if isinstance(outcome, Unavailable) else outcome
             self._error(key, request, error, tick)
+
+
+def _key(request: pb.ModelInferRequest | Undecodable) -> Key:
+    """The message's lane (converters.sequence_key); an undecodable message has none."""
+    return None if isinstance(request, Undecodable) else converters.sequence_key(request)
 
 
 def _plain_step(parameters: Any) -> tuple[bool, str | None]:
