@@ -277,8 +277,12 @@ class Sessions:
         alone: list[int] = []
         whole = inputs if isinstance(inputs, np.ndarray) else None
         given = step_ids.count(None) < n  # a step id "", 0 or false is given (and refused)
+        try:  # every item's inputs wrong alike: each item says so, after its session's error
+            if whole is not None:
+                self._limits.check_step_input(runner.signature, whole[0], "steps[0].inputs")
+        except RnnServeError:
+            inputs, whole = list(inputs), None
         if whole is not None:
-            self._limits.check_step_input(runner.signature, whole[0], "steps[0].inputs")
             finite = np.isfinite(whole).all(axis=(1, 2))
             if finite.all() and len(set(ids)) == n and (
                     not given or _valid_step_ids(step_ids)) and (

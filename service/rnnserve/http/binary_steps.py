@@ -36,6 +36,7 @@ from rnnserve.errors import InvalidInput, PayloadTooLarge
 from rnnserve.http.body import only_fields, parse_json, read_body
 from rnnserve.http.common import engine_of, owner_of
 from rnnserve.http.errors import error_fields
+from rnnserve.whole_numbers import whole_number
 
 HEADER = "inference-header-content-length"
 MEDIA_TYPE = "application/octet-stream"
@@ -53,7 +54,7 @@ def is_binary(request: Request) -> bool:
     return media == MEDIA_TYPE
 
 
-def _whole_number(value: Any) -> bool:
+def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
@@ -63,10 +64,10 @@ def decode(body: bytes, header_length: str | None, max_items: int
     body, or InvalidInput (PayloadTooLarge past `max_items`) saying what is wrong."""
     if header_length is None:
         raise InvalidInput(f"the Inference-Header-Content-Length header is missing: {LAYOUT}")
-    if not header_length.isdigit() or not 0 < int(header_length) <= len(body):
+    split = whole_number(header_length)
+    if split is None or not 0 < split <= len(body):
         raise InvalidInput(f"Inference-Header-Content-Length {header_length!r} must be the byte "
                            f"length of the JSON header, at most the body's {len(body)} bytes")
-    split = int(header_length)
     header = parse_json(body[:split])
     if not isinstance(header, dict):
         raise InvalidInput(f"the JSON header must be an object: {LAYOUT}")
@@ -82,7 +83,7 @@ def decode(body: bytes, header_length: str | None, max_items: int
         raise InvalidInput(f'"datatype" {str(datatype)[:20]!r} is not supported: the values '
                            'must be float32 ("FP32"), little-endian')
     shape = header.get("shape")
-    if not (isinstance(shape, list) and len(shape) == 3 and all(map(_whole_number, shape))):
+    if not (isinstance(shape, list) and len(shape) == 3 and all(map(_count, shape))):
         raise InvalidInput('"shape" must be [sessions, timesteps, features], three whole '
                            "numbers")
     if shape[0] != len(ids) or shape[1] < 1 or shape[2] < 1:

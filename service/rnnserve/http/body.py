@@ -4,6 +4,7 @@ routes), content type, JSON decoding, and the state object of the contract
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Set
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 import orjson
 from fastapi import Request
 
+from rnnserve.engine import check_shape
 from rnnserve.errors import InvalidInput, UnsupportedMediaType
 from rnnserve.http.common import engine_of
 from rnnserve.http.content_encoding import decompress
@@ -78,13 +80,12 @@ def decode_state(value: Any, what: str) -> dict[str, np.ndarray] | None:
             raise InvalidInput(f'{what}.{name} must be {{"shape": [...], "data": [...]}}')
         data = to_float32(tensor["data"], f"{what}.{name}.data")
         shape = tensor.get("shape", list(data.shape))
-        if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-        ):
+        if not isinstance(shape, list):
             raise InvalidInput(f"{what}.{name}.shape must be a list of non-negative integers")
-        if int(np.prod(shape)) != data.size:
+        shape = check_shape(shape, f"{what}.{name}")
+        if math.prod(shape) != data.size:  # (Python's integers: no overflow to a small size)
             raise InvalidInput(f"{what}.{name} has {data.size} values but shape {shape} "
-                               f"needs {int(np.prod(shape))}")
+                               f"needs {math.prod(shape)}")
         state[str(name)] = data.reshape(shape)
     return state
 

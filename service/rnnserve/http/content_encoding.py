@@ -14,7 +14,8 @@ from rnnserve.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     """Undo Content-Encoding gzip or deflate (the zlib format, as HTTP defines it); identity
     or none leaves the body as it is. 415 for another coding, 400 for data that is not what
-    the header says (or ends early), 413 when it inflates past `limit` bytes."""
+    the header says (or ends early, or goes on after its end), 413 when it inflates past
+    `limit` bytes."""
     coding = (encoding or "").strip().lower()
     if not coding or coding == "identity" or not body:  # no body is no body, coded or not
         return body
@@ -32,6 +33,9 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     if not inflater.eof:
         raise InvalidInput(f"the body is not valid {coding} data: it ends before the "
                            "compressed stream does")
+    if inflater.unused_data:  # (a second gzip member too: one member is what clients send)
+        raise InvalidInput(f"the body has {len(inflater.unused_data)} bytes after the end of "
+                           f"its {coding} stream: send one compressed stream, nothing after it")
     return out
 
 

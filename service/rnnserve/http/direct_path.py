@@ -33,6 +33,7 @@ from rnnserve.http.errors import error_message
 from rnnserve.http.hot_routes import Handler, HotRoutes
 from rnnserve.http.limits import BodySizeLimit
 from rnnserve.http.request_context import Exchange, RequestContext
+from rnnserve.whole_numbers import whole_number
 
 log = logging.getLogger("rnnserve.http")
 
@@ -86,14 +87,14 @@ class DirectPath:
         found = layers.hot.match(scope["path"])
         if found is None:
             return None
-        length = -1
+        length: int | None = -1
         for name, value in scope["headers"]:
             if name == b"content-length":
-                length = int(value) if value.isdigit() else -1
+                length = whole_number(value)
             elif (name == b"transfer-encoding" or name.startswith(b"x-forwarded-")
                   or (name == b"origin" and layers.cors)):
                 return None
-        return found if 0 <= length <= layers.max_body else None
+        return found if length is not None and 0 <= length <= layers.max_body else None
 
     async def answer(self, scope: Scope, body: bytes, found: Found) -> Answer:
         """Status, headers (with the request id) and body of a hot request taken directly."""
@@ -220,7 +221,7 @@ class DirectExchanges:
                payload: bytes) -> None:
         """The whole response in one write, framed as uvicorn frames an ASGI response."""
         cycle.response_started = True
-        if not cycle.disconnected:
+        if not cycle.disconnected and not self.transport.is_closing():
             parts = [STATUS_LINE[status]]
             said_close = said_length = False
             for name, value in (*cycle.default_headers, *headers):

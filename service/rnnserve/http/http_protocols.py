@@ -14,7 +14,12 @@ things uvicorn does not do, passed to it as `http=` by `rnnserve serve`:
   uvicorn answers such a parser error with a plain-text 400 and closes; the request's handler,
   still reading the body, then sees a disconnect. Here the answer is the contract's JSON error,
   and the request is marked (`errors.MALFORMED_BODY`) so that its handler's disconnect is
-  counted as the 400 the client got, not as a client that went away."""
+  counted as the 400 the client got, not as a client that went away.
+* **A bad request after pipelined good ones waits its turn** (httptools). uvicorn writes the
+  400 and closes at once, so a client that pipelined a step and then a malformed request read
+  the 400 as its step's answer, although the step was applied, and the step's own answer was
+  never sent. Here the requests before the malformed one are answered first, in order, then
+  the 400 (JSON, for a malformed head too), then the connection closes."""
 
 from __future__ import annotations
 
@@ -111,20 +116,64 @@ class HeadDeadline:
         return True
 
 
+MALFORMED_HEAD_MESSAGE = (
+    "malformed request head: the request line or a header is not valid HTTP/1.1 (a bad "
+    "method or target, a header name or value with forbidden characters, a Content-Length "
+    "that is no single number, or both Content-Length and Transfer-Encoding); fix the request")
+
+
 if HttpToolsProtocol is not None:
 
     class GuardedHttpToolsProtocol(HeadDeadline, DirectExchanges, HttpToolsProtocol):
         """uvicorn's httptools protocol with the head time limit, the per-client cap, the
-        JSON 400 for a malformed body, and the hot routes' direct path (http/direct_path.py)
-        when the server sets one."""
+        JSON 400 for a malformed body or head (after the answers to the requests before it),
+        and the hot routes' direct path (http/direct_path.py) when the server sets one."""
+
+        _last_answer: bytes | None = None  # the 400 that ends the connection, when its turn comes
 
         def handle_websocket_upgrade(self) -> None:
             self._disarm_head_timer()  # the WebSocket protocol takes the connection over
             super().handle_websocket_upgrade()
 
         def send_400_response(self, msg: str) -> None:
+            if self._last_answer is not None:  # already refused: the parser stays broken
+                return
+            if self._after_earlier_requests():
+                return
             if not self._answer_malformed_body():
-                super().send_400_response(msg)
+                self.transport.write(raw_response(400, MALFORMED_HEAD_MESSAGE))
+                self.transport.close()
+
+        def _after_earlier_requests(self) -> bool:
+            """When a request before the malformed one is still unanswered: drop the malformed
+            one if it was queued, keep its 400 for after the others' answers, stop reading,
+            and return True. (One whose body breaks while its own handler runs is answered
+            now, by `_answer_malformed_body`: nothing before it is waiting.)"""
+            cycle = self.cycle
+            if cycle is None:
+                return False
+            queued = bool(self.pipeline) and self.pipeline[0][0] is cycle
+            if queued and cycle.more_body:  # its body broke before it started: never runs
+                self.pipeline.popleft()
+                self._last_answer = raw_response(400, MALFORMED_BODY_MESSAGE)
+            elif not cycle.more_body and not cycle.response_complete:  # a head broke
+                self._last_answer = raw_response(400, MALFORMED_HEAD_MESSAGE)
+            else:
+                return False
+            self.flow.pause_reading()
+            return True
+
+        def on_response_complete(self) -> None:
+            was_last = not self.pipeline  # else uvicorn starts the next one queued, now
+            super().on_response_complete()
+            if was_last and self._last_answer is not None:
+                self._answer_last()
+
+        def _answer_last(self) -> None:
+            answer, self._last_answer = self._last_answer, None
+            if answer is not None and not self.transport.is_closing():
+                self.transport.write(answer)
+                self.transport.close()
 
         def _head_begun(self) -> bool:
             # httptools makes a new scope when a message begins and names its method when the

@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-from rnnserve.engine import V2Request, V2Response, check_datatype
+from rnnserve.engine import V2Request, V2Response, check_datatype, check_request_id, check_shape
 from rnnserve.errors import InvalidInput
 from rnnserve.http.body import parse_json
 from rnnserve.http.json_arrays import to_float32
+from rnnserve.whole_numbers import whole_number
 
 
 @dataclass
@@ -68,7 +69,8 @@ class Layouts:
         inputs = header.get("inputs")
         if not isinstance(inputs, list) or not all(
                 isinstance(tensor, dict) and isinstance(tensor.get("parameters"), dict)
-                and "binary_data_size" in tensor["parameters"] for tensor in inputs):
+                and tensor["parameters"].get("binary_data_size") is not None
+                for tensor in inputs):  # (a null size is no size: the data is in "data")
             return None
         try:
             return orjson.dumps((inputs, header.get("outputs"),
@@ -99,14 +101,6 @@ LAYOUTS = Layouts()
 """The process's header layouts (decode_request)."""
 
 
-def _shape(value: Any, name: str) -> list[int]:
-    if not isinstance(value, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
-    ):
-        raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers")
-    return value
-
-
 def _binary_flag(parameters: Any, key: str, default: bool) -> bool:
     if parameters is None:
         return default
@@ -124,18 +118,23 @@ def decode_request(body: bytes, header_length: str | None, model: str,
     A header whose tensors are laid out as an earlier request's (LAYOUTS) skips their
     checks: only its id and parameters (the sequence's) are read anew."""
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        split = whole_number(header_length)
+        if split is None or not 0 < split <= len(body):
             raise InvalidInput(f"Inference-Header-Content-Length {header_length!r} must be the "
-                               f"byte length of the JSON header (body is {len(body)} bytes)")
-        split = int(header_length)
+                               f"byte length of the JSON header, 1 to the body's {len(body)} "
+                               "bytes")
         header, binary = parse_json(body[:split]), memoryview(body)[split:]
     else:
-        header, binary = parse_json(body), memoryview(b"")
+        try:
+            header, binary = parse_json(body), memoryview(b"")
+        except InvalidInput as exc:
+            raise InvalidInput(f"{exc.message}; a body with binary tensors after its JSON "
+                               "header needs the Inference-Header-Content-Length header (the "
+                               "JSON header's byte length)") from None
     if not isinstance(header, dict):
         raise InvalidInput("the infer request must be a JSON object with an \"inputs\" list")
     request_id = header.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise InvalidInput('"id" must be a string')
+    check_request_id(request_id)
     parameters = header.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise InvalidInput('"parameters" must be a JSON object')
@@ -168,7 +167,7 @@ def _decoded(header: dict[str, Any], parameters: dict[str, Any], binary: memoryv
         name = tensor["name"]
         if name in inputs:
             raise InvalidInput(f"input {name!r} appears twice")
-        shape = _shape(tensor.get("shape"), name)
+        shape = check_shape(tensor.get("shape"), f"input {name!r}")
         check_datatype(name, tensor.get("datatype"))
         count = math.prod(shape)
         tensor_params = tensor.get("parameters") or {}
