@@ -146,24 +146,30 @@ def exchange(server: ServerProcess, data: bytes) -> bytes:
     return out
 
 
-def step_request(session_id: str) -> bytes:
+def step_request(session_id: str, chunked: bool = False) -> bytes:
+    """A step's bytes: framed by Content-Length (the direct path) or chunked (the ASGI
+    path)."""
     body = orjson.dumps({"inputs": STEP})
-    return (f"POST /v1/sessions/{session_id}/step HTTP/1.1\r\nHost: t\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-            ).encode() + body
+    head = (f"POST /v1/sessions/{session_id}/step HTTP/1.1\r\nHost: t\r\n"
+            "Content-Type: application/json\r\n")
+    if chunked:
+        return (head + "Transfer-Encoding: chunked\r\n\r\n").encode() + (
+            f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n")
+    return (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
-@pytest.mark.parametrize(("bad", "fragment"), [
+@pytest.mark.parametrize(("bad", "fragment", "chunked"), [
     (b"POST /v1/sessions/x/step HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-     b"zz\r\n", b"malformed request body"),
-    (b"GARBAGE\r\n\r\n", b"malformed request head"),
+     b"zz\r\n", b"malformed request body", False),
+    (b"GARBAGE\r\n\r\n", b"malformed request head", False),
+    (b"GARBAGE\r\n\r\n", b"malformed request head", True),
 ])
 def test_a_malformed_request_after_a_pipelined_step_is_answered_after_it(
-        start_server: Any, tiny_repo: Any, bad: bytes, fragment: bytes) -> None:
+        start_server: Any, tiny_repo: Any, bad: bytes, fragment: bytes, chunked: bool) -> None:
     server = start_server("--models", str(tiny_repo))
     with httpx.Client(base_url=server.url, timeout=10) as http:
         sid = http.post(f"/v1/models/{MODEL}/sessions").json()["session_id"]
-        out = exchange(server, step_request(sid) + step_request(sid) + bad)
+        out = exchange(server, step_request(sid, chunked) + step_request(sid) + bad)
         heads = re.findall(rb"HTTP/1\.1 \d{3} [A-Za-z ]+(?=\r\n)", out)
         assert heads == [b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK",
                          b"HTTP/1.1 400 Bad Request"], out[:600]
