@@ -126,6 +126,9 @@ class ModelControl:
         """Load (or load again what changed of) every version of `name` on disk; unload its
         versions that are gone. ModelLoadFailed says which versions did not load and why."""
         self.require_explicit()
+        if not is_valid_model_name(name):  # refused, and not kept as a model that failed
+            raise InvalidInput(f"invalid model name {name[:200]!r}: letters, digits, '_', '.' "
+                               "and '-', with no leading dot (the model's folder name)")
         failures = await self._whole(self._sync(name, retry_failed=True))
         if failures:
             serving = sorted(self._registry.models.versions.get(name, {}))

@@ -79,7 +79,7 @@ class LoadedModels:
             if failed:
                 raise ModelNotFound(f"model {name!r} failed to load: {failed[0].reason}")
             raise ModelNotFound(f"unknown model {name!r}; loaded models: {self.names()}")
-        if version is None or version == "":
+        if version is None:  # ("" names no version: a blank field must not mean "latest")
             return by_version[max(by_version)]
         number = version if isinstance(version, int) else whole_number(str(version))
         if number is None or number not in by_version:

@@ -62,5 +62,8 @@ def check_state(
             raise InvalidInput(f"{what}.{name} has shape {list(value.shape)}; expected "
                                f"{list(spec.shape(1))} (layers, 1, hidden)")
         require_finite(arr, f"{what}.{name}")
+        if spec.input in checked:  # under its input name and its output name: which one?
+            raise InvalidInput(f"{what} gives state {spec.input!r} twice (as {spec.input!r} "
+                               f"and {spec.output!r}): give it once")
         checked[spec.input] = arr
     return checked

@@ -56,8 +56,10 @@ def create_app(engine: Engine, *, manage_engine: bool = True) -> FastAPI:
     # spans (service/tracing.py), and FastAPI's layer looked up the providers on every request.
     # Its docs pages are off too: they load their scripts from a CDN; api_docs.py serves them
     # from an installed package instead, so /docs and /redoc work offline.
+    # redirect_slashes off: a path with a trailing slash is a JSON 404 like any unknown
+    # path, not a bare 307 whose Location Starlette builds from the client's Host header
     app = FastAPI(title="rnnserve", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan, docs_url=None, redoc_url=None,
+                  lifespan=lifespan, docs_url=None, redoc_url=None, redirect_slashes=False,
                   telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.engine = engine
     app.state.v2 = V2DataPlane(engine)

@@ -26,6 +26,7 @@ from urllib.parse import unquote_plus
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rnnserve.auth import ApiKeys
+from rnnserve.errors import InvalidInput
 from rnnserve.http.errors import send_error
 
 OPEN_PATHS = ("/v2/health/", "/metrics", "/docs", "/openapi.json", "/redoc")
@@ -64,6 +65,15 @@ def subprotocol_key(scope: Scope) -> str:
         if offered.startswith(KEY_SUBPROTOCOL):
             return str(offered[len(KEY_SUBPROTOCOL):])
     return ""
+
+
+def header_text(value: bytes) -> str:
+    """A header value as the client meant it: UTF-8, as clients send a key "kë" today (the
+    keys are UTF-8 text), else Latin-1, HTTP's old reading of a byte (every byte is one)."""
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
 
 
 def query_key(scope: Scope) -> str:
@@ -168,10 +178,13 @@ class AuthAndRateLimit:
         """The caller's owner id, "" without keys, None when the key is missing or wrong."""
         if not self.keys.enabled:
             return ""
-        given = ""
+        given, count = "", 0
         for name, value in scope["headers"]:
             if name == b"authorization":
-                given = ApiKeys.bearer(value.decode("latin-1"))
+                given, count = ApiKeys.bearer(header_text(value)), count + 1
+        if count > 1:
+            raise InvalidInput(f"the request has {count} Authorization headers: send one "
+                               "(which key is meant is not for the server to guess)")
         if not given and scope["type"] == "websocket":
             given = subprotocol_key(scope) or query_key(scope)
         return self.keys.owner(given)
@@ -194,7 +207,10 @@ class AuthAndRateLimit:
                 and chosen_subprotocol(scope) is None):
             return 400, ("offer the subprotocol 'rnnserve' together with "
                          "'rnnserve.key.<key>'"), []
-        owner = self._owner(scope)
+        try:
+            owner = self._owner(scope)
+        except InvalidInput as exc:
+            return 400, exc.message, []
         if owner is None:
             return 401, MISSING_KEY, [(b"www-authenticate", b'Bearer realm="rnnserve"')]
         if self.buckets is not None:

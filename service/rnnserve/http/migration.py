@@ -8,11 +8,12 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Path, Request
 
-from rnnserve.errors import InvalidInput
+from rnnserve.errors import InvalidInput, ModelNotFound
 from rnnserve.http.body import only_fields, read_json_object
 from rnnserve.http.common import engine_of, owner_of, session_body
 from rnnserve.http.openapi import json_body
 from rnnserve.http.responses import FastJSONResponse
+from rnnserve.whole_numbers import whole_number
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
 
@@ -60,9 +61,13 @@ async def migrate_session(request: Request, session_id: str = SESSION) -> FastJS
              openapi_extra=json_body({"type": "object", "required": ["to"], "properties": {
                  "to": {"type": "integer"}}}, {"to": 2}))
 async def migrate_version(request: Request, model: str = MODEL,
-                          version: int = VERSION) -> FastJSONResponse:
+                          version: str = VERSION) -> FastJSONResponse:
+    number = whole_number(version)  # digits only: FastAPI's int would read "1.0" or "1_0"
+    if number is None:
+        raise ModelNotFound(f"model {model!r} has no version {version!r}: a version is its "
+                            "number's digits, like 2")
     body = await read_json_object(request)
     only_fields(body, {"to"}, "migrate")
     results = await engine_of(request).sessions.migrate_version(
-        model, version, target_version(body, "to"), owner=owner_of(request))
+        model, number, target_version(body, "to"), owner=owner_of(request))
     return FastJSONResponse({"results": results})
