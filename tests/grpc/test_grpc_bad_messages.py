@@ -62,7 +62,8 @@ def started(stub: inference_pb2_grpc.GRPCInferenceServiceStub, sequence_id: int)
 
 def test_shapes_numpy_refuses_are_invalid_argument(
         stub: inference_pb2_grpc.GRPCInferenceServiceStub) -> None:
-    for shape, raw, fragment in (([0, 2**62, 3], b"", "has a dimension past"),
+    for shape, raw, fragment in (([0, 2**62, 3], b"", "describes more than"),
+                                 ([2**31 - 1, 2**31 - 1, 0], b"", "describes more than"),
                                  ([1] * 65, b"\0" * 4, "65 dimensions")):
         message = pb.ModelInferRequest(model_name=MODEL)
         message.inputs.add(name="input", datatype="FP32", shape=shape)

@@ -73,6 +73,11 @@ async def test_a_null_binary_data_size_answers_alike_every_time(
 @pytest.mark.parametrize(("path", "body"), [
     (f"/v2/models/{MODEL}/infer", {"inputs": [{"name": "input", "shape": [2**40, 2**40, 0],
                                                "datatype": "FP32", "data": []}]}),
+    (f"/v2/models/{MODEL}/infer", {"inputs": [{"name": "input", "shape": [2**31 - 1] * 2 + [0],
+                                               "datatype": "FP32", "data": []}]}),
+    (f"/v2/models/{MODEL}/infer", {"inputs": [{"name": "input", "shape": [2**31 - 1] * 2 + [0],
+                                               "datatype": "FP32",
+                                               "parameters": {"binary_data_size": 0}}]}),
     (f"/v1/models/{MODEL}/sessions", {"state": {"h0": {"shape": [2**32, 2**32, 1],
                                                        "data": []}}}),
     (f"/v1/models/{MODEL}/predict", {"inputs": [[STEP[0]]], "initial_states": [

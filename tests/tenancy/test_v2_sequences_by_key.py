@@ -118,3 +118,26 @@ def test_a_keys_sequence_is_invisible_to_the_other_key_over_rest(
     assert httpx.get(url, headers=B).status_code == 404
     unscoped = f"{server.url}/v1/sessions/{sequence_session_id('tiny-gru', 5)}"
     assert httpx.get(unscoped, headers=A).status_code == 404
+
+
+def test_two_keys_in_one_call_are_refused_over_both_transports(server: ServerProcess) -> None:
+    """Which key is meant is not guessed: two Authorization headers (HTTP) or authorization
+    metadata entries (gRPC) are refused, in either order, as over HTTP's other routes."""
+    import grpc
+    from rnnserve.grpc.generated import inference_pb2 as pb
+    from rnnserve.grpc.generated import inference_pb2_grpc
+
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+        for order in (("key-a", "wrong"), ("wrong", "key-a")):
+            metadata = [("authorization", f"Bearer {key}") for key in order]
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.ModelMetadata(pb.ModelMetadataRequest(name="tiny-lstm"),
+                                   metadata=metadata, timeout=20)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "2 authorization metadata entries" in caught.value.details()
+            r = httpx.get(f"{server.url}/v2/models/tiny-lstm", timeout=10, headers=[
+                ("authorization", f"Bearer {key}") for key in order])
+            assert r.status_code == 400, r.text
+        assert stub.ModelMetadata(pb.ModelMetadataRequest(name="tiny-lstm"), timeout=20,
+                                  metadata=[("authorization", "Bearer key-a")]).name == "tiny-lstm"

@@ -17,6 +17,7 @@ when it is the latest."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypedDict
@@ -121,15 +122,18 @@ MAX_RANK = 8
 """The most dimensions an input's shape may have: every input of an rnnserve model has 3
 (the sequence input [batch, time, features], a state [layers, batch, hidden]); the model's
 own check words the exact shape it wants, this one only keeps numpy from refusing a shape
-(more than 64 dimensions, a size past the address space) with an error of its own."""
-MAX_DIMENSION = 2**31 - 1
+with an error of its own."""
+MAX_VALUES = 2**31
+"""The most values a shape may describe, its zero dimensions left out: numpy refuses a shape
+whose other dimensions multiply past its address space even when a 0 makes it empty, and no
+request carries 2^31 values (8 GiB of float32)."""
 
 
 def check_shape(shape: object, what: str) -> list[int]:
     """A tensor's shape from the wire, as a list: non-negative whole numbers, at most MAX_RANK
-    of them, none past MAX_DIMENSION (a 0 elsewhere makes a huge one hold no values, so a
-    size check alone would pass it on to numpy, which refuses it). `what` names the tensor
-    in the refusal ("input 'x'", "state.h0")."""
+    of them, whose non-zero ones multiply to at most MAX_VALUES (a 0 makes a shape hold no
+    values, so a size check alone would pass [2^40, 2^40, 0] on to numpy, which refuses it).
+    `what` names the tensor in the refusal ("input 'x'", "state.h0")."""
     if not isinstance(shape, list | tuple) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
@@ -137,8 +141,9 @@ def check_shape(shape: object, what: str) -> list[int]:
     if len(shape) > MAX_RANK:
         raise InvalidInput(f"{what}: shape has {len(shape)} dimensions; inputs have 3: "
                            "[batch, time, features] (a state: [layers, batch, hidden])")
-    if any(d > MAX_DIMENSION for d in shape):
-        raise InvalidInput(f"{what}: shape {list(shape)} has a dimension past {MAX_DIMENSION}")
+    if math.prod(d for d in shape if d) > MAX_VALUES:
+        raise InvalidInput(f"{what}: shape {list(shape)} describes more than {MAX_VALUES} "
+                           "values; no request carries that many")
     return list(shape)
 
 
@@ -322,7 +327,7 @@ class V2DataPlane:
                     engine.runner(model, version)  # an unknown model: 404, as everywhere
                 raise SequenceNotActive(
                     f"sequence {sequence_id!r} of model {model!r} is not active") from None
-            if version not in (None, "") and _version_number(version) != record.version:
+            if version is not None and _version_number(version) != record.version:
                 engine.runner(model, version)  # a version the model lacks: 404, as everywhere
                 raise InvalidInput(f"sequence {sequence_id!r} runs on version "
                                    f"{record.version}, not {version}")

@@ -33,7 +33,6 @@ from rnnserve.http.errors import error_message
 from rnnserve.http.hot_routes import Handler, HotRoutes
 from rnnserve.http.limits import BodySizeLimit
 from rnnserve.http.request_context import Exchange, RequestContext
-from rnnserve.whole_numbers import whole_number
 
 log = logging.getLogger("rnnserve.http")
 
@@ -87,14 +86,14 @@ class DirectPath:
         found = layers.hot.match(scope["path"])
         if found is None:
             return None
-        length: int | None = -1
+        length = -1
         for name, value in scope["headers"]:
-            if name == b"content-length":
-                length = whole_number(value)
+            if name == b"content-length":  # (bytes.isdigit is ASCII only; the parser refused
+                length = int(value) if value.isdigit() else -1  # a length past 64 bits)
             elif (name == b"transfer-encoding" or name.startswith(b"x-forwarded-")
                   or (name == b"origin" and layers.cors)):
                 return None
-        return found if length is not None and 0 <= length <= layers.max_body else None
+        return found if 0 <= length <= layers.max_body else None
 
     async def answer(self, scope: Scope, body: bytes, found: Found) -> Answer:
         """Status, headers (with the request id) and body of a hot request taken directly."""
