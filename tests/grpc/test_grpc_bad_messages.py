@@ -186,3 +186,26 @@ def test_a_later_step_naming_an_unknown_model_or_version_is_not_found(
     padded.model_version = "02"  # version 2, written with a zero: the sequence's own
     stub.ModelInfer(padded, timeout=20)
     assert steps(server, 74) == 2
+
+
+def test_the_health_service_refuses_bytes_that_are_no_protobuf(
+        server: ServerProcess, channel: grpc.Channel) -> None:
+    """The health service needs no key: what it cannot parse is INVALID_ARGUMENT, with no
+    error in the server log (grpc's own answer was UNKNOWN and a logged traceback)."""
+    from rnnserve.grpc.generated import health_pb2, health_pb2_grpc
+
+    for method, streaming in (("Check", False), ("List", False), ("Watch", True)):
+        path = f"/grpc.health.v1.Health/{method}"
+        call = (channel.unary_stream if streaming else channel.unary_unary)(
+            path, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        with pytest.raises(grpc.RpcError) as caught:
+            answer = call(b"\xff" * 10, timeout=20)
+            if streaming:
+                next(iter(answer))  # type: ignore[call-overload]
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, caught.value)
+    health = health_pb2_grpc.HealthStub(channel)
+    assert health.Check(health_pb2.HealthCheckRequest(service=""), timeout=20).status == 1
+    with pytest.raises(grpc.RpcError) as caught:
+        health.Check(health_pb2.HealthCheckRequest(service="s" * 20000), timeout=20)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND  # its message fits the metadata
+    assert "Exception deserializing" not in server.log()

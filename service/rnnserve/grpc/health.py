@@ -35,7 +35,8 @@ class HealthServicer:
     async def Check(self, request: health_pb2.HealthCheckRequest, context: Any
                     ) -> health_pb2.HealthCheckResponse:
         if request.service not in self._services:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"unknown service {request.service[:200]!r}")
         return health_pb2.HealthCheckResponse(status=self._status(request.service))
 
     async def List(self, request: Any, context: Any) -> Any:

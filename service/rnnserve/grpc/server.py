@@ -12,11 +12,15 @@ from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from rnnserve.engine import Engine
-from rnnserve.grpc.generated import health_pb2, health_pb2_grpc, inference_pb2
+from rnnserve.grpc.generated import health_pb2, inference_pb2
 from rnnserve.grpc.health import HealthServicer
 from rnnserve.grpc.observed import CallObserver
 from rnnserve.grpc.servicer import InferenceServicer
-from rnnserve.grpc.undecodable import lenient, refusing_undecodable
+from rnnserve.grpc.undecodable import (
+    lenient,
+    refusing_undecodable,
+    refusing_undecodable_stream,
+)
 from rnnserve.settings import Settings
 
 log = logging.getLogger("rnnserve.grpc")
@@ -81,6 +85,27 @@ def add_inference_service(servicer: InferenceServicer, observer: CallObserver,
     server.add_registered_method_handlers(SERVICE, handlers)
 
 
+def add_health_service(servicer: HealthServicer, server: grpc.aio.Server) -> None:
+    """The generated `add_HealthServicer_to_server`, but a request that does not parse gets
+    INVALID_ARGUMENT (grpc/undecodable.py), not grpc's UNKNOWN and an error in the log: the
+    health service needs no key, so anyone could fill the log otherwise."""
+    check, listing = health_pb2.HealthCheckRequest, health_pb2.HealthListRequest
+    handlers = {
+        "Check": grpc.unary_unary_rpc_method_handler(
+            refusing_undecodable(servicer.Check), request_deserializer=lenient(check),
+            response_serializer=health_pb2.HealthCheckResponse.SerializeToString),
+        "List": grpc.unary_unary_rpc_method_handler(
+            refusing_undecodable(servicer.List), request_deserializer=lenient(listing),
+            response_serializer=health_pb2.HealthListResponse.SerializeToString),
+        "Watch": grpc.unary_stream_rpc_method_handler(
+            refusing_undecodable_stream(servicer.Watch), request_deserializer=lenient(check),
+            response_serializer=health_pb2.HealthCheckResponse.SerializeToString),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(HEALTH_SERVICE,
+                                                                          handlers),))
+    server.add_registered_method_handlers(HEALTH_SERVICE, handlers)
+
+
 async def start_grpc_server(engine: Engine, settings: Settings) -> grpc.aio.Server:
     """Listen on settings.host:settings.grpc_port; messages up to settings.max_body_bytes
     (grpcio's default is 4 MiB; tritonclient allows 2 GiB on its side)."""
@@ -92,7 +117,7 @@ async def start_grpc_server(engine: Engine, settings: Settings) -> grpc.aio.Serv
     ])
     add_inference_service(InferenceServicer(engine), CallObserver(engine), server)
 
-    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(engine, (SERVICE,)), server)
+    add_health_service(HealthServicer(engine, (SERVICE,)), server)
     names = (SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server, pool=reflection_pool())
 

@@ -6,7 +6,7 @@ unary method refuses it, a stream answers it in band and goes on (stream_call.py
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -38,6 +38,7 @@ def lenient(message: type[Message]) -> Callable[[bytes], Message | Undecodable]:
 
 
 Unary = Callable[[Any, Any], Awaitable[Any]]
+ServerStream = Callable[[Any, Any], AsyncIterator[Any]]
 
 
 def refusing_undecodable(handler: Unary) -> Unary:
@@ -47,5 +48,18 @@ def refusing_undecodable(handler: Unary) -> Unary:
         if type(request) is Undecodable:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.error.message)
         return await handler(request, context)
+
+    return call
+
+
+def refusing_undecodable_stream(handler: ServerStream) -> ServerStream:
+    """A server-streaming method (health's Watch) that ends an undecodable request's call
+    with INVALID_ARGUMENT."""
+
+    async def call(request: Any, context: Any) -> AsyncIterator[Any]:
+        if type(request) is Undecodable:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.error.message)
+        async for reply in handler(request, context):
+            yield reply
 
     return call
