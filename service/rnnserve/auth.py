@@ -16,6 +16,8 @@ import hmac
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from rnnserve.errors import InvalidInput
+
 
 def owner_of_key(key: str) -> str:
     """A stable, non-secret identity for a key."""
@@ -85,3 +87,13 @@ class ApiKeys:
         """The token of an `Authorization: Bearer <token>` value ("" otherwise)."""
         scheme, _, token = header.partition(" ")
         return token.strip() if scheme.lower() == "bearer" else ""
+
+    @staticmethod
+    def presented(authorizations: list[str], what: str) -> str:
+        """The key a call presents in its authorization values ("" for none); several are
+        refused (InvalidInput) over every transport: which one is meant is not guessed.
+        `what` names the values in the refusal (HTTP headers, gRPC metadata entries)."""
+        if len(authorizations) > 1:
+            raise InvalidInput(f"the call has {len(authorizations)} {what}: send one (which "
+                               "key is meant is not for the server to guess)")
+        return ApiKeys.bearer(authorizations[0]) if authorizations else ""

@@ -17,3 +17,11 @@ def whole_number(text: str | bytes, max_digits: int = 18) -> int | None:
     if not 0 < len(raw) <= max_digits or not _ASCII_DIGITS.fullmatch(raw):
         return None
     return int(raw)
+
+
+def version_number(version: int | str | None) -> int | None:
+    """The model version a caller names: an int as it is, a string by its digits ("01" is
+    1), None for anything else."""
+    if isinstance(version, int):
+        return version
+    return whole_number(version) if isinstance(version, str) else None

@@ -15,7 +15,7 @@ from rnnserve.engine.providers import DeviceUnavailable
 from rnnserve.engine.repository import SourceProblem, discover
 from rnnserve.engine.runner import Runner, RunnerOptions
 from rnnserve.errors import ModelNotFound
-from rnnserve.whole_numbers import whole_number
+from rnnserve.whole_numbers import version_number
 
 log = logging.getLogger("rnnserve.models")
 
@@ -81,7 +81,7 @@ class LoadedModels:
             raise ModelNotFound(f"unknown model {name!r}; loaded models: {self.names()}")
         if version is None:  # ("" names no version: a blank field must not mean "latest")
             return by_version[max(by_version)]
-        number = version if isinstance(version, int) else whole_number(str(version))
+        number = version_number(version)
         if number is None or number not in by_version:
             raise ModelNotFound(f"model {name!r} has no version {version!r}; "
                                 f"available versions: {sorted(by_version)}")

@@ -24,7 +24,7 @@ from rnnserve.engine.model_registry import ModelRegistry
 from rnnserve.engine.runner import Runner
 from rnnserve.errors import ModelNotFound, Unavailable, VersionNotServedYet, VersionRetired
 from rnnserve.state import StateStore
-from rnnserve.whole_numbers import whole_number
+from rnnserve.whole_numbers import version_number
 
 log = logging.getLogger("rnnserve.model_control")
 
@@ -87,8 +87,7 @@ class Retirement:
                 ) -> ModelNotFound | VersionRetired:
         """A new session or call asked of a version that is retiring: VersionRetired (410)
         instead of the 404."""
-        number = version if isinstance(version, int) else (
-            whole_number(version) if isinstance(version, str) else None)
+        number = version_number(version)
         until = None if number is None else self.until(model, number)
         return error if until is None or number is None else retired(
             model, number, until, new=True)

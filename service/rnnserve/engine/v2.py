@@ -38,7 +38,7 @@ from rnnserve.errors import (
     Unavailable,
     not_applied,
 )
-from rnnserve.whole_numbers import whole_number
+from rnnserve.whole_numbers import version_number
 
 DATATYPES = frozenset({"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
                        "INT64", "FP16", "FP32", "FP64", "BYTES", "BF16"})
@@ -327,7 +327,7 @@ class V2DataPlane:
                     engine.runner(model, version)  # an unknown model: 404, as everywhere
                 raise SequenceNotActive(
                     f"sequence {sequence_id!r} of model {model!r} is not active") from None
-            if version is not None and _version_number(version) != record.version:
+            if version is not None and version_number(version) != record.version:
                 engine.runner(model, version)  # a version the model lacks: 404, as everywhere
                 raise InvalidInput(f"sequence {sequence_id!r} runs on version "
                                    f"{record.version}, not {version}")
@@ -354,11 +354,6 @@ class V2DataPlane:
         if with_states:
             outputs.update({s.output: result.states[s.input] for s in sig.states})
         return runner, outputs
-
-
-def _version_number(version: str | int) -> int | None:
-    """A requested version as the number it names ("01" is 1), None for no number."""
-    return version if isinstance(version, int) else whole_number(version)
 
 
 def _check_outputs(request: V2Request, runner: Runner) -> None:

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 from rnnserve.auth import ApiKeys
 from rnnserve.engine import Engine, TimeLimit, V2DataPlane
-from rnnserve.errors import InvalidInput, NotFound, RequestTimedOut, Unauthenticated
+from rnnserve.errors import NotFound, RequestTimedOut, Unauthenticated
 from rnnserve.grpc import converters, model_admin, repository
 from rnnserve.grpc.errors import aborts_on_error, status_of
 from rnnserve.grpc.generated import inference_pb2 as pb
@@ -47,12 +47,9 @@ class InferenceServicer:
     def _owner(self, context: Any) -> str:
         """The caller's owner id from `authorization: Bearer <key>` metadata (as HTTP: every
         RPC but ServerLive/ServerReady needs a key when keys are configured)."""
-        given, count = "", 0
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization":
-                given, count = ApiKeys.bearer(value), count + 1
-        if count > 1:  # as over HTTP: which key is meant is not guessed
-            raise InvalidInput(f"the call has {count} authorization metadata entries: send one")
+        given = ApiKeys.presented([value for key, value in context.invocation_metadata() or ()
+                                   if key == "authorization"],
+                                  "authorization metadata entries")
         owner = self._keys.owner(given)
         if owner is None:
             raise Unauthenticated("missing or invalid API key: send metadata "

@@ -178,13 +178,8 @@ class AuthAndRateLimit:
         """The caller's owner id, "" without keys, None when the key is missing or wrong."""
         if not self.keys.enabled:
             return ""
-        given, count = "", 0
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                given, count = ApiKeys.bearer(header_text(value)), count + 1
-        if count > 1:
-            raise InvalidInput(f"the request has {count} Authorization headers: send one "
-                               "(which key is meant is not for the server to guess)")
+        given = ApiKeys.presented([header_text(value) for name, value in scope["headers"]
+                                   if name == b"authorization"], "Authorization headers")
         if not given and scope["type"] == "websocket":
             given = subprotocol_key(scope) or query_key(scope)
         return self.keys.owner(given)

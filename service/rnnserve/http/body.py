@@ -80,8 +80,6 @@ def decode_state(value: Any, what: str) -> dict[str, np.ndarray] | None:
             raise InvalidInput(f'{what}.{name} must be {{"shape": [...], "data": [...]}}')
         data = to_float32(tensor["data"], f"{what}.{name}.data")
         shape = tensor.get("shape", list(data.shape))
-        if not isinstance(shape, list):
-            raise InvalidInput(f"{what}.{name}.shape must be a list of non-negative integers")
         shape = check_shape(shape, f"{what}.{name}")
         if math.prod(shape) != data.size:  # (Python's integers: no overflow to a small size)
             raise InvalidInput(f"{what}.{name} has {data.size} values but shape {shape} "
