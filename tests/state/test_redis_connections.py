@@ -6,11 +6,16 @@ and their replies are parsed by hiredis, in C."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
+from typing import Any
 
 import pytest
 
 from tests.state.conftest import GRU, NO_REDIS_PY, MakeStore, rec
 from tests.state.redis_sentinel_cluster import REDIS_SENTINEL, SentinelCluster
+from tests.state.redis_server import RedisServer
 
 redis = pytest.importorskip("redis", reason=NO_REDIS_PY)
 
@@ -73,3 +78,77 @@ async def test_replies_are_parsed_by_hiredis(make_redis: MakeStore) -> None:
     pool = store._client.connection_pool  # type: ignore[attr-defined]
     connections = [*pool._available_connections, *pool._in_use_connections]
     assert connections and all(isinstance(c._parser, _AsyncHiredisParser) for c in connections)
+
+
+class ResettingProxy:
+    """A TCP relay to Redis that can reset (RST) every client connection at once: a Redis that
+    dies with the clients' sockets open, as a killed master does, while Redis itself stays up
+    behind it for the retry."""
+
+    def __init__(self, redis_port: int) -> None:
+        self.redis_port = redis_port
+        self.clients: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.clients.append(writer)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.redis_port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def reset_all(self) -> None:
+        for writer in self.clients:  # closed at once with SO_LINGER 0: an RST, not a FIN
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+        self.clients.clear()
+
+
+@pytest.mark.parametrize("how", ["command", "pipeline"])
+def test_a_connection_reset_after_the_pools_check_is_retried_on_a_fresh_one(
+        redis_server: RedisServer, how: str) -> None:
+    """Under uvloop, the server's loop, a write to a socket Redis reset raised RuntimeError,
+    a 500 (seen when a Sentinel master was killed). The pool checks a connection when it hands
+    it out; here Redis resets it right after that check, and the command must still run once,
+    on a fresh connection, through redis_client's one retry."""
+    uvloop = pytest.importorskip("uvloop")
+    from rnnserve.state.redis_client import connect
+
+    async def scenario() -> int:
+        proxy = ResettingProxy(redis_server.port)
+        client = connect(f"redis://127.0.0.1:{await proxy.start()}/0", 2.0, 5.0)
+        key = f"reset-{how}"
+        await client.set(key, 1)
+        pool = client.connection_pool
+        checked = pool.ensure_connection
+
+        async def check_then_reset(connection: Any) -> None:
+            await checked(connection)
+            pool.ensure_connection = checked  # once
+            proxy.reset_all()
+            await asyncio.sleep(0.1)  # the loop sees the reset and closes the transport
+
+        pool.ensure_connection = check_then_reset
+        try:
+            if how == "command":
+                return int(await client.incr(key))
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.incr(key)
+                return int((await pipe.execute())[0])
+        finally:
+            await client.aclose()
+            assert proxy.server is not None
+            proxy.server.close()
+
+    assert uvloop.run(scenario()) == 2  # run once: not lost, not applied twice

@@ -9,6 +9,7 @@ with what it wrote: a script resent after a lost reply whose first run landed fi
 and answers as that run did (redis_scatter: 'landed', written once), never a conflict that
 would run the step again. Reads just read again. What still fails after that one retry
 surfaces as Unavailable (503, retry after 1 s): StoreUnreachable for a connection error.
+A write to a socket the server closed is a connection error too (redis_closed_socket).
 
 Connections are pooled, at most POOL_CONNECTIONS of them; a command that finds every one busy
 waits for one (up to the command timeout) instead of failing. redis-py's own pool fails it at
@@ -32,6 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rnnserve.errors import StoreFull, StoreUnreachable, Unavailable
 from rnnserve.redact import safe_url
+from rnnserve.state.redis_closed_socket import checking_closed_sockets
 from rnnserve.state.redis_sentinel import connect_sentinel
 from rnnserve.state.redis_url import is_sentinel_url, parse_sentinel_url
 
@@ -58,7 +60,9 @@ def connect(url: str, connect_timeout_s: float, command_timeout_s: float) -> aio
     }
     if is_sentinel_url(url):
         return connect_sentinel(parse_sentinel_url(url), options)
-    return aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(url, **options))
+    pool = aioredis.BlockingConnectionPool.from_url(url, **options)
+    checking_closed_sockets(pool)
+    return aioredis.Redis.from_pool(pool)
 
 
 FULL_ADVICE = ("Redis reached its maxmemory and refuses writes (maxmemory-policy noeviction "

@@ -22,6 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
+from rnnserve.state.redis_closed_socket import checking_closed_sockets
 from rnnserve.state.redis_url import SentinelTarget
 
 
@@ -77,4 +78,6 @@ def connect_sentinel(target: SentinelTarget, options: dict[str, Any]) -> aioredi
     )
     assert isinstance(client, SentinelMaster)
     client.sentinels = sentinel
+    for pool in (client.connection_pool, *(s.connection_pool for s in sentinel.sentinels)):
+        checking_closed_sockets(pool)
     return client
