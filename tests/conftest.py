@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -179,8 +179,12 @@ class LoggedProcess:
     """A subprocess whose output goes to a log file (a pipe nobody reads would stall it),
     stopped with a signal, then killed if it does not exit."""
 
+    logs: ClassVar[list[Path]] = []
+    """Every such process's log, for the report of a test that fails (pytest_runtest_makereport)."""
+
     def __init__(self, args: list[str], log_path: Path, cwd: Path = ROOT) -> None:
         self.log_path = log_path
+        LoggedProcess.logs.append(log_path)
         self.cwd = cwd
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = self._spawn(args)
@@ -286,3 +290,29 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for server in servers:
         server.stop()
+
+
+TEST_STARTED = pytest.StashKey[float]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[TEST_STARTED] = time.time()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[pytest.TestReport]:
+    """A failed test's report carries the tracebacks its processes logged: those whose logs
+    were written while it ran (tests/server_errors.py says why)."""
+    report = yield
+    started = item.stash.get(TEST_STARTED, None)
+    if report.failed and started is not None:
+        from tests.server_errors import logged_errors
+
+        written = [p for p in dict.fromkeys(LoggedProcess.logs)
+                   if p.exists() and p.stat().st_mtime >= started]
+        errors = "\n\n".join(filter(None, map(logged_errors, written)))
+        if errors:
+            report.sections.append(("server logs: tracebacks", errors))
+    return report
