@@ -11,7 +11,9 @@ the server's own message (which says what is wrong and how to fix it) as its tex
       Conflict                     409: the request conflicts with the server's state
         SessionReplaced            another stream attached to the session (final: never
                                    reconnect, the other connection holds it now)
-      Overloaded                   429, 503: retried for you with backoff; raised only when the
+      Overloaded                   429, 503, and 408 (the server had not read the whole body
+                                   within its time limit: it was too busy, or the link too
+                                   slow): retried for you with backoff; raised only when the
                                    retries ran out (`retry_after_s` as the server said)
       ServerError                  500, 504 and other 5xx
       ConnectionFailed             the server could not be reached, after the retries
@@ -79,7 +81,7 @@ class StreamBroken(RnnServeClientError):
     """A stream cannot go on giving each output exactly once and in order."""
 
 
-RETRYABLE = (429, 502, 503, 504)
+RETRYABLE = (408, 429, 502, 503, 504)
 """Statuses that say "not done, or done and safe to ask again with the same step id"."""
 
 
@@ -105,7 +107,7 @@ def error_for(status: int, body: Any, *, session: bool = False,
         kind = SessionRetired
     elif status == 409:
         kind = SessionReplaced if "newer connection" in message else Conflict
-    elif status in (429, 503):
+    elif status in (408, 429, 503):
         kind = Overloaded
     elif status >= 500:
         kind = ServerError

@@ -1,10 +1,10 @@
 """One HTTP call with the client's retry rules: backoff on a connection that failed and on
-429, 502, 503 and 504, honouring Retry-After; the server's error bodies become typed errors.
+408, 429, 502, 503 and 504, honouring Retry-After; the server's error bodies become typed errors.
 
 A call is `idempotent` when sending it twice does what sending it once does: every step (it
 carries a step id), reads, resets, deletes, predictions. A create is not (each makes a
 session), so it is retried only when nothing can have been made: the connection was never
-established, or the server answered 429 or 503."""
+established, or the server answered 408 (the body had not all arrived), 429 or 503."""
 
 from __future__ import annotations
 
@@ -91,4 +91,4 @@ class HttpCalls:
     def _may_retry(error: RnnServeClientError, idempotent: bool) -> bool:
         if idempotent:
             return error.status in RETRYABLE
-        return error.status in (429, 503)
+        return error.status in (408, 429, 503)

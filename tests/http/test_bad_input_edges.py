@@ -208,3 +208,26 @@ async def test_gateway_items_all_of_a_wrong_width_fail_alone(client: httpx.Async
         statuses = dict(enumerate(res["status"] for res in r.json()["results"]))
     assert statuses == {0: 400, 1: 404, 2: 400}, r.text
     assert [await steps_of(client, s) for s in (sids[0], sids[2])] == [0, 0]
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_body_that_never_arrives_whole_is_408_and_closes(
+        start_server: Any, tiny_repo: Any, framing: str) -> None:
+    """A Content-Length larger than the bytes sent (or a chunked body without its last chunk)
+    waited for the request time limit and got the 504 of a request that took too long; the
+    client's request is what was late: 408, and the connection closed (what follows it on
+    that connection cannot be framed)."""
+    server = start_server("--models", str(tiny_repo), "--request-timeout-s", "1")
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        sid = http.post(f"/v1/models/{MODEL}/sessions").json()["session_id"]
+        body = orjson.dumps({"inputs": STEP})
+        head = f"POST /v1/sessions/{sid}/step HTTP/1.1\r\nHost: t\r\n"
+        if framing == "chunked":
+            data = (head + "Transfer-Encoding: chunked\r\n\r\n").encode() + (
+                f"{len(body):x}\r\n".encode() + body + b"\r\n")  # no 0-size chunk
+        else:
+            data = (head + f"Content-Length: {len(body) + 10}\r\n\r\n").encode() + body
+        out = exchange(server, data)  # read until the server closes
+        assert out.startswith(b"HTTP/1.1 408 "), out[:300]
+        assert b"connection: close" in out.lower() and b"did not arrive whole" in out
+        assert http.get(f"/v1/sessions/{sid}").json()["steps"] == 0
