@@ -79,6 +79,19 @@ def test_items_fail_alone_with_their_index(server: ServerProcess) -> None:
     assert [steps_of(server, sid) for sid in ids] == [1, 0, 1]
 
 
+def test_when_every_item_fails_the_reply_keeps_the_models_width(server: ServerProcess) -> None:
+    """The reply's shape is [sessions, timesteps, the model's output size] whichever items
+    failed (it was [n, t, 0] when all did, so a gateway that reads rows by shape broke)."""
+    ids = sessions(server, 1)
+    x = RNG.normal(size=(2, 3, 3)).astype(np.float32)
+    x[1, 0, 0] = np.inf
+    header, outputs = binary_step(server, ["no-such-session", ids[0]], x)
+    size = httpx.get(f"{server.url}/v1/models/{MODEL}").json()["output_size"]
+    assert header["shape"] == [2, 3, size] and outputs.shape == (2, 3, size) and size > 0
+    assert header["steps"] == [None, None] and not outputs.any()
+    assert steps_of(server, ids[0]) == 0
+
+
 def test_a_repeated_step_id_is_replayed_not_applied_twice(server: ServerProcess) -> None:
     ids = sessions(server, 2)
     x = RNG.normal(size=(2, 1, 3)).astype(np.float32)

@@ -18,13 +18,14 @@ same framing): the JSON header
      "errors": [{"index": i, "session_id": "...", "error": "...", "status": 404}, ...],
      "shape": [sessions, timesteps, outputs], "datatype": "FP32"}
 
-then the outputs as float32 of that shape (zeros in the rows of failed items). Items succeed
+then the outputs as float32 of that shape (zeros in the rows of failed items; when every item
+failed, the width is the model's latest version's output size). Items succeed
 or fail alone, as in the JSON form; a body that cannot be read as this layout is refused
 whole (400 with what is wrong), before any session is touched."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -106,15 +107,17 @@ def decode(body: bytes, header_length: str | None, max_items: int
     return ids, step_ids, x
 
 
-def encode(ids: list[str], results: Sequence[Any], timesteps: int) -> tuple[bytes, bytes]:
+def encode(ids: list[str], results: Sequence[Any], timesteps: int,
+           model_width: Callable[[], int]) -> tuple[bytes, bytes]:
     """(JSON header, outputs) of the reply: one array of every item's outputs, zeros where an
-    item failed."""
+    item failed. The width is the items' outputs', or `model_width()` (the model's latest
+    version's) when none succeeded, so the reply's shape does not depend on which failed."""
     if type(results) is StepRows:  # every item applied: the batch's arrays as they are
         header = orjson.dumps({"steps": results.steps.tolist(), "errors": [],
                                "shape": list(results.outputs.shape), "datatype": "FP32"})
         return header, np.ascontiguousarray(results.outputs, "<f4").tobytes()
     done = [r for r in results if isinstance(r, StepResult)]
-    width = done[0].outputs.shape[-1] if done else 0
+    width = done[0].outputs.shape[-1] if done else model_width()
     if len(done) == len(results):  # transposed in one C pass, then one copy of the rows
         rows, counts, _ = zip(*done, strict=True)
         outputs = np.concatenate(rows).reshape(len(done), *rows[0].shape).astype("<f4",
@@ -145,6 +148,7 @@ async def step_many_binary(request: Request, model: str) -> Response:
     ids, step_ids, x = decode(body, request.headers.get(HEADER), engine.settings.max_sequences)
     results = await engine.sessions.step_many(
         model, ids, x, step_ids, owner=owner_of(request))
-    header, outputs = encode(ids, results, x.shape[1])
+    header, outputs = encode(ids, results, x.shape[1],
+                             lambda: engine.models.get(model).signature.output_size)
     return Response(header + outputs, media_type=MEDIA_TYPE,
                     headers={"Inference-Header-Content-Length": str(len(header))})
