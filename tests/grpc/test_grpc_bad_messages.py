@@ -209,3 +209,24 @@ def test_the_health_service_refuses_bytes_that_are_no_protobuf(
         health.Check(health_pb2.HealthCheckRequest(service="s" * 20000), timeout=20)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND  # its message fits the metadata
     assert "Exception deserializing" not in server.log()
+
+
+def test_the_reflection_service_answers_bytes_that_are_no_protobuf_in_band(
+        server: ServerProcess, channel: grpc.Channel) -> None:
+    """Reflection needs no key: a stream message it cannot parse gets an error response (as a
+    request of no known kind does) and the stream goes on, with no error in the server log
+    (grpc's own answer ended the stream with UNKNOWN and a logged traceback)."""
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    call = channel.stream_stream(
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    listing = reflection_pb2.ServerReflectionRequest(list_services="").SerializeToString()
+    replies = [reflection_pb2.ServerReflectionResponse.FromString(b)
+               for b in call(iter([b"\xff" * 10, listing]), timeout=20)]
+    assert len(replies) == 2, replies
+    assert replies[0].error_response.error_code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "ServerReflectionRequest" in replies[0].error_response.error_message
+    assert "inference.GRPCInferenceService" in {
+        s.name for s in replies[1].list_services_response.service}
+    assert "Exception deserializing" not in server.log()

@@ -17,6 +17,7 @@ from rnnserve.grpc.health import HealthServicer
 from rnnserve.grpc.observed import CallObserver
 from rnnserve.grpc.servicer import InferenceServicer
 from rnnserve.grpc.undecodable import (
+    Undecodable,
     lenient,
     refusing_undecodable,
     refusing_undecodable_stream,
@@ -106,6 +107,36 @@ def add_health_service(servicer: HealthServicer, server: grpc.aio.Server) -> Non
     server.add_registered_method_handlers(HEALTH_SERVICE, handlers)
 
 
+def add_reflection_service(names: tuple[str, ...], server: grpc.aio.Server) -> None:
+    """grpcio-reflection's servicer, registered as `reflection.enable_server_reflection`
+    would, but a stream message that does not parse gets an in-band error response (as the
+    servicer gives a request of no known kind) and the stream goes on, instead of grpc's
+    UNKNOWN and an error in the log: reflection needs no key either."""
+    servicer = reflection.aio.ReflectionServicer(names, pool=reflection_pool())
+    request = reflection_pb2.ServerReflectionRequest
+    response = reflection_pb2.ServerReflectionResponse
+
+    async def one(message: Any) -> Any:
+        yield message
+
+    async def answer(requests: Any, context: Any) -> Any:
+        async for message in requests:
+            if type(message) is Undecodable:
+                yield response(error_response=reflection_pb2.ErrorResponse(
+                    error_code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                    error_message=message.error.message))
+                continue
+            async for reply in servicer.ServerReflectionInfo(one(message), context):
+                yield reply
+
+    handlers = {"ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+        answer, request_deserializer=lenient(request),
+        response_serializer=response.SerializeToString)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        reflection.SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(reflection.SERVICE_NAME, handlers)
+
+
 async def start_grpc_server(engine: Engine, settings: Settings) -> grpc.aio.Server:
     """Listen on settings.host:settings.grpc_port; messages up to settings.max_body_bytes
     (grpcio's default is 4 MiB; tritonclient allows 2 GiB on its side)."""
@@ -118,8 +149,7 @@ async def start_grpc_server(engine: Engine, settings: Settings) -> grpc.aio.Serv
     add_inference_service(InferenceServicer(engine), CallObserver(engine), server)
 
     add_health_service(HealthServicer(engine, (SERVICE,)), server)
-    names = (SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server, pool=reflection_pool())
+    add_reflection_service((SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
 
     where = address(settings.host, settings.grpc_port)
     try:
