@@ -152,3 +152,23 @@ def test_a_connection_reset_after_the_pools_check_is_retried_on_a_fresh_one(
             proxy.server.close()
 
     assert uvloop.run(scenario()) == 2  # run once: not lost, not applied twice
+
+
+async def test_a_write_on_a_connection_another_task_disconnected_is_a_connection_error(
+        redis_url: str) -> None:
+    """The write's own step (what redis-py runs after its is-connected check, a loop turn
+    later) on a connection that another task disconnected in between, as a pool-wide
+    disconnect at shutdown does: a ConnectionError, which the retry answers with a fresh
+    connection, not an AttributeError on the dropped writer."""
+    from rnnserve.state.redis_client import connect
+
+    client = connect(redis_url, 2.0, 5.0)
+    try:
+        connection = await client.connection_pool.get_connection()
+        await connection.disconnect()
+        with pytest.raises(ConnectionResetError):
+            await connection._send_packed_command([b"PING\r\n"])
+        await client.connection_pool.release(connection)
+        assert await client.ping()
+    finally:
+        await client.aclose()

@@ -23,14 +23,16 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 class ClosedSocketCheck:
     """Mixed in before a redis-py connection class: its timed write (every connection of ours
     has a socket timeout, so every write goes through `_send_packed_command`) refuses a closed
-    socket with an OSError, which redis-py turns into ConnectionError after disconnecting."""
+    socket, or one another task disconnected in the meantime (a pool-wide disconnect, at
+    shutdown), with an OSError, which redis-py turns into ConnectionError after disconnecting
+    (not an AttributeError on the writer it dropped)."""
 
     _writer: Any
 
     async def _send_packed_command(self, command: Iterable[bytes]) -> None:
         writer = self._writer
-        if writer is not None and writer.transport.is_closing():
-            raise ConnectionResetError("the server closed the connection")
+        if writer is None or writer.transport.is_closing():  # None: another task disconnected it
+            raise ConnectionResetError("the connection is closed")
         await super()._send_packed_command(command)  # type: ignore[misc]
 
 
