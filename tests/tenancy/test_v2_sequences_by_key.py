@@ -141,3 +141,26 @@ def test_two_keys_in_one_call_are_refused_over_both_transports(server: ServerPro
             assert r.status_code == 400, r.text
         assert stub.ModelMetadata(pb.ModelMetadataRequest(name="tiny-lstm"), timeout=20,
                                   metadata=[("authorization", "Bearer key-a")]).name == "tiny-lstm"
+
+
+def test_bytes_that_are_no_protobuf_are_refused_for_the_key_first(server: ServerProcess) -> None:
+    """A message that does not parse is UNAUTHENTICATED without a valid key (as any request
+    is) and INVALID_ARGUMENT with one: a caller without a key learns nothing of what it sent.
+    ServerLive needs no key, so it says INVALID_ARGUMENT to anyone."""
+    import grpc
+
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        def send(method: str, key: str | None) -> grpc.StatusCode:
+            call = channel.unary_unary(f"/inference.GRPCInferenceService/{method}",
+                                       request_serializer=lambda b: b,
+                                       response_deserializer=lambda b: b)
+            metadata = [("authorization", f"Bearer {key}")] if key else []
+            with pytest.raises(grpc.RpcError) as caught:
+                call(b"\xff" * 10, metadata=metadata, timeout=20)
+            return caught.value.code()  # type: ignore[no-any-return]
+
+        for method in ("ModelInfer", "ModelMetadata"):
+            assert send(method, None) == grpc.StatusCode.UNAUTHENTICATED
+            assert send(method, "wrong") == grpc.StatusCode.UNAUTHENTICATED
+            assert send(method, "key-a") == grpc.StatusCode.INVALID_ARGUMENT
+        assert send("ServerLive", None) == grpc.StatusCode.INVALID_ARGUMENT

@@ -75,7 +75,8 @@ def add_inference_service(servicer: InferenceServicer, observer: CallObserver,
     object per reply."""
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
-            observer.unary(name, refusing_undecodable(getattr(servicer, name))),
+            observer.unary(name, refusing_undecodable(getattr(servicer, name),
+                                                      servicer.refusing_for(name))),
             request_deserializer=lenient(request),
             response_serializer=response.SerializeToString)
         for name, (request, response) in UNARY_METHODS.items()}

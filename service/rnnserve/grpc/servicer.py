@@ -12,19 +12,23 @@ step_id parameter, which is never applied twice."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
 from rnnserve.auth import ApiKeys
 from rnnserve.engine import Engine, TimeLimit, V2DataPlane
-from rnnserve.errors import NotFound, RequestTimedOut, Unauthenticated
+from rnnserve.errors import NotFound, RequestTimedOut, RnnServeError, Unauthenticated
 from rnnserve.grpc import converters, model_admin, repository
 from rnnserve.grpc.errors import aborts_on_error, status_of
 from rnnserve.grpc.generated import inference_pb2 as pb
 from rnnserve.grpc.stream_call import StreamCall
+from rnnserve.grpc.undecodable import Undecodable
 from rnnserve.grpc.wire import ReplyWriter
 from rnnserve.metrics import OTHER
+
+KEYLESS_METHODS = ("ServerLive", "ServerReady")
+"""The methods any caller may call, keys or not (as HTTP's liveness and readiness)."""
 
 
 class InferenceServicer:
@@ -66,6 +70,22 @@ class InferenceServicer:
         peer = peer_host(context.peer() or "")
         client = self._proxies.client(peer, forwarded)
         return self._proxies.counted(client, forwarded is not None)
+
+    def refusing_for(self, method: str) -> Callable[[Undecodable, Any], Awaitable[None]]:
+        """How `method` refuses a message that does not parse: INVALID_ARGUMENT, but the key
+        is checked first, as for any request of that method (ServerLive and ServerReady need
+        none), so a caller without a key learns nothing about what it sent."""
+        keyless = method in KEYLESS_METHODS
+
+        async def refuse(request: Undecodable, context: Any) -> None:
+            try:
+                if not keyless:
+                    self._owner(context)
+            except RnnServeError as exc:  # no key, a wrong one, or several
+                await context.abort(*status_of(exc))
+            await context.abort(*status_of(request.error))
+
+        return refuse
 
     @aborts_on_error
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any

@@ -41,12 +41,18 @@ Unary = Callable[[Any, Any], Awaitable[Any]]
 ServerStream = Callable[[Any, Any], AsyncIterator[Any]]
 
 
-def refusing_undecodable(handler: Unary) -> Unary:
-    """A unary method that ends an undecodable request's call with INVALID_ARGUMENT."""
+async def invalid_argument(request: Undecodable, context: Any) -> Any:
+    """End the call of an undecodable request with INVALID_ARGUMENT."""
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.error.message)
+
+
+def refusing_undecodable(handler: Unary, refuse: Unary = invalid_argument) -> Unary:
+    """A unary method that ends an undecodable request's call through `refuse` (by default
+    INVALID_ARGUMENT; the inference service checks the caller's key first)."""
 
     async def call(request: Any, context: Any) -> Any:
         if type(request) is Undecodable:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.error.message)
+            return await refuse(request, context)
         return await handler(request, context)
 
     return call
