@@ -292,27 +292,27 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         server.stop()
 
 
-TEST_STARTED = pytest.StashKey[float]()
+LOG_SIZES = pytest.StashKey[dict[Path, int]]()
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    item.stash[TEST_STARTED] = time.time()
+    item.stash[LOG_SIZES] = {p: p.stat().st_size for p in LoggedProcess.logs if p.exists()}
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
                               ) -> Iterator[pytest.TestReport]:
-    """A failed test's report carries the tracebacks its processes logged: those whose logs
-    were written while it ran (tests/server_errors.py says why)."""
+    """A failed test's report carries the tracebacks its processes logged: what their logs
+    gained while it ran (tests/server_errors.py says why)."""
     report = yield
-    started = item.stash.get(TEST_STARTED, None)
-    if report.failed and started is not None:
+    sizes = item.stash.get(LOG_SIZES, None)
+    if report.failed and sizes is not None:
         from tests.server_errors import logged_errors
 
-        written = [p for p in dict.fromkeys(LoggedProcess.logs)
-                   if p.exists() and p.stat().st_mtime >= started]
-        errors = "\n\n".join(filter(None, map(logged_errors, written)))
+        grown = [(p, sizes.get(p, 0)) for p in dict.fromkeys(LoggedProcess.logs)
+                 if p.exists() and p.stat().st_size > sizes.get(p, 0)]
+        errors = "\n\n".join(filter(None, (logged_errors(p, since) for p, since in grown)))
         if errors:
             report.sections.append(("server logs: tracebacks", errors))
     return report

@@ -40,11 +40,15 @@ def _exception_line(body: list[str]) -> str:
     return next((ln for ln in reversed(body) if ln and not ln[0].isspace()), body[-1])
 
 
-def logged_errors(log_path: Path) -> str:
-    """What the log at `log_path` holds of tracebacks, or "" when none (or no log)."""
+def logged_errors(log_path: Path, since: int = 0) -> str:
+    """What the log at `log_path` holds of tracebacks past its first `since` bytes (what was
+    written before the test began), or "" when none (or no log). Text logs only: a
+    `--log-format json` log reads as holding none."""
     if not log_path.exists():
         return ""
-    found = _tracebacks(log_path.read_text(errors="replace").splitlines())
+    with log_path.open("rb") as log:
+        log.seek(since)
+        found = _tracebacks(log.read().decode(errors="replace").splitlines())
     if not found:
         return ""
     counts = Counter((_LOG_LINE.sub("", head)[:160], _exception_line(body)[:300])

@@ -195,8 +195,9 @@ class Settings(BaseSettings):
     )
     request_timeout_s: float = Field(
         60.0, gt=0, description="A request (HTTP or gRPC) running longer gets 504 (gRPC: "
-        "DEADLINE_EXCEEDED) when nothing it asked for was applied; a session step already "
-        "running is answered with its real result instead."
+        "DEADLINE_EXCEEDED) when nothing it asked for was applied (HTTP: 408, and the "
+        "connection closed, when its body was still to come from the client); a session step "
+        "already running is answered with its real result instead."
     )
     max_sessions_per_client: int = Field(
         10_000, ge=0, description="Most live sessions one client address (IPv6: one /64) "

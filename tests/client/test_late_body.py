@@ -23,12 +23,14 @@ MODEL = "tiny-gru"
 class StarvingRelay:
     """A TCP relay to `port` that, from the first POST on, forwards on that connection all but
     the last byte the client sent so far (so that request's body never arrives whole); the
-    other connections pass everything. It counts connections."""
+    other connections pass everything. It counts connections and keeps what the server
+    answered on each."""
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.connections = 0
         self.starving = False  # a connection holds back bytes (only one ever does)
+        self.answers: list[bytearray] = []  # what the server sent back, per connection
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
@@ -41,12 +43,15 @@ class StarvingRelay:
                 return
             self.connections += 1
             upstream = socket.create_connection(("127.0.0.1", self.port))
-            threading.Thread(target=self._pipe, args=(downstream, upstream, True),
+            answer = bytearray()
+            self.answers.append(answer)
+            threading.Thread(target=self._pipe, args=(downstream, upstream, True, None),
                              daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, downstream, False),
+            threading.Thread(target=self._pipe, args=(upstream, downstream, False, answer),
                              daemon=True).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket, may_starve: bool) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, may_starve: bool,
+              kept: bytearray | None) -> None:
         held, starve = b"", False
         try:
             while data := src.recv(65536):
@@ -55,6 +60,8 @@ class StarvingRelay:
                 data = held + data
                 if starve:  # the last byte waits for more, which never comes
                     data, held = data[:-1], data[-1:]
+                if kept is not None:
+                    kept += data
                 dst.sendall(data)
         except OSError:
             pass
@@ -87,6 +94,7 @@ def test_a_step_whose_body_came_late_is_sent_again_and_applied_once(
     finally:
         relay.close()
     assert relay.connections == 2  # the 408 closed the first
+    assert b"HTTP/1.1 408 " in relay.answers[0]
     whole = httpx.post(f"{slow_limit.url}/v1/models/{MODEL}/predict",
                        json={"inputs": [x.tolist()]}).json()["outputs"][0]
     np.testing.assert_allclose(out, np.asarray(whole, np.float32), rtol=1e-6)
@@ -101,7 +109,7 @@ def test_a_create_whose_body_came_late_is_sent_again_and_makes_one_session(
             session = client.create_session(MODEL)
     finally:
         relay.close()
-    assert relay.connections == 2
+    assert relay.connections == 2 and relay.answers[0].startswith(b"HTTP/1.1 408 ")
     live = httpx.get(f"{slow_limit.url}/v1/models").json()["live_sessions"]
     assert live.get(MODEL) == 1  # the first try made none
     assert httpx.get(f"{slow_limit.url}/v1/sessions/{session.session_id}").status_code == 200

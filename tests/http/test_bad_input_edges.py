@@ -231,3 +231,38 @@ def test_a_body_that_never_arrives_whole_is_408_and_closes(
         assert out.startswith(b"HTTP/1.1 408 "), out[:300]
         assert b"connection: close" in out.lower() and b"did not arrive whole" in out
         assert http.get(f"/v1/sessions/{sid}").json()["steps"] == 0
+
+
+def test_a_whole_body_the_server_was_slow_to_read_is_504_and_keeps_the_connection(
+        start_server: Any, tiny_repo: Any) -> None:
+    """The 408 is for a client that did not send its body: a large body sent whole, which the
+    server had not finished reading (or handling) when its time limit ran out, gets the 504 of
+    a slow answer, and the connection stays usable for the next request."""
+    server = start_server("--models", str(tiny_repo), "--request-timeout-s", "0.02")
+    body = orjson.dumps({"inputs": np.full((200, 1000, 3), 0.123456, np.float32).tolist()})
+    head = (f"POST /v1/models/{MODEL}/predict HTTP/1.1\r\nHost: t\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head + chunked)
+        first = read_response(sock)
+        assert first.startswith(b"HTTP/1.1 504 "), first[:300]
+        assert b"connection: close" not in first.lower()
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(sock).startswith(b"HTTP/1.1 200 ")
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One response with a Content-Length body, read from a kept-alive connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection closed: {data[:300]!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the connection closed mid-body"
+        rest += chunk
+    return head + b"\r\n\r\n" + rest[:length]

@@ -18,8 +18,10 @@ import uvicorn
 from rnnserve.http.connections import ConnectionGuard
 from rnnserve.http.errors import MALFORMED_BODY
 from rnnserve.http.http_protocols import server_protocols
+from rnnserve.http.request_context import RequestContext
 from rnnserve.metrics import Metrics
 from rnnserve.proxies import TrustedProxies
+from rnnserve.tracing import Tracing
 
 from tests.conftest import free_port
 from tests.http.test_connection_limits import (
@@ -68,7 +70,11 @@ def server(request: pytest.FixtureRequest) -> Iterator[Server]:
     guard = ConnectionGuard(0.5, CAP, TrustedProxies(""), metrics.connections_refused)
     http, ws = server_protocols(guard, h11=request.param == "h11")
     state = Server(free_port())
-    config = uvicorn.Config(body_length_app(state), host="127.0.0.1", port=state.port,
+    # the request time limit's layer around it, as `rnnserve serve` has (3 s: longer than
+    # the slow-body test's pace, shorter than a body that never comes)
+    app = RequestContext(body_length_app(state), 3.0, metrics, Tracing("", "test"),
+                         lambda model: model)
+    config = uvicorn.Config(app, host="127.0.0.1", port=state.port,
                             http=http, ws=ws, lifespan="off", log_level="warning")
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, daemon=True)
@@ -97,6 +103,18 @@ def test_an_unfinished_head_gets_408_and_silence_is_closed(server: Server) -> No
     assert "--header-timeout-s" in json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
     with open_socket(server.port) as sock:
         assert read_until_closed(sock) == b""
+
+
+def test_a_body_that_never_comes_whole_gets_408_and_the_connection_closes(
+        server: Server) -> None:
+    """The request time limit's 408 reads uvicorn's request cycle (http/late_body.py): both
+    protocols must show it, or a late client would get a 504 on a connection whose next bytes
+    would be read as the rest of its body."""
+    with open_socket(server.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert "did not arrive whole" in json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
 
 
 def test_keep_alive_requests_and_a_slow_body_are_served(server: Server) -> None:

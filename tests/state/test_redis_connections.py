@@ -88,6 +88,7 @@ class ResettingProxy:
     def __init__(self, redis_port: int) -> None:
         self.redis_port = redis_port
         self.clients: list[asyncio.StreamWriter] = []
+        self.connections = 0  # accepted so far
         self.server: asyncio.Server | None = None
 
     async def start(self) -> int:
@@ -96,6 +97,7 @@ class ResettingProxy:
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.clients.append(writer)
+        self.connections += 1
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.redis_port)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
@@ -125,7 +127,7 @@ def test_a_connection_reset_after_the_pools_check_is_retried_on_a_fresh_one(
     uvloop = pytest.importorskip("uvloop")
     from rnnserve.state.redis_client import connect
 
-    async def scenario() -> int:
+    async def scenario() -> tuple[int, int, int]:
         proxy = ResettingProxy(redis_server.port)
         client = connect(f"redis://127.0.0.1:{await proxy.start()}/0", 2.0, 5.0)
         key = f"reset-{how}"
@@ -133,25 +135,32 @@ def test_a_connection_reset_after_the_pools_check_is_retried_on_a_fresh_one(
         pool = client.connection_pool
         checked = pool.ensure_connection
 
+        resets = []
+
         async def check_then_reset(connection: Any) -> None:
             await checked(connection)
             pool.ensure_connection = checked  # once
+            resets.append(proxy.connections)
             proxy.reset_all()
             await asyncio.sleep(0.1)  # the loop sees the reset and closes the transport
 
         pool.ensure_connection = check_then_reset
         try:
             if how == "command":
-                return int(await client.incr(key))
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.incr(key)
-                return int((await pipe.execute())[0])
+                value = int(await client.incr(key))
+            else:
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.incr(key)
+                    value = int((await pipe.execute())[0])
+            return value, len(resets), proxy.connections - resets[0]
         finally:
             await client.aclose()
             assert proxy.server is not None
             proxy.server.close()
 
-    assert uvloop.run(scenario()) == 2  # run once: not lost, not applied twice
+    value, resets, reconnected = uvloop.run(scenario())
+    assert resets == 1 and reconnected >= 1  # the reset came after the check; a fresh one ran it
+    assert value == 2  # run once: not lost, not applied twice
 
 
 async def test_a_write_on_a_connection_another_task_disconnected_is_a_connection_error(
@@ -161,9 +170,22 @@ async def test_a_write_on_a_connection_another_task_disconnected_is_a_connection
     disconnect at shutdown does: a ConnectionError, which the retry answers with a fresh
     connection, not an AttributeError on the dropped writer."""
     from rnnserve.state.redis_client import connect
+    from rnnserve.state.redis_closed_socket import ClosedSocketCheck
 
     client = connect(redis_url, 2.0, 5.0)
+    checked = ClosedSocketCheck._send_packed_command
+    writes: list[Any] = []
+
+    async def counted(self: Any, command: Any) -> None:
+        writes.append(command)
+        await checked(self, command)
+
     try:
+        ClosedSocketCheck._send_packed_command = counted  # type: ignore[method-assign]
+        try:  # redis-py writes every command through the checked method
+            assert await client.ping() and writes
+        finally:
+            ClosedSocketCheck._send_packed_command = checked  # type: ignore[method-assign]
         connection = await client.connection_pool.get_connection()
         await connection.disconnect()
         with pytest.raises(ConnectionResetError):
@@ -172,3 +194,16 @@ async def test_a_write_on_a_connection_another_task_disconnected_is_a_connection
         assert await client.ping()
     finally:
         await client.aclose()
+
+
+def test_through_sentinels_every_pool_checks_its_sockets() -> None:
+    """The master's pool and each sentinel's (where the RuntimeError was first seen, when a
+    master was killed) open connections that check their socket before writing (no I/O)."""
+    from rnnserve.state.redis_client import connect
+    from rnnserve.state.redis_closed_socket import ClosedSocketCheck
+
+    client = connect("redis+sentinel://127.0.0.1:1,127.0.0.1:2/mymaster/0", 1.0, 5.0)
+    pools = [client.connection_pool, *(s.connection_pool
+                                       for s in client.sentinels.sentinels)]  # type: ignore[attr-defined]
+    assert len(pools) == 3
+    assert all(issubclass(p.connection_class, ClosedSocketCheck) for p in pools)

@@ -19,7 +19,8 @@ same framing): the JSON header
      "shape": [sessions, timesteps, outputs], "datatype": "FP32"}
 
 then the outputs as float32 of that shape (zeros in the rows of failed items; when every item
-failed, the width is the model's latest version's output size). Items succeed
+failed, the width is the model's latest version's output size, which a session pinned to an
+older version of another output size would not have). Items succeed
 or fail alone, as in the JSON form; a body that cannot be read as this layout is refused
 whole (400 with what is wrong), before any session is touched."""
 
@@ -32,8 +33,8 @@ import numpy as np
 import orjson
 from fastapi import Request, Response
 
-from rnnserve.engine import StepResult, StepRows
-from rnnserve.errors import InvalidInput, PayloadTooLarge
+from rnnserve.engine import Engine, StepResult, StepRows
+from rnnserve.errors import InvalidInput, PayloadTooLarge, RnnServeError
 from rnnserve.http.body import only_fields, parse_json, read_body
 from rnnserve.http.common import engine_of, owner_of
 from rnnserve.http.errors import error_fields
@@ -111,7 +112,8 @@ def encode(ids: list[str], results: Sequence[Any], timesteps: int,
            model_width: Callable[[], int]) -> tuple[bytes, bytes]:
     """(JSON header, outputs) of the reply: one array of every item's outputs, zeros where an
     item failed. The width is the items' outputs', or `model_width()` (the model's latest
-    version's) when none succeeded, so the reply's shape does not depend on which failed."""
+    version's) when none succeeded: the same shape whichever items failed, as long as the
+    sessions' versions share an output size."""
     if type(results) is StepRows:  # every item applied: the batch's arrays as they are
         header = orjson.dumps({"steps": results.steps.tolist(), "errors": [],
                                "shape": list(results.outputs.shape), "datatype": "FP32"})
@@ -141,6 +143,15 @@ def encode(ids: list[str], results: Sequence[Any], timesteps: int,
     return header, np.ascontiguousarray(outputs).tobytes()
 
 
+def latest_width(engine: Engine, model: str) -> int:
+    """The model's latest version's output size, for a reply in which no item succeeded
+    (0 when the model is gone by then: the items' own errors still answer, as in JSON)."""
+    try:
+        return engine.runner(model).signature.output_size
+    except RnnServeError:
+        return 0
+
+
 async def step_many_binary(request: Request, model: str) -> Response:
     """The binary form of the bulk steps route (sessions.step_many)."""
     engine = engine_of(request)
@@ -148,7 +159,6 @@ async def step_many_binary(request: Request, model: str) -> Response:
     ids, step_ids, x = decode(body, request.headers.get(HEADER), engine.settings.max_sequences)
     results = await engine.sessions.step_many(
         model, ids, x, step_ids, owner=owner_of(request))
-    header, outputs = encode(ids, results, x.shape[1],
-                             lambda: engine.models.get(model).signature.output_size)
+    header, outputs = encode(ids, results, x.shape[1], lambda: latest_width(engine, model))
     return Response(header + outputs, media_type=MEDIA_TYPE,
                     headers={"Inference-Header-Content-Length": str(len(header))})

@@ -2,7 +2,7 @@
 a request id (the client's X-Request-Id, or a new one) echoed in the response, the Prometheus
 request counter and latency by route template, an OpenTelemetry span when tracing is on, one
 log line per request at debug and per error at warning, and a time limit (504; 408 when the
-request's body had not all arrived by then, and the connection is closed).
+request's body was still to come from the client, and the connection is closed: late_body).
 
 The time limit is the engine's TimeLimit: it cancels a request that changed nothing, but a
 session step or write running at the limit owns it instead (rnnserve.engine.deadlines), so a
@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rnnserve.engine import TimeLimit
 from rnnserve.http.errors import CLIENT_CLOSED, send_error
+from rnnserve.http.late_body import waiting_for_client
 from rnnserve.logs import new_request_id, request_id
 from rnnserve.metrics import HTTP_METHODS, OTHER, Metrics
 from rnnserve.tracing import Tracing
@@ -31,13 +32,6 @@ log = logging.getLogger("rnnserve.access")
 def headers_of(scope: Scope) -> dict[str, str]:
     """A request's headers as text (the last of a repeated one), for trace context."""
     return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
-
-
-def body_still_coming(receive: Receive) -> bool:
-    """Whether the request's body has not all arrived: uvicorn's request cycle, whose method
-    `receive` is, still expects body bytes (its `more_body`). Read only when a request timed
-    out, to tell a late client from a slow answer; False for any other receive."""
-    return bool(getattr(getattr(receive, "__self__", None), "more_body", False))
 
 
 class Exchange:
@@ -112,7 +106,7 @@ class RequestContext:
             await send(message)
 
         async def timed_out(message: str) -> None:
-            if body_still_coming(receive):  # the client was late, not the answer
+            if waiting_for_client(receive):  # the client was late, not the answer
                 await send_error(send_with_id, 408, self.body_late_message(),
                                  [(b"connection", b"close")])
             else:
@@ -128,9 +122,8 @@ class RequestContext:
     def body_late_message(self) -> str:
         return (f"the request body did not arrive whole within {self.timeout_s:g} s "
                 "(--request-timeout-s): fewer bytes came than its Content-Length announced, "
-                "its last chunk never came, or the server was too busy to read them; no step "
-                "was applied, so retrying it is safe. Send the whole body at once, with a "
-                "Content-Length that matches it")
+                "or its last chunk never came; no step was applied, so retrying it is safe. "
+                "Send the whole body at once, with a Content-Length that matches it")
 
     def _record(self, scope: Scope, rid: str, status: int, seconds: float, span: Any) -> None:
         """Metrics by route template, served model and known method (a client picks paths,

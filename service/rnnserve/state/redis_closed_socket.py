@@ -4,10 +4,10 @@ connection error, so redis_client's one retry on a fresh connection applies to i
 Under uvloop (the server's event loop) writing to a closed transport raises RuntimeError
 ("unable to perform operation on <TCPTransport closed=True>; the handler is closed"), which
 redis-py neither retries nor wraps: it reached the client as a 500. The pool checks a
-connection when handing it out, but a write waits one loop turn after that check (redis-py
-runs it in asyncio.wait_for, a task of its own), and a Redis killed in that turn, a failover
-for instance, closes the socket in between. The standard loop only logs such a write, and the
-read that follows fails as a connection error.
+connection when handing it out, but on Python 3.11 a write waits one loop turn after that
+check (redis-py runs it in asyncio.wait_for, which there is a task of its own), and a Redis
+killed in that turn, a failover for instance, closes the socket in between. The standard
+loop only logs such a write, and the read that follows fails as a connection error.
 
 The check runs right before the write, with no await between the two, so the socket cannot
 close in between."""
@@ -37,7 +37,11 @@ class ClosedSocketCheck:
 
 
 def checking_closed_sockets(pool: ConnectionPool) -> None:
-    """Make the connections `pool` opens from now on check their socket before each write."""
+    """Make the connections `pool` opens from now on check their socket before each write.
+    The pool must give its connections a socket timeout: without one redis-py writes without
+    calling `_send_packed_command`, so nothing would be checked."""
+    if not pool.connection_kwargs.get("socket_timeout"):
+        raise ValueError("checking_closed_sockets needs a pool with a socket_timeout")
     base: type[AbstractConnection] = pool.connection_class
     if not issubclass(base, ClosedSocketCheck):
         pool.connection_class = type(base.__name__, (ClosedSocketCheck, base), {})
