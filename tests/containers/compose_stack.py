@@ -209,7 +209,8 @@ class ComposeStack:
 
         Why: in about one CI run of ten, a replica that had just started could not connect
         to `redis` for 45 s and more (redis-py: "Timeout connecting to server", so every step
-        it got was answered 503, as it should be). The likely cause is the container network,
+        it got was answered 503, as it should be); once, a running replica could not, after
+        Redis was restarted at another address. The likely cause is the container network,
         not rnnserve: podman 4.3's aardvark-dns 1.4 has known bugs where a newly started
         container's lookups go unanswered for a while, and the upstream resolver here is
         unreachable. What this test is about is the product's fault handling, so a replica
