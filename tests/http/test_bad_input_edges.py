@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from tests.conftest import ServerProcess
+from tests.http.test_connection_limits import read_response
 
 MODEL = "tiny-gru"
 STEP = [[0.5, -0.25, 1.0]]
@@ -245,24 +246,8 @@ def test_a_whole_body_the_server_was_slow_to_read_is_504_and_keeps_the_connectio
     chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(head + chunked)
-        first = read_response(sock)
-        assert first.startswith(b"HTTP/1.1 504 "), first[:300]
-        assert b"connection: close" not in first.lower()
+        status, headers, body = read_response(sock)
+        assert status == 504, body[:300]
+        assert headers.get("connection", "").lower() != "close"
         sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n")
-        assert read_response(sock).startswith(b"HTTP/1.1 200 ")
-
-
-def read_response(sock: socket.socket) -> bytes:
-    """One response with a Content-Length body, read from a kept-alive connection."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"the connection closed: {data[:300]!r}"
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
-    while len(rest) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "the connection closed mid-body"
-        rest += chunk
-    return head + b"\r\n\r\n" + rest[:length]
+        assert read_response(sock)[0] == 200
