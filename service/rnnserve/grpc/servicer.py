@@ -23,7 +23,7 @@ from rnnserve.grpc import converters, model_admin, repository
 from rnnserve.grpc.errors import aborts_on_error, status_of
 from rnnserve.grpc.generated import inference_pb2 as pb
 from rnnserve.grpc.stream_call import StreamCall
-from rnnserve.grpc.undecodable import Undecodable
+from rnnserve.grpc.undecodable import Undecodable, invalid_argument
 from rnnserve.grpc.wire import ReplyWriter
 from rnnserve.metrics import OTHER
 
@@ -83,7 +83,7 @@ class InferenceServicer:
                     self._owner(context)
             except RnnServeError as exc:  # no key, a wrong one, or several
                 await context.abort(*status_of(exc))
-            await context.abort(*status_of(request.error))
+            await invalid_argument(request, context)
 
         return refuse
 
