@@ -4,6 +4,9 @@ that many rows runs there, with the outputs the one-thread session gives."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -88,6 +91,66 @@ async def test_session_steps_of_a_large_batch_run_on_every_core(tiny_repo: Path)
             after = await eng.sessions.step(sid, x[0])
             after_alone = await reference.sessions.step(one, x[0])
             np.testing.assert_allclose(after.outputs, after_alone.outputs, atol=1e-6)
+
+
+class Overlap:
+    """The runs under way on any noted session, and the most at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = self.most = 0
+
+
+class ThreadNoting(CountingSession):
+    """Also notes the calling thread of each run and the most of its runs at once (and, in
+    `overlap`, of all noted sessions' runs); each run is held a little, so that runs allowed
+    to overlap do."""
+
+    def __init__(self, session: Any, overlap: Overlap) -> None:
+        super().__init__(session)
+        self.threads: list[str] = []
+        self.overlap = overlap
+        self.now = self.most = 0
+
+    def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> Any:
+        both = self.overlap
+        with both.lock:
+            self.threads.append(threading.current_thread().name)
+            self.now, both.now = self.now + 1, both.now + 1
+            self.most, both.most = max(self.most, self.now), max(both.most, both.now)
+        try:
+            time.sleep(0.02)
+            return super().run(names, feeds)
+        finally:
+            with both.lock:
+                self.now, both.now = self.now - 1, both.now - 1
+
+
+@MULTI_CORE
+async def test_large_batches_are_called_from_one_thread_of_their_own(tiny_repo: Path) -> None:
+    """ONNX Runtime's all-cores runs are slower when their calling thread changes from run to
+    run (docs/bench_peers.md): they never run on the shared pool, whose threads take turns,
+    and two of them never overlap (they would contend for the same cores). Small batches
+    still run side by side on the shared pool, and all runs together stay within the run
+    slots (--inference-workers). The thread ends with the server."""
+    async with serving(tiny_repo, all_cores_rows=8, inference_workers=2) as eng:
+        runner = eng.runner("tiny-rnn")
+        overlap = Overlap()
+        wide = ThreadNoting(runner._all_cores, overlap)
+        small = ThreadNoting(runner.session, overlap)
+        runner._all_cores, runner.session = wide, small  # type: ignore[assignment]
+        # lengths differ, so no two requests share a batch
+        await asyncio.gather(*(eng.predict("tiny-rnn", RNG.normal(size=(rows, t, 3)).astype(
+            np.float32)) for rows, first in ((1, 1), (20, 7)) for t in range(first, first + 6)))
+        assert sorted(wide.rows) == [20] * 6 and sorted(small.rows) == [1] * 6
+        assert small.most == 2 and len(set(small.threads)) == 2  # the shared pool's two
+        assert set(wide.threads) == {"onnxruntime-all-cores-tiny-rnn-1_0"}
+        assert wide.most == 1
+        assert overlap.most == 2
+        thread = next(t for t in threading.enumerate()
+                      if t.name == "onnxruntime-all-cores-tiny-rnn-1_0")
+    thread.join(timeout=10)
+    assert not thread.is_alive()
 
 
 @pytest.mark.parametrize("flags", [{"all_cores_rows": 0}, {"intra_op_threads": 2},

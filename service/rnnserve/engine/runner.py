@@ -10,7 +10,18 @@ between runs instead of spinning. A batch of that many rows or more runs there. 
 cores with the medium LSTM: 512 rows take 2.3 ms there against 4.3 ms on one thread, for the
 same CPU time, so a gateway's 1024-session step is one call of about 5 ms rather than two
 parallel halves of about 6; small batches, where the event loop and not the run is the cost,
-keep their one thread and leave the other core to the loop."""
+keep their one thread and leave the other core to the loop.
+
+The all-cores session is always called from one thread of its own (`_wide_pool`), never from
+the shared pool. Two of its runs at once would only contend for the same cores. And measured
+(`python -m bench.bulk_after_burst`: a gateway's 1024-session bulk steps before and after a
+burst of KServe v2 steps on one server), while its runs came from the shared pool the bulk
+steps fell after the burst to 0.75-0.83 of their rate before it, and with this thread they
+stay at 0.93-1.12. Which part of the shared pool's state slows ONNX Runtime was not found: in
+one process, without the server, neither two threads taking turns nor a thread that had run
+thousands of small batches called it more slowly. A run there holds one of the batcher's run
+slots like any other, so `--inference-workers` (or a model's own `inference_workers`) still
+bounds the runs at once."""
 
 from __future__ import annotations
 
@@ -84,6 +95,7 @@ class Runner:
         self.provider = check_session_providers(options.device, self.session)
         self.all_cores_rows = 0
         self._all_cores: ort.InferenceSession | None = None
+        self._wide_pool: ThreadPoolExecutor | None = None
         if (options.all_cores_rows and options.intra_op_threads == 1 and self.provider == CPU
                 and usable_cores() > 1):
             self._all_cores = ort.InferenceSession(
@@ -105,6 +117,9 @@ class Runner:
                 self._warm_up(self.signature, self._all_cores, rows=self.all_cores_rows)
             except (InferenceFailed, ValueError):  # a fixed batch size: it would never run
                 self._all_cores, self.all_cores_rows = None, 0
+        if self._all_cores is not None:  # its one calling thread starts at its first run
+            self._wide_pool = ThreadPoolExecutor(
+                1, thread_name_prefix=f"onnxruntime-all-cores-{source.name}-{source.version}")
         time_dim = next(i.shape[1] for i in self.session.get_inputs()
                         if i.name == signature.input_name)
         self.streaming = check_streaming(self.run_sync, self.signature, graph,
@@ -120,8 +135,9 @@ class Runner:
 
     def close(self) -> None:
         """Let the instance's own worker threads go (if it has any), once its work is done."""
-        if self._own_pool is not None:
-            self._own_pool.shutdown(wait=False)
+        for pool in (self._own_pool, self._wide_pool):
+            if pool is not None:
+                pool.shutdown(wait=False)
 
     @property
     def name(self) -> str:
@@ -168,14 +184,19 @@ class Runner:
         ONNX Runtime itself took (timed in the worker thread: the wait for a worker and for
         the event loop to take the answer back are not in it)."""
         loop = asyncio.get_running_loop()
+        if self._wide_pool is not None and self.is_wide(feeds):
+            return await loop.run_in_executor(self._wide_pool, self._run_timed, feeds)
         return await loop.run_in_executor(self._pool, self._run_timed, feeds)
+
+    def is_wide(self, feeds: Tensors) -> bool:
+        """Whether a run of these feeds goes to the all-cores session."""
+        return (self._all_cores is not None
+                and len(feeds[self.signature.input_name]) >= self.all_cores_rows)
 
     def _run_timed(self, feeds: Tensors) -> tuple[Tensors, float]:
         started = time.perf_counter()
-        wide = (self._all_cores is not None
-                and len(feeds[self.signature.input_name]) >= self.all_cores_rows)
         out = self.run_sync(feeds, self.signature.output_names,
-                            self._all_cores if wide else None)
+                            self._all_cores if self.is_wide(feeds) else None)
         return out, time.perf_counter() - started
 
 
