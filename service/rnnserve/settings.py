@@ -91,9 +91,10 @@ class Settings(BaseSettings):
         256,
         ge=0,
         description="A batch of at least this many rows runs on a second ONNX Runtime session "
-        "of its model that uses every core, its threads sleeping between runs rather than "
-        "spinning (0: never). Large batches (a gateway's bulk step) finish in about half the "
-        "time; smaller ones keep one thread. CPU only, and only with --intra-op-threads 1.",
+        "of its model that uses every core, called from a thread of its own (one such run at "
+        "a time), its threads sleeping between runs rather than spinning (0: never). Large "
+        "batches (a gateway's bulk step) finish in about half the time; smaller ones keep one "
+        "thread. CPU only, and only with --intra-op-threads 1.",
     )
     gil_switch_interval_ms: float = Field(
         1.0,
