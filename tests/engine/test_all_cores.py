@@ -128,11 +128,12 @@ class ThreadNoting(CountingSession):
 
 @MULTI_CORE
 async def test_large_batches_are_called_from_one_thread_of_their_own(tiny_repo: Path) -> None:
-    """ONNX Runtime's all-cores runs are slower when their calling thread changes from run to
-    run (docs/bench_peers.md): they never run on the shared pool, whose threads take turns,
-    and two of them never overlap (they would contend for the same cores). Small batches
-    still run side by side on the shared pool, and all runs together stay within the run
-    slots (--inference-workers). The thread ends with the server."""
+    """A gateway's bulk steps ran slower after a burst of small batches while the all-cores
+    runs were called from the shared pool (bench.bulk_after_burst, docs/bench_peers.md): they
+    never run there, and two of them never overlap (they would contend for the same cores).
+    Small batches still run side by side on the shared pool's two threads, and all runs
+    together stay within the run slots (--inference-workers). The thread ends with the
+    server."""
     async with serving(tiny_repo, all_cores_rows=8, inference_workers=2) as eng:
         runner = eng.runner("tiny-rnn")
         overlap = Overlap()
