@@ -16,12 +16,12 @@ The all-cores session is always called from one thread of its own (`_wide_pool`)
 the shared pool. Two of its runs at once would only contend for the same cores. And measured
 (`python -m bench.bulk_after_burst`: a gateway's 1024-session bulk steps before and after a
 burst of KServe v2 steps on one server), while its runs came from the shared pool the bulk
-steps fell after the burst to 0.75-0.83 of their rate before it, and with this thread they
-stay at 0.93-1.12. Which part of the shared pool's state slows ONNX Runtime was not found: in
-one process, without the server, neither two threads taking turns nor a thread that had run
-thousands of small batches called it more slowly. A run there holds one of the batcher's run
-slots like any other, so `--inference-workers` (or a model's own `inference_workers`) still
-bounds the runs at once."""
+steps fell after the burst to 0.73-0.86 of their rate before it (median 0.81, 7 servers), and
+with this thread to 0.83-1.12 (median 0.94, 13 servers). Which part of the shared pool's state
+slows ONNX Runtime was not found: in one process, without the server, neither two threads
+taking turns nor a thread that had run thousands of small batches called it more slowly. A run
+there holds one of the batcher's run slots like any other, so `--inference-workers` (or a
+model's own `inference_workers`) still bounds the runs at once."""
 
 from __future__ import annotations
 
