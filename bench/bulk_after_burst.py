@@ -27,9 +27,9 @@ from pathlib import Path
 
 from bench.medium_model import MediumConfig, write_model_files
 from bench.peers.plan import Plan, parse_plan
+from bench.peers.servers import peers_rnnserve_flags
 from bench.peers.systems import Phase, bulk, rest, v2_grpc, v2_http
 from bench.procs import ServerProcess, start_rnnserve
-from bench.sessions.plan import RNNSERVE_FLAGS
 
 BURSTS: dict[str, Callable[[ServerProcess, Plan], Phase]] = {
     "v2-http": lambda server, plan: v2_http(server, plan, "binary", plan.sessions),
@@ -52,15 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     plan = parse_plan(["--no-peer", "--duration", str(args.duration),
                        "--warmup", str(args.warmup), "--sessions", str(args.sessions),
                        "--bulk-sessions", str(args.bulk_sessions)])
-    flags = [*RNNSERVE_FLAGS]
-    flags[flags.index("--max-sessions") + 1] = "100000"  # bench.peers' flags
+    flags = peers_rnnserve_flags()
+    grpc = any(burst.startswith("grpc") for burst in args.burst)
     ratios: dict[str, list[float]] = {burst: [] for burst in args.burst}
     errors = 0
     with tempfile.TemporaryDirectory(prefix="rnnserve-burst-") as tmp:
         workdir = Path(tmp)
         repository = write_model_files(workdir, MediumConfig()).repository
         for number in range(1, args.servers + 1):
-            grpc = any(burst.startswith("grpc") for burst in args.burst)
             with start_rnnserve(repository, workdir, flags, grpc=grpc) as server:
                 steps = bulk(server, plan, binary=True)
                 before = steps()

@@ -69,12 +69,18 @@ def start_named(
         print(f"{name}: UNAVAILABLE ({unavailable[name]})", file=sys.stderr, flush=True)
 
 
+def peers_rnnserve_flags() -> list[str]:
+    """bench.sessions' rnnserve flags with room for 100,000 sessions: bulk rounds leave theirs."""
+    flags = [*RNNSERVE_FLAGS]
+    flags[flags.index("--max-sessions") + 1] = "100000"
+    return flags
+
+
 def start_rnnserve_and_echo(
     repository: Path, workdir: Path, stack: ExitStack, unavailable: dict[str, str]
 ) -> dict[str, ServerProcess]:
     servers: dict[str, ServerProcess] = {}
-    flags = [*RNNSERVE_FLAGS]
-    flags[flags.index("--max-sessions") + 1] = "100000"  # bulk rounds leave their sessions
+    flags = peers_rnnserve_flags()
     start_named(
         "rnnserve",
         lambda: start_rnnserve(repository, workdir, flags, grpc=True),
