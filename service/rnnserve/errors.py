@@ -26,6 +26,7 @@ they enter.
     │   ├── SessionChanged                                     stepped while being migrated
     │   ├── SessionMoved                                       migrated while this step ran
     │   ├── StepMayBeApplied                                   the store failed writing a step
+    │   ├── WriteMayBeApplied                                  a session write past the limit
     │   ├── StoreUnreachable                                   no connection to the state store
     │   ├── StoreFull                                          Redis at maxmemory refused a write
     │   ├── VersionNotServedYet                                a newer version, not loaded here yet
@@ -211,6 +212,13 @@ class StepNotReplicated(StepMayBeApplied):
     acknowledged it within --redis-wait-timeout-s (Redis WAIT): a failover now could lose it.
     A retry with the same step_id replays the recorded outputs and waits for the replicas
     again; it never applies the step twice."""
+
+
+class WriteMayBeApplied(Unavailable):
+    """A session write (create, reset, delete, a migration's move) that the state store had
+    not finished shortly after its call's time limit (engine/deadlines.py, `writing`): the call
+    is answered then rather than held to the store's own time-outs, and cannot know whether
+    the write landed. Not counted as an outage: a loaded server can get there too."""
 
 
 class SessionFormatTooNew(Unavailable):

@@ -9,6 +9,7 @@ import asyncio
 import pytest
 from rnnserve.engine import TimeLimit
 from rnnserve.engine.deadlines import current, writing
+from rnnserve.errors import WriteMayBeApplied
 
 
 async def test_the_limit_cancels_a_call_that_changed_nothing() -> None:
@@ -53,6 +54,44 @@ async def test_a_hold_released_early_leaves_the_limit_and_a_write_lifts_it() -> 
             deadline.release(committed=False)  # nothing written, time left: the limit stands
             await asyncio.sleep(5)
     with TimeLimit(0.02):
-        with writing():
+        with writing("reset", "session 'a'"):
             pass
         await asyncio.sleep(0.1)  # written: the call answers what it did, never cut
+
+
+async def test_a_write_the_store_has_not_finished_soon_after_the_limit_is_cut() -> None:
+    """A stalled store must not hold the call to its own time-outs: at the limit plus its
+    grace (the lesser of 1 s and the limit) the call ends, saying the write may have landed."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(WriteMayBeApplied) as caught:
+        async with TimeLimit(0.05):
+            with writing("reset", "session 'a'"):
+                await asyncio.sleep(5)  # a store that does not answer
+    took = loop.time() - started
+    assert 0.1 <= took < 1.0, took
+    assert caught.value.http_status == 503 and caught.value.retry_after_s == 1
+    assert caught.value.message == (
+        "the state store had not finished the reset of session 'a' 0.05 s after the call's "
+        "time limit of 0.05 s ran out, so it may have been applied: a reset is safe to repeat")
+    assert current() is None and asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+async def test_a_write_finished_within_the_grace_is_answered_and_the_call_not_cut() -> None:
+    async with TimeLimit(0.05):
+        with writing("reset", "session 'a'"):
+            await asyncio.sleep(0.08)  # past the limit, inside the grace
+        await asyncio.sleep(0.2)  # written: never cut afterwards
+
+
+async def test_a_cancellation_from_outside_a_write_stays_a_cancellation() -> None:
+    async def call() -> None:
+        async with TimeLimit(5):
+            with writing("reset", "session 'a'"):
+                await asyncio.sleep(5)
+
+    task = asyncio.create_task(call())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

@@ -10,7 +10,12 @@ Code that writes takes the deadline over instead (`hold`), so it is never cut in
 - a step's wait (sessions.py) withdraws the step at the deadline if it has not reached its
   commit point, the state write (then StepTimedOut: not applied, safe to retry), and
   otherwise keeps waiting and answers the real result, late;
-- a session write (create, reset, delete: `writing`) finishes and is answered.
+- a session write (create, reset, delete, a migration's move: `writing`) finishes and is
+  answered, unless the state store has not finished it `grace_s` after the deadline (the
+  lesser of LATE_WRITE_S and the limit): then the call is cut there and answered
+  WriteMayBeApplied (503), rather than held to the store's own time-outs (5 s a command,
+  its retry another 5, a wait for a pooled connection): with Redis stopped, creates under a
+  1 s limit were answered after 10 and 20 s (tests/state/test_stalled_store_writes.py).
 
 Once something was written (`release(committed=True)`), the call is not cancelled any more:
 its answer must say what was written. Before that, the limit is restored when the hold ends,
@@ -23,6 +28,24 @@ import contextlib
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar, Token
 from types import TracebackType
+from typing import Literal
+
+from rnnserve.errors import WriteMayBeApplied
+
+LATE_WRITE_S = 1.0
+"""How long past its call's deadline a session write under way is still awaited (at most the
+limit itself): a healthy store finishes one in milliseconds, so a write begun just before the
+deadline is answered with what it did; a stalled one is answered by then."""
+
+WriteKind = Literal["creation", "reset", "deletion", "move"]
+
+AFTER_UNFINISHED: dict[WriteKind, str] = {
+    "creation": "what it made expires after its idle timeout unless stepped; create again",
+    "reset": "a reset is safe to repeat",
+    "deletion": "delete it again (not found then means it is gone)",
+    "move": "look the session up (its version says whether it moved) before migrating again",
+}
+"""What a client does about a session write of each kind that may have been applied."""
 
 
 class CallDeadline:
@@ -55,6 +78,11 @@ class CallDeadline:
         self._holds -= 1
         if committed:
             self.committed = True
+
+    @property
+    def grace_s(self) -> float:
+        """How long after the deadline a session write under way is still awaited."""
+        return min(LATE_WRITE_S, self.limit_s)
 
     def watch(self, at_deadline: Callable[[], None]) -> int:
         """Call `at_deadline` when the deadline comes (unless `unwatch`ed before); a token."""
@@ -134,16 +162,59 @@ class TimeLimit:
         self.__exit__(exc_type, exc, tb)
 
 
+class _WriteCut:
+    """Cancels a task whose session write is still under way `grace_s` after its call's
+    deadline; `arm` is the deadline's watcher (no timer before the deadline comes)."""
+
+    __slots__ = ("fired", "_task", "_deadline", "_timer")
+
+    def __init__(self, task: asyncio.Task[object], deadline: CallDeadline) -> None:
+        self.fired = False
+        self._task = task
+        self._deadline = deadline
+        self._timer: asyncio.TimerHandle | None = None
+
+    def arm(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(max(self._deadline.when, loop.time())
+                                   + self._deadline.grace_s, self._fire)
+
+    def _fire(self) -> None:
+        self.fired = True
+        self._task.cancel()
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
 @contextlib.contextmanager
-def writing() -> Iterator[None]:
-    """Around a session write of the current call (create, reset, delete): it is never cut
-    in the middle by the call's time limit, and once it ran the call answers what it did."""
+def writing(kind: WriteKind, of: str) -> Iterator[None]:
+    """Around a session write of the current call (a `kind` in AFTER_UNFINISHED, `of` what:
+    "session 'x'"): it is not cut by the call's time limit, and once it ran the call answers
+    what it did. A write the store has not finished `grace_s` after the deadline is cut
+    there: the call is answered WriteMayBeApplied, saying what to do about it."""
     deadline = _current.get()
-    if deadline is None:
+    task = asyncio.current_task()
+    if deadline is None or task is None:
         yield
         return
+    cancelling = task.cancelling()
+    cut = _WriteCut(task, deadline)
+    watching = deadline.watch(cut.arm)
+    if asyncio.get_running_loop().time() >= deadline.when:  # passed while something held it
+        cut.arm()
     deadline.hold()
     try:
         yield
+    except asyncio.CancelledError:
+        if cut.fired and task.uncancel() <= cancelling:  # only the cut cancelled it
+            raise WriteMayBeApplied(
+                f"the state store had not finished the {kind} of {of} {deadline.grace_s:g} s "
+                f"after the call's time limit of {deadline.limit_s:g} s ran out, so it may "
+                f"have been applied: {AFTER_UNFINISHED[kind]}", retry_after_s=1) from None
+        raise
     finally:
+        deadline.unwatch(watching)
+        cut.disarm()
         deadline.release(committed=True)
