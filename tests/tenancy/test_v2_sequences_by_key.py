@@ -146,7 +146,7 @@ def test_two_keys_in_one_call_are_refused_over_both_transports(server: ServerPro
 def test_bytes_that_are_no_protobuf_are_refused_for_the_key_first(server: ServerProcess) -> None:
     """A message that does not parse is UNAUTHENTICATED without a valid key (as any request
     is) and INVALID_ARGUMENT with one: a caller without a key learns nothing of what it sent.
-    ServerLive needs no key, so it says INVALID_ARGUMENT to anyone."""
+    ServerLive and ServerReady need no key, so they say INVALID_ARGUMENT to anyone."""
     import grpc
 
     with grpc.insecure_channel(server.grpc_url) as channel:
@@ -164,3 +164,4 @@ def test_bytes_that_are_no_protobuf_are_refused_for_the_key_first(server: Server
             assert send(method, "wrong") == grpc.StatusCode.UNAUTHENTICATED
             assert send(method, "key-a") == grpc.StatusCode.INVALID_ARGUMENT
         assert send("ServerLive", None) == grpc.StatusCode.INVALID_ARGUMENT
+        assert send("ServerReady", None) == grpc.StatusCode.INVALID_ARGUMENT

@@ -27,8 +27,15 @@ from rnnserve.grpc.undecodable import Undecodable, invalid_argument
 from rnnserve.grpc.wire import ReplyWriter
 from rnnserve.metrics import OTHER
 
-KEYLESS_METHODS = ("ServerLive", "ServerReady")
-"""The methods any caller may call, keys or not (as HTTP's liveness and readiness)."""
+Method = Callable[..., Awaitable[Any]]
+
+
+def keyless(method: Method) -> Method:
+    """Marks an RPC any caller may call, keys or not (as HTTP's liveness and readiness): it
+    calls no `_owner`, and a message of it that does not parse is refused without a key check
+    (`refusing_for`). Every other RPC checks the key first."""
+    method.keyless = True  # type: ignore[attr-defined]
+    return method
 
 
 class InferenceServicer:
@@ -50,7 +57,7 @@ class InferenceServicer:
 
     def _owner(self, context: Any) -> str:
         """The caller's owner id from `authorization: Bearer <key>` metadata (as HTTP: every
-        RPC but ServerLive/ServerReady needs a key when keys are configured)."""
+        RPC but the `keyless` ones needs a key when keys are configured)."""
         given = ApiKeys.presented([value for key, value in context.invocation_metadata() or ()
                                    if key == "authorization"],
                                   "authorization metadata entries")
@@ -74,12 +81,12 @@ class InferenceServicer:
     def refusing_for(self, method: str) -> Callable[[Undecodable, Any], Awaitable[None]]:
         """How `method` refuses a message that does not parse: INVALID_ARGUMENT, but the key
         is checked first, as for any request of that method (ServerLive and ServerReady need
-        none), so a caller without a key learns nothing about what it sent."""
-        keyless = method in KEYLESS_METHODS
+        none: `keyless`), so a caller without a key learns nothing about what it sent."""
+        needs_key = not getattr(getattr(self, method, None), "keyless", False)
 
         async def refuse(request: Undecodable, context: Any) -> None:
             try:
-                if not keyless:
+                if needs_key:
                     self._owner(context)
             except RnnServeError as exc:  # no key, a wrong one, or several
                 await context.abort(*status_of(exc))
@@ -87,11 +94,13 @@ class InferenceServicer:
 
         return refuse
 
+    @keyless
     @aborts_on_error
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any
                          ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
+    @keyless
     @aborts_on_error
     async def ServerReady(self, request: pb.ServerReadyRequest, context: Any
                           ) -> pb.ServerReadyResponse:
