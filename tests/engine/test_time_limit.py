@@ -95,3 +95,18 @@ async def test_a_cancellation_from_outside_a_write_stays_a_cancellation() -> Non
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_writes_after_the_deadline_share_one_bound() -> None:
+    """A call that writes twice (a bulk create over two versions) is answered by its limit
+    plus one grace, however late its second write began."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(WriteMayBeApplied):
+        async with TimeLimit(0.3):  # the bound: 0.3 + 0.3 s
+            with writing("creation", "2 sessions"):
+                await asyncio.sleep(0.55)  # finished inside the grace
+            with writing("creation", "3 sessions"):
+                await asyncio.sleep(5)  # would be cut at 0.85 s with a grace of its own
+    took = loop.time() - started
+    assert 0.58 <= took < 0.75, took

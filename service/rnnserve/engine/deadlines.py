@@ -175,9 +175,10 @@ class _WriteCut:
         self._timer: asyncio.TimerHandle | None = None
 
     def arm(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_at(max(self._deadline.when, loop.time())
-                                   + self._deadline.grace_s, self._fire)
+        """At the deadline + grace, whenever the write began: a call's writes (a bulk create
+        of several versions writes once per version) share one bound."""
+        self._timer = asyncio.get_running_loop().call_at(
+            self._deadline.when + self._deadline.grace_s, self._fire)
 
     def _fire(self) -> None:
         self.fired = True
