@@ -273,8 +273,9 @@ NOT_APPLIED = "the step was not applied, so retrying it is safe"
 
 def not_applied(exc: Unavailable) -> Unavailable:
     """`exc` (a 503 met on a step's way to its state write: a store read, a full queue or
-    store, a shutdown) saying that the step was not applied, unless it says already whether
-    it was (the queue's, the entrance's, StepMayBeApplied)."""
-    if "applied" in exc.message:
+    store, a shutdown, a v2 sequence start's session write) saying that the step was not
+    applied, unless it says already whether the step was (the queue's, the entrance's,
+    StepMayBeApplied). A WriteMayBeApplied's "applied" is its write's, not the step's."""
+    if "applied" in exc.message and not isinstance(exc, WriteMayBeApplied):
         return exc
     return type(exc)(f"{exc.message}; {NOT_APPLIED}", retry_after_s=exc.retry_after_s)
