@@ -3,8 +3,11 @@
 
 A call is `idempotent` when sending it twice does what sending it once does: every step (it
 carries a step id), reads, resets, deletes, predictions. A create is not (each makes a
-session), so it is retried only when nothing can have been made: the connection was never
-established, or the server answered 408 (the body had not all arrived), 429 or 503."""
+session), so it is retried only when the connection was never established, or the server
+answered 408 (the body had not all arrived), 429 or 503. Those made nothing, but for a create
+sent to a stalled Redis whose answer did not come back in time (a 503 "may have been applied",
+or "unreachable" after a time-out): the session it may have made, never stepped, expires after
+its idle timeout (and counts against a per-key or per-client cap until then)."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@ Retry-After, and for at most `give_up_after_s` in all (then the last error is ra
 
 Retrying is safe where the client does it: a step carries a step id the client made, so a
 step the server applied already is replayed (its recorded outputs), never applied twice; a
-create is retried only when the server said it made nothing (429, 503) or the connection was
-never made."""
+create is retried only when the server answered 408, 429 or 503 or the connection was never
+made (http_calls: one kind of 503 may leave a session that expires unused)."""
 
 from __future__ import annotations
 

@@ -40,7 +40,8 @@ deadline is answered with what it did; a stalled one is answered by then."""
 WriteKind = Literal["creation", "reset", "deletion", "move"]
 
 AFTER_UNFINISHED: dict[WriteKind, str] = {
-    "creation": "what it made expires after its idle timeout unless stepped; create again",
+    "creation": "look it up or create again; a session never stepped expires after its idle "
+                "timeout",
     "reset": "a reset is safe to repeat",
     "deletion": "delete it again (not found then means it is gone)",
     "move": "look the session up (its version says whether it moved) before migrating again",

@@ -183,7 +183,7 @@ class Sessions:
         record = SessionRecord(id=session_id, model=runner.name, version=runner.version,
                                created=now, last_used=now, ttl_s=runner.settings.session_ttl_s,
                                owner=owner, client=counted)
-        with deadlines.writing("creation", "a session"):
+        with deadlines.writing("creation", f"session {session_id!r}"):
             return await self._store.create(self._served.batcher(runner).layout, record,
                                             state, replace=replace)
 
