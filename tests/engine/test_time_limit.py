@@ -26,7 +26,7 @@ async def test_a_cancellation_from_outside_stays_a_cancellation(in_a_write: bool
     WriteMayBeApplied); a caller's cancel passes through, in the middle of a write too."""
     async def call() -> None:
         with TimeLimit(5):
-            with writing("reset", "session 'a'") if in_a_write else contextlib.nullcontext():
+            async with writing("reset", "session 'a'") if in_a_write else contextlib.nullcontext():
                 await asyncio.sleep(5)
 
     task = asyncio.create_task(call())
@@ -58,7 +58,7 @@ async def test_a_hold_released_early_leaves_the_limit_and_a_write_lifts_it() -> 
             deadline.release(committed=False)  # nothing written, time left: the limit stands
             await asyncio.sleep(5)
     with TimeLimit(0.02):
-        with writing("reset", "session 'a'"):
+        async with writing("reset", "session 'a'"):
             pass
         await asyncio.sleep(0.1)  # written: the call answers what it did, never cut
 
@@ -70,7 +70,7 @@ async def test_a_write_the_store_has_not_finished_soon_after_the_limit_is_cut() 
     started = loop.time()
     with pytest.raises(WriteMayBeApplied) as caught:
         async with TimeLimit(0.05):
-            with writing("reset", "session 'a'"):
+            async with writing("reset", "session 'a'"):
                 await asyncio.sleep(5)  # a store that does not answer
     took = loop.time() - started
     assert 0.1 <= took < 1.0, took
@@ -83,7 +83,7 @@ async def test_a_write_the_store_has_not_finished_soon_after_the_limit_is_cut() 
 
 async def test_a_write_finished_within_the_grace_is_answered_and_the_call_not_cut() -> None:
     async with TimeLimit(0.05):
-        with writing("reset", "session 'a'"):
+        async with writing("reset", "session 'a'"):
             await asyncio.sleep(0.08)  # past the limit, inside the grace
         await asyncio.sleep(0.2)  # written: never cut afterwards
 
@@ -95,9 +95,9 @@ async def test_writes_after_the_deadline_share_one_bound() -> None:
     started = loop.time()
     with pytest.raises(WriteMayBeApplied):
         async with TimeLimit(0.3):  # the bound: 0.3 + 0.3 s
-            with writing("creation", "2 sessions"):
+            async with writing("creation", "2 sessions"):
                 await asyncio.sleep(0.55)  # finished inside the grace
-            with writing("creation", "3 sessions"):
+            async with writing("creation", "3 sessions"):
                 await asyncio.sleep(5)  # would be cut at 0.85 s with a grace of its own
     took = loop.time() - started
     assert 0.58 <= took < 0.75, took

@@ -92,7 +92,7 @@ async def create_many(
                                  last_used=now, ttl_s=ttl_s, owner=owner, client=counted)
                    for session_id in new_ids(len(indexes))]
         try:
-            with deadlines.writing("creation", f"{len(records)} sessions"):
+            async with deadlines.writing("creation", f"{len(records)} sessions"):
                 made = await store.create_many(served.batcher(runner).layout, records, states)
         except RnnServeError as exc:
             if not any(isinstance(o, SessionRecord) for o in out):

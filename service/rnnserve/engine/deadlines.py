@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Literal
@@ -163,60 +163,27 @@ class TimeLimit:
         self.__exit__(exc_type, exc, tb)
 
 
-class _WriteCut:
-    """Cancels a task whose session write is still under way `grace_s` after its call's
-    deadline; `arm` is the deadline's watcher (no timer before the deadline comes)."""
-
-    __slots__ = ("fired", "_task", "_deadline", "_timer")
-
-    def __init__(self, task: asyncio.Task[object], deadline: CallDeadline) -> None:
-        self.fired = False
-        self._task = task
-        self._deadline = deadline
-        self._timer: asyncio.TimerHandle | None = None
-
-    def arm(self) -> None:
-        """At the deadline + grace, whenever the write began: a call's writes (a bulk create
-        of several versions writes once per version) share one bound."""
-        self._timer = asyncio.get_running_loop().call_at(
-            self._deadline.when + self._deadline.grace_s, self._fire)
-
-    def _fire(self) -> None:
-        self.fired = True
-        self._task.cancel()
-
-    def disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
-
-@contextlib.contextmanager
-def writing(kind: WriteKind, of: str) -> Iterator[None]:
-    """Around a session write of the current call (a `kind` in AFTER_UNFINISHED, `of` what:
-    "session 'x'"): it is not cut by the call's time limit, and once it ran the call answers
-    what it did. A write the store has not finished `grace_s` after the deadline is cut
-    there: the call is answered WriteMayBeApplied, saying what to do about it."""
+@contextlib.asynccontextmanager
+async def writing(kind: WriteKind, of: str) -> AsyncIterator[None]:
+    """`async with` around a session write of the current call (a `kind` in AFTER_UNFINISHED,
+    `of` what: "session 'x'"): it is not cut by the call's time limit, and once it ran the call
+    answers what it did. A write the store has not finished `grace_s` after the deadline is cut
+    there (asyncio's own timeout, at one bound for all the call's writes, however late one
+    began): the call is answered WriteMayBeApplied, saying what to do about it."""
     deadline = _current.get()
-    task = asyncio.current_task()
-    if deadline is None or task is None:
+    if deadline is None:
         yield
         return
-    cancelling = task.cancelling()
-    cut = _WriteCut(task, deadline)
-    watching = deadline.watch(cut.arm)
-    if asyncio.get_running_loop().time() >= deadline.when:  # passed while something held it
-        cut.arm()
     deadline.hold()
     try:
-        yield
-    except asyncio.CancelledError:
-        if cut.fired and task.uncancel() <= cancelling:  # only the cut cancelled it
-            raise WriteMayBeApplied(
-                f"the state store had not finished the {kind} of {of} {deadline.grace_s:g} s "
-                f"after the call's time limit of {deadline.limit_s:g} s ran out, so it may "
-                f"have been applied: {AFTER_UNFINISHED[kind]}", retry_after_s=1) from None
-        raise
+        async with asyncio.timeout_at(deadline.when + deadline.grace_s) as cut:
+            yield
+    except TimeoutError:
+        if not cut.expired():
+            raise
+        raise WriteMayBeApplied(
+            f"the state store had not finished the {kind} of {of} {deadline.grace_s:g} s "
+            f"after the call's time limit of {deadline.limit_s:g} s ran out, so it may "
+            f"have been applied: {AFTER_UNFINISHED[kind]}", retry_after_s=1) from None
     finally:
-        deadline.unwatch(watching)
-        cut.disarm()
         deadline.release(committed=True)

@@ -148,7 +148,7 @@ async def migrate(store: StateStore, served: MigrationTargets, record: SessionRe
         inputs = inputs[-window:]
         state = await rewarmed_state(target, inputs)
         try:
-            with deadlines.writing("move", f"session {record.id!r} to its new version"):
+            async with deadlines.writing("move", f"session {record.id!r} to its new version"):
                 stored = await store.move(served.batcher(target).layout, before, state, inputs)
         except SessionChanged:
             continue  # stepped (or reset) while the inputs replayed: replay what it has now

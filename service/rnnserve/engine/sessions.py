@@ -183,7 +183,7 @@ class Sessions:
         record = SessionRecord(id=session_id, model=runner.name, version=runner.version,
                                created=now, last_used=now, ttl_s=runner.settings.session_ttl_s,
                                owner=owner, client=counted)
-        with deadlines.writing("creation", f"session {session_id!r}"):
+        async with deadlines.writing("creation", f"session {session_id!r}"):
             return await self._store.create(self._served.batcher(runner).layout, record,
                                             state, replace=replace)
 
@@ -350,7 +350,7 @@ class Sessions:
     ) -> SessionRecord:
         record, runner = await self.resolve(session_id, owner)
         checked = check_state(runner.signature, state, "state")
-        with deadlines.writing("reset", f"session {session_id!r}"):
+        async with deadlines.writing("reset", f"session {session_id!r}"):
             return await self._store.reset(session_id, checked)
 
     async def migrate(self, session_id: str, version: int | str, *, owner: str = "") -> Migrated:
@@ -375,7 +375,7 @@ class Sessions:
 
     async def delete(self, session_id: str, *, owner: str = "") -> None:
         await self._owned(session_id, owner)
-        with deadlines.writing("deletion", f"session {session_id!r}"):
+        async with deadlines.writing("deletion", f"session {session_id!r}"):
             await self._store.delete(session_id)
 
     async def end(self, session_id: str) -> None:
