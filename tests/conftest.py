@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.parallel"]  # how scripts/test.sh spreads the suite over two processes
 COMMITTED_MODELS = ROOT / "models"
 
 
