@@ -42,5 +42,5 @@ echo "== ruff";  ruff check .
 echo "== mypy";  mypy
 # Two processes (pytest-xdist), each test file whole on one (tests/parallel.py): most tests wait
 # on the servers, Redis, browsers and containers they start, so two workers on two cores take
-# about two thirds of one's time. Later arguments win: `bash scripts/test.sh -n 0` runs serially.
+# about 60 % of one's time. Later arguments win: `bash scripts/test.sh -n 0` runs serially.
 echo "== pytest"; python -m pytest -n 2 --dist loadfile "$@"

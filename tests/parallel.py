@@ -1,6 +1,6 @@
 """How the suite runs in two processes (pytest-xdist; scripts/test.sh passes `-n 2 --dist
 loadfile`). Most tests wait on servers they started, so two workers on two cores take about
-two thirds of one's time.
+60 % of one's time (693–737 s against 1,187 s for the suite on this kind of machine).
 
 - Whole files to a worker, as `--dist loadfile` means: a file's module-scoped servers start
   once, not once per worker. The container tests' files go together, since they share the image
@@ -29,8 +29,9 @@ TOGETHER = ("tests/containers/",)
 FIRST = ("tests/containers/", "tests/ops/test_dependencies.py",
          "tests/client/test_client_install.py")
 """Units that take longest (images, Compose, new virtual environments: minutes), handed out
-before the rest, so that none is left running alone at the end: xdist orders units by their
-count of tests, and the container tests, twelve, came last and ran two minutes alone."""
+before the rest, so that none is left running alone at the end. xdist hands out units by their
+count of tests, most first, so the container tests (twelve tests, about four minutes) would
+start among the last."""
 
 
 class WholeFiles(LoadScopeScheduling):
