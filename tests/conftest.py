@@ -215,8 +215,8 @@ class ServerProcess(LoggedProcess):
     def __init__(self, args: list[str], log_path: Path, *, grpc: bool = False) -> None:
         self.extra_args = args
         self.port_retries = 0
-        self.grpc_port = free_port() if grpc else 0
-        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
+        self.grpc = grpc
+        self._pick_grpc_port()
         self._pick_port()
         super().__init__(self._command(), log_path)
 
@@ -224,19 +224,26 @@ class ServerProcess(LoggedProcess):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
 
+    def _pick_grpc_port(self) -> None:
+        self.grpc_port = free_port() if self.grpc else 0
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
+
     def _command(self) -> list[str]:
         return [sys.executable, "-m", "rnnserve", "serve", "--host", "127.0.0.1",
                 "--port", str(self.port), "--grpc-port", str(self.grpc_port), *self.extra_args]
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Until /v2/health/ready answers 200. A free port can be taken by another process
-        between being picked and being bound: then start again on a new one."""
+        between being picked and being bound (more often with the suite's two workers
+        starting servers at once): then start again on new ones, the gRPC port too (gRPC says
+        "Address already in use", uvicorn "address already in use")."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                if "address already in use" in self.log() and self.port_retries < 3:
+                if "address already in use" in self.log().lower() and self.port_retries < 3:
                     self.port_retries += 1
                     self._pick_port()
+                    self._pick_grpc_port()
                     self.proc = self._spawn(self._command())
                     continue
                 raise RuntimeError(f"server exited {self.proc.returncode}: {self.log()}")

@@ -4,18 +4,25 @@ first.
 
 A real pytest-xdist run of a small suite made here, with the project's plugin, shows the
 scheduling; a collection of the project's own suite shows that no two items share a node id
-(xdist keeps one item per id and drops the rest without a word)."""
+(xdist keeps one item per id and drops the rest without a word). With two workers starting
+servers at once, a port picked free is taken before the server binds it more often: a server
+started by the tests starts again on new ports then."""
 
 from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
 
-from tests.conftest import ROOT
+import pytest
+import tritonclient.grpc as grpcclient
+
+import tests.conftest
+from tests.conftest import COMMITTED_MODELS, ROOT, ServerProcess
 
 RECORDING_TEST = '''
 import os
@@ -105,3 +112,24 @@ def test_no_two_tests_of_the_suite_share_a_node_id() -> None:
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     assert not repeated, repeated
     assert sum("tests/http/test_fuzz.py::test_no_server_errors[" in i for i in ids) >= 20
+
+
+def test_a_server_whose_grpc_port_was_taken_starts_again_on_new_ports(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as taken:  # what another worker's process holds
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        held = taken.getsockname()[1]
+        picks = iter([held])  # the first port picked (the gRPC one) is the held one
+        real = tests.conftest.free_port
+        monkeypatch.setattr(tests.conftest, "free_port", lambda: next(picks, 0) or real())
+        server = ServerProcess(["--models", str(COMMITTED_MODELS)], tmp_path / "server.log",
+                               grpc=True)
+        try:
+            server.wait_ready()
+            assert "address already in use" in server.log().lower()
+            assert server.port_retries == 1 and server.grpc_port not in (0, held)
+            with grpcclient.InferenceServerClient(server.grpc_url) as client:
+                assert client.is_server_live()
+        finally:
+            server.stop()
