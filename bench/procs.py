@@ -8,6 +8,7 @@ not a pipe: a pipe nobody reads fills up and silently stalls a chatty server.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,12 +20,32 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_PORT = 10000
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now (the OS picks it; a tiny race with other programs
-    remains, acceptable for a benchmark that fails loudly if the bind fails)."""
+    """A TCP port that is free right now, drawn below the kernel's ephemeral range. A port the
+    OS picks (bind to 0) comes from that range, which every outgoing connection draws from too:
+    in the second or so before a server binds it, a load generator's clients (hundreds of
+    connections; the test suite runs two workers at once) could take it. A race with another
+    program picking the same port remains, a small one (the test suite's servers and Redis
+    start again on a new port when theirs was taken)."""
+    try:
+        ephemeral_low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768  # Linux's default
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(LOWEST_PORT, ephemeral_low) if ephemeral_low > LOWEST_PORT else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:  # taken (or a listener on every address holds it): another
+                continue
+            return int(sock.getsockname()[1])
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
+        sock.bind((host, 0))  # below the range all taken: let the OS pick
         return int(sock.getsockname()[1])
 
 

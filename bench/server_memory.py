@@ -26,13 +26,9 @@ from pathlib import Path
 
 import httpx
 
+from bench.procs import free_port
+
 CONCURRENCY = 32
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_bytes(pid: int) -> int:

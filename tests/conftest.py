@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -53,9 +52,10 @@ def weather_rows(hours: int = 1, seed: int = 0, model: str = "temperature-gru",
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now, below the range outgoing connections take theirs from."""
+    from bench.procs import free_port as below_ephemeral
+
+    return below_ephemeral()
 
 
 BIDIRECTIONAL = {"bi-gru": ("GRU", 2, 6), "bi-lstm": ("LSTM", 1, 7)}

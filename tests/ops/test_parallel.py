@@ -22,7 +22,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 import tests.conftest
-from tests.conftest import COMMITTED_MODELS, ROOT, ServerProcess
+from tests.conftest import COMMITTED_MODELS, ROOT, ServerProcess, free_port
 
 RECORDING_TEST = '''
 import os
@@ -133,3 +133,12 @@ def test_a_server_whose_grpc_port_was_taken_starts_again_on_new_ports(
                 assert client.is_server_live()
         finally:
             server.stop()
+
+
+def test_free_ports_are_drawn_below_the_range_outgoing_connections_use() -> None:
+    lowest_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(20)]
+    assert all(10000 <= port < lowest_ephemeral for port in ports), ports
+    assert len(set(ports)) > 10, ports  # drawn at random, not one port again and again
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", ports[-1]))  # and free
