@@ -7,6 +7,7 @@ not a pipe: a pipe nobody reads fills up and silently stalls a chatty server.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
@@ -24,6 +25,15 @@ EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 LOWEST_PORT = 10000
 
 
+@functools.cache
+def lowest_ephemeral_port() -> int:
+    """The low end of the range the kernel draws outgoing connections' local ports from."""
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free right now, drawn below the kernel's ephemeral range. A port the
     OS picks (bind to 0) comes from that range, which every outgoing connection draws from too:
@@ -31,22 +41,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     connections; the test suite runs two workers at once) could take it. A race with another
     program picking the same port remains, a small one (the test suite's servers and Redis
     start again on a new port when theirs was taken)."""
-    try:
-        ephemeral_low = int(EPHEMERAL_RANGE.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        ephemeral_low = 32768  # Linux's default
+    low = lowest_ephemeral_port()
     rng = random.SystemRandom()
-    for _ in range(200):
-        port = rng.randrange(LOWEST_PORT, ephemeral_low) if ephemeral_low > LOWEST_PORT else 0
+    drawn = [rng.randrange(LOWEST_PORT, low) for _ in range(200)] if low > LOWEST_PORT else []
+    for port in [*drawn, 0]:  # 0 last: all drawn ones taken, the OS picks
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((host, port))
             except OSError:  # taken (or a listener on every address holds it): another
                 continue
             return int(sock.getsockname()[1])
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))  # below the range all taken: let the OS pick
-        return int(sock.getsockname()[1])
+    raise OSError(f"no free TCP port on {host}")
 
 
 def cpu_seconds(pid: int) -> float:

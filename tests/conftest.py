@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 
+from bench.procs import free_port  # below the range outgoing connections take their ports from
+
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.parallel"]  # how scripts/test.sh spreads the suite over two processes
 COMMITTED_MODELS = ROOT / "models"
@@ -49,13 +51,6 @@ def weather_rows(hours: int = 1, seed: int = 0, model: str = "temperature-gru",
     if temperature_f is not None:
         rows[:, 0] = temperature_f
     return [[round(float(v), 4) for v in row] for row in rows]
-
-
-def free_port() -> int:
-    """A loopback port free now, below the range outgoing connections take theirs from."""
-    from bench.procs import free_port as below_ephemeral
-
-    return below_ephemeral()
 
 
 BIDIRECTIONAL = {"bi-gru": ("GRU", 2, 6), "bi-lstm": ("LSTM", 1, 7)}
