@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +24,15 @@ from typing import Any
 from bench.client_loop import run_client
 from bench.grpcload import encode_bodies, encode_prefix, run_grpc_stream_point
 from bench.medium_model import MODEL_NAME, MediumConfig, write_model_files
-from bench.procs import HOST, RnnserveProcess, ServerProcess, cpu_seconds, free_port, start_rnnserve
+from bench.peers.servers import GrpcEchoProcess
+from bench.procs import (
+    HOST,
+    RnnserveProcess,
+    cpu_seconds,
+    free_port,
+    start_rnnserve,
+    with_fresh_ports,
+)
 from bench.sessions.servers import batch_counters, mean_batch_rows
 from bench.stats import CpuMarks, CpuProbe, LoadResult, Window
 
@@ -34,25 +40,6 @@ SYSTEMS = ("stream", "echo-stream", "unary", "echo-unary")
 RATIOS = {"stream": "echo-stream", "unary": "echo-unary"}
 FLAGS = ["--max-sessions", "20000", "--log-level", "warning"]
 UNARY = "/inference.GRPCInferenceService/ModelInfer"
-
-
-class GrpcEchoProcess(ServerProcess):
-    """bench/grpc_echo.py: ready once its port accepts a connection."""
-
-    def start(self, ready_timeout_s: float = 60.0) -> None:
-        with open(self.log_path, "wb") as log:
-            self._popen = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                           stdin=subprocess.DEVNULL, cwd=self.cwd)
-        host, port = self.ready_url.rsplit(":", 1)
-        deadline = time.monotonic() + ready_timeout_s
-        while self._popen.poll() is None and time.monotonic() < deadline:
-            try:
-                socket.create_connection((host, int(port)), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"the gRPC echo did not start:\n{self.log_tail()}")
 
 
 async def run_unary_point_async(
@@ -145,17 +132,22 @@ def main(argv: list[str] | None = None) -> None:
     with start_rnnserve(files.repository, workdir, [*FLAGS, *args.rnnserve_flag],
                         grpc=True) as rnnserve:
         assert isinstance(rnnserve, RnnserveProcess)
-        port = free_port()
-        echo = GrpcEchoProcess("grpc-echo", [sys.executable, "-m", "bench.grpc_echo",
-                               "--host", HOST, "--port", str(port), "--output-size",
-                               str(config.output_size), "--match-ids"], f"{HOST}:{port}",
-                               workdir / "grpc-echo.log")
-        echo.start()
-        with echo:
+
+        def start_echo() -> GrpcEchoProcess:  # new port each time: with_fresh_ports
+            port = free_port()
+            echo = GrpcEchoProcess("grpc-echo", [sys.executable, "-m", "bench.grpc_echo",
+                                   "--host", HOST, "--port", str(port), "--output-size",
+                                   str(config.output_size), "--match-ids"], "",
+                                   workdir / "grpc-echo.log")
+            echo.grpc_target = f"{HOST}:{port}"
+            echo.start()
+            return echo
+
+        with with_fresh_ports(start_echo) as echo:
             servers = {"stream": rnnserve, "unary": rnnserve, "echo-stream": echo,
                        "echo-unary": echo}
             targets = {"stream": rnnserve.grpc_target, "unary": rnnserve.grpc_target,
-                       "echo-stream": echo.ready_url, "echo-unary": echo.ready_url}
+                       "echo-stream": echo.grpc_target, "echo-unary": echo.grpc_target}
             next_id = 1
             print(f"{'system':12s} {'steps/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} "
                   f"{'srv ms/st':>10s} {'cli ms/st':>10s} {'rows':>6s} {'errors':>6s}")

@@ -17,9 +17,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 LOWEST_PORT = 10000
@@ -39,8 +40,9 @@ def free_port(host: str = "127.0.0.1") -> int:
     OS picks (bind to 0) comes from that range, which every outgoing connection draws from too:
     in the second or so before a server binds it, a load generator's clients (hundreds of
     connections; the test suite runs two workers at once) could take it. A race with another
-    program picking the same port remains, a small one (the test suite's servers and Redis
-    start again on a new port when theirs was taken)."""
+    program picking the same port remains, a small one: `with_fresh_ports` starts a server
+    again on new ports when its own were taken (the test suite's servers and Redis do the
+    same)."""
     low = lowest_ephemeral_port()
     rng = random.SystemRandom()
     drawn = [rng.randrange(LOWEST_PORT, low) for _ in range(200)] if low > LOWEST_PORT else []
@@ -67,6 +69,32 @@ def cpu_seconds(pid: int) -> float:
     fields = stat.rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+PORT_TAKEN = "already in use"
+"""In the log of a server whose port was taken: "address already in use" (uvicorn, gRPC,
+podman, redis-server), "Socket '127.0.0.1:8000' already in use" (Triton's HTTP server)."""
+
+
+class PortTaken(RuntimeError):
+    """The server exited before it was ready because a port it was given was taken: another
+    process bound it between its pick (free_port) and the server's bind."""
+
+
+Started = TypeVar("Started", bound="ServerProcess")
+
+
+def with_fresh_ports(start: Callable[[], Started], attempts: int = 3) -> Started:
+    """`start()` (which picks its ports and starts the server), again while it fails with
+    PortTaken, up to `attempts` times in all: a benchmark or test does not fail on a port
+    someone else took in that second."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return start()
+        except PortTaken:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
 
 
 class ServerProcess:
@@ -116,9 +144,9 @@ class ServerProcess:
         while True:
             code = self._popen.poll()
             if code is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with code {code} before it was ready:\n{self.log_tail()}"
-                )
+                tail = self.log_tail()
+                failure = PortTaken if PORT_TAKEN in tail.lower() else RuntimeError
+                raise failure(f"{self.name} exited with code {code} before it was ready:\n{tail}")
             if self.is_ready():
                 return
             if time.monotonic() > deadline:
@@ -205,10 +233,14 @@ def start_module(
     port: int | None = None,
 ) -> ServerProcess:
     """`python -m <module...> --host 127.0.0.1 --port <port> <after...>` with this interpreter
-    (so the venv's packages), through `start_server`; `port` defaults to a free one."""
-    port = port or free_port()
-    argv = [sys.executable, "-m", *module, "--host", HOST, "--port", str(port), *after]
-    return start_server(name, argv, port, workdir, kind)
+    (so the venv's packages), through `start_server`; `port` defaults to a free one (a new
+    one if it was taken before the server bound it)."""
+
+    def start(port: int) -> ServerProcess:
+        argv = [sys.executable, "-m", *module, "--host", HOST, "--port", str(port), *after]
+        return start_server(name, argv, port, workdir, kind)
+
+    return start(port) if port else with_fresh_ports(lambda: start(free_port()))
 
 
 # ------------------------------------------------------------------------------ the servers
@@ -221,22 +253,26 @@ class RnnserveProcess(ServerProcess):
 def start_rnnserve(
     repository: Path, workdir: Path, flags: Sequence[str] = (), grpc: bool = False
 ) -> RnnserveProcess:
-    """`rnnserve serve` on the model repository. gRPC on a free port only when a gRPC system
-    is measured (else off, `--grpc-port 0`, so that the other systems' figures stay comparable
-    with earlier runs)."""
-    port = free_port()
-    grpc_port = free_port() if grpc else 0
-    server = start_module(
-        "rnnserve",
-        ["rnnserve", "serve", "--models", str(repository)],
-        workdir,
-        ["--grpc-port", str(grpc_port), *flags],
-        RnnserveProcess,
-        port,
-    )
-    assert isinstance(server, RnnserveProcess)
-    server.grpc_target = f"{HOST}:{grpc_port}" if grpc_port else ""
-    return server
+    """`rnnserve serve` on the model repository, on free ports (new ones if one was taken
+    before the server bound it). gRPC on a free port only when a gRPC system is measured
+    (else off, `--grpc-port 0`, so that the other systems' figures stay comparable with
+    earlier runs)."""
+
+    def start() -> RnnserveProcess:  # new ports each time: with_fresh_ports
+        grpc_port = free_port() if grpc else 0
+        server = start_module(
+            "rnnserve",
+            ["rnnserve", "serve", "--models", str(repository)],
+            workdir,
+            ["--grpc-port", str(grpc_port), *flags],
+            RnnserveProcess,
+            free_port(),
+        )
+        assert isinstance(server, RnnserveProcess)
+        server.grpc_target = f"{HOST}:{grpc_port}" if grpc_port else ""
+        return server
+
+    return with_fresh_ports(start)
 
 
 def start_naive_predict(state: Path, workdir: Path, torch_threads: int | None) -> ServerProcess:

@@ -13,12 +13,14 @@ from pathlib import Path
 
 from bench.procs import (
     HOST,
+    REPO_ROOT,
     ServerProcess,
     base_url,
     cpu_seconds,
     free_port,
     start_echo,
     start_rnnserve,
+    with_fresh_ports,
 )
 from bench.sessions.plan import RNNSERVE_FLAGS
 
@@ -36,18 +38,23 @@ class GrpcEchoProcess(ServerProcess):
 
 
 def start_grpc_echo(workdir: Path, reply: bytes | None) -> GrpcEchoProcess:
-    port = free_port()
-    argv = [sys.executable, "-m", "bench.grpc_echo", "--host", HOST, "--port", str(port)]
+    after = []
     if reply is not None:
         reply_file = workdir / "grpc-echo-reply.bin"
         reply_file.write_bytes(reply)
-        argv += ["--reply-file", str(reply_file)]
-    from bench.procs import REPO_ROOT
+        after = ["--reply-file", str(reply_file)]
 
-    server = GrpcEchoProcess("grpc-echo", argv, "", workdir / "grpc-echo.log", cwd=REPO_ROOT)
-    server.grpc_target = f"{HOST}:{port}"
-    server.start(ready_timeout_s=60)
-    return server
+    def start() -> GrpcEchoProcess:  # new port each time: with_fresh_ports
+        port = free_port()
+        argv = [sys.executable, "-m", "bench.grpc_echo", "--host", HOST, "--port", str(port),
+                *after]
+        server = GrpcEchoProcess("grpc-echo", argv, "", workdir / "grpc-echo.log",
+                                 cwd=REPO_ROOT)
+        server.grpc_target = f"{HOST}:{port}"
+        server.start(ready_timeout_s=60)
+        return server
+
+    return with_fresh_ports(start)
 
 
 def start_named(

@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 from bench.medium_model import MODEL_NAME, MediumConfig
-from bench.procs import HOST, READY_PATH, ServerProcess, free_port
+from bench.procs import HOST, READY_PATH, ServerProcess, free_port, with_fresh_ports
 
 DEFAULT_VENV = Path.home() / ".cache" / "rnnserve-bench" / "triton-venv"
 PACKAGES = ("nvidia-pytriton", "onnxruntime", "numpy")
@@ -152,33 +152,37 @@ def start_triton(onnx: Path, workdir: Path, venv: Path = DEFAULT_VENV) -> Server
     shutil.copy2(onnx, version_dir / "model.onnx")
     (version_dir / "model.py").write_text(MODEL_PY)
     (repository / MODEL_NAME / "config.pbtxt").write_text(config_pbtxt(MediumConfig()))
-    http_port, grpc_port = free_port(), free_port()
     env = dict(os.environ)
     env["PATH"] = f"{python.parent}:{env.get('PATH', '')}"  # the stub's python finds ORT here
     env["LD_LIBRARY_PATH"] = ":".join(
         p for p in (libdir, str(site / "nvidia_pytriton.libs"), env.get("LD_LIBRARY_PATH")) if p
     )
-    argv = [
-        str(tree / "bin" / "tritonserver"),
-        f"--model-repository={repository}",
-        f"--backend-directory={tree / 'backends'}",
-        f"--http-address={HOST}",
-        f"--http-port={http_port}",
-        "--allow-grpc=true",
-        f"--grpc-address={HOST}",
-        f"--grpc-port={grpc_port}",
-        "--allow-metrics=false",
-        f"--backend-config=python,shm-region-prefix-name=rnnbench{uuid.uuid4().hex[:8]}_",
-        "--log-verbose=0",
-    ]
-    server = ServerProcess(
-        "triton",
-        argv,
-        f"http://{HOST}:{http_port}{READY_PATH}",  # strict: every model loaded
-        workdir / "triton.log",
-        env=env,
-        cwd=workdir,
-    )
-    server.start(ready_timeout_s=120)
-    server.grpc_target = f"{HOST}:{grpc_port}"
-    return server
+
+    def start() -> ServerProcess:  # new ports each time: with_fresh_ports
+        http_port, grpc_port = free_port(), free_port()
+        argv = [
+            str(tree / "bin" / "tritonserver"),
+            f"--model-repository={repository}",
+            f"--backend-directory={tree / 'backends'}",
+            f"--http-address={HOST}",
+            f"--http-port={http_port}",
+            "--allow-grpc=true",
+            f"--grpc-address={HOST}",
+            f"--grpc-port={grpc_port}",
+            "--allow-metrics=false",
+            f"--backend-config=python,shm-region-prefix-name=rnnbench{uuid.uuid4().hex[:8]}_",
+            "--log-verbose=0",
+        ]
+        server = ServerProcess(
+            "triton",
+            argv,
+            f"http://{HOST}:{http_port}{READY_PATH}",  # strict: every model loaded
+            workdir / "triton.log",
+            env=env,
+            cwd=workdir,
+        )
+        server.start(ready_timeout_s=120)
+        server.grpc_target = f"{HOST}:{grpc_port}"
+        return server
+
+    return with_fresh_ports(start)
