@@ -11,6 +11,10 @@ from bench.peers.triton import DEFAULT_VENV
 from bench.sessions.plan import Plan as SessionsPlan
 
 ROWS = ("v2-http", "grpc", "rest", "bulk", "ws")
+ROUNDS = 3
+"""Rounds of a full run. A ratio's verdict is the median round's (rows.ratio), so with three
+one phase slowed by a neighbour on this shared machine does not decide it; with two the
+median was the lower round's, and one slow 5 s phase of either system flipped a verdict."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ def parse_plan(argv: list[str] | None) -> Plan:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="1 round of 2 s phases (a smoke run, 2-3 minutes); default 2 rounds of 5 s",
+        help="1 round of 2 s phases (a smoke run, 2-3 minutes); default 3 rounds of 5 s",
     )
     parser.add_argument("--only", nargs="+", choices=ROWS, help="rows to run (default all)")
     parser.add_argument(
@@ -100,7 +104,7 @@ def parse_plan(argv: list[str] | None) -> Plan:
         bulk_sessions=args.bulk_sessions,
         duration_s=args.duration or (2.0 if args.quick else 5.0),
         warmup_s=args.warmup or (0.5 if args.quick else 1.0),
-        rounds=args.rounds or (1 if args.quick else 2),
+        rounds=args.rounds or (1 if args.quick else ROUNDS),
         max_requests=args.max_requests,
         peer=not args.no_peer,
         triton_venv=args.triton_venv,

@@ -145,3 +145,24 @@ def test_a_crashed_peer_is_started_again_and_measured_in_later_rounds(tmp_path: 
     assert [c["exit_code"] for c in crashes] == [-signal.SIGSEGV] * 2
     assert "v2-http/triton" not in unavailable
     assert "v2-http/other" not in rounds and "a system that fails" in unavailable["v2-http/other"]
+
+
+def test_a_full_run_judges_each_ratio_by_its_median_round() -> None:
+    """Three rounds by default, and a ratio is the median of the rounds' own ratios: one round
+    whose phase a neighbour slowed (here the first, 0.30) does not decide the verdict, nor
+    does one that ran unusually well."""
+    from bench.peers.plan import parse_plan
+    from bench.peers.rows import targets_of
+
+    plan = parse_plan([])
+    assert plan.rounds == 3 and parse_plan(["--quick"]).rounds == 1
+
+    def rounds_of(rates: list[float]) -> list[dict[str, Any]]:
+        return [{"round": i + 1, "errors": 0, "sequences_per_s": rate}
+                for i, rate in enumerate(rates)]
+
+    rounds = {"bulk/rnnserve-binary": rounds_of([30.0, 50.0, 90.0]),
+              "bulk/in-process": rounds_of([100.0, 100.0, 100.0])}
+    (bulk,) = [t for t in targets_of(plan)["bulk"] if t.label == "bulk binary ÷ in-process ORT"]
+    assert bulk.value(rounds) == 0.5
+    assert bulk.ok is not None and bulk.ok(0.5)
