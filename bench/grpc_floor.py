@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -24,15 +23,8 @@ from typing import Any
 from bench.client_loop import run_client
 from bench.grpcload import encode_bodies, encode_prefix, run_grpc_stream_point
 from bench.medium_model import MODEL_NAME, MediumConfig, write_model_files
-from bench.peers.servers import GrpcEchoProcess
-from bench.procs import (
-    HOST,
-    RnnserveProcess,
-    cpu_seconds,
-    free_port,
-    start_rnnserve,
-    with_fresh_ports,
-)
+from bench.peers.servers import start_grpc_echo
+from bench.procs import RnnserveProcess, cpu_seconds, start_rnnserve
 from bench.sessions.servers import batch_counters, mean_batch_rows
 from bench.stats import CpuMarks, CpuProbe, LoadResult, Window
 
@@ -132,18 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     with start_rnnserve(files.repository, workdir, [*FLAGS, *args.rnnserve_flag],
                         grpc=True) as rnnserve:
         assert isinstance(rnnserve, RnnserveProcess)
-
-        def start_echo() -> GrpcEchoProcess:  # new port each time: with_fresh_ports
-            port = free_port()
-            echo = GrpcEchoProcess("grpc-echo", [sys.executable, "-m", "bench.grpc_echo",
-                                   "--host", HOST, "--port", str(port), "--output-size",
-                                   str(config.output_size), "--match-ids"], "",
-                                   workdir / "grpc-echo.log")
-            echo.grpc_target = f"{HOST}:{port}"
-            echo.start()
-            return echo
-
-        with with_fresh_ports(start_echo) as echo:
+        with start_grpc_echo(workdir, None, ["--output-size", str(config.output_size),
+                                             "--match-ids"]) as echo:
             servers = {"stream": rnnserve, "unary": rnnserve, "echo-stream": echo,
                        "echo-unary": echo}
             targets = {"stream": rnnserve.grpc_target, "unary": rnnserve.grpc_target,

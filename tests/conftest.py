@@ -16,7 +16,10 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 
-from bench.procs import free_port  # below the range outgoing connections take their ports from
+from bench.procs import (
+    PORT_TAKEN,
+    free_port,  # below the range outgoing connections take their ports from
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.parallel"]  # how scripts/test.sh spreads the suite over two processes
@@ -235,7 +238,7 @@ class ServerProcess(LoggedProcess):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                if "address already in use" in self.log().lower() and self.port_retries < 3:
+                if PORT_TAKEN in self.log().lower() and self.port_retries < 3:
                     self.port_retries += 1
                     self._pick_port()
                     self._pick_grpc_port()

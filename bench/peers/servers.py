@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -37,12 +37,15 @@ class GrpcEchoProcess(ServerProcess):
             return False
 
 
-def start_grpc_echo(workdir: Path, reply: bytes | None) -> GrpcEchoProcess:
-    after = []
+def start_grpc_echo(workdir: Path, reply: bytes | None,
+                    flags: Sequence[str] = ()) -> GrpcEchoProcess:
+    """bench/grpc_echo.py on a free port (a new one if it was taken before the echo bound
+    it), answering `reply` when given, with its other `flags`."""
+    after = list(flags)
     if reply is not None:
         reply_file = workdir / "grpc-echo-reply.bin"
         reply_file.write_bytes(reply)
-        after = ["--reply-file", str(reply_file)]
+        after += ["--reply-file", str(reply_file)]
 
     def start() -> GrpcEchoProcess:  # new port each time: with_fresh_ports
         port = free_port()

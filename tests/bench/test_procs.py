@@ -14,7 +14,14 @@ import httpx
 import pytest
 
 import bench.procs
-from bench.procs import PortTaken, base_url, start_echo, start_rnnserve, with_fresh_ports
+from bench.procs import (
+    PortTaken,
+    ServerProcess,
+    base_url,
+    start_echo,
+    start_rnnserve,
+    with_fresh_ports,
+)
 from tests.conftest import COMMITTED_MODELS
 
 
@@ -58,8 +65,8 @@ def test_rnnserve_whose_grpc_port_was_taken_starts_on_new_ports(
             assert httpx.get(server.ready_url, timeout=5).status_code == 200
 
 
-def failing(error: Exception, calls: list[int]) -> Callable[[], None]:
-    def start() -> None:
+def failing(error: Exception, calls: list[int]) -> Callable[[], ServerProcess]:
+    def start() -> ServerProcess:
         calls.append(1)
         raise error
     return start
@@ -68,12 +75,12 @@ def failing(error: Exception, calls: list[int]) -> Callable[[], None]:
 def test_a_port_taken_again_and_again_fails_after_three_starts() -> None:
     calls: list[int] = []
     with pytest.raises(PortTaken):
-        with_fresh_ports(failing(PortTaken("address already in use"), calls))  # type: ignore[type-var]
+        with_fresh_ports(failing(PortTaken("address already in use"), calls))
     assert len(calls) == 3
 
 
 def test_a_server_that_fails_otherwise_is_not_started_again() -> None:
     calls: list[int] = []
     with pytest.raises(RuntimeError, match="bad flag"):
-        with_fresh_ports(failing(RuntimeError("bad flag"), calls))  # type: ignore[type-var]
+        with_fresh_ports(failing(RuntimeError("bad flag"), calls))
     assert len(calls) == 1
