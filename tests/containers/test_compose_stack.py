@@ -137,6 +137,23 @@ def failed_tries(clients: list[SteppingClient]) -> Counter[str]:
     return sum((c.failures for c in clients), Counter())
 
 
+def print_nginx_diagnosis(log: str) -> None:
+    """What nginx did when a request failed or was slow, printed before the verdicts so a
+    failing run shows it: the watcher's reloads (with the addresses it looked up), the
+    requests nginx answered 502/504 or that took a second or more (each with the upstream
+    addresses it tried), and its upstream errors and time-outs."""
+    def telling(line: str) -> bool:
+        if "nginx reloaded" in line or "upstream timed out" in line or "connect() failed" in line:
+            return True
+        status = re.search(r'" (\d{3}) ', line)
+        took = re.search(r" rt=([0-9.]+) ", line)
+        streamed = "/stream " in line.split(" rt=")[0][-40:]
+        return bool(status and status.group(1) in ("502", "504")
+                    or took and float(took.group(1)) >= 1.0 and not streamed)
+    print("\nnginx: reloads, 502/504 answers, slow requests, upstream errors:",
+          *[line for line in log.splitlines() if telling(line)][-40:], sep="\n")
+
+
 def test_compose_stack_survives_replica_and_redis_faults(tmp_path: Path) -> None:
     started = time.monotonic()
     figures: dict[str, object] = {}
@@ -203,7 +220,7 @@ def test_compose_stack_survives_replica_and_redis_faults(tmp_path: Path) -> None
         wait_until("rnnserve-1 ready", lambda: podman(
             "healthcheck", "run", stack.container("rnnserve-1"), check=False).returncode == 0, 60)
         redis_reachable_s = stack.wait_until_reaches("rnnserve-1")
-        if new_address != old_address:
+        if new_address != old_address:  # logged once only new workers take connections
             wait_until("nginx reloaded with rnnserve-1's new address",
                        lambda: re.search(rf"nginx reloaded: .*rnnserve-1 {re.escape(new_address)}",
                                          stack.logs("nginx")), 30)
@@ -241,6 +258,7 @@ def test_compose_stack_survives_replica_and_redis_faults(tmp_path: Path) -> None
         failures = failed_tries(clients)
         samples = {k: v for c in clients for k, v in c.failure_samples.items()}
         print("\nlatest message of each kind of failed try:", json.dumps(samples, indent=2))
+        print_nginx_diagnosis(stack.logs("nginx", 5000))
         figures.update(sessions=len(clients), steps_acknowledged=acknowledged,
                        steps_lost=lost, steps_duplicated=duplicated,
                        failed_tries=dict(sorted(failures.items())))
@@ -248,12 +266,6 @@ def test_compose_stack_survives_replica_and_redis_faults(tmp_path: Path) -> None
         # A dead replica costs a retry, never a gateway timeout (nginx moves a request that
         # could not reach its replica to the next one instead of answering 504).
         assert not [k for k in failures if "504" in k], failures
-
-        slow = [line for line in stack.logs("nginx", 5000).splitlines()
-                if (m := re.search(r" rt=([0-9.]+) ", line)) and float(m.group(1)) >= 1.0
-                and "/stream " not in line.split(" rt=")[0][-40:] or "upstream timed out" in line]
-        print("\nnginx: requests that took a second or more, and upstream time-outs:",
-              *slow[-12:], sep="\n")
 
         # `down -v` removes the containers, the named volume and the anonymous ones
         anonymous = stack.anonymous_volumes()

@@ -2,8 +2,9 @@
 tests/containers/test_compose_stack.py, runs both for real): the TLS servers render with the
 templates and pass `nginx -t` with a throwaway certificate; deploy/compose/tls.yml loads with
 the Docker Compose CLI and says what is missing without a certificate folder; the published
-ports can be set; the watcher script is valid POSIX sh (shellcheck when installed) and
-reloads nginx only when an address changed and every name resolves."""
+ports can be set; the watcher script is valid POSIX sh (shellcheck when installed) and, run
+against a real nginx master, reloads it only when an address changed and every name resolves,
+and counts a reload as done only once new workers serve."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
+
+from tests.conftest import free_port
 from tests.ops.test_deploy_configs import (
     COMPOSE,
     ROOT,
@@ -119,45 +123,102 @@ def test_deploy_watcher_script_is_posix_sh() -> None:
         assert linted.returncode == 0, linted.stdout
 
 
+def served_generation(port: int) -> str:
+    """What the watcher test's nginx answers on a new connection: its configuration's name."""
+    return httpx.get(f"http://127.0.0.1:{port}/", timeout=5, trust_env=False).text
+
+
+def generation_conf(conf: Path, state: Path, port: int, generation: str, valid: bool) -> None:
+    """A tiny nginx configuration whose answer names it; `valid=False` breaks its syntax."""
+    conf.write_text(
+        f"worker_processes 2;\npid {state}/nginx.pid;\nevents {{}}\n"
+        f"http {{ access_log off; server {{ listen 127.0.0.1:{port}; "
+        f"return 200 \"{generation}\"{';' if valid else ''} }} }}\n")
+
+
 def test_deploy_watcher_reloads_when_an_address_changes_and_all_resolve(tmp_path: Path) -> None:
-    """The script with stand-ins for `getent hosts` (a file of names) and `nginx` (a log of
-    its calls) on PATH: the lookups and the reload are what the compose test does for real;
-    here each rule is seen in turn, fast."""
+    """The script against a real nginx master, with a stand-in for `getent hosts` (a file of
+    names): no reload without a change or while a name does not resolve; a reload the master
+    refuses (it kept its old workers) is not logged as done and is sent again; one that takes
+    is logged only once new workers take the connections, so a request sent right after the
+    log line is answered by the new configuration. `nginx -s reload` is stood in for by the
+    SIGHUP it sends, so that the master alone reads the broken configuration, as when a name
+    resolves for the watcher but not for the master a moment later."""
+    nginx = tool("nginx")
     bin_dir, hosts, calls = tmp_path / "bin", tmp_path / "hosts", tmp_path / "calls"
-    bin_dir.mkdir()
+    prefix, state = tmp_path / "nginx", tmp_path / "nginx" / "state"
+    for folder in (bin_dir, prefix / "logs", state):
+        folder.mkdir(parents=True)
+    conf, port = prefix / "nginx.conf", free_port()
+    generation_conf(conf, state, port, "generation-1", valid=True)
     (bin_dir / "getent").write_text(
         f'#!/bin/sh\nawk -v n="$2" \'$1 == n {{ print $2 "  " $1; found = 1 }} '
         f'END {{ exit found ? 0 : 2 }}\' {hosts}\n')
-    (bin_dir / "nginx").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "nginx").write_text(
+        f'#!/bin/sh\necho "$@" >> {calls}\n[ "$*" = "-s reload" ] || exit 2\n'
+        f'exec kill -HUP "$(cat {state}/nginx.pid)"\n')
     for fake in bin_dir.iterdir():
         fake.chmod(0o755)
     hosts.write_text("rnnserve-1 10.0.0.1\nrnnserve-2 10.0.0.2\n")
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
-           "RNNSERVE_WATCH_INTERVAL_S": "0.1",
+           "RNNSERVE_WATCH_INTERVAL_S": "0.1", "RNNSERVE_WATCH_RELOAD_WAIT_S": "1",
+           "NGINX_STATE_DIR": str(state),
            "RNNSERVE_HTTP_SERVERS": "server rnnserve-1:8000 max_fails=3 fail_timeout=10s; "
                                     "server rnnserve-2:8000 max_fails=3 fail_timeout=10s;",
            "RNNSERVE_GRPC_SERVERS": "server rnnserve-1:8001; server 10.0.0.9:8001;"}
-    log = tmp_path / "watcher.log"
-    with log.open("w") as stderr:  # the loop keeps stderr: a pipe would never reach EOF
-        script = subprocess.Popen(["sh", str(WATCHER)], env=env, stdout=subprocess.PIPE,
-                                  stderr=stderr, text=True, start_new_session=True)
-    out, _ = script.communicate(timeout=30)
-    assert script.returncode == 0, log.read_text()
-    assert "watching rnnserve-1 rnnserve-2 every 0.1s" in out  # no IP literals
-
-    def reloads_after(seconds: float) -> int:
-        time.sleep(seconds)
-        return calls.read_text().count("-s reload") if calls.exists() else 0
-
+    master_log, log = tmp_path / "nginx.log", tmp_path / "watcher.log"
+    with master_log.open("w") as stderr:
+        master = subprocess.Popen(nginx_cmd(nginx, prefix, conf), stderr=stderr)
+    script = None
     try:
+        deadline = time.monotonic() + 30
+        while not (state / "nginx.pid").exists() or not port_answers(port):
+            assert master.poll() is None and time.monotonic() < deadline, master_log.read_text()
+            time.sleep(0.1)
+        assert served_generation(port) == "generation-1"
+        with log.open("w") as stderr:  # the loop keeps stderr: a pipe would never reach EOF
+            script = subprocess.Popen(["sh", str(WATCHER)], env=env, stdout=subprocess.PIPE,
+                                      stderr=stderr, text=True, start_new_session=True)
+        out, _ = script.communicate(timeout=30)
+        assert script.returncode == 0, log.read_text()
+        assert "watching rnnserve-1 rnnserve-2 every 0.1s" in out  # no IP literals
+
+        def reloads_after(seconds: float) -> int:
+            time.sleep(seconds)
+            return calls.read_text().count("-s reload") if calls.exists() else 0
+
+        def wait_for(text: str) -> None:
+            deadline = time.monotonic() + 10
+            while text not in log.read_text():
+                assert time.monotonic() < deadline, f"{text!r} not in {log.read_text()!r}"
+                time.sleep(0.02)
+
         assert reloads_after(0.6) == 0, "nothing changed"
         hosts.write_text("rnnserve-1 10.0.0.5\n")  # rnnserve-2 stopped: does not resolve
         assert reloads_after(0.6) == 0, "no reload while a name does not resolve"
-        hosts.write_text("rnnserve-1 10.0.0.5\nrnnserve-2 10.0.0.2\n")
-        deadline = time.monotonic() + 5
-        while reloads_after(0.1) == 0 and time.monotonic() < deadline:
-            pass
-        assert reloads_after(0.6) == 1, "one reload for one change"
-    finally:
-        os.killpg(script.pid, signal.SIGTERM)  # the loop, in the script's session
 
+        generation_conf(conf, state, port, "generation-2", valid=False)
+        hosts.write_text("rnnserve-1 10.0.0.5\nrnnserve-2 10.0.0.2\n")
+        wait_for("still serves from its old workers")
+        assert "nginx reloaded" not in log.read_text()
+        assert served_generation(port) == "generation-1"
+
+        generation_conf(conf, state, port, "generation-2", valid=True)
+        wait_for("nginx reloaded: rnnserve-1 10.0.0.5 ;rnnserve-2 10.0.0.2 ;")
+        assert served_generation(port) == "generation-2"
+        sent = reloads_after(0)
+        assert sent >= 2, "the refused reload was sent again"
+        assert reloads_after(0.6) == sent, "no reload once one took"
+    finally:
+        if script is not None:
+            os.killpg(script.pid, signal.SIGTERM)  # the loop, in the script's session
+        master.terminate()
+        master.wait(timeout=30)
+
+
+def port_answers(port: int) -> bool:
+    try:
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=1, trust_env=False)
+    except httpx.TransportError:
+        return False
+    return True
