@@ -4,7 +4,8 @@ templates and pass `nginx -t` with a throwaway certificate; deploy/compose/tls.y
 the Docker Compose CLI and says what is missing without a certificate folder; the published
 ports can be set; the watcher script is valid POSIX sh (shellcheck when installed) and, run
 against a real nginx master, reloads it only when an address changed and every name resolves,
-and counts a reload as done only once new workers serve."""
+and counts a reload as done only once new workers serve; and nginx, with two of three replicas
+dead, still sends every request to the live one."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port
+from tests.conftest import LoggedProcess, free_port
 from tests.ops.test_deploy_configs import (
     COMPOSE,
     ROOT,
@@ -222,3 +224,49 @@ def port_answers(port: int) -> bool:
     except httpx.TransportError:
         return False
     return True
+
+
+LIVE_REPLICA = """
+import http.server, sys
+class Live(http.server.BaseHTTPRequestHandler):
+    def answer(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Length", "4")
+        self.end_headers()
+        self.wfile.write(b"live")
+    do_GET = do_POST = answer
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Live).serve_forever()
+"""
+"""A stand-in replica: answers every GET and POST with 200 "live"."""
+
+
+def test_deploy_nginx_tries_every_replica_before_giving_up(tmp_path: Path) -> None:
+    """Two of three replicas dead (their ports refuse): every request, keyed or not, reaches
+    the live one; with at most two tries, a request whose first two picks were dead got an
+    error although a replica was alive."""
+    nginx = tool("nginx")
+    live, dead = free_port(), [free_port(), free_port()]
+    servers = [f"127.0.0.1:{port}" for port in (*dead, live)]
+    http_port = free_port()
+    conf = write_nginx_conf(tmp_path / "nginx", f"127.0.0.1:{http_port}",
+                            f"127.0.0.1:{free_port()}", servers, servers)
+    replica = LoggedProcess([sys.executable, "-c", LIVE_REPLICA, str(live)],
+                            tmp_path / "replica.log")
+    balancer = LoggedProcess(nginx_cmd(nginx, tmp_path / "nginx", conf), tmp_path / "nginx.log")
+    try:
+        deadline = time.monotonic() + 20
+        while not (port_answers(live) and port_answers(http_port)):
+            assert time.monotonic() < deadline, balancer.log()
+            time.sleep(0.1)
+        with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30,
+                          trust_env=False) as client:
+            answers = [client.get("/v1/models") for _ in range(6)]
+            answers += [client.post(f"/v1/sessions/s{n}/step", json={"inputs": [[0.0]]})
+                        for n in range(12)]
+        assert [(r.status_code, r.text) for r in answers] == [(200, "live")] * len(answers)
+    finally:
+        balancer.stop()
+        replica.stop()
