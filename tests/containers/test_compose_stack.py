@@ -259,6 +259,12 @@ def test_compose_stack_survives_replica_and_redis_faults(tmp_path: Path) -> None
         samples = {k: v for c in clients for k, v in c.failure_samples.items()}
         print("\nlatest message of each kind of failed try:", json.dumps(samples, indent=2))
         print_nginx_diagnosis(stack.logs("nginx", 5000))
+        for replica in ("rnnserve-1", "rnnserve-2"):  # when each could not reach Redis
+            logged = [line[:230] for line in stack.logs(replica, 5000).splitlines()
+                      if re.match(r"\d{4}-\d\d-\d\d .* rnnserve\.", line)
+                      and "the state store" in line]
+            print(f"\n{replica}: {len(logged)} log lines about the state store; first and last:",
+                  *logged[:1], *logged[1:][-1:], sep="\n")
         figures.update(sessions=len(clients), steps_acknowledged=acknowledged,
                        steps_lost=lost, steps_duplicated=duplicated,
                        failed_tries=dict(sorted(failures.items())))
