@@ -27,6 +27,7 @@ from tests.ops.test_deploy_configs import (
     ROOT,
     nginx_cmd,
     tool,
+    wait_http,
     write_nginx_conf,
 )
 
@@ -168,16 +169,12 @@ def test_deploy_watcher_reloads_when_an_address_changes_and_all_resolve(tmp_path
            "RNNSERVE_HTTP_SERVERS": "server rnnserve-1:8000 max_fails=3 fail_timeout=10s; "
                                     "server rnnserve-2:8000 max_fails=3 fail_timeout=10s;",
            "RNNSERVE_GRPC_SERVERS": "server rnnserve-1:8001; server 10.0.0.9:8001;"}
-    master_log, log = tmp_path / "nginx.log", tmp_path / "watcher.log"
-    with master_log.open("w") as stderr:
-        master = subprocess.Popen(nginx_cmd(nginx, prefix, conf), stderr=stderr)
+    log = tmp_path / "watcher.log"
+    master = LoggedProcess(nginx_cmd(nginx, prefix, conf), tmp_path / "nginx.log")
     script = None
     try:
-        deadline = time.monotonic() + 30
-        while not (state / "nginx.pid").exists() or not port_answers(port):
-            assert master.poll() is None and time.monotonic() < deadline, master_log.read_text()
-            time.sleep(0.1)
-        assert served_generation(port) == "generation-1"
+        wait_http(f"http://127.0.0.1:{port}/", [master], timeout=30)
+        assert (state / "nginx.pid").exists() and served_generation(port) == "generation-1"
         with log.open("w") as stderr:  # the loop keeps stderr: a pipe would never reach EOF
             script = subprocess.Popen(["sh", str(WATCHER)], env=env, stdout=subprocess.PIPE,
                                       stderr=stderr, text=True, start_new_session=True)
@@ -214,16 +211,7 @@ def test_deploy_watcher_reloads_when_an_address_changes_and_all_resolve(tmp_path
     finally:
         if script is not None:
             os.killpg(script.pid, signal.SIGTERM)  # the loop, in the script's session
-        master.terminate()
-        master.wait(timeout=30)
-
-
-def port_answers(port: int) -> bool:
-    try:
-        httpx.get(f"http://127.0.0.1:{port}/", timeout=1, trust_env=False)
-    except httpx.TransportError:
-        return False
-    return True
+        master.stop()
 
 
 LIVE_REPLICA = """
@@ -257,10 +245,8 @@ def test_deploy_nginx_tries_every_replica_before_giving_up(tmp_path: Path) -> No
                             tmp_path / "replica.log")
     balancer = LoggedProcess(nginx_cmd(nginx, tmp_path / "nginx", conf), tmp_path / "nginx.log")
     try:
-        deadline = time.monotonic() + 20
-        while not (port_answers(live) and port_answers(http_port)):
-            assert time.monotonic() < deadline, balancer.log()
-            time.sleep(0.1)
+        wait_http(f"http://127.0.0.1:{live}/", [replica], timeout=20)
+        wait_http(f"http://127.0.0.1:{http_port}/lb/health", [balancer], timeout=20)
         with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30,
                           trust_env=False) as client:
             answers = [client.get("/v1/models") for _ in range(6)]
