@@ -38,6 +38,25 @@ _ids = itertools.count()
 V2_OUTPUT = struct.pack("<f", float(OUTPUT_TEXT))  # the v2 echo's one FP32 output
 
 
+def v2_reply_header(model: str) -> bytes:
+    """The JSON header of the v2 binary reply to a one-timestep sequence step (one FP32
+    output, its 4 bytes follow the header): rnnserve's reply's shape and size."""
+    return orjson.dumps(
+        {
+            "model_name": model,
+            "model_version": "1",
+            "outputs": [
+                {
+                    "name": "output",
+                    "datatype": "FP32",
+                    "shape": [1, 1, 1],
+                    "parameters": {"binary_data_size": 4},
+                }
+            ],
+        }
+    )
+
+
 def reply_text(steps: int) -> str:
     return f'{{"outputs":[[{OUTPUT_TEXT}]],"steps":{steps}}}'
 
@@ -90,20 +109,7 @@ def create_app() -> FastAPI:
         header = orjson.loads(body[:split])
         if not isinstance(header, dict) or "inputs" not in header:
             return Response(b'{"error":"inputs missing"}', status_code=400)
-        reply = orjson.dumps(
-            {
-                "model_name": model,
-                "model_version": "1",
-                "outputs": [
-                    {
-                        "name": "output",
-                        "datatype": "FP32",
-                        "shape": [1, 1, 1],
-                        "parameters": {"binary_data_size": 4},
-                    }
-                ],
-            }
-        )
+        reply = v2_reply_header(model)
         return Response(
             reply + V2_OUTPUT,
             media_type="application/octet-stream",

@@ -285,6 +285,11 @@ def start_naive_stateful(onnx: Path, workdir: Path) -> ServerProcess:
     return start_module("naive", ["bench.naive_stateful_server", "--model", str(onnx)], workdir)
 
 
+def start_raw_echo(workdir: Path) -> ServerProcess:
+    """bench/raw_http_echo.py, the v2 row's floor with no framework (uvloop + httptools)."""
+    return start_module("raw-echo", ["bench.raw_http_echo"], workdir)
+
+
 def start_echo(workdir: Path, loop: str = "auto") -> ServerProcess:
     """bench/echo_server.py, the transport floor (WebSocket and JSON echo, no model work)."""
     name = "echo" if loop == "auto" else f"echo-{loop}"

@@ -1,9 +1,11 @@
 """rnnserve beside its peers, every row of issue 17 in one run: KServe v2 HTTP and gRPC
 sequence steps against NVIDIA Triton 2.51 (set up by the bench itself from PyPI's
 nvidia-pytriton wheel, Python backend + ONNX Runtime, dynamic batching, the client carrying
-the state), gRPC against a bare grpc.aio echo, REST steps against a FastAPI echo, bulk steps
-against in-process ONNX Runtime, the WebSocket stream against a bare WebSocket echo; each row's
-ratio measured in the same round, with PASS/MISS against its target.
+the state) and against two echoes of the v2 body (FastAPI's cheapest route, and a
+framework-free uvloop + httptools protocol), gRPC against a bare grpc.aio echo, REST steps
+against a FastAPI echo, bulk steps against in-process ONNX Runtime, the WebSocket stream
+against a bare WebSocket echo; each row's ratio measured in the same round, with PASS/MISS
+against its target.
 
     python -m bench.peers                  # 2 rounds of 5 s phases, every row
     python -m bench.peers --quick          # 1 round of 2 s phases (a smoke run)

@@ -143,6 +143,12 @@ def systems_of(plan: Plan, files: ModelFiles) -> dict[str, list[System]]:
                 "echo",
                 lambda srv: s.v2_http(srv, plan, "binary", n),
             ),
+            System(
+                "v2-http/raw-echo",
+                "uvloop + httptools v2 binary echo, no framework",
+                "raw-echo",
+                lambda srv: s.v2_http(srv, plan, "binary", n),
+            ),
         ],
         "grpc": [
             System(
@@ -240,6 +246,18 @@ def targets_of(plan: Plan) -> dict[str, list[Target]]:
             Target(
                 "v2 HTTP binary: Triton ÷ FastAPI echo",
                 ratio("v2-http/triton", "v2-http/echo"),
+                "reported",
+                None,
+            ),
+            Target(
+                "v2 HTTP binary: rnnserve ÷ framework-free echo",
+                ratio("v2-http/rnnserve", "v2-http/raw-echo"),
+                "reported",
+                None,
+            ),
+            Target(
+                "v2 HTTP binary: Triton ÷ framework-free echo",
+                ratio("v2-http/triton", "v2-http/raw-echo"),
                 "reported",
                 None,
             ),

@@ -1,5 +1,6 @@
 """The servers of a peers run, each a subprocess stopped when the run's ExitStack closes:
-rnnserve (HTTP and gRPC), the HTTP/WebSocket echo (bench/echo_server.py), the gRPC echo
+rnnserve (HTTP and gRPC), the HTTP/WebSocket echo (bench/echo_server.py), the framework-free
+v2 echo (bench/raw_http_echo.py), the gRPC echo
 (bench/grpc_echo.py) and the Triton peer (bench/peers/triton.py). One that cannot start is
 reported and its rows say so; the others go on."""
 
@@ -19,6 +20,7 @@ from bench.procs import (
     cpu_seconds,
     free_port,
     start_echo,
+    start_raw_echo,
     start_rnnserve,
     with_fresh_ports,
 )
@@ -99,6 +101,7 @@ def start_rnnserve_and_echo(
         unavailable,
     )
     start_named("echo", lambda: start_echo(workdir), stack, servers, unavailable)
+    start_named("raw-echo", lambda: start_raw_echo(workdir), stack, servers, unavailable)
     return servers
 
 
