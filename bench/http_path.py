@@ -15,6 +15,12 @@ Rounds alternate the two paths; the figure per path is the median round. The pro
 as `rnnserve serve` tunes it (rnnserve.runtime: the garbage collector's settings above all),
 and the collector's own share of each figure is printed beside it.
 
+Beside the two paths, the same requests' work below HTTP, in the same rounds and with as many
+callers: for v2, the body decoded, the v2 data plane's sequence step and the reply encoded
+(http/v2_codec.py, engine/v2.py); for REST, the JSON body parsed and the session step. What a
+path costs above that figure is its HTTP layer's (parsing, request id, time limit, metrics, API
+keys, the route, writing the answer).
+
 Routes: a KServe v2 sequence step with binary tensors, and a REST session step. The event
 loop is the one `rnnserve serve` runs (uvloop when installed) unless `--loop asyncio` asks
 for the standard library's, whose pure-Python timers and callbacks cost more per request."""
@@ -32,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from rnnserve.engine import Engine
+from rnnserve.engine import Engine, V2DataPlane
 from rnnserve.http.app import create_app
 from rnnserve.http.connections import ConnectionGuard
 from rnnserve.http.direct_path import DirectPath
@@ -193,6 +199,53 @@ async def one_round(engine: Engine, direct: bool, route: str, clients: int,
     return spent / requests * 1e6
 
 
+def split_request(raw: bytes) -> tuple[dict[bytes, bytes], bytes]:
+    """(lower-cased headers, body) of one HTTP request written by the functions above."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    fields = (line.partition(b": ") for line in head.split(b"\r\n")[1:])
+    return {name.lower(): value for name, _, value in fields}, body
+
+
+async def below_http(engine: Engine, route: str, clients: int, requests: int,
+                     session_ids: list[str]) -> float:
+    """Event-loop CPU microseconds per request for the work under the HTTP layer: the same
+    requests, decoded and answered by the calls the route makes, from `clients` callers each
+    sending its next request when its previous one is answered."""
+    from rnnserve.http.body import parse_json
+    from rnnserve.http.sessions import step_inputs
+    from rnnserve.http.v2_codec import decode_request, encode_response
+
+    plane = V2DataPlane(engine)
+    each = max(1, requests // clients)
+
+    def v2_parts(i: int, first: bool) -> tuple[bytes, str]:
+        headers, body = split_request(v2_binary_step(20_000_000 + i, first))
+        return body, headers[b"inference-header-content-length"].decode()
+
+    async def v2_step(body: bytes, header_length: str) -> None:
+        call = decode_request(body, header_length, MODEL, None)
+        encode_response(call, await plane.infer(call.request, ""))
+
+    async def v2_caller(i: int) -> None:
+        for _ in range(each):
+            await v2_step(*later[i])
+
+    async def rest_caller(i: int) -> None:
+        for _ in range(each):
+            await engine.sessions.step(session_ids[i], step_inputs(parse_json(later[i][0])))
+
+    # built (and each v2 sequence started) before the clock starts, as in one_round
+    if route == "v2":
+        later = [v2_parts(i, False) for i in range(clients)]
+        await asyncio.gather(*(v2_step(*v2_parts(i, True)) for i in range(clients)))
+    else:
+        later = [(split_request(rest_step(session_ids[i]))[1], "") for i in range(clients)]
+    caller = v2_caller if route == "v2" else rest_caller
+    started = time.thread_time()
+    await asyncio.gather(*(caller(i) for i in range(clients)))
+    return (time.thread_time() - started) / (each * clients) * 1e6
+
+
 async def main(args: argparse.Namespace) -> None:
     engine = Engine(Settings(models=MODELS, grpc_port=0, log_level="warning"))
     engine.start()
@@ -204,10 +257,12 @@ async def main(args: argparse.Namespace) -> None:
               f"{args.rounds} rounds; event-loop CPU per request (median round)")
         for route in args.routes.split(","):
             figures: dict[bool, list[float]] = {True: [], False: []}
+            below: list[float] = []
             for _ in range(args.rounds):
                 for direct in (False, True):
                     figures[direct].append(await one_round(
                         engine, direct, route, args.clients, args.requests, ids))
+                below.append(await below_http(engine, route, args.clients, args.requests, ids))
             asgi, fast = (statistics.median(figures[d]) for d in (False, True))
             collected = {d: statistics.median(GC_SECONDS[d]) * 1e6 for d in (False, True)}
             for d in GC_SECONDS:
@@ -215,6 +270,8 @@ async def main(args: argparse.Namespace) -> None:
             print(f"{route:5} ASGI path {asgi:7.1f} µs   direct path {fast:7.1f} µs   "
                   f"direct ÷ ASGI {fast / asgi:.2f}   (of which garbage collection: "
                   f"{collected[False]:.1f} and {collected[True]:.1f} µs)")
+            print(f"{'':5} below HTTP (decode, step, encode: no HTTP layer) "
+                  f"{statistics.median(below):7.1f} µs")
     finally:
         await engine.aclose()
         engine.close()

@@ -1,6 +1,6 @@
 """`python -m bench.http_path` in its smallest form: both paths answer every request of both
-routes (the bench asserts each response is a 200) and a figure is printed for each. No figure
-is judged: speed is the benchmark's job."""
+routes (the bench asserts each response is a 200) and a figure is printed for each, and for
+the same work without the HTTP layer. No figure is judged: speed is the benchmark's job."""
 
 from __future__ import annotations
 
@@ -24,3 +24,7 @@ def test_both_paths_answer_and_print_a_figure() -> None:
         collected = re.search(rf"^{route} .*garbage collection: ([\d.]+) and ([\d.]+) µs",
                               done.stdout, re.M)
         assert collected, done.stdout  # the collector's share, printed beside each figure
+    # the work under the HTTP layer, once per route (its calls raise on a refused step)
+    below = re.findall(r"^ +below HTTP \(decode, step, encode: no HTTP layer\) +([\d.]+) µs",
+                       done.stdout, re.M)
+    assert len(below) == 2 and all(float(figure) > 0 for figure in below), done.stdout
