@@ -53,6 +53,11 @@ class Metrics:
             "HTTP requests to the hot routes (session step, bulk steps, KServe v2 infer) "
             "answered from the HTTP protocol directly rather than through the ASGI stack; "
             "also counted in rnnserve_http_requests_total", registry=self.registry)
+        self.sequence_lane = Counter(
+            "rnnserve_http_v2_sequence_lane_steps",
+            "KServe v2 sequence steps over HTTP answered by the sequence lane (a later step of "
+            "a sequence its keep-alive connection already stepped: no lookup, no task); also "
+            "counted in rnnserve_http_direct_requests_total", registry=self.registry)
         # gRPC calls (a stream's messages are in `streams`)
         self.grpc_requests = Counter(
             "rnnserve_grpc_requests", "gRPC calls by method, model and status code (a "

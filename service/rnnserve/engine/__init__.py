@@ -33,11 +33,13 @@ from rnnserve.engine.v2 import (
     V2DataPlane,
     V2Request,
     V2Response,
+    answer_of,
     check_datatype,
     check_request_id,
     check_shape,
     sequence_parameters,
     sequence_session_id,
+    step_outputs,
 )
 from rnnserve.engine.v2_extensions import model_config, model_statistics
 from rnnserve.state import SessionRecord
@@ -71,6 +73,8 @@ __all__ = [
     "V2DataPlane",
     "V2Request",
     "V2Response",
+    "answer_of",
+    "step_outputs",
     "check_datatype",
     "check_request_id",
     "check_shape",

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rnnserve.engine.pending import (
+    UNWATCHED,
+    WAITING,
     PendingStep,
     StepDecoder,
     StepOutcome,
@@ -43,25 +45,34 @@ class SessionStepper:
         self._with_states = with_states  # each result carries the session's new state
         self._stats = stats
 
-    def step(self, inputs: object, step_id: str | None, done: StepsDone) -> None:
+    def step(self, inputs: object, step_id: str | None, done: StepsDone, *,
+             watched: bool = False) -> PendingStep:
         """Queue one step; `done` gets [its outcome] from the event loop. A repeat of the
-        session's recent step ids (its replay window) is replayed, not applied twice."""
+        session's recent step ids (its replay window) is replayed, not applied twice.
+        `watched`: its caller may take it back at a deadline (`withdraw`)."""
         if self._stats is not None:
             done = _counted(done, self._stats, now_ns())
+        phase = WAITING if watched else UNWATCHED
         if step_id is None:
-            self._entrance.add(PendingStep(self._sessions, self._owner, inputs, None, done,
-                                           self._decoder, holder=self._holder,
-                                           with_states=self._with_states))
-            return
+            step = PendingStep(self._sessions, self._owner, inputs, None, done, self._decoder,
+                               holder=self._holder, with_states=self._with_states, phase=phase)
+            self._entrance.add(step)
+            return step
         try:
             check_step_id(step_id)
         except InvalidInput:
             if self._stats is not None:
                 self._stats.failed(now_ns())  # refused at once: no time to speak of
             raise
-        self._entrance.add(PendingStep(self._sessions, self._owner, inputs, [step_id], done,
-                                       self._decoder, holder=self._holder,
-                                       with_states=self._with_states))
+        step = PendingStep(self._sessions, self._owner, inputs, [step_id], done, self._decoder,
+                           holder=self._holder, with_states=self._with_states, phase=phase)
+        self._entrance.add(step)
+        return step
+
+    def withdraw(self, step: PendingStep) -> bool:
+        """Take back a watched step short of its commit point (StepEntrance.withdraw): True,
+        it will not be applied and its caller answers it; False, its outcome comes."""
+        return self._entrance.withdraw(step)
 
     async def step_async(self, inputs: object, step_id: str | None) -> StepResult:
         """`step`, awaited (one step at a time: the stream's plain ASGI path)."""

@@ -20,14 +20,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import numpy as np
 
 from rnnserve import __version__
 from rnnserve.engine.engine import Engine
 from rnnserve.engine.migration import once_more_if_moved
-from rnnserve.engine.pending import check_step_id
+from rnnserve.engine.pending import StepResult, check_step_id
 from rnnserve.engine.runner import Runner
 from rnnserve.engine.statistics import now_ns
 from rnnserve.errors import (
@@ -278,7 +278,7 @@ class V2DataPlane:
                      ) -> tuple[Runner, V2Response]:
         sequence = sequence_parameters(request.parameters)
         if sequence is None or sequence[1]:  # a sequence's later step: once it is resolved
-            _check_outputs(request, asked or self._engine.runner(request.model,
+            check_outputs(request, asked or self._engine.runner(request.model,
                                                                 request.version))
         step_id = request.parameters.get("step_id")
         check_step_id(step_id)
@@ -295,9 +295,7 @@ class V2DataPlane:
                                                             step_id)
             except Unavailable as exc:  # a 503 before the step (store, start) or of the step
                 raise not_applied(exc) from exc  # itself, which says whether it was applied
-        names = request.outputs or runner.signature.output_names
-        return runner, V2Response(runner.name, runner.version,
-                                  {name: results[name] for name in names})
+        return runner, answer_of(request, runner, results)
 
     async def _sequence_step(
         self, request: V2Request, sequence_id: SequenceId, start: bool, end: bool, owner: str,
@@ -331,8 +329,29 @@ class V2DataPlane:
                 engine.runner(model, version)  # a version the model lacks: 404, as everywhere
                 raise InvalidInput(f"sequence {sequence_id!r} runs on version "
                                    f"{record.version}, not {version}")
-            _check_outputs(request, runner)  # its version may be retiring: no new calls
-        sig = runner.signature
+            check_outputs(request, runner)  # its version may be retiring: no new calls
+        x = self.sequence_input(request, runner)
+        if start:
+            await sessions.open(runner, session_id, owner, replace=True, client=client)
+        with_states = wants_states(request, runner)
+        result = await sessions.step_checked(runner, session_id, owner, x,
+                                             with_states=with_states, step_id=step_id)
+        if end:
+            await sessions.end(session_id)
+        return runner, step_outputs(runner, result, with_states)
+
+    def later_step_input(self, request: V2Request, runner: Runner, step_id: str | None
+                         ) -> tuple[np.ndarray, bool]:
+        """A later step's checks on the `runner` of its session: (timesteps, with_states)."""
+        check_outputs(request, runner)
+        x = self.sequence_input(request, runner)
+        check_step_id(step_id)
+        return x, wants_states(request, runner)
+
+    def sequence_input(self, request: V2Request, runner: Runner) -> np.ndarray:
+        """The checked timesteps [1, time, features] of a sequence step on `runner`: its only
+        input (the server keeps the state), one sequence, within the limits, finite."""
+        engine, sig = self._engine, runner.signature
         extra = sorted(set(request.inputs) - {sig.input_name})
         if extra:
             raise InvalidInput(f"input(s) {extra} are not accepted in a sequence: the server "
@@ -342,21 +361,30 @@ class V2DataPlane:
             raise InvalidInput(f"a sequence request carries one sequence: input "
                                f"{sig.input_name!r} must have batch size 1, not {x.shape[0]}")
         engine.limits.check_step_length(int(x.shape[1]), sig.input_name)
-        if start:
-            await sessions.open(runner, session_id, owner, replace=True, client=client)
-        # the new states only when an output asks for them (slicing them costs a dict a step)
-        with_states = request.outputs is None or request.outputs != [sig.output_name]
-        result = await sessions.step_checked(runner, session_id, owner, x,
-                                             with_states=with_states, step_id=step_id)
-        if end:
-            await sessions.end(session_id)
-        outputs = {sig.output_name: result.outputs[None]}
-        if with_states:
-            outputs.update({s.output: result.states[s.input] for s in sig.states})
-        return runner, outputs
+        return x
 
 
-def _check_outputs(request: V2Request, runner: Runner) -> None:
+def wants_states(request: V2Request, runner: Runner) -> bool:
+    """Whether a step's answer carries the new states (slicing them costs a dict a step)."""
+    return request.outputs is None or request.outputs != [runner.signature.output_name]
+
+
+def step_outputs(runner: Runner, result: StepResult, with_states: bool) -> dict[str, Any]:
+    """A sequence step's outputs by name: [1, time, out], and the states if `with_states`."""
+    sig = runner.signature
+    outputs = {sig.output_name: result.outputs[None]}
+    if with_states:
+        outputs.update({s.output: result.states[s.input] for s in sig.states})
+    return outputs
+
+
+def answer_of(request: V2Request, runner: Runner, results: dict[str, Any]) -> V2Response:
+    """The v2 answer: the requested outputs (every output when none is named)."""
+    names = request.outputs or runner.signature.output_names
+    return V2Response(runner.name, runner.version, {name: results[name] for name in names})
+
+
+def check_outputs(request: V2Request, runner: Runner) -> None:
     """Refuse an unknown or repeated requested output before anything runs."""
     known = runner.signature.output_names
     for name in request.outputs or ():

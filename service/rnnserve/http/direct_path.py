@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import Message, Scope
 
@@ -33,17 +32,18 @@ from rnnserve.http.errors import error_message
 from rnnserve.http.hot_routes import Handler, HotRoutes
 from rnnserve.http.limits import BodySizeLimit
 from rnnserve.http.request_context import Exchange, RequestContext
+from rnnserve.http.responses import Answer, written
+from rnnserve.http.sequence_lane import V2_INFER, Miss, Remembered, SequenceLane
 
 log = logging.getLogger("rnnserve.http")
 
 Found = tuple[str, Handler, dict[str, str]]
-Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
 class _Layers:
     """The application's own middleware instances whose rules the direct path calls."""
 
-    def __init__(self, stack: Any) -> None:
+    def __init__(self, stack: Any, app: FastAPI) -> None:
         found: dict[type, Any] = {}
         layer = stack
         while layer is not None and not isinstance(layer, HotRoutes):
@@ -59,6 +59,8 @@ class _Layers:
         self.max_body = int(found[BodySizeLimit].max_bytes)
         self.cors = CORSMiddleware in found
         self.counted = self.context.metrics.direct_requests
+        self.lane_counted = self.context.metrics.sequence_lane
+        self.lane = SequenceLane(app.state.engine, app.state.v2)
 
 
 class DirectPath:
@@ -74,7 +76,7 @@ class DirectPath:
         if self._layers is None:
             if self.app.middleware_stack is None:
                 self.app.middleware_stack = self.app.build_middleware_stack()
-            self._layers = _Layers(self.app.middleware_stack)
+            self._layers = _Layers(self.app.middleware_stack, self.app)
         return self._layers
 
     def takes(self, scope: Scope) -> Found | None:
@@ -118,7 +120,7 @@ class DirectPath:
                 return
             response = await layers.hot.respond(scope, receive, found, body)
             exchange.status = response.status_code
-            reply.append(await _written(response, scope, receive))
+            reply.append(await written(response, scope, receive))
 
         async def timed_out(message: str) -> None:
             refused(504, message, [])
@@ -127,32 +129,6 @@ class DirectPath:
         status, headers, payload = reply[-1]
         headers.append((b"x-request-id", exchange.rid.encode()))
         return status, headers, payload
-
-
-async def _written(response: Response, scope: Scope,
-                   receive: Callable[[], Awaitable[Message]]) -> Answer:
-    """What a Starlette response writes, collected instead of sent (any response class, its
-    background task included, behaves as it would on the ASGI path). A plain Response without
-    a background task writes its status, header lines and body as they are: those are read
-    without the two messages."""
-    if response.background is None and type(response).__call__ is Response.__call__:
-        body = response.body
-        return (response.status_code, list(response.raw_headers),
-                body if type(body) is bytes else bytes(body))
-    status = 500
-    headers: list[tuple[bytes, bytes]] = []
-    chunks: list[bytes] = []
-
-    async def collect(message: Message) -> None:
-        nonlocal status, headers
-        if message["type"] == "http.response.start":
-            status = message["status"]
-            headers = list(message.get("headers", []))
-        else:
-            chunks.append(message.get("body", b""))
-
-    await response(scope, receive, collect)
-    return status, headers, b"".join(chunks)
 
 
 class DirectExchanges:
@@ -169,6 +145,7 @@ class DirectExchanges:
     transport: asyncio.Transport
     _feeding = False
     _waiting: Any = None  # a cycle taken directly whose body is still being parsed
+    _sequences: dict[str, Remembered] | None = None  # made at the first v2 sequence step
 
     def data_received(self, data: bytes) -> None:
         self._feeding = True
@@ -199,12 +176,32 @@ class DirectExchanges:
             self._waiting = None
             self._start_direct(cycle, cycle.direct_found)
 
+    @property
+    def sequences(self) -> dict[str, Remembered]:
+        """The v2 sequences this connection steps, by session id (http/sequence_lane.py)."""
+        if self._sequences is None:
+            self._sequences = {}
+        return self._sequences
+
     def _start_direct(self, cycle: Any, found: Found) -> None:
-        task = self.loop.create_task(self._exchange(cycle, found))
+        miss = None
+        if found[0] == V2_INFER:
+            assert self.direct is not None
+            layers = self.direct.layers()
+            taken = layers.lane.take(self, cycle, found, layers)
+            if taken is True:  # answered by its step's callback
+                return
+            miss = taken or None
+        self.whole_way(cycle, found, miss)
+
+    def whole_way(self, cycle: Any, found: Found, miss: Miss | None = None) -> None:
+        """Answer a request taken directly in a task of its own, every rule applied; `miss`:
+        a v2 sequence step whose sequence the connection remembers once it is answered 200."""
+        task = self.loop.create_task(self._exchange(cycle, found, miss))
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
 
-    async def _exchange(self, cycle: Any, found: Found) -> None:
+    async def _exchange(self, cycle: Any, found: Found, miss: Miss | None) -> None:
         assert self.direct is not None
         try:
             status, headers, payload = await self.direct.answer(cycle.scope, bytes(cycle.body),
@@ -214,6 +211,13 @@ class DirectExchanges:
             status, payload = 500, b"Internal Server Error"
             headers = [(b"content-type", b"text/plain; charset=utf-8")]
             cycle.keep_alive = False
+        self._write(cycle, status, headers, payload)
+        if miss is not None:
+            self.direct.layers().lane.remember(self, miss, (status, headers, payload))
+
+    def write_answer(self, cycle: Any, status: int, headers: list[tuple[bytes, bytes]],
+                     payload: bytes) -> None:
+        """The whole response in one write (the sequence lane's answers)."""
         self._write(cycle, status, headers, payload)
 
     def _write(self, cycle: Any, status: int, headers: list[tuple[bytes, bytes]],

@@ -74,8 +74,7 @@ class HotRoutes:
         (http/direct_path.py) answers through here, with the `body` it already holds
         (Starlette's Request keeps a body it read as `_body`: set, it is not streamed)."""
         template, handler, params = found
-        scope["route"] = self._routes[template]
-        scope["path_params"] = params
+        self.mark(scope, found)
         request = Request(scope, receive)
         if body is not None:
             request._body = body
@@ -83,6 +82,17 @@ class HotRoutes:
             return await handler(request, **params)
         except Exception as exc:  # the application's handler for it, as FastAPI's would
             return await self._handled(request, exc)
+
+    def mark(self, scope: Scope, found: tuple[str, Handler, dict[str, str]]) -> None:
+        """Put the route and its parameters in the scope, as the router would (the request's
+        metrics and span carry the route template)."""
+        scope["route"] = self._routes[found[0]]
+        scope["path_params"] = found[2]
+
+    async def error_response(self, scope: Scope, receive: Receive, exc: Exception) -> Response:
+        """The application's answer to an error raised by a hot route's request (the
+        sequence lane's step that failed in its batch)."""
+        return await self._handled(Request(scope, receive), exc)
 
     async def _handled(self, request: Request, exc: Exception) -> Response:
         handlers = self.fastapi_app.exception_handlers

@@ -125,6 +125,11 @@ class RequestContext:
                 "or its last chunk never came; no step was applied, so retrying it is safe. "
                 "Send the whole body at once, with a Content-Length that matches it")
 
+    def finished(self, scope: Scope, rid: str, status: int, seconds: float) -> None:
+        """Metrics and the log line of a request answered without `run` (the sequence lane,
+        which runs no task and no span: it is not taken while tracing is on)."""
+        self._record(scope, rid, status, seconds, None)
+
     def _record(self, scope: Scope, rid: str, status: int, seconds: float, span: Any) -> None:
         """Metrics by route template, served model and known method (a client picks paths,
         model names and methods: as labels they would grow without bound), span, log line."""
