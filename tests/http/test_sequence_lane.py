@@ -187,10 +187,12 @@ def test_refusals_end_and_a_second_connection_answer_as_the_whole_way(
         body, headers = step_body(seq[:1], sequence_id=515, sequence_end=True)
         assert other.post(body, headers).status_code == 200
         body, headers = step_body(seq[:1], sequence_id=515)
-        mine = lane.post(body, headers)
+        counted = lane_count(server)
+        mine = lane.post(body, headers)  # tried on the lane, failed unwritten: the whole way
         fresh = httpx.post(url, content=body, headers=headers, timeout=30)
         assert mine.status_code == fresh.status_code == 400
         assert mine.json() == fresh.json() and "not active" in mine.text
+        assert lane_count(server) == counted  # answered by the whole way, counted there
 
 
 @pytest.fixture(scope="module")

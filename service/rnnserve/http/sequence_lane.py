@@ -213,8 +213,6 @@ class _Step:
 
     def enter(self, stepper: SessionStepper, x: Any, step_id: str | None) -> None:
         layers, scope = self.layers, self.cycle.scope
-        layers.counted.inc()
-        layers.lane_counted.inc()
         layers.hot.mark(scope, self.found)
         self.rid = layers.context.request_id(scope)
         self.started, self.started_ns = time.perf_counter(), now_ns()
@@ -289,6 +287,10 @@ class _Step:
         self._write(504, lines, payload)
 
     def _write(self, status: int, lines: list[tuple[bytes, bytes]], payload: bytes) -> None:
+        """The lane's answer (counted as the lane's only here: a step that goes the whole way
+        after all is counted there)."""
+        self.layers.counted.inc()
+        self.layers.lane_counted.inc()
         lines.append((b"x-request-id", self.rid.encode()))
         self.protocol.write_answer(self.cycle, status, lines, payload)
         self.layers.context.finished(self.cycle.scope, self.rid, status,
