@@ -52,20 +52,17 @@ class SessionStepper:
         `watched`: its caller may take it back at a deadline (`withdraw`)."""
         if self._stats is not None:
             done = _counted(done, self._stats, now_ns())
-        phase = WAITING if watched else UNWATCHED
-        if step_id is None:
-            step = PendingStep(self._sessions, self._owner, inputs, None, done, self._decoder,
-                               holder=self._holder, with_states=self._with_states, phase=phase)
-            self._entrance.add(step)
-            return step
-        try:
-            check_step_id(step_id)
-        except InvalidInput:
-            if self._stats is not None:
-                self._stats.failed(now_ns())  # refused at once: no time to speak of
-            raise
-        step = PendingStep(self._sessions, self._owner, inputs, [step_id], done, self._decoder,
-                           holder=self._holder, with_states=self._with_states, phase=phase)
+        if step_id is not None:
+            try:
+                check_step_id(step_id)
+            except InvalidInput:
+                if self._stats is not None:
+                    self._stats.failed(now_ns())  # refused at once: no time to speak of
+                raise
+        step = PendingStep(self._sessions, self._owner, inputs,
+                           None if step_id is None else [step_id], done, self._decoder,
+                           holder=self._holder, with_states=self._with_states,
+                           phase=WAITING if watched else UNWATCHED)
         self._entrance.add(step)
         return step
 

@@ -60,7 +60,7 @@ class _Layers:
         self.cors = CORSMiddleware in found
         self.counted = self.context.metrics.direct_requests
         self.lane_counted = self.context.metrics.sequence_lane
-        self.lane = SequenceLane(app.state.engine, app.state.v2)
+        self.lane = SequenceLane(app.state.engine, app.state.v2, self)
 
 
 class DirectPath:
@@ -187,8 +187,7 @@ class DirectExchanges:
         miss = None
         if found[0] == V2_INFER:
             assert self.direct is not None
-            layers = self.direct.layers()
-            taken = layers.lane.take(self, cycle, found, layers)
+            taken = self.direct.layers().lane.take(self, cycle, found)
             if taken is True:  # answered by its step's callback
                 return
             miss = taken or None

@@ -32,7 +32,7 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 
@@ -52,10 +52,10 @@ from rnnserve.engine import (
 )
 from rnnserve.errors import RnnServeError, SessionMoved, SessionNotFound, Unavailable, not_applied
 from rnnserve.http.common import first_headers
-from rnnserve.http.content_encoding import compress
 from rnnserve.http.errors import error_message
 from rnnserve.http.responses import Answer, written
-from rnnserve.http.v2_codec import InferCall, decode_request, encode_response
+from rnnserve.http.v2 import infer_response
+from rnnserve.http.v2_codec import InferCall, decode_request
 
 Found = tuple[str, Any, dict[str, str]]  # a hot route's match (HotRoutes.match)
 
@@ -95,7 +95,6 @@ class Miss:
     """A v2 sequence request the lane did not take (the connection does not know its sequence
     yet): once the whole way answers it 200, the connection remembers the sequence."""
 
-    model: str
     session_id: str
     owner: str
 
@@ -103,14 +102,15 @@ class Miss:
 class SequenceLane:
     """Takes the plain later steps of known sequences; see the module's docstring."""
 
-    def __init__(self, engine: Engine, plane: V2DataPlane) -> None:
+    def __init__(self, engine: Engine, plane: V2DataPlane, layers: Any) -> None:
         self.engine = engine
         self.plane = plane
+        self.layers = layers  # the direct path's (direct_path._Layers): the rules it calls
 
-    def take(self, protocol: Connection, cycle: Any, found: Found,
-             layers: Any) -> Miss | bool:
+    def take(self, protocol: Connection, cycle: Any, found: Found) -> Miss | bool:
         """True: the request is entered and will be answered by its step's callback. A Miss:
         go the whole way, then `remember`. False: go the whole way."""
+        layers = self.layers
         if layers.context.tracing.enabled or layers.auth.buckets is not None:
             return False
         if b'"sequence_id"' not in cycle.body:  # stateless: decoded once, the whole way
@@ -138,11 +138,11 @@ class SequenceLane:
             return False
         remembered = known.get(session_id)
         if sequence[1] or remembered is None:  # a start, or a sequence new to the connection
-            return Miss(model, session_id, owner)
+            return Miss(session_id, owner)
         runner = self.engine.served_version(remembered.runner.name, remembered.runner.version)
         if runner is None or runner is not remembered.runner:
             del known[session_id]  # unloaded or reloaded: the whole way says what to do
-            return Miss(model, session_id, owner)
+            return Miss(session_id, owner)
         try:
             x, with_states = self.plane.later_step_input(call.request, runner, step_id)
         except RnnServeError:
@@ -151,7 +151,7 @@ class SequenceLane:
         if stepper is None:
             stepper = remembered.steppers[with_states] = self.engine.sessions.sequence_stepper(
                 runner, session_id, owner, with_states=with_states)
-        _Step(self, protocol, cycle, found, layers, call, remembered, with_states,
+        _Step(self, protocol, cycle, found, call, remembered, with_states,
               headers).enter(stepper, x, step_id)
         return True
 
@@ -202,10 +202,10 @@ class _Step:
                  "stepper", "answered")
 
     def __init__(self, lane: SequenceLane, protocol: Connection, cycle: Any, found: Found,
-                 layers: Any, call: InferCall, remembered: Remembered, with_states: bool,
+                 call: InferCall, remembered: Remembered, with_states: bool,
                  headers: dict[bytes, bytes]) -> None:
         self.lane, self.protocol, self.cycle, self.found = lane, protocol, cycle, found
-        self.layers, self.call, self.remembered = layers, call, remembered
+        self.layers, self.call, self.remembered = lane.layers, call, remembered
         self.with_states, self.headers = with_states, headers
         self.answered = False
         self.step: Any = None  # the entered step (a PendingStep), until it is answered
@@ -237,31 +237,19 @@ class _Step:
             known = self.protocol.sequences
             if known.get(self.remembered.session_id) is self.remembered:
                 del known[self.remembered.session_id]
-            self.protocol.whole_way(self.cycle, self.found, Miss(
-                self.call.request.model, self.remembered.session_id, self.remembered.owner))
+            self.protocol.whole_way(self.cycle, self.found, Miss(self.remembered.session_id,
+                                                                 self.remembered.owner))
         else:
             runner.stats.failed(self.started_ns)
             error = not_applied(outcome) if isinstance(outcome, Unavailable) else outcome
             self.protocol.loop.create_task(self._answer_error(error))
 
     def _answer_result(self, runner: Runner, outcome: StepResult) -> None:
-        """The 200 the v2 route writes (http/v2.py: encode, compress, the same header lines)."""
+        """The 200 the v2 route writes (http/v2.py's infer_response)."""
         call = self.call
         answer = answer_of(call.request, runner, step_outputs(runner, outcome, self.with_states))
-        payload, header_length = encode_response(call, answer)
-        payload, encoding = compress(payload, self.headers.get(b"accept-encoding", b"").decode(
-            "latin-1"))
-        lines: list[tuple[bytes, bytes]] = []
-        if encoding:
-            lines.append((b"content-encoding", encoding.encode()))
-        if header_length is None:
-            content_type = b"application/json"
-        else:
-            lines.append((b"inference-header-content-length", str(header_length).encode()))
-            content_type = b"application/octet-stream"
-        lines += ((b"content-length", str(len(payload)).encode()),
-                  (b"content-type", content_type))
-        self._write(200, lines, payload)
+        response = infer_response(call, answer, self.headers)
+        self._write(200, response.raw_headers, cast(bytes, response.body))  # (ReadyResponse's)
 
     async def _answer_error(self, exc: Exception) -> None:
         """A step that failed in its batch (the store unreachable, a may-be-applied write):

@@ -5,16 +5,18 @@ v2 data plane; this module translates HTTP to it and back (v2_codec.py: the bodi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fastapi import APIRouter, Request, Response
 
-from rnnserve.engine import EXTENSIONS
+from rnnserve.engine import EXTENSIONS, V2Response
 from rnnserve.http.body import read_body
 from rnnserve.http.common import client_of, engine_of, first_headers, owner_of, v2_of
 from rnnserve.http.content_encoding import compress
 from rnnserve.http.errors import error_response
 from rnnserve.http.openapi import V2_INFER_EXAMPLE, V2_INFER_REQUEST, json_body
 from rnnserve.http.responses import FastJSONResponse, ReadyResponse
-from rnnserve.http.v2_codec import decode_request, encode_response
+from rnnserve.http.v2_codec import InferCall, decode_request, encode_response
 
 router = APIRouter(prefix="/v2", tags=["KServe v2"])
 
@@ -74,6 +76,14 @@ async def _infer(request: Request, model: str, version: str | None) -> Response:
         "latin-1"), model, version)
     answer = await v2_of(request).infer(call.request, owner_of(request),
                                         client_of(request, headers))
+    return infer_response(call, answer, headers)
+
+
+def infer_response(call: InferCall, answer: V2Response,
+                   headers: Mapping[bytes, bytes]) -> ReadyResponse:
+    """The 200 to an infer call: its body encoded, compressed as the request's
+    Accept-Encoding allows (`headers`: its first_headers). The sequence lane
+    (http/sequence_lane.py) answers its steps with it too."""
     payload, header_length_out = encode_response(call, answer)
     lines: list[tuple[bytes, bytes]] = []
     payload, encoding = compress(payload, headers.get(b"accept-encoding", b"").decode("latin-1"))
