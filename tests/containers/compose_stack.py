@@ -219,18 +219,22 @@ class ComposeStack:
         probe = ("import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])),"
                  " timeout=2).close()")
         started = time.monotonic()
-        last = None
+        failed = ""
         while time.monotonic() - started < timeout_s:
-            last = podman("exec", self.container(service), "/opt/rnnserve/bin/python", "-c",
-                          probe, host, str(port), check=False, timeout=30)
+            try:
+                last = podman("exec", self.container(service), "/opt/rnnserve/bin/python",
+                              "-c", probe, host, str(port), check=False, timeout=20)
+            except subprocess.TimeoutExpired:  # `podman exec` itself hung (seen twice here,
+                failed = "podman exec hung for 20 s"  # once in CI): a try that failed
+                continue
             if last.returncode == 0:
                 return time.monotonic() - started
+            failed = last.stderr[-600:]
             time.sleep(0.5)
         resolver = podman("exec", self.container(service), "cat", "/etc/resolv.conf",
                           check=False)
-        raise RuntimeError(
-            f"{service} could not reach {host}:{port} in {timeout_s}s: "
-            f"{(last.stderr if last else '')[-600:]}\n/etc/resolv.conf:\n{resolver.stdout}")
+        raise RuntimeError(f"{service} could not reach {host}:{port} in {timeout_s}s: "
+                           f"{failed}\n/etc/resolv.conf:\n{resolver.stdout}")
 
     def down(self) -> None:
         """`down -v`: the containers, the network and the named volume go."""
