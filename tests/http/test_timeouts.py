@@ -209,19 +209,27 @@ def test_v2_bad_step_ids(server: ServerProcess, parameters: dict[str, Any],
 async def test_a_full_queue_says_not_applied_and_is_true(
         tiny_repo: Path, tmp_path: Path) -> None:
     """A queue of 2 rows and 60 sessions stepped at once: the steps past the queue's room are
-    answered 503 saying nothing was applied, and their sessions did not move."""
+    answered 503 saying nothing was applied, and their sessions did not move. Whether the
+    queue overflows depends on how the 60 requests arrive (once in CI, all 60 were answered
+    200): a burst without a 503 is checked alike, and another burst, of new sessions, is sent,
+    five at most."""
     with serving(["--models", str(tiny_repo), "--max-queue", "2"],
                  tmp_path / "server.log") as small:
         async with client(small) as http:
-            sids = [(await http.post(f"/v1/models/{MODEL}/sessions")).json()["session_id"]
-                    for _ in range(60)]
-            x = RNG.normal(size=(STEPS, 3)).round(3).tolist()
-            answers = await asyncio.gather(*(http.post(f"/v1/sessions/{sid}/step", json={
-                "inputs": x}) for sid in sids))
-            codes = [r.status_code for r in answers]
-            assert set(codes) <= {200, 503} and 503 in codes
-            for sid, r in zip(sids, answers, strict=True):
-                if r.status_code == 503:
-                    assert "nothing was run or applied" in r.json()["error"]
-                    assert r.headers["retry-after"]
-                assert await steps_now(http, sid) == (STEPS if r.status_code == 200 else 0)
+            codes: list[int] = []
+            for _ in range(5):
+                sids = [(await http.post(f"/v1/models/{MODEL}/sessions")).json()["session_id"]
+                        for _ in range(60)]
+                x = RNG.normal(size=(STEPS, 3)).round(3).tolist()
+                answers = await asyncio.gather(*(http.post(f"/v1/sessions/{sid}/step", json={
+                    "inputs": x}) for sid in sids))
+                codes = [r.status_code for r in answers]
+                assert set(codes) <= {200, 503}
+                for sid, r in zip(sids, answers, strict=True):
+                    if r.status_code == 503:
+                        assert "nothing was run or applied" in r.json()["error"]
+                        assert r.headers["retry-after"]
+                    assert await steps_now(http, sid) == (STEPS if r.status_code == 200 else 0)
+                if 503 in codes:
+                    break
+            assert 503 in codes, "five bursts of 60 steps never overflowed a 2-row queue"
