@@ -352,7 +352,8 @@ class V2DataPlane:
         """The checked timesteps [1, time, features] of a sequence step on `runner`: its only
         input (the server keeps the state), one sequence, within the limits, finite."""
         engine, sig = self._engine, runner.signature
-        extra = sorted(set(request.inputs) - {sig.input_name})
+        extra = (sorted(set(request.inputs) - {sig.input_name}) if len(request.inputs) != 1
+                 or sig.input_name not in request.inputs else None)  # (sorted: on a refusal)
         if extra:
             raise InvalidInput(f"input(s) {extra} are not accepted in a sequence: the server "
                                "keeps the state; send only " + repr(sig.input_name))

@@ -10,6 +10,10 @@ them: `RequestContext.run` (request id, span, time limit, metrics, log line),
 and the application's error handlers). Its instances are the application's own (found in its
 built middleware stack), so rate-limit buckets and metric children are shared, not copied.
 
+A POST that arrives whole in one read of an idle connection is read by the protocol's own
+parser (http/whole_reads.py), without uvicorn's per-request objects; the rest of the hot
+requests are parsed by uvicorn and answered here alike.
+
 A hot request takes the ASGI path instead, unchanged, when any rule it needs is not one of
 those: CORS is on and it carries an Origin header; it carries X-Forwarded-* headers (uvicorn's
 proxy-headers layer would rewrite its client); its body is not framed by a Content-Length
@@ -28,12 +32,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import Message, Scope
 
 from rnnserve.http.auth import AuthAndRateLimit
+from rnnserve.http.deadline_queue import EARLY_S
 from rnnserve.http.errors import error_message
 from rnnserve.http.hot_routes import Handler, HotRoutes
 from rnnserve.http.limits import BodySizeLimit
 from rnnserve.http.request_context import Exchange, RequestContext
 from rnnserve.http.responses import Answer, written
 from rnnserve.http.sequence_lane import V2_INFER, Miss, Remembered, SequenceLane
+from rnnserve.http.whole_reads import WholeReader
 
 log = logging.getLogger("rnnserve.http")
 
@@ -143,11 +149,29 @@ class DirectExchanges:
     loop: asyncio.AbstractEventLoop
     tasks: set[asyncio.Task[None]]
     transport: asyncio.Transport
+    pipeline: Any
+    limit_concurrency: int | None
+    connections: set[Any]
+    flow: Any
+    server_state: Any
+    timeout_keep_alive: Any
+    on_response_complete: Any
+    _unset_keepalive_if_required: Any
+    _rearm_after_response: Any  # (http_protocols.HeadDeadline's)
     _feeding = False
     _waiting: Any = None  # a cycle taken directly whose body is still being parsed
     _sequences: dict[str, Remembered] | None = None  # made at the first v2 sequence step
+    _in_message = False  # uvicorn's parser is inside a request (begun, not ended)
+    _reader: WholeReader | None = None  # made at the first POST (http/whole_reads.py)
+    _idle_timer: asyncio.TimerHandle | None = None
+    _idle_deadline = 0.0  # when an idle connection is closed (0: not idle)
 
     def data_received(self, data: bytes) -> None:
+        self._idle_deadline = 0.0  # not idle: see _keep_alive
+        if (data[:5] == b"POST " and self.direct is not None and not self._in_message
+                and (self.cycle is None or self.cycle.response_complete)
+                and not self.pipeline and self._read_whole(data)):
+            return
         self._feeding = True
         try:
             super().data_received(data)  # type: ignore[misc]
@@ -169,7 +193,63 @@ class DirectExchanges:
         else:
             super()._start_asgi_task(cycle, app)  # type: ignore[misc]
 
+    def _read_whole(self, data: bytes) -> bool:
+        """Take a plain POST to a hot route that `data` holds whole, on an idle connection
+        (http/whole_reads.py); False: `data` is uvicorn's to parse, as it came."""
+        assert self.direct is not None
+        if self._reader is None:
+            self._reader = WholeReader()
+        request = self._reader.read(data, self, self._answered_whole)
+        if request is None:
+            return False
+        found = self.direct.takes(request.scope)
+        limit = self.limit_concurrency
+        if found is None or (limit is not None and (len(self.connections) >= limit
+                                                    or len(self.tasks) >= limit)):
+            return False  # (over uvicorn's concurrency limit: its 503 is uvicorn's to send)
+        self._unset_keepalive_if_required()
+        self.cycle = request  # where uvicorn's cycle stands: later requests queue behind it
+        self._start_direct(request, found)
+        return True
+
+    def _answered_whole(self) -> None:
+        """uvicorn's on_response_complete, for a request read whole (http/whole_reads.py),
+        with its keep-alive timer kept as the head timer is: one per connection, not one
+        per request (see _keep_alive). With requests queued behind it, or a last answer
+        to write, the protocol's own."""
+        if self.pipeline or getattr(self, "_last_answer", None) is not None:
+            self.on_response_complete()
+            return
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        self._keep_alive()
+        self._rearm_after_response()
+
+    def _keep_alive(self) -> None:
+        """An idle connection is closed after uvicorn's keep-alive time (--timeout-keep-alive,
+        5 s) unless a read comes first. A timer still pending stays and, firing early,
+        waits again for the rest."""
+        self._idle_deadline = self.loop.time() + self.timeout_keep_alive
+        if self._idle_timer is None:
+            self._idle_timer = self.loop.call_at(self._idle_deadline, self._idle_timer_fired)
+
+    def _idle_timer_fired(self) -> None:
+        self._idle_timer = None
+        if self.transport.is_closing() or not self._idle_deadline:
+            return  # (0: a read came since; the next answer keeps the connection alive again)
+        if self._idle_deadline - self.loop.time() > EARLY_S:
+            self._idle_timer = self.loop.call_at(self._idle_deadline, self._idle_timer_fired)
+            return
+        self.transport.close()
+
+    def on_message_begin(self) -> None:
+        self._in_message = True
+        super().on_message_begin()  # type: ignore[misc]
+
     def on_message_complete(self) -> None:
+        self._in_message = False
         super().on_message_complete()  # type: ignore[misc]
         cycle = self._waiting
         if cycle is not None and not cycle.more_body:
@@ -224,9 +304,9 @@ class DirectExchanges:
         """The whole response in one write, framed as uvicorn frames an ASGI response."""
         cycle.response_started = True
         if not cycle.disconnected and not self.transport.is_closing():
-            parts = [STATUS_LINE[status]]
-            said_close = said_length = False
-            for name, value in (*cycle.default_headers, *headers):
+            defaults, said_close, said_length = _default_lines(cycle.default_headers)
+            parts = [STATUS_LINE[status], defaults]
+            for name, value in headers:
                 if name == b"connection" and value.lower() == b"close":
                     said_close = True
                 said_length = said_length or name == b"content-length"
@@ -244,6 +324,22 @@ class DirectExchanges:
         if not cycle.keep_alive:
             self.transport.close()
         cycle.on_response()
+
+
+_DEFAULTS: list[Any] = [None, (b"", False, False)]  # uvicorn's default header list, its lines
+
+
+def _default_lines(lines: list[tuple[bytes, bytes]]) -> tuple[bytes, bool, bool]:
+    """uvicorn's default headers (date, server) as written, and whether they say
+    "connection: close" and give a length, made again only when uvicorn renews the list
+    (once a second, for the date)."""
+    if lines is not _DEFAULTS[0]:
+        written = b"".join(b"%s: %s\r\n" % line for line in lines)
+        close = any(n == b"connection" and v.lower() == b"close" for n, v in lines)
+        length = any(n == b"content-length" for n, _ in lines)
+        _DEFAULTS[:] = [lines, (written, close, length)]
+    kept: tuple[bytes, bool, bool] = _DEFAULTS[1]
+    return kept
 
 
 def _status_lines() -> dict[int, bytes]:

@@ -36,6 +36,7 @@ from rnnserve.http.connections import (
     bound_to,
     raw_response,
 )
+from rnnserve.http.deadline_queue import EARLY_S
 from rnnserve.http.direct_path import DirectExchanges, DirectPath
 from rnnserve.http.errors import MALFORMED_BODY, MALFORMED_BODY_MESSAGE
 
@@ -45,9 +46,6 @@ except ImportError:  # pragma: no cover - uvicorn without httptools
     HttpToolsProtocol = None  # type: ignore[assignment, misc]
 
 
-EARLY_S = 0.002
-"""A head timer that fires this close to its deadline counts as on time: event loop timers
-keep whole milliseconds, so one may fire a fraction of a millisecond before the moment set."""
 
 
 class HeadDeadline:

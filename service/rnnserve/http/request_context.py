@@ -27,6 +27,9 @@ from rnnserve.tracing import Tracing
 
 log = logging.getLogger("rnnserve.access")
 
+Instruments = tuple[Any, Any]
+"""A request's counter and latency histogram (prometheus_client children)."""
+
 
 
 def headers_of(scope: Scope) -> dict[str, str]:
@@ -125,14 +128,17 @@ class RequestContext:
                 "or its last chunk never came; no step was applied, so retrying it is safe. "
                 "Send the whole body at once, with a Content-Length that matches it")
 
-    def finished(self, scope: Scope, rid: str, status: int, seconds: float) -> None:
+    def finished(self, scope: Scope, rid: str, status: int, seconds: float,
+                 instruments: Instruments | None = None) -> None:
         """Metrics and the log line of a request answered without `run` (the sequence lane,
-        which runs no task and no span: it is not taken while tracing is on)."""
-        self._record(scope, rid, status, seconds, None)
+        which runs no task and no span: it is not taken while tracing is on). `instruments`:
+        the request's own (`instruments`), when its caller keeps them."""
+        self._record(scope, rid, status, seconds, None, instruments)
 
-    def _record(self, scope: Scope, rid: str, status: int, seconds: float, span: Any) -> None:
-        """Metrics by route template, served model and known method (a client picks paths,
-        model names and methods: as labels they would grow without bound), span, log line."""
+    def instruments(self, scope: Scope, status: int) -> Instruments:
+        """The request counter and latency histogram of a request with `status`, by route
+        template, served model and known method (a client picks paths, model names and
+        methods: as labels they would grow without bound)."""
         method = scope["method"]
         route = getattr(scope.get("route"), "path", None)
         model = scope.get("path_params", {}).get("model", "")
@@ -141,13 +147,22 @@ class RequestContext:
         counter = self._counted.get(counted)
         if counter is None:
             counter = self._counted[counted] = self.metrics.requests.labels(*counted)
-        counter.inc()
         timed = counted[:2]
         histogram = self._timed.get(timed)
         if histogram is None:
             histogram = self._timed[timed] = self.metrics.latency.labels(*timed)
+        return counter, histogram
+
+    def _record(self, scope: Scope, rid: str, status: int, seconds: float, span: Any,
+                instruments: Instruments | None = None) -> None:
+        """Metrics (`instruments`), span, log line."""
+        counter, histogram = instruments or self.instruments(scope, status)
+        counter.inc()
         histogram.observe(seconds)
+        method = scope["method"]
         if span is not None:
+            route = getattr(scope.get("route"), "path", None)
+            model = scope.get("path_params", {}).get("model", "")
             span.update_name(f"{method} {route or scope['path']}")
             span.set_attribute("http.request.method", method)
             span.set_attribute("http.route", route or scope["path"])

@@ -16,9 +16,10 @@ entered with a callback, and answered from the batch: no task, no lookup, no fut
 
 The layers' rules are the same calls as on the direct path: the API key check
 (`AuthAndRateLimit.refusal`), the request id, the metrics and log line
-(`RequestContext.finished`), the time limit (one timer: at the limit a step short of its
-commit point is withdrawn and answered 504, as `step_waits.answered` does; a committed step
-is answered with its real outcome), the response compression (`compress`). The lane is not
+(`RequestContext.finished`), the time limit (the lane's steps share one timer, in a
+DeadlineQueue: at the limit a step short of its commit point is withdrawn and answered 504, as
+`step_waits.answered` does; a committed step is answered with its real outcome), the response
+compression (`compress`). The lane is not
 taken while tracing is on (a request's span needs its task) or with a rate limit (a refused
 lane request must not take a token twice). A step whose session went meanwhile (ended,
 restarted, expired, evicted, migrated, its version unloaded) fails before anything is written;
@@ -52,6 +53,7 @@ from rnnserve.engine import (
 )
 from rnnserve.errors import RnnServeError, SessionMoved, SessionNotFound, Unavailable, not_applied
 from rnnserve.http.common import first_headers
+from rnnserve.http.deadline_queue import DeadlineQueue
 from rnnserve.http.errors import error_message
 from rnnserve.http.responses import Answer, written
 from rnnserve.http.v2 import infer_response
@@ -88,6 +90,7 @@ class Remembered:
     session_id: str
     owner: str
     steppers: dict[bool, SessionStepper] = field(default_factory=dict)  # by with_states
+    instruments: Any = None  # the metrics of its 200s (RequestContext.instruments), at the first
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class SequenceLane:
         self.engine = engine
         self.plane = plane
         self.layers = layers  # the direct path's (direct_path._Layers): the rules it calls
+        self.deadlines: DeadlineQueue | None = None  # the steps' time limits, made at the first
 
     def take(self, protocol: Connection, cycle: Any, found: Found) -> Miss | bool:
         """True: the request is entered and will be answered by its step's callback. A Miss:
@@ -198,8 +202,8 @@ class _Step:
     """One request in the lane, from its step's entry to its answer."""
 
     __slots__ = ("lane", "protocol", "cycle", "found", "layers", "call", "remembered",
-                 "with_states", "headers", "rid", "started", "started_ns", "timer", "step",
-                 "stepper", "answered")
+                 "with_states", "headers", "rid", "started", "started_ns", "step", "stepper",
+                 "answered")
 
     def __init__(self, lane: SequenceLane, protocol: Connection, cycle: Any, found: Found,
                  call: InferCall, remembered: Remembered, with_states: bool,
@@ -209,7 +213,6 @@ class _Step:
         self.with_states, self.headers = with_states, headers
         self.answered = False
         self.step: Any = None  # the entered step (a PendingStep), until it is answered
-        self.timer: asyncio.TimerHandle | None = None
 
     def enter(self, stepper: SessionStepper, x: Any, step_id: str | None) -> None:
         layers, scope = self.layers, self.cycle.scope
@@ -217,17 +220,18 @@ class _Step:
         self.rid = layers.context.request_id(scope)
         self.started, self.started_ns = time.perf_counter(), now_ns()
         self.stepper = stepper
-        loop = self.protocol.loop
-        self.timer = loop.call_at(loop.time() + layers.context.timeout_s, self._at_limit)
         self.step = stepper.step(x, step_id, self._done, watched=True)
+        deadlines = self.lane.deadlines
+        if deadlines is None:
+            deadlines = self.lane.deadlines = DeadlineQueue(self.protocol.loop,
+                                                            layers.context.timeout_s)
+        deadlines.add(self)
 
     def _done(self, outcomes: Sequence[StepOutcome]) -> None:
         if self.answered:  # withdrawn at the time limit and answered 504 already
             return
         self.answered = True
-        if self.timer is not None:
-            self.timer.cancel()
-        self.step = self.timer = None  # (they refer back to this object: no cycle to collect)
+        self.step = None  # (it refers back to this object: no cycle to collect)
         outcome, runner = outcomes[0], self.remembered.runner
         if isinstance(outcome, StepResult):
             runner.stats.succeeded(self.started_ns)
@@ -263,13 +267,13 @@ class _Step:
         status, lines, payload = await written(response, scope, receive)
         self._write(status, lines, payload)
 
-    def _at_limit(self) -> None:
+    def at_limit(self) -> None:
         """The time limit: a step short of its commit point is withdrawn and answered 504 (not
         applied); a committed one is awaited to its real outcome, however late."""
         if self.answered or self.step is None or not self.stepper.withdraw(self.step):
             return
         self.answered = True
-        self.step = self.timer = None
+        self.step = None
         self.remembered.runner.stats.failed(self.started_ns)
         lines, payload = error_message(self.layers.context.timed_out_message(), [])
         self._write(504, lines, payload)
@@ -277,10 +281,16 @@ class _Step:
     def _write(self, status: int, lines: list[tuple[bytes, bytes]], payload: bytes) -> None:
         """The lane's answer (counted as the lane's only here: a step that goes the whole way
         after all is counted there)."""
-        self.layers.counted.inc()
-        self.layers.lane_counted.inc()
+        layers, scope = self.layers, self.cycle.scope
+        layers.counted.inc()
+        layers.lane_counted.inc()
         lines.append((b"x-request-id", self.rid.encode()))
         self.protocol.write_answer(self.cycle, status, lines, payload)
-        self.layers.context.finished(self.cycle.scope, self.rid, status,
-                                     time.perf_counter() - self.started)
+        instruments = None
+        if status == 200:
+            instruments = self.remembered.instruments
+            if instruments is None:
+                instruments = self.remembered.instruments = layers.context.instruments(scope, 200)
+        layers.context.finished(scope, self.rid, status, time.perf_counter() - self.started,
+                                instruments)
 
