@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 import pytest
 from rnnserve.errors import InvalidInput
-from rnnserve.http.v2_codec import LAYOUTS, InferCall, decode_request
+from rnnserve.http.v2_codec import LAYOUTS, SEEN_MAX_BYTES, InferCall, decode_request
 
 BASE: dict[str, Any] = {
     "parameters": {"sequence_id": 7, "sequence_start": False},
@@ -56,14 +56,14 @@ def decoded(header: dict[str, Any], binary: bytes, cached: bool = True) -> Any:
     Not `cached`: with no layout kept before or after (the full checks)."""
     head = orjson.dumps(header)
     if not cached:
-        LAYOUTS._kept.clear()
+        LAYOUTS.forget()
     try:
         return described(decode_request(head + binary, str(len(head)), "m", None))
     except InvalidInput as exc:
         return str(exc)
     finally:
         if not cached:
-            LAYOUTS._kept.clear()
+            LAYOUTS.forget()
 
 
 def described(call: InferCall) -> Any:
@@ -99,3 +99,25 @@ def test_the_cache_stays_bounded() -> None:
     for i in range(LAYOUTS.size * 2):
         decoded(variant("inputs.0.name", f"input{i}"), binary, cached=True)
     assert len(LAYOUTS._kept) <= LAYOUTS.size
+
+
+def test_a_header_met_again_byte_for_byte_carries_the_new_tensors() -> None:
+    LAYOUTS.forget()
+    head = orjson.dumps(BASE)
+    for i in range(3):  # the first is decoded and checked; the next two are met again
+        binary = np.array([i, i + 0.5, -i], dtype="<f4").tobytes()
+        call = decode_request(head + binary, str(len(head)), "m", None)
+        assert call.request.inputs["input"].tobytes() == binary
+        assert dict(call.request.parameters) == BASE["parameters"]
+    assert len(LAYOUTS._seen) == 1
+
+
+def test_long_headers_are_not_kept_whole_and_the_kept_stay_bounded() -> None:
+    LAYOUTS.forget()
+    binary = np.arange(3, dtype="<f4").tobytes()
+    long_one = variant("parameters.note", "x" * SEEN_MAX_BYTES)
+    assert not isinstance(decoded(long_one, binary), str)
+    assert not LAYOUTS._seen and LAYOUTS._kept  # its layout is kept, its bytes are not
+    for i in range(LAYOUTS.headers + 10):
+        decoded(variant("parameters.sequence_id", i + 1), binary)
+    assert 0 < len(LAYOUTS._seen) <= LAYOUTS.headers

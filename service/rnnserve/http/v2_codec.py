@@ -59,9 +59,30 @@ class Layouts:
     give. Only headers whose inputs are all binary are kept (JSON data differs each time);
     at most `size`, forgotten all at once when full."""
 
-    def __init__(self, size: int = 256) -> None:
+    def __init__(self, size: int = 256, headers: int = 4096) -> None:
         self.size = size
         self._kept: dict[bytes, Layout] = {}
+        self.headers = headers
+        self._seen: dict[tuple[bytes, int], Seen] = {}
+
+    def forget(self) -> None:
+        """Forget every layout and header (as if none came yet)."""
+        self._kept.clear()
+        self._seen.clear()
+
+    def seen(self, raw: bytes, binary_bytes: int) -> Seen | None:
+        """A header met before, byte for byte, with as many binary bytes after it: its layout,
+        parameters and id, as they were decoded then (a sequence's steps repeat their header
+        exactly: the sequence id is the same on each)."""
+        return self._seen.get((raw, binary_bytes))
+
+    def see(self, raw: bytes, binary_bytes: int, seen: Seen) -> None:
+        """Keep what a short header decoded to (at most SEEN_MAX_BYTES: they are kept whole;
+        forgotten all at once when full)."""
+        if len(raw) <= SEEN_MAX_BYTES:
+            if len(self._seen) >= self.headers:
+                self._seen.clear()
+            self._seen[(raw, binary_bytes)] = seen
 
     def key(self, header: dict[str, Any], parameters: dict[str, Any],
             binary_bytes: int) -> bytes | None:
@@ -97,6 +118,12 @@ class Layouts:
                                  call.binary_output)
 
 
+SEEN_MAX_BYTES = 1024
+"""The longest JSON header whose decoding is kept by its bytes (Layouts.see)."""
+
+Seen = tuple[Layout, dict[str, Any], Any]
+"""What a header decoded to: its layout, its parameters (read, never changed) and its id."""
+
 LAYOUTS = Layouts()
 """The process's header layouts (decode_request)."""
 
@@ -116,15 +143,21 @@ def decode_request(body: bytes, header_length: str | None, model: str,
                    version: str | None) -> InferCall:
     """Parse the JSON header and attach binary tensor data where `binary_data_size` says.
     A header whose tensors are laid out as an earlier request's (LAYOUTS) skips their
-    checks: only its id and parameters (the sequence's) are read anew."""
+    checks: only its id and parameters (the sequence's) are read anew; a short header met
+    before byte for byte (a sequence's next step) is not parsed again."""
     if header_length is not None:
         split = whole_number(header_length)
         if split is None or not 0 < split <= len(body):
             raise InvalidInput(f"Inference-Header-Content-Length {header_length!r} must be the "
                                f"byte length of the JSON header, 1 to the body's {len(body)} "
                                "bytes")
-        header, binary = parse_json(body[:split]), memoryview(body)[split:]
+        raw, binary = body[:split], memoryview(body)[split:]
+        seen = LAYOUTS.seen(raw, len(binary))
+        if seen is not None:
+            return _laid_out(seen, binary, model, version)
+        header = parse_json(raw)
     else:
+        raw = b""
         try:
             header, binary = parse_json(body), memoryview(b"")
         except InvalidInput as exc:
@@ -143,7 +176,18 @@ def decode_request(body: bytes, header_length: str | None, model: str,
     if layout is None:
         call = _decoded(header, parameters, binary, model, version)
         LAYOUTS.keep(key, call)
+        layout = LAYOUTS.get(key)
+        if layout is not None and raw:
+            LAYOUTS.see(raw, len(binary), (layout, parameters, request_id))
         return call
+    if raw:
+        LAYOUTS.see(raw, len(binary), (layout, parameters, request_id))
+    return _laid_out((layout, parameters, request_id), binary, model, version)
+
+
+def _laid_out(seen: Seen, binary: memoryview, model: str, version: str | None) -> InferCall:
+    """A call whose header decodes as a known layout: only its tensors are read anew."""
+    layout, parameters, request_id = seen
     inputs = {name: np.frombuffer(binary[start:end], dtype="<f4").reshape(shape)
               for name, shape, start, end in layout.tensors}
     return InferCall(V2Request(model, version, inputs, parameters, layout.names), request_id,
