@@ -16,9 +16,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+import uvicorn
+from rnnserve.engine import Engine
+from rnnserve.http.app import create_app
+from rnnserve.http.connections import ConnectionGuard
 from rnnserve.http.deadline_queue import DeadlineQueue
+from rnnserve.http.direct_path import NOT_WHOLE_MAX, DirectPath
+from rnnserve.http.http_protocols import server_protocols
 from rnnserve.http.whole_reads import WholeReader
+from rnnserve.settings import Settings
 
+from bench.http_path import MODEL, MODELS, MemoryTransport, rest_step
 from tests.conftest import ServerProcess, serving
 from tests.http.test_direct_path import read_responses
 from tests.http.test_sequence_lane import FEATURES, Link, lane_count, step_body
@@ -185,11 +193,11 @@ def test_a_connection_used_stays_and_an_idle_one_closes_after_5_s(
     with Link(server) as link:
         started(link, 502)
         body, headers = step_body(np.ones((1, FEATURES), np.float32), sequence_id=502)
-        began = time.monotonic()
-        while time.monotonic() - began < 7:  # past the keep-alive time, in use throughout
-            assert link.post(body, headers).status_code == 200
+        began = answered = time.monotonic()
+        while answered - began < 7:  # past the keep-alive time, in use throughout
             time.sleep(0.5)
-        answered = time.monotonic()
+            assert link.post(body, headers).status_code == 200
+            answered = time.monotonic()
         link.sock.settimeout(15)
         try:
             closed = link.sock.recv(1) == b""
@@ -197,3 +205,63 @@ def test_a_connection_used_stays_and_an_idle_one_closes_after_5_s(
             closed = True
         idle = time.monotonic() - answered
         assert closed and 4.5 < idle < 9, idle
+
+
+def test_a_connection_that_splits_its_requests_stops_trying_whole_reads() -> None:
+    """The protocol as `rnnserve serve` builds it, fed in memory: whole requests are read by
+    its own reader; a client whose bodies come apart from their heads stops being tried after
+    NOT_WHOLE_MAX requests, and every request is answered all the same."""
+
+    async def scenario() -> list[object]:
+        engine = Engine(Settings(models=MODELS, grpc_port=0, log_level="warning"))
+        engine.start()
+        await engine.open()
+        try:
+            app = create_app(engine, manage_engine=False)
+            guard = ConnectionGuard(30.0, 0, engine.proxies, engine.metrics.connections_refused)
+            protocol_class, _ = server_protocols(guard, direct=DirectPath(app))
+            config = uvicorn.Config(app, http=protocol_class, lifespan="off", log_config=None,
+                                    access_log=False)
+            config.load()
+            answers: list[int] = []
+            arrived = asyncio.Event()
+
+            def answered() -> None:
+                answers.append(1)
+                arrived.set()
+
+            protocol: Any = protocol_class(config=config,  # type: ignore[call-arg]
+                                           server_state=uvicorn.server.ServerState(),
+                                           app_state={})
+            protocol.connection_made(MemoryTransport(0, answered))
+            session = await engine.sessions.create(MODEL)
+            request = rest_step(session.id)
+            head, body = request.split(b"\r\n\r\n", 1)
+
+            async def exchange(*reads: bytes) -> None:
+                arrived.clear()
+                for data in reads:
+                    protocol.data_received(data)
+                    await asyncio.sleep(0)
+                await asyncio.wait_for(arrived.wait(), 30)
+
+            seen: list[object] = []
+            await exchange(request)
+            seen.append(protocol._not_whole)
+            for _ in range(NOT_WHOLE_MAX):
+                await exchange(head + b"\r\n\r\n", body)
+                seen.append(protocol._not_whole)
+            await exchange(request)  # whole, but parsed by uvicorn now: answered alike
+            seen.append(protocol._not_whole)
+            seen.append(len(answers))
+            seen.append((await engine.sessions.describe(session.id)).steps)
+            protocol.connection_lost(None)
+            return seen
+        finally:
+            await engine.aclose()
+            engine.close()
+
+    seen = asyncio.run(scenario())
+    counts, answers, steps = seen[:-2], seen[-2], seen[-1]
+    assert counts == [0, *range(1, NOT_WHOLE_MAX), None, None]
+    assert answers == NOT_WHOLE_MAX + 2 and steps == NOT_WHOLE_MAX + 2

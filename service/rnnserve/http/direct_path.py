@@ -45,6 +45,10 @@ log = logging.getLogger("rnnserve.http")
 
 Found = tuple[str, Handler, dict[str, str]]
 
+NOT_WHOLE_MAX = 3
+"""POST reads in a row that a connection's own reader leaves to uvicorn before it stops
+trying (http/whole_reads.py)."""
+
 
 class _Layers:
     """The application's own middleware instances whose rules the direct path calls."""
@@ -163,12 +167,14 @@ class DirectExchanges:
     _sequences: dict[str, Remembered] | None = None  # made at the first v2 sequence step
     _in_message = False  # uvicorn's parser is inside a request (begun, not ended)
     _reader: WholeReader | None = None  # made at the first POST (http/whole_reads.py)
+    _not_whole: int | None = 0  # POST reads in a row left to uvicorn (None: reader stopped)
     _idle_timer: asyncio.TimerHandle | None = None
     _idle_deadline = 0.0  # when an idle connection is closed (0: not idle)
 
     def data_received(self, data: bytes) -> None:
         self._idle_deadline = 0.0  # not idle: see _keep_alive
-        if (data[:5] == b"POST " and self.direct is not None and not self._in_message
+        if (data[:5] == b"POST " and self._not_whole is not None and self.direct is not None
+                and not self._in_message
                 and (self.cycle is None or self.cycle.response_complete)
                 and not self.pipeline and self._read_whole(data)):
             return
@@ -195,18 +201,22 @@ class DirectExchanges:
 
     def _read_whole(self, data: bytes) -> bool:
         """Take a plain POST to a hot route that `data` holds whole, on an idle connection
-        (http/whole_reads.py); False: `data` is uvicorn's to parse, as it came."""
+        (http/whole_reads.py); False: `data` is uvicorn's to parse, as it came. After
+        NOT_WHOLE_MAX such reads in a row the connection stops trying (a client that sends
+        each body apart from its head would pay a second parse on every request)."""
         assert self.direct is not None
         if self._reader is None:
             self._reader = WholeReader()
         request = self._reader.read(data, self, self._answered_whole)
-        if request is None:
-            return False
-        found = self.direct.takes(request.scope)
+        found = None if request is None else self.direct.takes(request.scope)
         limit = self.limit_concurrency
-        if found is None or (limit is not None and (len(self.connections) >= limit
-                                                    or len(self.tasks) >= limit)):
-            return False  # (over uvicorn's concurrency limit: its 503 is uvicorn's to send)
+        if request is None or found is None or (limit is not None and (
+                len(self.connections) >= limit or len(self.tasks) >= limit)):
+            # (over uvicorn's concurrency limit: its 503 is uvicorn's to send)
+            missed = (self._not_whole or 0) + 1
+            self._not_whole = None if missed >= NOT_WHOLE_MAX else missed
+            return False
+        self._not_whole = 0
         self._unset_keepalive_if_required()
         self.cycle = request  # where uvicorn's cycle stands: later requests queue behind it
         self._start_direct(request, found)
