@@ -66,10 +66,3 @@ class DeadlineQueue:
             else:
                 queue.popleft()
                 request.at_limit()
-
-    def close(self) -> None:
-        """Stop the timer and forget every request (the loop is ending)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._queue.clear()

@@ -46,8 +46,6 @@ except ImportError:  # pragma: no cover - uvicorn without httptools
     HttpToolsProtocol = None  # type: ignore[assignment, misc]
 
 
-
-
 class HeadDeadline:
     """What the two protocol classes below share: it wraps uvicorn's connection_made,
     connection_lost and on_response_complete (uvicorn's own attributes are declared here for

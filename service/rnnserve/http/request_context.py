@@ -31,7 +31,6 @@ Instruments = tuple[Any, Any]
 """A request's counter and latency histogram (prometheus_client children)."""
 
 
-
 def headers_of(scope: Scope) -> dict[str, str]:
     """A request's headers as text (the last of a repeated one), for trace context."""
     return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}

@@ -19,10 +19,10 @@ The layers' rules are the same calls as on the direct path: the API key check
 (`RequestContext.finished`), the time limit (the lane's steps share one timer, in a
 DeadlineQueue: at the limit a step short of its commit point is withdrawn and answered 504, as
 `step_waits.answered` does; a committed step is answered with its real outcome), the response
-compression (`compress`). The lane is not
-taken while tracing is on (a request's span needs its task) or with a rate limit (a refused
-lane request must not take a token twice). A step whose session went meanwhile (ended,
-restarted, expired, evicted, migrated, its version unloaded) fails before anything is written;
+compression (`compress`). The lane is not taken while tracing is on (a request's span needs
+its task) or with a rate limit (a refused lane request must not take a token twice). A step
+whose session went meanwhile (ended, restarted, expired, evicted, migrated, its version
+unloaded) fails before anything is written;
 the connection forgets the sequence and the request goes the whole way, which answers it as
 before. Any request the lane would refuse goes the whole way too, so every error a client sees
 comes from the one data plane and the application's own handlers."""
@@ -90,7 +90,7 @@ class Remembered:
     session_id: str
     owner: str
     steppers: dict[bool, SessionStepper] = field(default_factory=dict)  # by with_states
-    instruments: Any = None  # the metrics of its 200s (RequestContext.instruments), at the first
+    instruments: Any = None  # its 200s' metrics (RequestContext.instruments), from the first
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class SequenceLane:
         self.engine = engine
         self.plane = plane
         self.layers = layers  # the direct path's (direct_path._Layers): the rules it calls
-        self.deadlines: DeadlineQueue | None = None  # the steps' time limits, made at the first
+        self.deadlines: DeadlineQueue | None = None  # the steps' time limits, from the first
 
     def take(self, protocol: Connection, cycle: Any, found: Found) -> Miss | bool:
         """True: the request is entered and will be answered by its step's callback. A Miss:
