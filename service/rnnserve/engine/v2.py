@@ -279,7 +279,7 @@ class V2DataPlane:
         sequence = sequence_parameters(request.parameters)
         if sequence is None or sequence[1]:  # a sequence's later step: once it is resolved
             check_outputs(request, asked or self._engine.runner(request.model,
-                                                                request.version))
+                                                               request.version))
         step_id = request.parameters.get("step_id")
         check_step_id(step_id)
         if sequence is None:
@@ -340,9 +340,10 @@ class V2DataPlane:
             await sessions.end(session_id)
         return runner, step_outputs(runner, result, with_states)
 
-    def later_step_input(self, request: V2Request, runner: Runner, step_id: str | None
+    def later_step_input(self, request: V2Request, runner: Runner, step_id: object
                          ) -> tuple[np.ndarray, bool]:
-        """A later step's checks on the `runner` of its session: (timesteps, with_states)."""
+        """A later step's checks on the `runner` of its session (its outputs, input and step
+        id): (timesteps, with_states)."""
         check_outputs(request, runner)
         x = self.sequence_input(request, runner)
         check_step_id(step_id)

@@ -38,7 +38,6 @@ from typing import Any, Protocol, cast
 import orjson
 
 from rnnserve.engine import (
-    MAX_STEP_ID,
     Engine,
     Runner,
     SessionStepper,
@@ -128,7 +127,7 @@ class SequenceLane:
         try:
             call = decode_request(bytes(cycle.body), None if length is None else
                                   length.decode("latin-1"), model, None)
-            plain, step_id = _plain_step(call.request.parameters)
+            plain = _plain_step(call.request.parameters)
             sequence = sequence_parameters(call.request.parameters)
         except RnnServeError:
             return False
@@ -147,7 +146,8 @@ class SequenceLane:
         if runner is None or runner is not remembered.runner:
             del known[session_id]  # unloaded or reloaded: the whole way says what to do
             return Miss(session_id, owner)
-        try:
+        step_id = call.request.parameters.get("step_id")
+        try:  # (a bad step id too: check_step_id's refusal comes from the whole way)
             x, with_states = self.plane.later_step_input(call.request, runner, step_id)
         except RnnServeError:
             return False
@@ -156,7 +156,7 @@ class SequenceLane:
             stepper = remembered.steppers[with_states] = self.engine.sessions.sequence_stepper(
                 runner, session_id, owner, with_states=with_states)
         _Step(self, protocol, cycle, found, call, remembered, with_states,
-              headers).enter(stepper, x, step_id)
+              headers).enter(stepper, x, cast("str | None", step_id))
         return True
 
     def remember(self, protocol: Connection, miss: Miss, answer: Answer) -> None:
@@ -183,19 +183,11 @@ class SequenceLane:
         known[miss.session_id] = Remembered(runner, miss.session_id, miss.owner)
 
 
-def _plain_step(parameters: Mapping[str, object]) -> tuple[bool, str | None]:
-    """Whether a request's parameters are those of a step the lane takes (a sequence id, the
-    flags, binary_data_output, a step id of 1 to MAX_STEP_ID characters; the flags' values
-    are sequence_parameters' to check), and its step id (None: none)."""
-    for name in parameters:
-        if name not in _PLAIN:
-            return False, None
-    step_id = parameters.get("step_id")
-    if step_id is None:
-        return True, None
-    if isinstance(step_id, str) and 0 < len(step_id) <= MAX_STEP_ID:
-        return True, step_id
-    return False, None
+def _plain_step(parameters: Mapping[str, object]) -> bool:
+    """Whether a request's parameters are only those of a step the lane takes (a sequence
+    id, the flags, binary_data_output, a step id; their values are sequence_parameters' and
+    later_step_input's to check)."""
+    return all(name in _PLAIN for name in parameters)
 
 
 class _Step:

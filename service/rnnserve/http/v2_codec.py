@@ -102,11 +102,11 @@ class Layouts:
     def get(self, key: bytes | None) -> Layout | None:
         return None if key is None else self._kept.get(key)
 
-    def keep(self, key: bytes | None, call: InferCall) -> None:
-        """Keep the layout of a call decoded from a header with that key (its inputs are the
-        body's binary part, in order)."""
+    def keep(self, key: bytes | None, call: InferCall) -> Layout | None:
+        """Keep (and return) the layout of a call decoded from a header with that key (its
+        inputs are the body's binary part, in order); None without a key."""
         if key is None:
-            return
+            return None
         tensors = []
         start = 0
         for name, x in call.request.inputs.items():
@@ -114,8 +114,9 @@ class Layouts:
             start += x.nbytes
         if len(self._kept) >= self.size:
             self._kept.clear()
-        self._kept[key] = Layout(tuple(tensors), call.outputs, call.request.outputs,
-                                 call.binary_output)
+        layout = self._kept[key] = Layout(tuple(tensors), call.outputs, call.request.outputs,
+                                          call.binary_output)
+        return layout
 
 
 SEEN_MAX_BYTES = 1024
@@ -175,8 +176,7 @@ def decode_request(body: bytes, header_length: str | None, model: str,
     layout = LAYOUTS.get(key)
     if layout is None:
         call = _decoded(header, parameters, binary, model, version)
-        LAYOUTS.keep(key, call)
-        layout = LAYOUTS.get(key)
+        layout = LAYOUTS.keep(key, call)
         if layout is not None and raw:
             LAYOUTS.see(raw, len(binary), (layout, parameters, request_id))
         return call
