@@ -36,10 +36,11 @@ from rnnserve.http.deadline_queue import EARLY_S
 from rnnserve.http.errors import error_message
 from rnnserve.http.hot_routes import Handler, HotRoutes
 from rnnserve.http.limits import BodySizeLimit
+from rnnserve.http.repeat_steps import Repeat
 from rnnserve.http.request_context import Exchange, RequestContext
 from rnnserve.http.responses import Answer, written
 from rnnserve.http.sequence_lane import V2_INFER, Miss, Remembered, SequenceLane
-from rnnserve.http.whole_reads import WholeReader
+from rnnserve.http.whole_reads import WholeReader, WholeRequest
 
 log = logging.getLogger("rnnserve.http")
 
@@ -170,13 +171,14 @@ class DirectExchanges:
     _not_whole: int | None = 0  # POST reads in a row left to uvicorn (None: reader stopped)
     _idle_timer: asyncio.TimerHandle | None = None
     _idle_deadline = 0.0  # when an idle connection is closed (0: not idle)
+    repeat: Repeat | None = None  # the latest lane step read whole (http/repeat_steps.py)
 
     def data_received(self, data: bytes) -> None:
         self._idle_deadline = 0.0  # not idle: see _keep_alive
         if (data[:5] == b"POST " and self._not_whole is not None and self.direct is not None
                 and not self._in_message
                 and (self.cycle is None or self.cycle.response_complete)
-                and not self.pipeline and self._read_whole(data)):
+                and not self.pipeline and (self._take_repeat(data) or self._read_whole(data))):
             return
         self._feeding = True
         try:
@@ -209,18 +211,40 @@ class DirectExchanges:
             self._reader = WholeReader()
         request = self._reader.read(data, self, self._answered_whole)
         found = None if request is None else self.direct.takes(request.scope)
-        limit = self.limit_concurrency
-        if request is None or found is None or (limit is not None and (
-                len(self.connections) >= limit or len(self.tasks) >= limit)):
-            # (over uvicorn's concurrency limit: its 503 is uvicorn's to send)
+        if request is None or found is None or self._over_limit():
             missed = (self._not_whole or 0) + 1
             self._not_whole = None if missed >= NOT_WHOLE_MAX else missed
             return False
-        self._not_whole = 0
-        self._unset_keepalive_if_required()
-        self.cycle = request  # where uvicorn's cycle stands: later requests queue behind it
+        self._stands(request)
         self._start_direct(request, found)
         return True
+
+    def _take_repeat(self, data: bytes) -> bool:
+        """Take a read that is the connection's repeat with new input values
+        (http/repeat_steps.py), without parsing it; False: `data` was not that."""
+        repeat = self.repeat
+        if repeat is None or not repeat.matches(data) or self._over_limit():
+            return False
+        request = repeat.request(data, self, self._answered_whole)
+        self._stands(request)
+        assert self.direct is not None
+        if not self.direct.layers().lane.take_repeat(self, repeat, request):
+            self.repeat = None  # (its sequence or the server changed: taken as any request)
+            self._start_direct(request, repeat.found)
+        return True
+
+    def _over_limit(self) -> bool:
+        """Over uvicorn's concurrency limit: its 503 is uvicorn's to send."""
+        limit = self.limit_concurrency
+        return limit is not None and (len(self.connections) >= limit
+                                      or len(self.tasks) >= limit)
+
+    def _stands(self, request: WholeRequest) -> None:
+        """A request read whole stands where uvicorn's cycle stands: later requests on the
+        connection queue behind it."""
+        self._not_whole = 0
+        self._unset_keepalive_if_required()
+        self.cycle = request
 
     def _answered_whole(self) -> None:
         """uvicorn's on_response_complete, for a request read whole (http/whole_reads.py),

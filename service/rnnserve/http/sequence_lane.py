@@ -54,6 +54,7 @@ from rnnserve.errors import RnnServeError, SessionMoved, SessionNotFound, Unavai
 from rnnserve.http.common import first_headers
 from rnnserve.http.deadline_queue import DeadlineQueue
 from rnnserve.http.errors import error_message
+from rnnserve.http.repeat_steps import Repeat, repeat_of
 from rnnserve.http.responses import Answer, written
 from rnnserve.http.v2 import infer_response
 from rnnserve.http.v2_codec import InferCall, decode_request
@@ -68,6 +69,8 @@ class Connection(Protocol):
 
     @property
     def sequences(self) -> dict[str, Remembered]: ...
+
+    repeat: Repeat | None  # its latest lane step read whole (http/repeat_steps.py)
 
     def whole_way(self, cycle: Any, found: Found, miss: Miss | None = None) -> None: ...
 
@@ -110,11 +113,15 @@ class SequenceLane:
         self.layers = layers  # the direct path's (direct_path._Layers): the rules it calls
         self.deadlines: DeadlineQueue | None = None  # the steps' time limits, from the first
 
+    def _closed(self) -> bool:
+        """Whether the lane is not taken at all (see the module's docstring)."""
+        return self.layers.context.tracing.enabled or self.layers.auth.buckets is not None
+
     def take(self, protocol: Connection, cycle: Any, found: Found) -> Miss | bool:
         """True: the request is entered and will be answered by its step's callback. A Miss:
         go the whole way, then `remember`. False: go the whole way."""
         layers = self.layers
-        if layers.context.tracing.enabled or layers.auth.buckets is not None:
+        if self._closed():
             return False
         if b'"sequence_id"' not in cycle.body:  # stateless: decoded once, the whole way
             return False
@@ -142,21 +149,53 @@ class SequenceLane:
         remembered = known.get(session_id)
         if sequence[1] or remembered is None:  # a start, or a sequence new to the connection
             return Miss(session_id, owner)
-        runner = self.engine.served_version(remembered.runner.name, remembered.runner.version)
-        if runner is None or runner is not remembered.runner:
+        runner = self._served(remembered)
+        if runner is None:
             del known[session_id]  # unloaded or reloaded: the whole way says what to do
             return Miss(session_id, owner)
         step_id = call.request.parameters.get("step_id")
-        try:  # (a bad step id too: check_step_id's refusal comes from the whole way)
+        if not self._enter(protocol, cycle, found, call, remembered, runner, step_id, headers):
+            return False  # (a bad step id too: check_step_id's refusal comes from the whole way)
+        protocol.repeat = repeat_of(cycle, found, model, remembered, headers,
+                                    cast("str | None", step_id))
+        return True
+
+    def take_repeat(self, protocol: Connection, repeat: Repeat, cycle: Any) -> bool:
+        """A request that is the connection's repeat with new input values
+        (http/repeat_steps.py): True when entered as `take` enters a step; False when a rule
+        that depends on the server's state or on the values says otherwise (then `take` it)."""
+        if self._closed():
+            return False
+        scope = cycle.scope
+        remembered: Remembered = repeat.remembered
+        if (self.layers.auth.refusal(scope) is not None
+                or scope["state"]["owner"] != remembered.owner
+                or protocol.sequences.get(remembered.session_id) is not remembered):
+            return False
+        runner = self._served(remembered)
+        return runner is not None and self._enter(protocol, cycle, repeat.found,
+                                                  repeat.call(cycle.raw), remembered, runner,
+                                                  repeat.step_id, repeat.headers, repeat)
+
+    def _served(self, remembered: Remembered) -> Runner | None:
+        """The runner a remembered sequence lives on, while that very instance is served."""
+        runner = self.engine.served_version(remembered.runner.name, remembered.runner.version)
+        return runner if runner is remembered.runner else None
+
+    def _enter(self, protocol: Connection, cycle: Any, found: Found, call: InferCall,
+               remembered: Remembered, runner: Runner, step_id: object,
+               headers: dict[bytes, bytes], repeat: Repeat | None = None) -> bool:
+        """Check a later step with the data plane's checks and enter it (False: refused)."""
+        try:
             x, with_states = self.plane.later_step_input(call.request, runner, step_id)
         except RnnServeError:
             return False
         stepper = remembered.steppers.get(with_states)
         if stepper is None:
             stepper = remembered.steppers[with_states] = self.engine.sessions.sequence_stepper(
-                runner, session_id, owner, with_states=with_states)
-        _Step(self, protocol, cycle, found, call, remembered, with_states,
-              headers).enter(stepper, x, cast("str | None", step_id))
+                runner, remembered.session_id, remembered.owner, with_states=with_states)
+        _Step(self, protocol, cycle, found, call, remembered, with_states, headers,
+              repeat).enter(stepper, x, cast("str | None", step_id))
         return True
 
     def remember(self, protocol: Connection, miss: Miss, answer: Answer) -> None:
@@ -194,15 +233,15 @@ class _Step:
     """One request in the lane, from its step's entry to its answer."""
 
     __slots__ = ("lane", "protocol", "cycle", "found", "layers", "call", "remembered",
-                 "with_states", "headers", "rid", "started", "started_ns", "step", "stepper",
-                 "answered")
+                 "with_states", "headers", "repeat", "rid", "started", "started_ns", "step",
+                 "stepper", "answered")
 
     def __init__(self, lane: SequenceLane, protocol: Connection, cycle: Any, found: Found,
                  call: InferCall, remembered: Remembered, with_states: bool,
-                 headers: dict[bytes, bytes]) -> None:
+                 headers: dict[bytes, bytes], repeat: Repeat | None) -> None:
         self.lane, self.protocol, self.cycle, self.found = lane, protocol, cycle, found
         self.layers, self.call, self.remembered = lane.layers, call, remembered
-        self.with_states, self.headers = with_states, headers
+        self.with_states, self.headers, self.repeat = with_states, headers, repeat
         self.answered = False
         self.step: Any = None  # the entered step (a PendingStep), until it is answered
 
@@ -244,6 +283,9 @@ class _Step:
         """The 200 the v2 route writes (http/v2.py's infer_response)."""
         call = self.call
         answer = answer_of(call.request, runner, step_outputs(runner, outcome, self.with_states))
+        if self.repeat is not None:  # (its header lines and JSON header made once)
+            self._write(200, *self.repeat.response(call, answer))
+            return
         response = infer_response(call, answer, self.headers)
         self._write(200, response.raw_headers, cast(bytes, response.body))  # (ReadyResponse's)
 

@@ -155,7 +155,7 @@ def decode_request(body: bytes, header_length: str | None, model: str,
         raw, binary = body[:split], memoryview(body)[split:]
         seen = LAYOUTS.seen(raw, len(binary))
         if seen is not None:
-            return _laid_out(seen, binary, model, version)
+            return laid_out(seen, binary, model, version)
         header = parse_json(raw)
     else:
         raw = b""
@@ -182,10 +182,10 @@ def decode_request(body: bytes, header_length: str | None, model: str,
         return call
     if raw:
         LAYOUTS.see(raw, len(binary), (layout, parameters, request_id))
-    return _laid_out((layout, parameters, request_id), binary, model, version)
+    return laid_out((layout, parameters, request_id), binary, model, version)
 
 
-def _laid_out(seen: Seen, binary: memoryview, model: str, version: str | None) -> InferCall:
+def laid_out(seen: Seen, binary: memoryview, model: str, version: str | None) -> InferCall:
     """A call whose header decodes as a known layout: only its tensors are read anew."""
     layout, parameters, request_id = seen
     inputs = {name: np.frombuffer(binary[start:end], dtype="<f4").reshape(shape)

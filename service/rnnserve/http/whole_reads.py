@@ -35,16 +35,17 @@ class WholeRequest:
     """A request read whole: what the direct path and uvicorn's protocol read of a
     `RequestResponseCycle` (its scope, body and response flags), and nothing else."""
 
-    __slots__ = ("scope", "body", "keep_alive", "default_headers", "disconnected",
+    __slots__ = ("scope", "body", "raw", "keep_alive", "default_headers", "disconnected",
                  "response_started", "response_complete", "on_response")
     more_body = False
     waiting_for_100_continue = False
     message_event = _Unwaited()
 
     def __init__(self, scope: dict[str, Any], body: bytes, default_headers: Any,
-                 on_response: Any) -> None:
+                 on_response: Any, raw: bytes = b"") -> None:
         self.scope = scope
         self.body = body
+        self.raw = raw  # the read that held it (http/repeat_steps.py: what a repeat matches)
         self.default_headers = default_headers
         self.on_response = on_response
         self.keep_alive = True
@@ -129,7 +130,7 @@ class WholeReader:
             "query_string": b"",
         }
         return WholeRequest(scope, self._body, protocol.server_state.default_headers,
-                            on_response)
+                            on_response, data)
 
     def _start_over(self) -> None:
         self._parser = httptools.HttpRequestParser(self)
