@@ -221,3 +221,40 @@ def test_repeats_are_not_parsed_and_answer_as_steps_parsed_whole(
     # every step of the other
     assert parses == [(3, 3), (9, 9)]
     assert kept  # (the one with step ids kept its last lane step too: it never matched)
+
+
+def test_a_repeat_after_its_model_was_unloaded_or_loaded_again_answers_as_any_request(
+        tmp_path: Path, tiny_repo: Path) -> None:
+    """The version a connection's repeat stepped is checked on every repeat: unloaded (its
+    sessions retired at once), and then loaded again (a new instance), the repeat is answered
+    as the same request on a fresh connection is, and the sequence, started again, takes the
+    lane and repeats on the new instance."""
+    seq = np.random.default_rng(15).standard_normal((6, FEATURES)).astype(np.float32)
+    url = f"/v2/models/{MODEL_TINY}/infer"
+    with serving(["--models", str(tiny_repo), "--model-control", "explicit", "--load-model",
+                  MODEL_TINY, "--retire-grace-s", "0"], tmp_path / "server.log") as server, \
+            Link(server) as client:
+        for t in range(3):  # a start, a lane step, a repeat
+            body, headers = step_body(seq[t:t + 1], sequence_id=7004, sequence_start=t == 0)
+            output_of(client.post(body, headers))
+        body, headers = step_body(seq[3:4], sequence_id=7004)
+        answers = []
+        for action in ("unload", "load"):
+            done = httpx.post(f"{server.url}/v2/repository/models/{MODEL_TINY}/{action}",
+                              timeout=30)
+            assert done.status_code == 200, done.text
+            mine = client.post(body, headers)
+            fresh = httpx.post(server.url + url, content=body, headers=headers, timeout=30)
+            answers.append((mine.status_code, fresh.status_code))
+            if action == "unload":  # retired at once: refused alike
+                assert mine.status_code != 200 and mine.json() == fresh.json(), mine.content
+        assert answers[0][0] == answers[0][1] and answers[1] == (200, 200)  # (its version
+        # serves the session again once loaded: the repeat is stepped as the fresh request is)
+        before = lane_count(server)
+        got = []
+        for t in range(6):  # started again on the loaded instance: the lane and repeats
+            body, headers = step_body(seq[t:t + 1], sequence_id=7004, sequence_start=t == 0)
+            got.append(output_of(client.post(body, headers)))
+        assert lane_count(server) - before == 5
+        np.testing.assert_allclose(np.concatenate([g[0] for g in got]), whole(server, seq),
+                                   atol=1e-5)
