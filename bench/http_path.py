@@ -142,10 +142,10 @@ GC_SECONDS: dict[bool, list[float]] = {True: [], False: []}
 """Collector seconds per request of each round, by path (True: direct)."""
 
 
-async def one_round(engine: Engine, direct: bool, route: str, clients: int,
-                    requests: int, session_ids: list[str]) -> float:
-    """Event-loop CPU microseconds per request for `requests` requests from `clients`
-    connections, each sending its next request when its previous one is answered."""
+def connector(engine: Engine, direct: bool = True) -> Callable[[asyncio.Transport], Any]:
+    """What makes one connection's HTTP protocol as `rnnserve serve` makes it (the
+    application, the connection guard, uvicorn's httptools protocol with the direct path or
+    without), connected to the transport it is given."""
     app = create_app(engine, manage_engine=False)
     guard = ConnectionGuard(30.0, 0, engine.proxies, engine.metrics.connections_refused)
     protocol_class, _ = server_protocols(guard, direct=DirectPath(app) if direct else None)
@@ -153,6 +153,21 @@ async def one_round(engine: Engine, direct: bool, route: str, clients: int,
                             access_log=False)
     config.load()
     state = uvicorn.server.ServerState()
+
+    def connect(transport: asyncio.Transport) -> Any:
+        protocol = protocol_class(config=config, server_state=state,  # type: ignore[call-arg]
+                                  app_state={})
+        protocol.connection_made(transport)
+        return protocol
+
+    return connect
+
+
+async def one_round(engine: Engine, direct: bool, route: str, clients: int,
+                    requests: int, session_ids: list[str]) -> float:
+    """Event-loop CPU microseconds per request for `requests` requests from `clients`
+    connections, each sending its next request when its previous one is answered."""
+    connect = connector(engine, direct)
     left = requests
     done = asyncio.get_running_loop().create_future()
     protocols: list[Any] = []
@@ -177,10 +192,7 @@ async def one_round(engine: Engine, direct: bool, route: str, clients: int,
         return next_request
 
     for i in range(clients):
-        protocol = protocol_class(config=config, server_state=state,  # type: ignore[call-arg]
-                                  app_state={})
-        protocol.connection_made(MemoryTransport(i, answered(i)))
-        protocols.append(protocol)
+        protocols.append(connect(MemoryTransport(i, answered(i))))
     counted = engine.metrics.registry.get_sample_value("rnnserve_http_direct_requests_total")
     collector = CollectorTime()
     started = time.thread_time()

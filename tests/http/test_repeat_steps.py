@@ -16,17 +16,12 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-import uvicorn
 from rnnserve.engine import Engine
-from rnnserve.http.app import create_app
-from rnnserve.http.connections import ConnectionGuard
-from rnnserve.http.direct_path import DirectPath
-from rnnserve.http.http_protocols import server_protocols
 from rnnserve.http.sequence_lane import SequenceLane
 from rnnserve.http.whole_reads import WholeReader
 from rnnserve.settings import Settings
 
-from bench.http_path import MODEL, MODELS, MemoryTransport
+from bench.http_path import MODEL, MODELS, MemoryTransport, connector
 from tests.conftest import ServerProcess, serving
 from tests.http.test_key_rotation import KEY_A, KEY_B, bearer, wait_until, write_keys
 from tests.http.test_sequence_lane import FEATURES, Link, lane_count, output_of, step_body, whole
@@ -183,20 +178,12 @@ def test_repeats_are_not_parsed_and_answer_as_steps_parsed_whole(
         engine.start()
         await engine.open()
         try:
-            app = create_app(engine, manage_engine=False)
-            guard = ConnectionGuard(30.0, 0, engine.proxies, engine.metrics.connections_refused)
-            protocol_class, _ = server_protocols(guard, direct=DirectPath(app))
-            config = uvicorn.Config(app, http=protocol_class, lifespan="off", log_config=None,
-                                    access_log=False)
-            config.load()
+            connect = connector(engine)
             arrived = asyncio.Event()
             answers, parses, kept = [], [], []
             for sequence, with_ids in ((1, False), (2, True)):
                 transport = Answers(arrived.set)
-                protocol: Any = protocol_class(config=config,  # type: ignore[call-arg]
-                                               server_state=uvicorn.server.ServerState(),
-                                               app_state={})
-                protocol.connection_made(transport)
+                protocol = connect(transport)
                 before = len(parsed), len(taken)
                 for t in range(9):
                     arrived.clear()

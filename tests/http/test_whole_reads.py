@@ -16,17 +16,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
 from rnnserve.engine import Engine
-from rnnserve.http.app import create_app
-from rnnserve.http.connections import ConnectionGuard
 from rnnserve.http.deadline_queue import DeadlineQueue
-from rnnserve.http.direct_path import NOT_WHOLE_MAX, DirectPath
-from rnnserve.http.http_protocols import server_protocols
+from rnnserve.http.direct_path import NOT_WHOLE_MAX
 from rnnserve.http.whole_reads import WholeReader
 from rnnserve.settings import Settings
 
-from bench.http_path import MODEL, MODELS, MemoryTransport, rest_step
+from bench.http_path import MODEL, MODELS, MemoryTransport, connector, rest_step
 from tests.conftest import ServerProcess, serving
 from tests.http.test_direct_path import read_responses
 from tests.http.test_sequence_lane import FEATURES, Link, lane_count, step_body
@@ -219,12 +215,7 @@ def test_a_connection_that_splits_its_requests_stops_trying_whole_reads() -> Non
         engine.start()
         await engine.open()
         try:
-            app = create_app(engine, manage_engine=False)
-            guard = ConnectionGuard(30.0, 0, engine.proxies, engine.metrics.connections_refused)
-            protocol_class, _ = server_protocols(guard, direct=DirectPath(app))
-            config = uvicorn.Config(app, http=protocol_class, lifespan="off", log_config=None,
-                                    access_log=False)
-            config.load()
+            connect = connector(engine)
             answers: list[int] = []
             arrived = asyncio.Event()
 
@@ -232,10 +223,7 @@ def test_a_connection_that_splits_its_requests_stops_trying_whole_reads() -> Non
                 answers.append(1)
                 arrived.set()
 
-            protocol: Any = protocol_class(config=config,  # type: ignore[call-arg]
-                                           server_state=uvicorn.server.ServerState(),
-                                           app_state={})
-            protocol.connection_made(MemoryTransport(0, answered))
+            protocol = connect(MemoryTransport(0, answered))
             session = await engine.sessions.create(MODEL)
             request = rest_step(session.id)
             head, body = request.split(b"\r\n\r\n", 1)
