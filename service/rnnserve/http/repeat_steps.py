@@ -9,7 +9,9 @@ out already: the HTTP parse (http/whole_reads.py), the route's match and the dir
 header rules (`DirectPath.takes`), the JSON header's decoding (its `v2_codec.Seen`, which
 `decode_request` reuses too for a header met again), and the lane's reading of the sequence
 parameters, step id and session id. The tensor is read from the new bytes by the codec's own
-`laid_out`, as decode_request reads it.
+`laid_out`, as decode_request reads it. The 200 is `infer_response`'s, but for outputs of the
+shapes the last repeat's had (the same call, version and shapes make the same JSON header and
+header lines) those are reused and only the tensors are written anew.
 
 Everything that depends on the server's state or on the new values is done again, by the same
 calls as on every lane step (http/sequence_lane.py): the API key (keys can be replaced while
@@ -22,7 +24,12 @@ then the whole way), so a client sees the answer it would get if no repeat were 
 One repeat is kept per connection: the latest lane step read whole. A client stepping one
 sequence per connection (bench.peers' client; a device holding its own connection) matches
 it on every step; a pool that interleaves sequences on one connection matches when a
-sequence's steps follow each other, and otherwise pays one comparison."""
+sequence's steps follow each other, and otherwise pays one comparison.
+
+Measured with bench.peers' v2 client (256 sequences, one medium-LSTM step a request), the
+server's CPU per v2 step went from 0.111-0.123 ms (the code before, the same hour) to
+0.065-0.097, and v2 HTTP from 1.32 x Triton's rate to 1.68-1.96 over three full runs (README,
+"Speed")."""
 
 from __future__ import annotations
 
