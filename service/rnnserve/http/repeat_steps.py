@@ -40,9 +40,8 @@ import numpy as np
 
 from rnnserve.engine import V2Response
 from rnnserve.http.v2 import infer_response
-from rnnserve.http.v2_codec import LAYOUTS, InferCall, Seen, laid_out
+from rnnserve.http.v2_codec import InferCall, Seen, laid_out
 from rnnserve.http.whole_reads import WholeRequest
-from rnnserve.whole_numbers import whole_number
 
 
 @dataclass(eq=False)
@@ -99,19 +98,17 @@ class Repeat:
         return lines, payload
 
 
-def repeat_of(cycle: Any, found: Any, model: str, remembered: Any, headers: dict[bytes, bytes],
-              step_id: str | None) -> Repeat | None:
+def repeat_of(cycle: Any, found: Any, call: InferCall, remembered: Any,
+              headers: dict[bytes, bytes], step_id: str | None) -> Repeat | None:
     """The repeat of a lane step just entered, when it was read whole (a WholeRequest with its
-    read) and its body is a short JSON header (kept as `Seen`) and binary tensors; else None."""
+    read) and its body is a short JSON header (`call.seen`: kept by decode_request) and the
+    binary tensors; else None."""
     raw: bytes = getattr(cycle, "raw", b"")
     body: bytes = cycle.body
-    length = headers.get(b"inference-header-content-length")
-    split = None if length is None else whole_number(length)
-    if not raw or split is None or not 0 < split <= len(body) or not raw.endswith(body):
-        return None
-    seen = LAYOUTS.seen(body[:split], len(body) - split)
-    if seen is None:
+    seen = call.seen
+    if not raw or seen is None or not raw.endswith(body):
         return None
     body_at = len(raw) - len(body)
+    split = len(body) - seen[0].tensors[-1][3]  # (the tensors end where the body ends)
     return Repeat(raw[:body_at + split], len(raw), body_at, dict(cycle.scope), found, seen,
-                  model, remembered, headers, step_id)
+                  call.request.model, remembered, headers, step_id)

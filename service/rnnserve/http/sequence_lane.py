@@ -156,7 +156,7 @@ class SequenceLane:
         step_id = call.request.parameters.get("step_id")
         if not self._enter(protocol, cycle, found, call, remembered, runner, step_id, headers):
             return False  # (a bad step id too: check_step_id's refusal comes from the whole way)
-        protocol.repeat = repeat_of(cycle, found, model, remembered, headers,
+        protocol.repeat = repeat_of(cycle, found, call, remembered, headers,
                                     cast("str | None", step_id))
         return True
 

@@ -35,6 +35,7 @@ class InferCall:
     id: str | None
     outputs: list[RequestedOutput] | None  # None: every output
     binary_output: bool  # default for outputs not listed (request-level binary_data_output)
+    seen: Seen | None = None  # its short JSON header's decoding, when LAYOUTS keeps it
 
 
 @dataclass(frozen=True)
@@ -76,13 +77,15 @@ class Layouts:
         exactly: the sequence id is the same on each)."""
         return self._seen.get((raw, binary_bytes))
 
-    def see(self, raw: bytes, binary_bytes: int, seen: Seen) -> None:
-        """Keep what a short header decoded to (at most SEEN_MAX_BYTES: they are kept whole;
-        forgotten all at once when full)."""
-        if len(raw) <= SEEN_MAX_BYTES:
-            if len(self._seen) >= self.headers:
-                self._seen.clear()
-            self._seen[(raw, binary_bytes)] = seen
+    def see(self, raw: bytes, binary_bytes: int, seen: Seen) -> Seen | None:
+        """Keep (and return) what a short header decoded to (at most SEEN_MAX_BYTES: they are
+        kept whole; forgotten all at once when full); None for a longer one."""
+        if len(raw) > SEEN_MAX_BYTES:
+            return None
+        if len(self._seen) >= self.headers:
+            self._seen.clear()
+        self._seen[(raw, binary_bytes)] = seen
+        return seen
 
     def key(self, header: dict[str, Any], parameters: dict[str, Any],
             binary_bytes: int) -> bytes | None:
@@ -155,7 +158,9 @@ def decode_request(body: bytes, header_length: str | None, model: str,
         raw, binary = body[:split], memoryview(body)[split:]
         seen = LAYOUTS.seen(raw, len(binary))
         if seen is not None:
-            return laid_out(seen, binary, model, version)
+            call = laid_out(seen, binary, model, version)
+            call.seen = seen
+            return call
         header = parse_json(raw)
     else:
         raw = b""
@@ -178,11 +183,13 @@ def decode_request(body: bytes, header_length: str | None, model: str,
         call = _decoded(header, parameters, binary, model, version)
         layout = LAYOUTS.keep(key, call)
         if layout is not None and raw:
-            LAYOUTS.see(raw, len(binary), (layout, parameters, request_id))
+            call.seen = LAYOUTS.see(raw, len(binary), (layout, parameters, request_id))
         return call
+    seen = (layout, parameters, request_id)
+    call = laid_out(seen, binary, model, version)
     if raw:
-        LAYOUTS.see(raw, len(binary), (layout, parameters, request_id))
-    return laid_out((layout, parameters, request_id), binary, model, version)
+        call.seen = LAYOUTS.see(raw, len(binary), seen)
+    return call
 
 
 def laid_out(seen: Seen, binary: memoryview, model: str, version: str | None) -> InferCall:
