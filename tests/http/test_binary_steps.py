@@ -106,6 +106,46 @@ def test_a_repeated_step_id_is_replayed_not_applied_twice(server: ServerProcess)
     assert [steps_of(server, sid) for sid in ids] == [2, 3]
 
 
+def state_of(server: ServerProcess, sid: str) -> dict[str, Any]:
+    r = httpx.get(f"{server.url}/v1/sessions/{sid}/state")
+    assert r.status_code == 200, r.text
+    return {name: tensor["data"] for name, tensor in r.json()["state"].items()}
+
+
+def test_a_gateways_large_batches_match_the_same_steps_in_small_ones(
+        server: ServerProcess) -> None:
+    """A gateway's batch of KEEP_ROWS or more sessions keeps its new states as they came
+    from ONNX Runtime, and its next step of the same sessions is fed them as they are
+    (state/slab.py). Twins stepped in batches too small for that, with a single step, a
+    state read, a reset and a deleted session's slot taken again in between, must answer
+    and hold exactly the same."""
+    n, part = 300, 100
+    kept, twins = sessions(server, n), sessions(server, n)
+    order = np.random.default_rng(3).permutation(n)  # not their slots' order
+    kept, twins = [kept[i] for i in order], [twins[i] for i in order]
+    for number in range(5):
+        x = RNG.normal(size=(n, 1, 3)).astype(np.float32)
+        header, got = binary_step(server, kept, x)
+        want = np.concatenate([binary_step(server, twins[i:i + part], x[i:i + part])[1]
+                               for i in range(0, n, part)])
+        assert header["errors"] == []
+        np.testing.assert_array_equal(got, want)
+        if number == 1:  # one session stepped alone
+            for sid in (kept[7], twins[7]):
+                r = httpx.post(f"{server.url}/v1/sessions/{sid}/step",
+                               json={"inputs": x[7].tolist()})
+                assert r.status_code == 200, r.text
+            assert state_of(server, kept[11]) == state_of(server, twins[11])
+        if number == 2:  # a reset, and a session deleted and its slot taken by a new one
+            for ids in (kept, twins):
+                assert httpx.post(f"{server.url}/v1/sessions/{ids[13]}/reset").status_code == 200
+                assert httpx.delete(f"{server.url}/v1/sessions/{ids[5]}").status_code == 204
+                ids[5] = sessions(server, 1)[0]
+    for i in (5, 7, 11, 13, 200):
+        assert state_of(server, kept[i]) == state_of(server, twins[i])
+    assert steps_of(server, kept[7]) == steps_of(server, twins[7]) == 6
+
+
 BAD_BODIES: list[tuple[str, Any, str]] = [
     ("header missing", "no-header", "Inference-Header-Content-Length header is missing"),
     ("header length not a number", "length=abc", "must be the byte length"),

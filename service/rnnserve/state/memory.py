@@ -1,7 +1,8 @@
 """The in-memory state store: each model version's session states in one slab of float32 rows
 ([capacity, layers, hidden] per state tensor), a dict from session id to slot, and per-slot
 metadata in numpy arrays. So an idle session costs its raw state bytes plus ~200 bytes of
-index, gathering and scattering a batch is one fancy-indexing operation per tensor, and expiry
+index, gathering and scattering a batch is one fancy-indexing operation per tensor (none for a
+gateway's next step of the same sessions: slab.py keeps a large batch's states), and expiry
 is a vectorised comparison on a timer rather than a scan per request.
 
 Sessions here die with the process: use the Redis store for durability and replicas."""
@@ -328,9 +329,12 @@ class MemoryStateStore(Scatter, Move, BulkCreate, MemoryRetirements):
         for i in np.flatnonzero(~ok).tolist():
             errors[i] = errors[i] or self._gather_error(ids[i], owners[i], slab_no)
             slots[i] = 0
-        rows = block(slots)
-        states = {name: read_rows(arr, rows) for name, arr in slab.arrays.items()}
-        if not ok.all():
+        everyone = bool(ok.all())
+        states = slab.kept_states(slots) if everyone else None  # a gateway's next step
+        if states is None:
+            rows = block(slots)
+            states = {name: read_rows(arr, rows) for name, arr in slab.arrays.items()}
+        if not everyone:
             for arr in states.values():
                 arr[:, ~ok] = 0.0  # rows of missing sessions are zeros, not another's state
         return Gathered(ids, states, errors,

@@ -58,8 +58,9 @@ class Scatter:
             write &= np.array([r is None for r in replayed], np.bool_)
         rows = block(slots[write])
         everyone = bool(write.all())
-        for name, arr in slab.arrays.items():
-            write_rows(arr, rows, states[name] if everyone else states[name][:, write])
+        if not (everyone and slab.keep(slots, states)):  # kept: copied in when next needed
+            for name, arr in slab.arrays.items():
+                write_rows(arr, rows, states[name] if everyone else states[name][:, write])
         slab.steps[rows] += np.asarray(steps, np.int64)[write]
         slab.last_used[slots[ok]] = self._clock()
         steps_after = slab.steps[slots]  # each row's session's timesteps after this write

@@ -3,7 +3,12 @@
 Rows live in arrays preallocated for many sessions ([layers, slots, hidden] per state tensor,
 plus per-slot metadata arrays), so an idle session costs its raw state bytes, and a batch is
 gathered and scattered with one indexing operation per tensor: a slice when its sessions sit in
-consecutive slots (`block`), else a fancy index over whole rows (`read_rows`, `write_rows`)."""
+consecutive slots (`block`), else a fancy index over whole rows (`read_rows`, `write_rows`).
+
+A large batch's new states may stay as ONNX Runtime returned them (`Slab.keep`) instead of
+being copied into their rows: the next batch of the same sessions in the same order (a
+gateway's next bulk step) is fed those arrays as they are (`Slab.kept_states`), and any other
+use of the rows writes them in first (`Slab.arrays`)."""
 
 from __future__ import annotations
 
@@ -33,6 +38,10 @@ def block(slots: np.ndarray) -> slice | np.ndarray:
     return slots
 
 
+def same_rows(kept: np.ndarray, slots: np.ndarray) -> bool:
+    return len(kept) == len(slots) and bool(np.array_equal(kept, slots))
+
+
 def read_rows(source: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
     """A copy of source[:, rows], [layers, len(rows), hidden], contiguous: ONNX Runtime's
     feed. A block is one slice copy; other rows are taken one row at a time."""
@@ -53,6 +62,26 @@ def write_rows(target: np.ndarray, rows: slice | np.ndarray, values: np.ndarray)
     target.view(item)[..., 0][:, rows] = values.view(item)[..., 0]
 
 
+KEEP_ROWS = 256
+"""The fewest rows of a batch whose new states are kept as they are (`Slab.keep`). Copying a
+gateway's 1024 rows out of the slab and back costs about 0.8 ms of a bulk step's 7 ms on this
+2-core machine: the rows are cold in the cache after each run (`python -m bench.binary_steps`
+prints both copies). Small batches, whose copies are cheap, change their sessions from one
+batch to the next and would only move the copy from their own scatter to the next gather."""
+
+
+class KeptBatch:
+    """The new states of the latest large batch of a slab, not yet in its rows: `states[name]`
+    [layers, len(slots), hidden], row i the state of the session in `slots[i]`. Read-only:
+    they are fed to ONNX Runtime as they are."""
+
+    __slots__ = ("slots", "states")
+
+    def __init__(self, slots: np.ndarray, states: dict[str, np.ndarray]) -> None:
+        self.slots = slots
+        self.states = states
+
+
 def reserved_rows(layout: StateLayout, max_sessions: int) -> int:
     return max(1024, min(max_sessions, RESERVE_BYTES // max(1, layout.row_bytes)))
 
@@ -70,8 +99,9 @@ class Slab:
         # [layers, slots, hidden]: ONNX Runtime's own layout, so a gather along the slot axis
         # is already the contiguous [layers, batch, hidden] feed and a run's final states go
         # back without a transpose
-        self.arrays = {name: np.empty((layers, capacity, hidden), np.float32)
-                       for name, layers, hidden in layout.tensors}
+        self._arrays = {name: np.empty((layers, capacity, hidden), np.float32)
+                        for name, layers, hidden in layout.tensors}
+        self._kept: KeptBatch | None = None
         self.steps = np.zeros(capacity, np.int64)
         self.created = np.zeros(capacity, np.float64)
         self.last_used = np.zeros(capacity, np.float64)
@@ -87,6 +117,47 @@ class Slab:
         self.max_live: int | None = None  # store from the latest layout it was handed
         self.rewarm_steps = 0  # how many last inputs each session keeps (the layout's)
 
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The state rows, [layers, slots, hidden] per tensor, with a kept batch's states
+        written into them first: every reader and writer of rows but the two below goes
+        through here, so none sees a stale row or is overwritten by an older one later."""
+        self.settle()
+        return self._arrays
+
+    def settle(self) -> None:
+        """Write the kept batch's states into their rows, and keep nothing."""
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            rows = block(kept.slots)
+            for name, arr in self._arrays.items():
+                write_rows(arr, rows, kept.states[name])
+
+    def keep(self, slots: np.ndarray, states: dict[str, np.ndarray]) -> bool:
+        """Keep a whole batch's new states for `slots` (distinct, every row written) as they
+        are instead of copying them into the rows; False (nothing kept) when the batch is
+        small or an array is not [layers, len(slots), hidden], contiguous float32."""
+        count = len(slots)
+        if count < KEEP_ROWS or states.keys() != self._arrays.keys():
+            return False
+        for name, arr in self._arrays.items():
+            value = states[name]
+            if (value.dtype != np.float32 or not value.flags.c_contiguous
+                    or value.shape != (arr.shape[0], count, arr.shape[2])):
+                return False
+        if self._kept is not None and not same_rows(self._kept.slots, slots):
+            self.settle()  # another batch's: into their rows first
+        frozen = {name: value.view() for name, value in states.items()}
+        for value in frozen.values():
+            value.flags.writeable = False  # a reader that writes into them fails loudly
+        self._kept = KeptBatch(slots.copy(), frozen)
+        return True
+
+    def kept_states(self, slots: np.ndarray) -> dict[str, np.ndarray] | None:
+        """The kept batch's states when `slots` are its slots in its order, else None."""
+        kept = self._kept
+        return kept.states if kept is not None and same_rows(kept.slots, slots) else None
+
     def _grow(self) -> None:
         new_capacity = self.capacity * 2
 
@@ -101,7 +172,7 @@ class Slab:
             new[:, : self.capacity] = old
             return new
 
-        self.arrays = {n: grown_state(a) for n, a in self.arrays.items()}
+        self._arrays = {n: grown_state(a) for n, a in self.arrays.items()}
         self.steps, self.created = grown(self.steps, True), grown(self.created, True)
         self.last_used, self.alive = grown(self.last_used, True), grown(self.alive, True)
         self.owner = grown(self.owner, True)
