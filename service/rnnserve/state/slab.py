@@ -120,8 +120,9 @@ class Slab:
     @property
     def arrays(self) -> dict[str, np.ndarray]:
         """The state rows, [layers, slots, hidden] per tensor, with a kept batch's states
-        written into them first: every reader and writer of rows but the two below goes
-        through here, so none sees a stale row or is overwritten by an older one later."""
+        written into them first: every reader and writer of rows but `keep` and
+        `kept_states` goes through here, so none sees a stale row, and no row written here is
+        overwritten later by the older kept one."""
         self.settle()
         return self._arrays
 
