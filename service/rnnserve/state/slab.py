@@ -13,6 +13,7 @@ use of the rows writes them in first (`Slab.arrays`)."""
 from __future__ import annotations
 
 import heapq
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,10 +37,6 @@ def block(slots: np.ndarray) -> slice | np.ndarray:
                 (np.diff(slots) == 1).all())):
             return slice(first, first + count)
     return slots
-
-
-def same_rows(kept: np.ndarray, slots: np.ndarray) -> bool:
-    return len(kept) == len(slots) and bool(np.array_equal(kept, slots))
 
 
 def read_rows(source: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
@@ -70,16 +67,14 @@ prints both copies). Small batches, whose copies are cheap, change their session
 batch to the next and would only move the copy from their own scatter to the next gather."""
 
 
+@dataclass(frozen=True, slots=True)
 class KeptBatch:
     """The new states of the latest large batch of a slab, not yet in its rows: `states[name]`
     [layers, len(slots), hidden], row i the state of the session in `slots[i]`. Read-only:
     they are fed to ONNX Runtime as they are."""
 
-    __slots__ = ("slots", "states")
-
-    def __init__(self, slots: np.ndarray, states: dict[str, np.ndarray]) -> None:
-        self.slots = slots
-        self.states = states
+    slots: np.ndarray
+    states: dict[str, np.ndarray]
 
 
 def reserved_rows(layout: StateLayout, max_sessions: int) -> int:
@@ -146,7 +141,7 @@ class Slab:
             if (value.dtype != np.float32 or not value.flags.c_contiguous
                     or value.shape != (arr.shape[0], count, arr.shape[2])):
                 return False
-        if self._kept is not None and not same_rows(self._kept.slots, slots):
+        if self._kept is not None and not np.array_equal(self._kept.slots, slots):
             self.settle()  # another batch's: into their rows first
         frozen = {name: value.view() for name, value in states.items()}
         for value in frozen.values():
@@ -157,7 +152,7 @@ class Slab:
     def kept_states(self, slots: np.ndarray) -> dict[str, np.ndarray] | None:
         """The kept batch's states when `slots` are its slots in its order, else None."""
         kept = self._kept
-        return kept.states if kept is not None and same_rows(kept.slots, slots) else None
+        return kept.states if kept is not None and np.array_equal(kept.slots, slots) else None
 
     def _grow(self) -> None:
         new_capacity = self.capacity * 2
