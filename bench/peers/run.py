@@ -156,17 +156,21 @@ def measure(
     crashes = [] if crashes is None else crashes
     phases = {}
     server_of: dict[str, ServerProcess] = {}
+    turns: list[list[str]] = []  # each row's systems, in their order
     for systems in layout.values():
+        turns.append([])
         for system in systems:
             server = servers.get(system.server)
             if server is not None and system.key not in unavailable:
                 phases[system.key] = system.make(server)
                 server_of[system.key] = server
+                turns[-1].append(system.key)
     rounds: Rounds = {}
     failed: dict[str, str] = {}
     for number in range(1, plan.rounds + 1):
         print(f"\nround {number} of {plan.rounds}:", flush=True)
-        for key, phase in phases.items():
+        for key in turn_order(turns, number):
+            phase = phases[key]
             if key in failed:
                 continue
             server = server_of[key]
@@ -213,6 +217,15 @@ def measure(
             if summary["errors"]:
                 print(f"    errors: {summary['error_samples']}", flush=True)
     return rounds
+
+
+def turn_order(turns: list[list[str]], number: int) -> list[str]:
+    """The phases of round `number`: row after row; within a row its systems in their order in
+    odd rounds and in reverse in even ones. A row's first phase runs right after another row's
+    heaviest (the bulk row's in-process ONNX Runtime before the WebSocket stream), and its
+    last one right before the next row: with a fixed order one system would always take that
+    place, and a ratio would carry it. Alternating gives each system both places."""
+    return [key for row in turns for key in (row if number % 2 else row[::-1])]
 
 
 def restarted(server: ServerProcess, crashes: list[dict[str, Any]]) -> None:

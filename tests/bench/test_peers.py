@@ -166,3 +166,43 @@ def test_a_full_run_judges_each_ratio_by_its_median_round() -> None:
     (bulk,) = [t for t in targets_of(plan)["bulk"] if t.label == "bulk binary ÷ in-process ORT"]
     assert bulk.value(rounds) == 0.5
     assert bulk.ok is not None and bulk.ok(0.5)
+
+
+def test_within_a_row_the_systems_swap_places_every_other_round() -> None:
+    """A row's first phase runs right after the previous row's last (the WebSocket stream's
+    after the bulk row's in-process ONNX Runtime); with a fixed order rnnserve would always
+    take that place and its ratio carry it. Rows keep their order; within each, round 1 runs
+    the listed order, round 2 the reverse, round 3 the listed again, and every phase's figures
+    are kept under its own system and round."""
+    from bench.peers.plan import parse_plan
+    from bench.peers.rows import System
+    from bench.peers.run import measure
+
+    class Running:
+        """A server that stays up: all that `measure` asks of one."""
+        name = "rnnserve"
+
+        def exit_code(self) -> int | None:
+            return None
+
+    ran: list[tuple[str, int]] = []
+
+    def system(key: str) -> System:
+        def make(_: Any) -> Any:
+            def phase() -> dict[str, Any]:
+                ran.append((key, len(ran)))
+                return {"requests": 1, "errors": 0, "sequences_per_s": float(len(ran)),
+                        "p50_ms": 1.0, "p99_ms": 1.0, "cpu_ms_per_request": {}}
+            return phase
+        return System(key, key, "rnnserve", make)
+
+    layout = {"bulk": [system("bulk/a"), system("bulk/b"), system("bulk/c")],
+              "ws": [system("ws/rnnserve"), system("ws/echo")]}
+    rounds = measure(parse_plan(["--no-peer", "--rounds", "3"]), layout,
+                     {"rnnserve": Running()}, {})  # type: ignore[dict-item]
+    order = [key for key, _ in ran]
+    assert order == ["bulk/a", "bulk/b", "bulk/c", "ws/rnnserve", "ws/echo",
+                     "bulk/c", "bulk/b", "bulk/a", "ws/echo", "ws/rnnserve",
+                     "bulk/a", "bulk/b", "bulk/c", "ws/rnnserve", "ws/echo"]
+    assert [r["round"] for r in rounds["ws/rnnserve"]] == [1, 2, 3]
+    assert [r["sequences_per_s"] for r in rounds["ws/rnnserve"]] == [4.0, 10.0, 14.0]
