@@ -42,9 +42,15 @@ async def step(store: MemoryStateStore, ids: list[str], truth: dict[str, dict[st
     new = random_state(LSTM, seed, len(ids))
     written = await store.scatter(gathered, new, *no_ids([1] * len(ids)))
     assert not any(written.errors)
+    remember(truth, ids, new)
+    return new
+
+
+def remember(truth: dict[str, dict[str, np.ndarray]], ids: list[str],
+             new: dict[str, np.ndarray]) -> None:
+    """Row i of a batch's new states is now the state of session ids[i]."""
     for i, sid in enumerate(ids):
         truth[sid] = {name: value[:, i:i + 1].copy() for name, value in new.items()}
-    return new
 
 
 def expect_rows(states: dict[str, np.ndarray], ids: list[str],
@@ -119,8 +125,7 @@ async def test_a_partly_written_batch_and_a_growing_slab_keep_every_row() -> Non
     new = random_state(LSTM, 401, N)
     written = await store.scatter(gathered, new, *no_ids([1] * N))
     assert written.errors[0] is not None and not any(written.errors[1:])
-    for i, sid in enumerate(ids[1:], start=1):
-        truth[sid] = {name: value[:, i:i + 1].copy() for name, value in new.items()}
+    remember(truth, ids[1:], {name: value[:, 1:] for name, value in new.items()})
     await step(store, ids[1:], truth, 402)
     capacity = store._slab(LSTM)[1].capacity
     store.max_sessions = 3 * capacity  # more sessions than the rows reserved
@@ -142,9 +147,8 @@ async def test_two_large_batches_in_flight_at_once_both_stand() -> None:
     await store.scatter(b, new_b, *no_ids([1] * N))  # kept
     new_a = random_state(LSTM, 501, N)
     await store.scatter(a, new_a, *no_ids([1] * N))  # kept now: the second's go to their rows
-    for batch, new in ((first, new_a), (second, new_b)):
-        for i, sid in enumerate(batch):
-            truth[sid] = {name: value[:, i:i + 1].copy() for name, value in new.items()}
+    remember(truth, first, new_a)
+    remember(truth, second, new_b)
     for sid in ids[::29]:
         await expect_read(store, sid, truth)
     await step(store, second, truth, 502)
